@@ -1,0 +1,29 @@
+# smalldata: every target creates its own virtual environment first.
+VENV    ?= .venv
+PYTHON  ?= python3
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+DEMO    ?= demo_data
+NRANKS  ?= 2
+
+.PHONY: install test demo bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(VENV)/bin/pytest -q -ra tests
+
+demo: $(STAMP)
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m smalldata.demo --root $(DEMO) --ranks $(NRANKS)
+
+bench: $(STAMP)
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) $(DEMO) .pytest_cache
