@@ -1,0 +1,1 @@
+"""Analysis functions: DetObjectFunc subclasses, one module each."""

@@ -1,0 +1,51 @@
+"""Shared command-line plumbing: logging set-up and one-line errors."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Callable, Optional, Sequence
+
+from smalldata.errors import SmallDataError
+
+log = logging.getLogger("smalldata")
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--debug`` and ``--quiet`` to a parser."""
+    parser.add_argument("--debug", action="store_true",
+                        help="show debug logging and full tracebacks on errors")
+    parser.add_argument("--quiet", action="store_true", help="only warnings and errors")
+
+
+def setup_logging(debug: bool = False, quiet: bool = False) -> None:
+    """Log to stderr as ``LEVEL name: message``."""
+    level = logging.DEBUG if debug else (logging.WARNING if quiet else logging.INFO)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def run_main(body: Callable[[argparse.Namespace], int], parser: argparse.ArgumentParser,
+             argv: Optional[Sequence[str]] = None) -> int:
+    """Parse arguments, run ``body(args)`` and turn user errors into one line and exit status 2.
+
+    Unexpected exceptions give exit status 1 with a one-line summary (full traceback with --debug).
+    """
+    args = parser.parse_args(argv)
+    setup_logging(getattr(args, "debug", False), getattr(args, "quiet", False))
+    prog = parser.prog
+    try:
+        return int(body(args) or 0)
+    except SmallDataError as exc:
+        if args.debug:
+            raise
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - last-resort reporting for a CLI
+        if args.debug:
+            raise
+        print(f"{prog}: internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
