@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import Callable, Optional, Sequence
 
@@ -18,9 +19,19 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="only warnings and errors")
 
 
+def mpi_rank_from_environment() -> int:
+    """This process's MPI rank as the launcher tells it (0 when not under mpirun)."""
+    for var in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 0
+
+
 def setup_logging(debug: bool = False, quiet: bool = False) -> None:
-    """Log to stderr as ``LEVEL name: message``."""
+    """Log to stderr as ``LEVEL name: message`` (ranks other than 0 log only warnings)."""
     level = logging.DEBUG if debug else (logging.WARNING if quiet else logging.INFO)
+    if mpi_rank_from_environment() != 0 and not debug:
+        level = logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
@@ -33,12 +44,15 @@ def run_main(body: Callable[[argparse.Namespace], int], parser: argparse.Argumen
     args = parser.parse_args(argv)
     setup_logging(getattr(args, "debug", False), getattr(args, "quiet", False))
     prog = parser.prog
+    # under MPI every rank raises the same error; rank 0 reports it
+    report = mpi_rank_from_environment() == 0 or args.debug
     try:
         return int(body(args) or 0)
     except SmallDataError as exc:
         if args.debug:
             raise
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        if report:
+            print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
@@ -46,6 +60,7 @@ def run_main(body: Callable[[argparse.Namespace], int], parser: argparse.Argumen
     except Exception as exc:  # noqa: BLE001 - last-resort reporting for a CLI
         if args.debug:
             raise
-        print(f"{prog}: internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
-              file=sys.stderr)
+        if report:
+            print(f"{prog}: internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+                  file=sys.stderr)
         return 1

@@ -120,6 +120,13 @@ class DetObjectFunc:
         """Unit of each output key (without prefix); keys missing here have no unit."""
         return {}
 
+    def all_output_units(self) -> Dict[str, str]:
+        """Units of every output key of this function and its children, prefixed as in :meth:`run`."""
+        units = {f"{self.name}_{key}": unit for key, unit in self.output_units().items()}
+        for child in self.children:
+            units.update({f"{self.name}_{key}": unit for key, unit in child.all_output_units().items()})
+        return units
+
     def required_modules(self) -> Optional[tuple]:
         """Detector modules this function reads; None means all of the detector's modules."""
         return None

@@ -1,0 +1,71 @@
+"""Projection of a 2-D image (an ROI's pixels, or a module) onto one axis."""
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import numpy as np
+
+from smalldata.constants import DSSC_MODULE_SHAPE
+from smalldata.detfunc import DetObjectFunc
+from smalldata.errors import ConfigError
+from smalldata.frames import Frames
+
+from .roi import check_module_roi, crop_module
+
+
+class Projection(DetObjectFunc):
+    """Sum or mean of the good pixels along one image axis.
+
+    Parameters
+    ----------
+    name : str
+        Output prefix.
+    axis : int
+        Image axis summed over: 0 sums the rows (a profile along the columns),
+        1 sums the columns (a profile along the rows).
+    mean : bool
+        Mean over the good pixels instead of the sum (NaN where a line has none).
+    threshold : float or None
+        Pixels below this value (data units) count as 0.
+    module : int or None
+        Module to project when used directly on the detector (not as a child).
+    """
+
+    type_name = "projection"
+
+    def __init__(self, name: str = "proj", axis: int = 0, mean: bool = False,
+                 threshold: Optional[float] = None, module: Optional[int] = None):
+        super().__init__(name)
+        if axis not in (0, 1):
+            raise ConfigError("axis", f"must be 0 (sum over rows) or 1 (sum over columns), got {axis}")
+        self.axis = int(axis)
+        self.mean = bool(mean)
+        self.threshold = threshold
+        if module is not None:
+            check_module_roi(module, [0, DSSC_MODULE_SHAPE[0], 0, DSSC_MODULE_SHAPE[1]])
+        self.module = module
+
+    def required_modules(self):
+        return None if self.module is None else (self.module,)
+
+    def process(self, frames: Frames) -> Dict[str, np.ndarray]:
+        if frames.modules is not None:
+            if self.module is None:
+                raise ConfigError(self.name, "a projection of the whole detector needs 'module', "
+                                             "or make it a child of an roi")
+            data, valid = crop_module(frames, self.module, [0, DSSC_MODULE_SHAPE[0], 0, DSSC_MODULE_SHAPE[1]])
+        else:
+            data, valid = frames.data, frames.valid
+        values = np.where(valid, data, np.float32(0))
+        if self.threshold is not None:
+            values = np.where(values >= self.threshold, values, np.float32(0))
+        profile = values.sum(axis=1 + self.axis, dtype=np.float64)
+        npix = valid.sum(axis=1 + self.axis).astype(np.int32)
+        if self.mean:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                profile = np.where(npix > 0, profile / np.maximum(npix, 1), np.nan)
+        return {"profile": profile, "npix": npix}
+
+    def output_units(self) -> Dict[str, str]:
+        units = self.det.units if self.det is not None else "ADU"
+        return {"profile": units, "npix": "pixel"}

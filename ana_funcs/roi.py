@@ -1,0 +1,108 @@
+"""Region of interest on one detector module: sum, mean, max, centre of mass, pixel count."""
+from __future__ import annotations
+
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from smalldata.constants import DSSC_MODULE_SHAPE, DSSC_N_MODULES
+from smalldata.detfunc import DetObjectFunc
+from smalldata.errors import ConfigError
+from smalldata.frames import Frames
+
+
+def check_module_roi(module: int, roi, shape=DSSC_MODULE_SHAPE) -> List[int]:
+    """Validate ``module`` and ``roi = [y0, y1, x0, x1]`` (module pixel coordinates, end exclusive)."""
+    if not 0 <= module < DSSC_N_MODULES:
+        raise ConfigError("module", f"module {module} does not exist; DSSC modules are 0..{DSSC_N_MODULES - 1}")
+    if roi is None or len(roi) != 4 or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) for v in roi):
+        raise ConfigError("roi", f"expected [y0, y1, x0, x1] as 4 integers, got {roi!r}")
+    y0, y1, x0, x1 = (int(v) for v in roi)
+    if not (0 <= y0 < y1 <= shape[0] and 0 <= x0 < x1 <= shape[1]):
+        raise ConfigError("roi", f"[{y0}, {y1}, {x0}, {x1}] is outside the {shape[0]} x {shape[1]} module or empty; "
+                                 f"need 0 <= y0 < y1 <= {shape[0]} and 0 <= x0 < x1 <= {shape[1]}")
+    return [y0, y1, x0, x1]
+
+
+def crop_module(frames: Frames, module: int, roi) -> tuple:
+    """(data, valid) of ``roi`` on ``module`` from full-detector frames, each (N, h, w)."""
+    y0, y1, x0, x1 = roi
+    if frames.modules is None:
+        return frames.data[:, y0:y1, x0:x1], frames.valid[:, y0:y1, x0:x1]
+    j = frames.module_axis_index(module)
+    return frames.data[:, j, y0:y1, x0:x1], frames.valid[:, j, y0:y1, x0:x1]
+
+
+class ROI(DetObjectFunc):
+    """Statistics of a rectangular region of one module.
+
+    Parameters
+    ----------
+    name : str
+        Output prefix.
+    module : int
+        Detector module (0..15).
+    roi : list of int
+        ``[y0, y1, x0, x1]`` in module pixel coordinates (rows, columns; end exclusive).
+    threshold : float or None
+        Pixels below this value (data units: ADU, or photons with a gain) count as 0.
+    threshold_max : float or None
+        Pixels above this value are excluded (treated as bad) in that frame.
+    write_image : bool
+        Also output the ROI pixels (invalid pixels as NaN).
+    """
+
+    type_name = "roi"
+
+    def __init__(self, name: str = "roi", module: int = 0, roi: List[int] = (0, 128, 0, 512),
+                 threshold: Optional[float] = None, threshold_max: Optional[float] = None,
+                 write_image: bool = False):
+        super().__init__(name)
+        self.roi = check_module_roi(module, roi)
+        self.module = int(module)
+        if threshold is not None and threshold_max is not None and threshold_max <= threshold:
+            raise ConfigError("threshold_max", f"must be above threshold ({threshold}), got {threshold_max}")
+        self.threshold = threshold
+        self.threshold_max = threshold_max
+        self.write_image = bool(write_image)
+
+    def required_modules(self):
+        return (self.module,)
+
+    def _select(self, frames: Frames):
+        data, valid = crop_module(frames, self.module, self.roi)
+        if self.threshold_max is not None:
+            valid = valid & (data <= self.threshold_max)
+        values = np.where(valid, data, np.float32(0))
+        if self.threshold is not None:
+            values = np.where(values >= self.threshold, values, np.float32(0))
+        return values, valid
+
+    def process(self, frames: Frames) -> Dict[str, np.ndarray]:
+        values, valid = self._select(frames)
+        n = len(frames)
+        total = values.sum(axis=(1, 2), dtype=np.float64)
+        npix = valid.sum(axis=(1, 2)).astype(np.int32)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(npix > 0, total / np.maximum(npix, 1), np.nan)
+            masked = np.where(valid, values, -np.inf)
+            vmax = masked.reshape(n, -1).max(axis=1) if values.size else np.full(n, np.nan)
+            vmax = np.where(npix > 0, vmax, np.nan).astype(np.float32)
+            y0, _, x0, _ = self.roi
+            rows = np.arange(values.shape[1], dtype=np.float64) + y0
+            cols = np.arange(values.shape[2], dtype=np.float64) + x0
+            com_y = np.where(total > 0, values.sum(axis=2, dtype=np.float64) @ rows / total, np.nan)
+            com_x = np.where(total > 0, values.sum(axis=1, dtype=np.float64) @ cols / total, np.nan)
+        out = {"sum": total, "mean": mean, "max": vmax, "com_y": com_y, "com_x": com_x, "npix": npix}
+        if self.write_image:
+            out["image"] = np.where(valid, values, np.float32(np.nan)).astype(np.float32)
+        return out
+
+    def child_frames(self, frames: Frames, outputs) -> Frames:
+        values, valid = self._select(frames)
+        return frames.derived(values, valid)
+
+    def output_units(self) -> Dict[str, str]:
+        units = self.det.units if self.det is not None else "ADU"
+        return {"sum": units, "mean": units, "max": units, "image": units,
+                "com_y": "pixel", "com_x": "pixel", "npix": "pixel"}

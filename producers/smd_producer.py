@@ -1,0 +1,60 @@
+"""smd_producer: turn a run into one small-data HDF5 file (run it under mpirun for several ranks)."""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from ._cli import add_common_arguments, run_main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="smd_producer",
+        description="Process a European XFEL run into a compact HDF5 file: one row per detector frame, "
+                    "the outputs of the configured analysis functions, point data (XGM, scan values), "
+                    "and /UserDataCfg recording how every number was made. "
+                    "Run under 'mpirun -n N smd_producer ...' to use N ranks; the output does not depend on N.",
+        epilog="example: mpirun -n 2 smd_producer -r 614 -c configs/producer.yaml")
+    parser.add_argument("-r", "--run", type=int, required=True, help="run number")
+    parser.add_argument("-c", "--config", type=Path, required=True, help="producer YAML config")
+    parser.add_argument("-p", "--proposal", type=int, help="proposal number (default: from the config)")
+    parser.add_argument("--output", type=Path, help="output file (default: <output_dir>/r<run>.h5)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    parser.add_argument("--max-trains", type=int, metavar="K", help="only the first K trains (a quick look)")
+    parser.add_argument("--batch-size", type=int, metavar="N", help="frames per batch (default: from the config)")
+    add_common_arguments(parser)
+    return parser
+
+
+def _body(args: argparse.Namespace) -> int:
+    from smalldata.config import ProducerConfig
+    from smalldata.errors import SmallDataError
+    from smalldata.eventloop import run_producer
+    from smalldata.mpi import get_comm
+
+    if args.max_trains is not None and args.max_trains < 1:
+        raise SmallDataError(f"--max-trains must be >= 1, got {args.max_trains}")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise SmallDataError(f"--batch-size must be >= 1, got {args.batch_size}")
+    comm = get_comm()
+    config = ProducerConfig.from_file(args.config)
+    summary = run_producer(config, args.run, proposal=args.proposal, output=args.output,
+                           overwrite=args.overwrite, max_trains=args.max_trains, batch_size=args.batch_size,
+                           command=shlex.join(sys.argv), comm=comm)
+    if comm.Get_rank() == 0 and not args.quiet:
+        print(f"wrote {summary.output}: {summary.rows} rows from {summary.trains} trains "
+              f"({summary.skipped} skipped), {summary.datasets} datasets, {summary.n_ranks} rank(s), "
+              f"{summary.elapsed:.1f} s, {summary.frames_per_second:.0f} frames/s")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of ``smd_producer``."""
+    return run_main(_body, build_parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

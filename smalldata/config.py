@@ -1,0 +1,233 @@
+"""The producer's YAML config: loading, validation before any data is read, function trees.
+
+Every key is declared in a schema table below (type, default, unit, meaning), which
+also generates ``docs/config.md`` (``python -m smalldata.config``). Relative paths
+resolve against the config file's directory.
+"""
+from __future__ import annotations
+
+import os
+import typing
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import yaml
+
+from .detfunc import DetObjectFunc
+from .errors import ConfigError
+from .registry import BUILTIN_FUNCTIONS, resolve_function_type
+from .schema import (REQUIRED, Field, apply_schema, check_unknown_keys, conforms, non_negative, one_of,
+                     positive, schema_markdown, type_name)
+
+
+def _module_list(value) -> Optional[str]:
+    bad = [m for m in value if not 0 <= m <= 15]
+    if bad:
+        return f"module numbers must be 0..15, got {bad}"
+    if len(set(value)) != len(value):
+        return f"modules listed twice in {value}"
+    return None
+
+
+def _quadrants(value) -> Optional[str]:
+    if len(value) != 4 or any(not isinstance(q, (list, tuple)) or len(q) != 2 for q in value):
+        return "need 4 pairs [x, y] in metres, one per quadrant"
+    if any(abs(c) > 1.0 for q in value for c in q):
+        return "quadrant positions are in metres (e.g. -0.1241), values above 1 m look like mm"
+    return None
+
+
+TOP_SCHEMA: Dict[str, Field] = {
+    "proposal": Field(int, REQUIRED, "proposal number (overridden by -p)", check=positive),
+    "data_root": Field(Optional[str], None, "root of the raw data tree; default $EXTRA_DATA_DATA_ROOT"),
+    "calib_dir": Field(str, "calib", "folder of dark constants written by smd_dark"),
+    "output_dir": Field(str, "smalldata_output", "folder of the output files (r<run>.h5)"),
+    "batch_size": Field(int, 32, "frames per batch (whole trains are kept together)", "frames", positive),
+    "progress_interval": Field(float, 10.0, "seconds between progress log lines", "s", positive),
+    "detectors": Field(dict, REQUIRED, "one entry per detector; see below"),
+    "point_data": Field(dict, {}, "per-event scalars: group -> name -> source spec; see below"),
+}
+
+DETECTOR_SCHEMA: Dict[str, Field] = {
+    "type": Field(str, "DSSC1M", "detector type", check=one_of("DSSC1M")),
+    "dark_run": Field(int, REQUIRED, "run number of the dark run characterised by smd_dark", check=positive),
+    "modules": Field(Optional[List[int]], None,
+                     "modules to load; default: those the functions need (all 16 if any needs all)",
+                     check=_module_list),
+    "gain": Field(Optional[float], None, "gain; when set, calibrated data are in photons", "ADU/photon",
+                  check=positive),
+    "common_mode": Field(str, "none", "common-mode correction", check=one_of("none", "asic_row_median")),
+    "common_mode_max": Field(Optional[float], None,
+                             "pixels above this (ADU) are lit and excluded from the common-mode median; "
+                             "default 5 x the pixel noise", "ADU", check=positive),
+    "mask_asic_edges": Field(bool, True, "mask the outermost pixel rows/columns of every ASIC"),
+    "user_mask": Field(Optional[str], None, "mask file (.npy or .h5 'mask', (M,128,512) or (16,128,512) bool, "
+                                            "True = good)"),
+    "geometry_file": Field(Optional[str], None, "extra-geom DSSC geometry file; default extra-geom's "
+                                                "dssc_geo_june19.h5"),
+    "quadrant_positions": Field(Optional[List[List[float]]], None,
+                                "quadrant corner positions [[x, y] x 4]; default the SCS example", "m",
+                                check=_quadrants),
+    "dark": Field(dict, {}, "thresholds of the dark characterisation (smd_dark); see docs/dark.md"),
+    "functions": Field(list, [], "analysis functions: list of {type, name, children, parameters...}"),
+}
+
+POINT_SCHEMA: Dict[str, Field] = {
+    "source": Field(str, REQUIRED, "Karabo source, e.g. SCS_BLU_XGM/XGM/DOOCS:output"),
+    "key": Field(str, REQUIRED, "key, e.g. data.intensitySa3TD or actualPosition.value"),
+    "per": Field(str, "train", "'train': one value per train; 'pulse': the train's array, "
+                               "entry k for its k-th X-ray frame", check=one_of("train", "pulse")),
+    "units": Field(str, "", "unit written to the dataset's units attribute"),
+}
+
+
+def load_yaml(path: os.PathLike) -> Dict[str, Any]:
+    """Read a YAML file into a dict, with one-line errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("", f"config file {path} does not exist; pass -c with a YAML file "
+                              "(configs/producer.yaml is an example)")
+    try:
+        with open(path) as fh:
+            raw = yaml.safe_load(fh)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError("", f"{path} is not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError("", f"{path} must contain a mapping of keys at the top level")
+    return raw
+
+
+class ProducerConfig:
+    """A validated producer config.
+
+    Attributes
+    ----------
+    path : Path
+        The config file.
+    text : str
+        Its YAML text (stored in the output's /meta).
+    settings : dict
+        Top-level settings with defaults filled in and paths resolved.
+    detectors : dict
+        Detector name -> validated detector settings.
+    point_data : dict
+        ``(group, name)`` -> validated point spec.
+    """
+
+    def __init__(self, raw: Dict[str, Any], path: Path, text: str = ""):
+        self.path = Path(path)
+        self.text = text
+        base = self.path.parent
+        self.settings = apply_schema(raw, TOP_SCHEMA, "")
+        for key in ("data_root", "calib_dir", "output_dir"):
+            if self.settings[key] is not None:
+                self.settings[key] = str(self._resolve(base, self.settings[key]))
+        self.detectors: Dict[str, Dict[str, Any]] = {}
+        if not self.settings["detectors"]:
+            raise ConfigError("detectors", "no detector configured; add e.g. 'dssc: {dark_run: 615, functions: [...]}'")
+        for name, det_raw in self.settings["detectors"].items():
+            where = f"detectors.{name}"
+            if not str(name).isidentifier():
+                raise ConfigError(where, "detector names must be identifiers (letters, digits, _)")
+            det = apply_schema(det_raw, DETECTOR_SCHEMA, where)
+            for key in ("user_mask", "geometry_file"):
+                if det[key] is not None:
+                    det[key] = str(self._resolve(base, det[key]))
+                    if not Path(det[key]).is_file():
+                        raise ConfigError(f"{where}.{key}", f"file {det[key]} does not exist")
+            if not isinstance(det["functions"], list):
+                raise ConfigError(f"{where}.functions", "expected a list of functions")
+            build_functions(det["functions"], f"{where}.functions")  # validate now
+            self.detectors[name] = det
+        self.point_data: Dict[tuple, Dict[str, Any]] = {}
+        for group, entries in (self.settings["point_data"] or {}).items():
+            if not str(group).isidentifier() or not isinstance(entries, dict):
+                raise ConfigError(f"point_data.{group}", "expected group: {name: {source: ..., key: ...}}")
+            for name, spec in entries.items():
+                if not str(name).isidentifier():
+                    raise ConfigError(f"point_data.{group}.{name}", "names must be identifiers")
+                self.point_data[(group, name)] = apply_schema(spec, POINT_SCHEMA, f"point_data.{group}.{name}")
+
+    @staticmethod
+    def _resolve(base: Path, value: str) -> Path:
+        p = Path(os.path.expandvars(os.path.expanduser(value)))
+        return p if p.is_absolute() else (base / p).resolve()
+
+    @classmethod
+    def from_file(cls, path: os.PathLike) -> "ProducerConfig":
+        """Load and validate ``path``."""
+        path = Path(path).resolve()
+        raw = load_yaml(path)
+        return cls(raw, path, path.read_text())
+
+    @property
+    def proposal(self) -> int:
+        return self.settings["proposal"]
+
+    def functions(self, detector: str) -> List[DetObjectFunc]:
+        """Fresh function trees of ``detector`` (new objects on every call)."""
+        return build_functions(self.detectors[detector]["functions"], f"detectors.{detector}.functions")
+
+
+def build_functions(specs: list, path: str) -> List[DetObjectFunc]:
+    """Build a list of function trees, checking names are unique."""
+    funcs = [build_function(spec, f"{path}[{i}]") for i, spec in enumerate(specs)]
+    names = [f.name for f in funcs]
+    for name in names:
+        if names.count(name) > 1:
+            raise ConfigError(path, f"two functions are named {name!r}; give each a unique 'name'")
+    return funcs
+
+
+def build_function(spec: Dict[str, Any], path: str) -> DetObjectFunc:
+    """Build one function (and its children) from its config mapping."""
+    if not isinstance(spec, dict):
+        raise ConfigError(path, f"expected a mapping with a 'type', got {spec!r}")
+    if "type" not in spec:
+        raise ConfigError(path, f"needs a 'type': one of {sorted(BUILTIN_FUNCTIONS)} or 'package.module:Class'")
+    cls = resolve_function_type(str(spec["type"]), f"{path}.type")
+    params = cls.parameter_names()
+    check_unknown_keys(spec, set(params) | {"type", "children"}, path)
+    kwargs = {k: v for k, v in spec.items() if k not in ("type", "children")}
+    if "name" not in kwargs and "name" in params:
+        kwargs["name"] = str(spec["type"]) if spec["type"] in BUILTIN_FUNCTIONS else cls.__name__.lower()
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except (NameError, TypeError):
+        hints = {}
+    for key, value in kwargs.items():
+        if key in hints and not conforms(value, hints[key]):
+            raise ConfigError(f"{path}.{key}", f"expected {type_name(hints[key])}, got {value!r}")
+    try:
+        func = cls(**kwargs)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}.{exc.path}" if exc.path else path, exc.message) from None
+    except TypeError as exc:
+        raise ConfigError(path, f"{exc}") from None
+    children = spec.get("children", []) or []
+    if not isinstance(children, list):
+        raise ConfigError(f"{path}.children", "expected a list of functions")
+    for i, child_spec in enumerate(children):
+        try:
+            func.addFunc(build_function(child_spec, f"{path}.children[{i}]"))
+        except ConfigError as exc:
+            if exc.path == "children":
+                raise ConfigError(f"{path}.children", exc.message) from None
+            raise
+    return func
+
+
+def config_markdown() -> str:
+    """The key tables of docs/config.md."""
+    header = "| key | type | unit | default | meaning |\n| --- | --- | --- | --- | --- |\n"
+    return (
+        "## Top level\n\n" + header + schema_markdown(TOP_SCHEMA) + "\n\n"
+        "## `detectors.<name>`\n\n" + header + schema_markdown(DETECTOR_SCHEMA) + "\n\n"
+        "## `point_data.<group>.<name>`\n\n" + header + schema_markdown(POINT_SCHEMA) + "\n"
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover - docs generator
+    print(config_markdown())
