@@ -3,7 +3,6 @@ VENV    ?= .venv
 PYTHON  ?= python3
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
-DEMO    ?= demo_data
 NRANKS  ?= 2
 
 .PHONY: install test demo bench clean
@@ -20,10 +19,10 @@ test: $(STAMP)
 	$(VENV)/bin/pytest -q -ra tests
 
 demo: $(STAMP)
-	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m smalldata.demo --root $(DEMO) --ranks $(NRANKS)
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m smalldata.demo --config configs/producer.yaml --ranks $(NRANKS)
 
 bench: $(STAMP)
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) $(DEMO) .pytest_cache
+	rm -rf $(VENV) demo_data .pytest_cache

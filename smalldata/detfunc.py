@@ -128,21 +128,11 @@ class DetObjectFunc:
         return units
 
     def required_modules(self) -> Optional[tuple]:
-        """Detector modules this function reads; None means all of the detector's modules."""
-        return None
+        """Detector modules this function reads; None means all of the detector's modules.
 
-    def all_required_modules(self) -> Optional[tuple]:
-        """Union of :meth:`required_modules` over this function and its children."""
-        own = self.required_modules()
-        if own is None:
-            return None
-        mods = set(own)
-        for child in self.children:
-            sub = child.all_required_modules()
-            if sub is None:
-                return None
-            mods |= set(sub)
-        return tuple(sorted(mods))
+        Children receive their parent's frames, so only top-level functions are asked.
+        """
+        return None
 
     def describe(self) -> Dict[str, Any]:
         """Nested description: type, parameters and children (for ``UserDataCfg``)."""

@@ -10,7 +10,7 @@ import numpy as np
 from .config import ProducerConfig
 from .constants import DSSC_DEFAULT_QUAD_POSITIONS
 from .detfunc import DetObjectFunc
-from .errors import ConfigError
+from .errors import CalibrationError, ConfigError
 from .frames import RawBatch
 from .runaccess import RunAccess
 
@@ -76,7 +76,7 @@ def modules_for(functions: List[DetObjectFunc], configured, available: tuple) ->
         return tuple(sorted(configured))
     needed = set()
     for func in functions:
-        mods = func.all_required_modules()
+        mods = func.required_modules()
         if mods is None:
             return tuple(available)
         needed |= set(mods)
@@ -96,7 +96,10 @@ def setup_detectors(config: ProducerConfig, proposal: int, access: RunAccess) ->
         if not modules:
             raise ConfigError(where, f"no DSSC module of the run {access.path} to read")
         access.check_modules(modules)
-        dark_path = find_dark_file(config.settings["calib_dir"], proposal, det_cfg["dark_run"], name)
+        try:
+            dark_path = find_dark_file(config.settings["calib_dir"], proposal, det_cfg["dark_run"], name)
+        except CalibrationError as exc:
+            raise ConfigError(f"{where}.dark_run", str(exc)) from None
         quads = det_cfg["quadrant_positions"] or DSSC_DEFAULT_QUAD_POSITIONS
         det = DetObject.from_dark_file(
             name, dark_path, modules=modules, gain=det_cfg["gain"], geometry_file=det_cfg["geometry_file"],
