@@ -47,6 +47,10 @@ class Summary:
         self.frames_per_second = self.rows / self.elapsed if self.elapsed > 0 else 0.0
 
 
+class StoppedByOtherRank(Exception):
+    """This rank stopped early because another rank failed."""
+
+
 def split_blocks(frames_per_train: np.ndarray, n_ranks: int) -> List[Tuple[int, int]]:
     """Contiguous train ranges ``[start, stop)``, one per rank, balanced by frame count."""
     n = len(frames_per_train)
@@ -134,7 +138,6 @@ def run_producer(config: ProducerConfig, run: int, proposal: Optional[int] = Non
     output = Path(output) if output is not None else default_output(config, run)
 
     def prepare():
-        output.parent.mkdir(parents=True, exist_ok=True)
         access = RunAccess.open(proposal, run, config.settings["data_root"])
         setups = setup_detectors(config, proposal, access)
         points = PointReader(config.point_data, access)
@@ -144,6 +147,10 @@ def run_producer(config: ProducerConfig, run: int, proposal: Optional[int] = Non
         if rank == 0:
             from .writer import check_output_path
 
+            try:
+                output.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise SmallDataError(f"cannot create output folder {output.parent}: {exc.strerror}") from None
             check_output_path(output, overwrite)
             return make_parts_dir(output)
         return None
@@ -166,6 +173,8 @@ def run_producer(config: ProducerConfig, run: int, proposal: Optional[int] = Non
         try:
             _process_block(access, setups, points, work_ids[start:stop], work_frames[start:stop],
                            batch_size, PartWriter(part_path), coordinator)
+        except StoppedByOtherRank:
+            pass  # the failing rank reports the cause
         except Exception as exc:  # noqa: BLE001 - reported to every rank below
             failure = str(exc) if isinstance(exc, SmallDataError) else f"{type(exc).__name__}: {exc}"
             log.debug("rank %d failed", rank, exc_info=True)
@@ -206,7 +215,7 @@ def _process_block(access: RunAccess, setups: Sequence[DetectorSetup], points: P
     try:
         for b0, b1 in split_batches(frames_per_train, batch_size):
             if coordinator.should_stop():
-                raise SmallDataError(f"stopped because rank {coordinator.aborted_by} failed")
+                raise StoppedByOtherRank(coordinator.aborted_by)
             tids = train_ids[b0:b1]
             raw = access.read_raw(modules_all, tids)
             outputs: Dict[str, np.ndarray] = {

@@ -1,0 +1,272 @@
+"""Scan binning, exact cubes and run sums (smalldata.cube, smalldata.runsums)."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import h5py
+import numpy as np
+import pytest
+
+from smalldata.cube import CubeAccumulator, ScanBinning
+from smalldata.errors import ConfigError, DataError
+from smalldata.patterns import FramePattern
+from smalldata.runsums import RunSums, to_fixed
+
+INT_ARRAYS = ("_sum", "_pixel_count", "_sum_sq", "_count", "_xgm_sum", "_xgm_count", "_no_bin", "_n_bad")
+
+
+# ---------------------------------------------------------------------------- binning
+def test_edges_binning():
+    b = ScanBinning(edges=[0.0, 1.0, 2.5, 4.0], name="delay", units="mm")
+    v = np.array([-0.1, 0.0, 0.99, 1.0, 2.5, 3.99, 4.0, np.nan])
+    assert b.assign(v).tolist() == [-1, 0, 0, 1, 2, 2, -1, -1]
+    assert b.n_bins == 3 and b.centres.tolist() == [0.5, 1.75, 3.25]
+    for bad in ([1.0], [0.0, 0.0], [2.0, 1.0], [0.0, np.inf]):
+        with pytest.raises(ConfigError):
+            ScanBinning(edges=bad)
+
+
+def test_width_binning_centred_on_origin():
+    b = ScanBinning(width=0.5, origin=0.1)
+    with pytest.raises(ConfigError):
+        b.assign(np.array([1.0]))  # not fitted yet
+    b.fit(np.array([0.1, 0.6, 1.6, np.nan, 0.34]))
+    np.testing.assert_allclose(b.centres, [0.1, 0.6, 1.1, 1.6])
+    np.testing.assert_allclose(b.edges, [-0.15, 0.35, 0.85, 1.35, 1.85])
+    assert b.assign(np.array([0.1, 0.34, 0.36, 1.6, 1.84, 1.86, -0.2, np.nan])).tolist() == [0, 0, 1, 3, 3, -1, -1, -1]
+    with pytest.raises(DataError):
+        ScanBinning(width=1.0).fit(np.array([np.nan]))
+    for bad in (0, -1.0, np.nan, "1"):
+        with pytest.raises(ConfigError):
+            ScanBinning(width=bad)
+
+
+def test_unique_and_single_binning():
+    b = ScanBinning(unique=True).fit(np.array([860.0, 861.5, 860.0, 865.0]))
+    assert b.centres.tolist() == [860.0, 861.5, 865.0]
+    assert b.assign(np.array([861.5, 860.0, 860.5, np.nan, 865.0])).tolist() == [1, 0, -1, -1, 2]
+    s = ScanBinning()
+    assert s.n_bins == 1 and s.assign(None, n_frames=3).tolist() == [0, 0, 0]
+    assert s.assign(np.array([np.nan, 1.0])).tolist() == [0, 0]
+    with pytest.raises(ConfigError):
+        ScanBinning(edges=[0, 1], width=1.0)
+
+
+# ---------------------------------------------------------------------------- cube exactness
+def test_fixed_point_float32_path_equals_float64():
+    rng = np.random.default_rng(5)
+    x = np.concatenate([rng.normal(0, 100, 10000), [0.5 / 4096, 1.5 / 4096, -2.5 / 4096, 2.0 ** 19, np.nan,
+                                                    np.inf, 1e-40]]).astype(np.float32)
+    q32, ok32, bad32 = to_fixed(x, 12)
+    q64, ok64, bad64 = to_fixed(x.astype(np.float64), 12)
+    assert np.array_equal(q32, q64) and np.array_equal(ok32, ok64) and bad32 == bad64 == 3
+    assert q32[10000:10003].tolist() == [0, 2, -2]  # round half to even
+    assert np.array_equal(q32[:10000], np.rint(x[:10000].astype(np.float64) * 4096).astype(np.int64))
+    q, ok, bad = to_fixed(x, 12, valid=np.arange(len(x)) % 2 == 0)
+    assert bad == 1 and not ok[1::2].any() and (q[1::2] == 0).all()
+
+
+def random_frames(n=240, shape=(4, 5, 6), n_bins=5, n_labels=3, seed=0):
+    rng = np.random.default_rng(seed)
+    images = (rng.normal(0, 80, (n,) + shape)).astype(np.float32)
+    images[rng.random(images.shape) < 0.01] = np.nan
+    valid = rng.random(images.shape) > 0.05
+    bins = rng.integers(-1, n_bins, n)
+    labels = rng.integers(0, n_labels, n)
+    xgm = rng.lognormal(6, 0.3, n)
+    xgm[rng.random(n) < 0.1] = np.nan
+    keep = rng.random(n) > 0.1
+    return images, valid, bins, labels, xgm, keep
+
+
+def accumulate(parts, shape=(4, 5, 6), n_bins=5, labels=("pumped", "unpumped", "dark")):
+    cube = CubeAccumulator(n_bins, labels, shape, sum_squares=True)
+    for images, valid, bins, lab, xgm, keep in parts:
+        cube.add(images, bins, lab, xgm=xgm, valid=valid, keep=keep)
+    return cube
+
+
+def split(arrays, sizes, order):
+    idx = np.arange(len(arrays[0]))[order]
+    out, start = [], 0
+    for size in sizes:
+        sel = idx[start:start + size]
+        out.append(tuple(a[sel] for a in arrays))
+        start += size
+    return out
+
+
+def assert_identical(a, b):
+    for name in INT_ARRAYS:
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+
+
+def test_cube_bit_identical_for_any_batches_and_order():
+    arrays = random_frames()
+    whole = accumulate([arrays])
+    rng = np.random.default_rng(7)
+    for trial in range(4):
+        cuts = np.sort(rng.choice(np.arange(1, 240), size=trial * 5 + 1, replace=False))
+        sizes = np.diff(np.r_[0, cuts, 240])
+        order = rng.permutation(240) if trial % 2 else np.arange(240)
+        assert_identical(accumulate(split(arrays, sizes, order)), whole)
+    # merging per-"rank" accumulators in any grouping
+    a = accumulate(split(arrays, [100], np.arange(240)))
+    b = accumulate(split(arrays, [140], np.arange(100, 340) % 240))
+    assert_identical(b.merge(a), whole)
+    # the float64 sums agree with numpy's to the fixed-point resolution
+    images, valid, bins, lab, xgm, keep = arrays
+    ok = keep & (bins >= 0)
+    use = valid & np.isfinite(images)
+    for g in [(0, 0), (2, 1), (4, 2)]:
+        sel = ok & (bins == g[0]) & (lab == g[1])
+        ref = np.where(use[sel], images[sel], 0).astype(np.float64).sum(axis=0)
+        np.testing.assert_allclose(whole.sum[g], ref, atol=sel.sum() * 2 ** -13 + 1e-9)
+        assert np.array_equal(whole.pixel_count[g], use[sel].sum(axis=0))
+        assert whole.count[g] == sel.sum()
+        xs = xgm[sel]
+        assert whole.xgm_count[g] == np.isfinite(xs).sum()
+        np.testing.assert_allclose(whole.xgm_sum[g], np.nansum(xs), atol=len(xs) * 2 ** -16)
+        mean = ref / np.maximum(use[sel].sum(axis=0), 1)
+        np.testing.assert_allclose(np.nan_to_num(whole.mean()[g]), mean, atol=2 ** -12)
+        np.testing.assert_allclose(whole.xgm_normalised_mean()[g], whole.mean()[g] / np.nanmean(xs), rtol=1e-6)
+        sq = (np.where(use[sel], images[sel], 0).astype(np.float64) ** 2).sum(axis=0)
+        std = np.sqrt(np.maximum(sq / np.maximum(use[sel].sum(axis=0), 1) - mean ** 2, 0))
+        np.testing.assert_allclose(np.nan_to_num(whole.std()[g]), std, atol=1e-3)
+    assert whole.n_no_bin.tolist() == [int(np.sum(keep & (bins < 0) & (lab == k))) for k in range(3)]
+    assert whole.n_bad_values == int(np.sum((valid & np.isnan(images))[ok]))
+
+
+def test_cube_write_read_roundtrip(tmp_path):
+    arrays = random_frames(n=60)
+    binning = ScanBinning(edges=np.linspace(0, 5, 6), name="delay", units="mm")
+    cube = CubeAccumulator(5, ("pumped", "unpumped", "dark"), (4, 5, 6), sum_squares=True, binning=binning)
+    images, valid, bins, lab, xgm, keep = arrays
+    cube.add(images, bins, lab, xgm=xgm, valid=valid, keep=keep)
+    with h5py.File(tmp_path / "c.h5", "w") as f:
+        cube.write(f.create_group("Sums/dssc_cube"))
+    with h5py.File(tmp_path / "c.h5", "r") as f:
+        g = f["Sums/dssc_cube"]
+        assert g["sum"].attrs["units"] == "ADU" and g["bin_centres"].attrs["units"] == "mm"
+        assert g["sum"].dtype == np.float64 and g["sum"].shape == (5, 3, 4, 5, 6)
+        assert g["xgm_sum"].attrs["units"] == "uJ" and g["count"].attrs["units"] == "frame"
+        assert [s.decode() for s in g["labels"][()]] == ["pumped", "unpumped", "dark"]
+        back = CubeAccumulator.read(g)
+    assert_identical(back, cube)
+    assert np.array_equal(back.mean(), cube.mean(), equal_nan=True)
+    assert back.binning.name == "delay" and np.array_equal(back.binning.edges, binning.edges)
+
+
+def test_cube_validation():
+    with pytest.raises(ConfigError):
+        CubeAccumulator(0, ("a",), (2,))
+    with pytest.raises(ConfigError):
+        CubeAccumulator(2, ("a", "a"), (2,))
+    with pytest.raises(ConfigError):
+        CubeAccumulator(2, ("a",), (2,), scale_bits=40)
+    cube = CubeAccumulator(2, ("a",), (2,))
+    with pytest.raises(DataError):
+        cube.add(np.zeros((3, 3)), np.zeros(3), np.zeros(3))
+    with pytest.raises(DataError):
+        cube.add(np.zeros((3, 2)), np.array([0, 2, 0]), np.zeros(3))
+    with pytest.raises(ConfigError):
+        cube.std()
+
+
+def test_pump_effect_recovered_from_cube():
+    """Pumped / unpumped ring intensity vs delay, from XGM-normalised cube means."""
+    rng = np.random.default_rng(11)
+    delays = np.repeat(np.linspace(0.0, 5.0, 6), 10)          # 60 trains, mm
+    n_frames, shape = 20, (8, 16)
+    amplitude, t0, tau = 0.4, 1.0, 1.5
+    factor = np.where(delays > t0, 1 - amplitude * (1 - np.exp(-(delays - t0) / tau)), 1.0)
+    pattern = FramePattern(["pumped", "unpumped"])
+    ring = rng.uniform(0.5, 2.0, shape)                          # photons per uJ/1000
+    fidx = np.tile(np.arange(n_frames), len(delays))
+    train = np.repeat(np.arange(len(delays)), n_frames)
+    xgm = rng.lognormal(np.log(1000.0), 0.25, len(fidx))
+    pumped = pattern.label_ids(fidx) == 0
+    expected = ring[None] * (xgm / 1000.0)[:, None, None] * np.where(pumped, factor[train], 1.0)[:, None, None]
+    images = rng.poisson(expected * 20).astype(np.float32) / 20  # 20 photons per unit: shot noise
+    binning = ScanBinning(width=1.0).fit(delays)
+    cube = CubeAccumulator(binning.n_bins, pattern.unique_labels, shape, binning=binning, units="photon")
+    for t0_ in range(0, len(delays), 7):                         # batches of 7 trains
+        sel = (train >= t0_) & (train < t0_ + 7)
+        cube.add(images[sel], binning.assign(delays[train[sel]]), pattern.label_ids(fidx[sel]), xgm=xgm[sel])
+    norm = cube.xgm_normalised_mean().sum(axis=(2, 3))           # (bins, labels)
+    ratio = norm[:, 0] / norm[:, 1]
+    truth = np.where(binning.centres > t0, 1 - amplitude * (1 - np.exp(-(binning.centres - t0) / tau)), 1.0)
+    np.testing.assert_allclose(ratio, truth, atol=0.01)
+    assert ratio[-1] < 0.7 and abs(ratio[0] - 1) < 0.01
+
+
+# ---------------------------------------------------------------------------- run sums
+def test_run_sums_exact_and_correct(tmp_path):
+    images, valid, _, _, _, keep = random_frames(n=90, seed=3)
+    whole = RunSums((4, 5, 6), threshold=50.0)
+    whole.add(images, valid=valid, keep=keep)
+    parts = RunSums((4, 5, 6), threshold=50.0)
+    for s in (slice(0, 13), slice(13, 14), slice(14, 90)):
+        parts.add(images[s], valid=valid[s], keep=keep[s])
+    for name in ("_sum", "_pixel_count", "_above", "_n_frames", "_max"):
+        assert np.array_equal(getattr(whole, name), getattr(parts, name)), name
+    use = valid & np.isfinite(images) & keep[:, None, None, None]
+    ref_mean = np.where(use, images, 0).astype(np.float64).sum(0) / use.sum(0)
+    np.testing.assert_allclose(whole.mean(), ref_mean, atol=2 ** -12)
+    assert np.array_equal(whole.max(), np.where(use, images, -np.inf).max(0))
+    assert np.array_equal(whole.count_above(), (use & (images > 50.0)).sum(0))
+    assert whole.n_frames == keep.sum()
+    with h5py.File(tmp_path / "s.h5", "w") as f:
+        whole.write(f.create_group("Sums"), "dssc")
+    with h5py.File(tmp_path / "s.h5", "r") as f:
+        assert sorted(f["Sums"]) == ["dssc_count_above", "dssc_max", "dssc_mean", "dssc_pixel_count"]
+        assert f["Sums/dssc_mean"].attrs["units"] == "ADU"
+        assert f["Sums/dssc_count_above"].attrs["threshold"] == 50.0
+
+
+# ---------------------------------------------------------------------------- MPI
+MPI_SCRIPT = textwrap.dedent("""
+    import sys
+    import numpy as np
+    from mpi4py import MPI
+    sys.path.insert(0, {tests!r})
+    from test_cube import INT_ARRAYS, accumulate, random_frames, split
+    from smalldata.runsums import RunSums
+
+    comm = MPI.COMM_WORLD
+    rank, size = comm.Get_rank(), comm.Get_size()
+    arrays = random_frames(n=300, seed=21)
+    mine = np.arange(300)[rank::size]                      # interleaved frames, rank-dependent batches
+    parts = split(tuple(a[mine] for a in arrays), [7 + 5 * rank] * 100, np.arange(len(mine)))
+    cube = accumulate([p for p in parts if len(p[0])]).reduce(comm)
+    sums = RunSums((4, 5, 6), threshold=20.0)
+    for images, valid, _, _, _, keep in parts:
+        sums.add(images, valid=valid, keep=keep)
+    sums = sums.reduce(comm)
+    if rank == 0:
+        ref = accumulate([arrays])
+        for name in INT_ARRAYS:
+            assert np.array_equal(getattr(cube, name), getattr(ref, name)), name
+        one = RunSums((4, 5, 6), threshold=20.0)
+        one.add(arrays[0], valid=arrays[1], keep=arrays[5])
+        for name in ("_sum", "_pixel_count", "_above", "_n_frames", "_max"):
+            assert np.array_equal(getattr(sums, name), getattr(one, name)), name
+        print("IDENTICAL", size, int(cube._count.sum()))
+    else:
+        assert cube is None and sums is None
+""")
+
+
+@pytest.mark.mpi
+def test_reduce_over_two_ranks_equals_one_rank(tmp_path):
+    mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    if not os.path.exists(mpiexec):
+        pytest.skip(f"no mpiexec next to {sys.executable}")
+    script = tmp_path / "reduce_check.py"
+    script.write_text(MPI_SCRIPT.format(tests=os.path.dirname(os.path.abspath(__file__))))
+    proc = subprocess.run([mpiexec, "-n", "2", sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    n_expected = int(np.sum(random_frames(n=300, seed=21)[5] & (random_frames(n=300, seed=21)[2] >= 0)))
+    assert f"IDENTICAL 2 {n_expected}" in proc.stdout
