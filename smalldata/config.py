@@ -6,6 +6,7 @@ resolve against the config file's directory.
 """
 from __future__ import annotations
 
+import logging
 import os
 import typing
 from pathlib import Path
@@ -16,8 +17,15 @@ import yaml
 from .detfunc import DetObjectFunc
 from .errors import ConfigError
 from .registry import BUILTIN_FUNCTIONS, resolve_function_type
-from .schema import (REQUIRED, Field, apply_schema, check_unknown_keys, conforms, non_negative, one_of,
-                     positive, schema_markdown, type_name)
+from .schema import (REQUIRED, Field, apply_schema, check_unknown_keys, conforms, did_you_mean, non_negative,
+                     one_of, positive, schema_markdown, type_name)
+
+log = logging.getLogger(__name__)
+
+
+def log_veto_last(where: str, index: int) -> None:
+    """A veto after the last function skips nothing but still flags frames."""
+    log.info("%s[%d]: no function follows; vetoed frames are only flagged and left out of cubes", where, index)
 
 
 def _module_list(value) -> Optional[str]:
@@ -46,6 +54,95 @@ TOP_SCHEMA: Dict[str, Field] = {
     "progress_interval": Field(float, 10.0, "seconds between progress log lines", "s", positive),
     "detectors": Field(dict, REQUIRED, "one entry per detector; see below"),
     "point_data": Field(dict, {}, "per-event scalars: group -> name -> source spec; see below"),
+    "pulses": Field(Optional[dict], None, "bunch pattern decoding and frame-to-pulse alignment; see below"),
+    "digitizer": Field(Optional[dict], None, "digitizer (TIM/MCP) pulse integrals from raw traces; see below"),
+    "pattern": Field(Optional[dict], None, "repeating frame labels per train (pumped/unpumped/dark); see below"),
+    "rejection": Field(Optional[dict], None, "frame rejection: max frames, XGM/digitizer thresholds, mask file"),
+}
+
+
+def _pair(value) -> Optional[str]:
+    if len(value) != 2 or value[0] >= value[1]:
+        return f"need [start, stop] with start < stop, got {value}"
+    return None
+
+
+def _labels(value) -> Optional[str]:
+    if not value or any(not isinstance(v, str) or not v for v in value):
+        return f"need a non-empty list of label names, got {value}"
+    return None
+
+
+PULSES_SCHEMA: Dict[str, Field] = {
+    "source": Field(str, "SCS_RR_UTC/TSYS/TIMESERVER:outputBunchPattern", "bunch pattern source"),
+    "key": Field(str, "data.bunchPatternTable", "bunch pattern key"),
+    "sase": Field(int, 3, "SASE of the X-ray pulses", check=one_of(1, 2, 3)),
+    "laser": Field(str, "LP_SCS", "pump-laser bit name of euxfel_bunch_pattern's PPL_BITS"),
+    "first_slot": Field(Optional[int], None, "bunch-pattern slot of frame 0; default: the train's first "
+                                             "SASE3 pulse", "slot", check=non_negative),
+    "slot_spacing": Field(Optional[int], None, "slots between frames; default: the SASE3 pulse spacing",
+                          "slot", check=positive),
+}
+
+DIGITIZER_SCHEMA: Dict[str, Field] = {
+    "name": Field(str, "mcp", "output name: /digitizer/<name>"),
+    "source": Field(str, "SCS_UTC1_ADQ/ADC/1:network", "digitizer source"),
+    "key": Field(str, "digitizers.channel_1_A.raw.samples", "raw trace key"),
+    "first_slot": Field(int, 0, "bunch-pattern slot of the pulse at first_sample", "slot", check=non_negative),
+    "first_sample": Field(int, 0, "sample of the pulse at first_slot", "sample", check=non_negative),
+    "samples_per_slot": Field(float, 440.0, "trace samples per bunch-pattern slot", "sample", check=positive),
+    "baseline_window": Field(List[int], [-20, -5], "baseline samples relative to the pulse [start, stop)",
+                             "sample", check=_pair),
+    "peak_window": Field(List[int], [-5, 15], "integrated samples relative to the pulse [start, stop)", "sample",
+                         check=_pair),
+    "units": Field(str, "ADU sample", "unit of the integrals"),
+}
+
+PATTERN_SCHEMA: Dict[str, Field] = {
+    "labels": Field(List[str], ["image"], "labels of consecutive frames, repeated over the train; a label "
+                                          "containing 'dark' marks frames without X-rays", check=_labels),
+    "subtract_dark": Field(str, "none", "subtract intra-train darks from the other frames: the matching dark "
+                                        "frame, the mean of the matching dark label, or the train's mean dark",
+                           check=one_of("none", "matching", "matching_mean", "train_mean")),
+    "match_by": Field(str, "next", "matching dark of a label: the next dark label in the pattern, or by name "
+                                   "(pumped -> pumped_dark)", check=one_of("next", "name")),
+}
+
+REJECTION_SCHEMA: Dict[str, Field] = {
+    "max_frames": Field(Optional[int], None, "reject frames at or beyond this position in the train", "frames",
+                        check=positive),
+    "xgm": Field(Optional[str], None, "point_data path of the per-pulse XGM for the thresholds, "
+                                      "e.g. xgm/sa3_intensity"),
+    "xgm_min": Field(Optional[float], None, "reject X-ray frames below this pulse energy", "uJ"),
+    "xgm_max": Field(Optional[float], None, "reject frames above this pulse energy", "uJ"),
+    "digitizer_min": Field(Optional[float], None, "reject X-ray frames with a smaller digitizer integral"),
+    "digitizer_max": Field(Optional[float], None, "reject frames with a larger digitizer integral"),
+    "user_mask": Field(Optional[str], None, "frame mask file: .h5 with trainId (T,) and mask (T, frames), or "
+                                            ".npy (T, frames) for the run's trains; True = keep"),
+    "exclude_dark": Field(bool, False, "reject the pattern's dark frames (they still serve as darks)"),
+}
+
+VETO_SCHEMA: Dict[str, Field] = {
+    "after": Field(str, REQUIRED, "name of the top-level function whose output decides"),
+    "key": Field(str, REQUIRED, "output key of that function as written, e.g. droplet_n_droplets"),
+    "op": Field(str, REQUIRED, "comparison; the frame is vetoed where 'output op value' holds",
+                check=one_of("<", "<=", ">", ">=", "==", "!=")),
+    "value": Field(float, REQUIRED, "compared value"),
+}
+
+CUBE_SCHEMA: Dict[str, Field] = {
+    "scan": Field(Optional[str], None, "point_data path of the scan variable, e.g. scan/delay; none: one bin"),
+    "edges": Field(Optional[List[float]], None, "bin edges of the scan variable"),
+    "width": Field(Optional[float], None, "bin width of the scan variable", check=positive),
+    "origin": Field(float, 0.0, "a bin centre when binning by width"),
+    "unique": Field(bool, False, "one bin per distinct scan value"),
+    "xgm": Field(Optional[str], None, "point_data path of the XGM summed per bin, e.g. xgm/sa3_intensity"),
+    "sum_squares": Field(bool, False, "also accumulate the sum of squares (for standard deviations)"),
+    "assembled": Field(bool, False, "also write the mean images assembled with the geometry"),
+}
+
+SUMS_SCHEMA: Dict[str, Field] = {
+    "threshold": Field(Optional[float], None, "count per pixel the frames above this value (data units)"),
 }
 
 DETECTOR_SCHEMA: Dict[str, Field] = {
@@ -70,6 +167,9 @@ DETECTOR_SCHEMA: Dict[str, Field] = {
                                 check=_quadrants),
     "dark": Field(dict, {}, "thresholds of the dark characterisation (smd_dark); see docs/dark.md"),
     "functions": Field(list, [], "analysis functions: list of {type, name, children, parameters...}"),
+    "vetoes": Field(list, [], "conditions on a function's output that skip the later functions; see below"),
+    "cube": Field(Optional[dict], None, "binned image cube over a scan variable and pattern labels; see below"),
+    "sums": Field(Optional[dict], None, "run sums: mean, max and above-threshold counts per pixel; see below"),
 }
 
 POINT_SCHEMA: Dict[str, Field] = {
@@ -139,7 +239,14 @@ class ProducerConfig:
                         raise ConfigError(f"{where}.{key}", f"file {det[key]} does not exist")
             if not isinstance(det["functions"], list):
                 raise ConfigError(f"{where}.functions", "expected a list of functions")
-            build_functions(det["functions"], f"{where}.functions")  # validate now
+            funcs = build_functions(det["functions"], f"{where}.functions")  # validate now
+            det["vetoes"] = self._vetoes(det["vetoes"], [f.name for f in funcs], f"{where}.vetoes")
+            for key, schema in (("cube", CUBE_SCHEMA), ("sums", SUMS_SCHEMA)):
+                if det[key] is not None:
+                    det[key] = apply_schema(det[key], schema, f"{where}.{key}")
+            if det["cube"] is not None and sum([det["cube"]["edges"] is not None, det["cube"]["width"] is not None,
+                                                det["cube"]["unique"]]) > 1:
+                raise ConfigError(f"{where}.cube", "give only one of edges, width or unique")
             self.detectors[name] = det
         self.point_data: Dict[tuple, Dict[str, Any]] = {}
         for group, entries in (self.settings["point_data"] or {}).items():
@@ -149,6 +256,37 @@ class ProducerConfig:
                 if not str(name).isidentifier():
                     raise ConfigError(f"point_data.{group}.{name}", "names must be identifiers")
                 self.point_data[(group, name)] = apply_schema(spec, POINT_SCHEMA, f"point_data.{group}.{name}")
+        for key, schema in (("pulses", PULSES_SCHEMA), ("digitizer", DIGITIZER_SCHEMA), ("pattern", PATTERN_SCHEMA),
+                            ("rejection", REJECTION_SCHEMA)):
+            if self.settings[key] is not None:
+                self.settings[key] = apply_schema(self.settings[key], schema, key)
+        if self.settings["digitizer"] is not None and self.settings["pulses"] is None:
+            raise ConfigError("digitizer", "digitizer integrals need the bunch pattern: add a 'pulses' section")
+        rejection = self.settings["rejection"] or {}
+        if rejection.get("user_mask"):
+            rejection["user_mask"] = str(self._resolve(base, rejection["user_mask"]))
+        point_paths = {f"{g}/{n}" for g, n in self.point_data}
+        for where, path in [("rejection.xgm", rejection.get("xgm"))] + [
+                (f"detectors.{d}.cube.{k}", (cfg["cube"] or {}).get(k)) for d, cfg in self.detectors.items()
+                for k in ("scan", "xgm")]:
+            if path is not None and path not in point_paths:
+                raise ConfigError(where, f"{path!r} is not a point_data entry{did_you_mean(path, point_paths)}; "
+                                         f"use one of {sorted(point_paths) or 'none (add point_data)'}")
+
+    @staticmethod
+    def _vetoes(vetoes, function_names, where) -> List[Dict[str, Any]]:
+        if not isinstance(vetoes, list):
+            raise ConfigError(where, "expected a list of {after, key, op, value}")
+        result = []
+        for i, veto in enumerate(vetoes):
+            veto = apply_schema(veto, VETO_SCHEMA, f"{where}[{i}]")
+            if veto["after"] not in function_names:
+                raise ConfigError(f"{where}[{i}].after", f"no top-level function named {veto['after']!r}"
+                                                         f"{did_you_mean(veto['after'], function_names)}")
+            if function_names.index(veto["after"]) == len(function_names) - 1:
+                log_veto_last(where, i)
+            result.append(veto)
+        return result
 
     @staticmethod
     def _resolve(base: Path, value: str) -> Path:
@@ -225,7 +363,14 @@ def config_markdown() -> str:
     return (
         "## Top level\n\n" + header + schema_markdown(TOP_SCHEMA) + "\n\n"
         "## `detectors.<name>`\n\n" + header + schema_markdown(DETECTOR_SCHEMA) + "\n\n"
-        "## `point_data.<group>.<name>`\n\n" + header + schema_markdown(POINT_SCHEMA) + "\n"
+        "## `point_data.<group>.<name>`\n\n" + header + schema_markdown(POINT_SCHEMA) + "\n\n"
+        "## `pulses`\n\n" + header + schema_markdown(PULSES_SCHEMA) + "\n\n"
+        "## `digitizer`\n\n" + header + schema_markdown(DIGITIZER_SCHEMA) + "\n\n"
+        "## `pattern`\n\n" + header + schema_markdown(PATTERN_SCHEMA) + "\n\n"
+        "## `rejection`\n\n" + header + schema_markdown(REJECTION_SCHEMA) + "\n\n"
+        "## `detectors.<name>.vetoes[i]`\n\n" + header + schema_markdown(VETO_SCHEMA) + "\n\n"
+        "## `detectors.<name>.cube`\n\n" + header + schema_markdown(CUBE_SCHEMA) + "\n\n"
+        "## `detectors.<name>.sums`\n\n" + header + schema_markdown(SUMS_SCHEMA) + "\n"
     )
 
 

@@ -20,6 +20,7 @@ import numpy as np
 from . import __version__
 from .config import ProducerConfig
 from .errors import SmallDataError
+from .framestage import FrameStage
 from .mpi import get_comm
 from .pointdata import PointReader
 from .progress import Coordinator
@@ -139,9 +140,12 @@ def run_producer(config: ProducerConfig, run: int, proposal: Optional[int] = Non
 
     def prepare():
         access = RunAccess.open(proposal, run, config.settings["data_root"])
-        setups = setup_detectors(config, proposal, access)
+        run_ids = access.train_ids if max_trains is None else access.train_ids[:max_trains]
+        stage = FrameStage(config.settings["pulses"], config.settings["digitizer"], config.settings["pattern"],
+                           config.settings["rejection"], access, run_ids)
+        setups = setup_detectors(config, proposal, access, stage.pattern, run_ids)
         points = PointReader(config.point_data, access)
-        return access, setups, points
+        return access, stage, setups, points
 
     def prepare_output():
         if rank == 0:
@@ -157,7 +161,7 @@ def run_producer(config: ProducerConfig, run: int, proposal: Optional[int] = Non
 
     parts_dir = comm.bcast(agree(comm, prepare_output), root=0)
     try:
-        access, setups, points = agree(comm, prepare)
+        access, stage, setups, points = agree(comm, prepare)
         modules_all = sorted({m for s in setups for m in s.modules})
         train_ids = access.train_ids
         if max_trains is not None:
@@ -171,7 +175,7 @@ def run_producer(config: ProducerConfig, run: int, proposal: Optional[int] = Non
         part_path = Path(parts_dir) / f"part_{rank:05d}.h5"
         failure = None
         try:
-            _process_block(access, setups, points, work_ids[start:stop], work_frames[start:stop],
+            _process_block(access, stage, setups, points, work_ids[start:stop], work_frames[start:stop],
                            batch_size, PartWriter(part_path), coordinator)
         except StoppedByOtherRank:
             pass  # the failing rank reports the cause
@@ -189,11 +193,14 @@ def run_producer(config: ProducerConfig, run: int, proposal: Optional[int] = Non
             first = statuses[failed[0]][0]
             where = f"rank {failed[0]}: " if n_ranks > 1 else ""
             raise SmallDataError(f"{where}{first}; no output written")
+        for s in setups:
+            if s.accumulators is not None:
+                s.accumulators.reduce(comm)
 
         def finalize():
             if rank != 0:
                 return None
-            return _write_output(output, overwrite, parts_dir, n_ranks, config, setups, points, skipped,
+            return _write_output(output, overwrite, parts_dir, n_ranks, config, stage, setups, points, skipped,
                                  access, proposal, run, train_ids, command, started, t0)
 
         rows_datasets = comm.bcast(agree(comm, finalize), root=0)
@@ -206,10 +213,12 @@ def run_producer(config: ProducerConfig, run: int, proposal: Optional[int] = Non
                    elapsed=time.monotonic() - t0, n_ranks=n_ranks)
 
 
-def _process_block(access: RunAccess, setups: Sequence[DetectorSetup], points: PointReader,
+def _process_block(access: RunAccess, stage: FrameStage, setups: Sequence[DetectorSetup], points: PointReader,
                    train_ids: np.ndarray, frames_per_train: np.ndarray, batch_size: int,
                    writer: PartWriter, coordinator: Coordinator) -> None:
     """Process this rank's trains batch by batch into its part file."""
+    from .rejection import Reason
+
     modules_all = tuple(sorted({m for s in setups for m in s.modules}))
     trains_done = frames_done = 0
     try:
@@ -221,14 +230,18 @@ def _process_block(access: RunAccess, setups: Sequence[DetectorSetup], points: P
             outputs: Dict[str, np.ndarray] = {
                 "trainId": raw.train_ids, "pulseId": raw.pulse_ids, "cellId": raw.cell_ids,
             }
-            units: Dict[str, str] = {}
-            for s in setups:
-                det_out, det_units = s.process(raw)
-                outputs.update(det_out)
-                units.update(det_units)
-            point_out, point_units = points.read(raw)
+            info, stage_out, units = stage.frame_info(raw)
+            outputs.update(stage_out)
+            point_out, point_units = points.read(raw, pulse_index=info.pulse_index)
             outputs.update(point_out)
             units.update(point_units)
+            stage.reject(raw, info, point_out)
+            for s in setups:
+                det_out, det_units, vetoed = s.process(raw, info, point_out)
+                outputs.update(det_out)
+                units.update(det_units)
+                info.reasons = info.reasons | np.where(vetoed, np.uint16(Reason.VETO), np.uint16(0))
+            outputs["rejection/reasons"] = info.reasons
             writer.append(outputs, units)
             trains_done += len(tids)
             frames_done += len(raw)
@@ -237,8 +250,8 @@ def _process_block(access: RunAccess, setups: Sequence[DetectorSetup], points: P
         writer.close()
 
 
-def _write_output(output, overwrite, parts_dir, n_ranks, config, setups, points, skipped, access, proposal, run,
-                  train_ids, command, started, t0) -> Tuple[int, int]:
+def _write_output(output, overwrite, parts_dir, n_ranks, config, stage, setups, points, skipped, access, proposal,
+                  run, train_ids, command, started, t0) -> Tuple[int, int]:
     out = OutputFile(output, overwrite)
     try:
         parts = [Path(parts_dir) / f"part_{r:05d}.h5" for r in range(n_ranks)]
@@ -249,6 +262,12 @@ def _write_output(output, overwrite, parts_dir, n_ranks, config, setups, points,
         for s in setups:
             write_mapping(cfg.require_group(s.name), s.describe())
         write_mapping(cfg.require_group("point_data"), points.describe())
+        write_mapping(cfg.require_group("frames"), stage.describe())
+        sums = None
+        for s in setups:
+            if s.accumulators is not None:
+                sums = sums or out.file.create_group("Sums")
+                s.accumulators.write(sums, s.det.geometry, s.modules)
         meta = out.file.create_group("meta")
         meta.attrs.update({
             "config": config.text, "config_path": str(config.path), "version": __version__,

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Dict, List, Tuple
+from dataclasses import dataclass, field, replace
+from typing import Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -11,7 +11,11 @@ from .config import ProducerConfig
 from .constants import DSSC_DEFAULT_QUAD_POSITIONS
 from .detfunc import DetObjectFunc
 from .errors import CalibrationError, ConfigError
-from .frames import RawBatch
+from .accumulate import DetectorAccumulators
+from .chain import run_chain
+from .framestage import FrameInfo
+from .frames import Frames, RawBatch
+from .patterns import FramePattern, subtract_intra_darks
 from .runaccess import RunAccess
 
 log = logging.getLogger(__name__)
@@ -19,7 +23,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class DetectorSetup:
-    """One detector of the run: calibration object, functions and modules read.
+    """One detector of the run: calibration object, functions, vetoes, accumulators.
 
     Attributes
     ----------
@@ -28,36 +32,64 @@ class DetectorSetup:
     det : DetObject
         Calibration, masks and geometry.
     functions : list of DetObjectFunc
-        Top-level function trees.
+        Top-level function trees, run in order.
     modules : tuple of int
         Modules read for this detector.
+    vetoes : list of dict
+        ``{after, key, op, value}``: frames where the condition holds skip later functions.
+    accumulators : DetectorAccumulators or None
+        Cube and run sums.
+    dark_subtraction : dict or None
+        ``{pattern, mode, match_by}`` for intra-train dark subtraction.
     """
 
     name: str
     det: object
     functions: List[DetObjectFunc]
     modules: tuple
+    vetoes: List[dict] = field(default_factory=list)
+    accumulators: Optional[DetectorAccumulators] = None
+    dark_subtraction: Optional[dict] = None
 
-    def process(self, raw: RawBatch) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
-        """Calibrate a batch and run the functions: ``{"<det>/<func>_<key>": array}`` and units."""
+    def calibrate(self, raw: RawBatch, frame_index: np.ndarray) -> Frames:
+        """Calibrated frames of this detector's modules, intra-darks subtracted if configured."""
         if raw.modules != self.modules:
             cols = [raw.modules.index(m) for m in self.modules]
             raw = RawBatch(raw.train_ids, raw.pulse_ids, raw.cell_ids, raw.frame_index, self.modules,
                            raw.data[:, cols], raw.present[:, cols])
         frames = self.det.calibrate(raw)
-        outputs, units = {}, {}
+        if self.dark_subtraction is not None:
+            data, valid = subtract_intra_darks(frames.data, frames.train_ids, frame_index, **self.dark_subtraction,
+                                               valid=frames.valid)
+            frames = replace(frames, data=data, valid=valid)
+        return frames
+
+    def process(self, raw: RawBatch, info: FrameInfo,
+                points: Mapping[str, np.ndarray]) -> Tuple[Dict[str, object], Dict[str, str], np.ndarray]:
+        """Calibrate, run the functions on the kept frames, accumulate.
+
+        Returns ``{"<det>/<func>_<key>": array}``, their units, and the vetoed frames.
+        """
+        frames = self.calibrate(raw, raw.frame_index)
+        out, vetoed = run_chain(self.functions, self.vetoes, frames, info.keep)
+        if self.accumulators is not None:
+            self.accumulators.add(frames, info.label_id, points, info.keep & ~vetoed)
+        outputs = {f"{self.name}/{key}": value for key, value in out.items()}
+        units = {}
         for func in self.functions:
-            for key, value in func.run(frames).items():
-                outputs[f"{self.name}/{key}"] = value
             units.update({f"{self.name}/{k}": u for k, u in func.all_output_units().items()})
-        return outputs, units
+        return outputs, units, vetoed
 
     def describe(self) -> Dict:
-        """Constants, positions, masks and every function's parameters for ``UserDataCfg``."""
+        """Constants, positions, masks, every function's parameters, vetoes and sums for ``UserDataCfg``."""
         description = dict(self.det.params())
         description.update(self.det.config_arrays())
         for func in self.functions:
             description[func.name] = _describe_function(func)
+        if self.vetoes:
+            description["vetoes"] = {str(i): dict(v) for i, v in enumerate(self.vetoes)}
+        if self.accumulators is not None:
+            description.update(self.accumulators.describe())
         return description
 
 
@@ -83,8 +115,10 @@ def modules_for(functions: List[DetObjectFunc], configured, available: tuple) ->
     return tuple(sorted(needed)) if needed else tuple(available)
 
 
-def setup_detectors(config: ProducerConfig, proposal: int, access: RunAccess) -> List[DetectorSetup]:
-    """Build every configured detector for this run (dark constants, geometry, functions)."""
+def setup_detectors(config: ProducerConfig, proposal: int, access: RunAccess,
+                    pattern: Optional[FramePattern] = None,
+                    run_train_ids: Optional[np.ndarray] = None) -> List[DetectorSetup]:
+    """Build every configured detector for this run (dark constants, geometry, functions, sums)."""
     from .dark import check_cells_cover, find_dark_file
     from .detobject import DetObject
 
@@ -111,7 +145,19 @@ def setup_detectors(config: ProducerConfig, proposal: int, access: RunAccess) ->
             check_cells_cover(det.cell_ids, np.unique(access.cell_ids(present[0])))
         for func in functions:
             func.setup(det)
-        setups.append(DetectorSetup(name, det, functions, modules))
+        pattern = pattern or FramePattern(["image"])
+        accumulators = None
+        if det_cfg["cube"] is not None or det_cfg["sums"] is not None:
+            accumulators = DetectorAccumulators(
+                name, det_cfg["cube"], det_cfg["sums"], config.point_data, (len(modules),) + det.mask.shape[1:],
+                det.units, pattern, access, access.train_ids if run_train_ids is None else run_train_ids)
+        pattern_cfg = config.settings["pattern"] or {}
+        dark_subtraction = None
+        if pattern_cfg.get("subtract_dark", "none") != "none":
+            dark_subtraction = {"pattern": pattern, "mode": pattern_cfg["subtract_dark"],
+                                "match_by": pattern_cfg["match_by"]}
+        setups.append(DetectorSetup(name, det, functions, modules, det_cfg["vetoes"], accumulators,
+                                    dark_subtraction))
         log.info("detector %s: modules %s, %d function(s), dark run %d", name, list(modules),
                  len(functions), det_cfg["dark_run"])
     return setups

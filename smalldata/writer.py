@@ -156,6 +156,8 @@ def _attr_value(value):
     if isinstance(value, (bool, int, float, str, np.generic)):
         return value
     if isinstance(value, (list, tuple)):
+        if value and all(isinstance(v, str) for v in value):
+            return list(value)
         try:
             arr = np.asarray(value)
         except ValueError:
