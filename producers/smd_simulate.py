@@ -1,0 +1,119 @@
+"""smd_simulate: write simulated SCS DSSC runs in the European XFEL raw format, plus truth files.
+
+Example::
+
+    smd_simulate --root demo_data -p 2937 -r 614 --dark-run 615 --preset demo
+    EXTRA_DATA_DATA_ROOT=demo_data smd_producer -p 2937 -r 614 -c producer.yaml
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import time
+from typing import Optional, Sequence
+
+from producers._cli import add_common_arguments, run_main
+from smalldata.errors import SmallDataError
+from smalldata.simulate import SimulationConfig, simulate_dark_run, simulate_data_run, truth_path
+from smalldata.simulate.config import parse_int_list
+
+log = logging.getLogger("smalldata.smd_simulate")
+
+PRESETS = {"small": SimulationConfig.small, "demo": SimulationConfig.demo}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser."""
+    parser = argparse.ArgumentParser(
+        prog="smd_simulate",
+        description="Write simulated European XFEL runs of the SCS DSSC 1M (raw file format, readable with "
+                    "extra-data) with planted physics, and a truth file next to each run "
+                    "(<root>/SCS/202601/p<proposal>/raw/r<run>-truth.h5). Options override the preset.",
+        epilog="Open the runs with EXTRA_DATA_DATA_ROOT=<root> and extra_data.open_run(proposal, run). "
+               "See docs/simulator.md for the planted truth.")
+    parser.add_argument("--root", required=True, help="data root directory (EXTRA_DATA_DATA_ROOT)")
+    parser.add_argument("-p", "--proposal", type=int, required=True, help="proposal number, e.g. 2937")
+    parser.add_argument("-r", "--run", type=int, required=True, help="data run number, e.g. 614")
+    parser.add_argument("--dark-run", type=int, default=None, help="also write a dark run with this number")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="demo",
+                        help="starting configuration: small (2 modules, 24 trains x 4 frames) or demo "
+                             "(16 modules, 60 trains x 20 frames; default)")
+    parser.add_argument("--modules", default=None, help="DSSC modules, e.g. 0,3,15 or 0-15")
+    parser.add_argument("--trains", type=int, default=None, help="trains in the data run")
+    parser.add_argument("--frames-per-train", type=int, default=None, help="frames (memory cells) per train")
+    parser.add_argument("--frames-change", default=None, metavar="TRAIN:COUNT",
+                        help="from data-run train index TRAIN on, COUNT frames per train")
+    parser.add_argument("--missing", action="append", default=[], metavar="MODULE:TRAINS",
+                        help="module MODULE lacks these data-run train indices, e.g. 3:5,6 (repeatable)")
+    parser.add_argument("--dark-trains", type=int, default=None, help="trains in the dark run")
+    parser.add_argument("--sequence-trains", type=int, default=None, help="trains per sequence file")
+    parser.add_argument("--pattern", default=None,
+                        help="repeating frame labels, e.g. pumped,unpumped,dark ('dark' in a label: no X-rays; "
+                             "label starting with 'pumped': pump laser)")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the per-run randomness")
+    parser.add_argument("--detector-seed", type=int, default=None,
+                        help="seed of the detector constants (shared by dark and data runs)")
+    parser.add_argument("--photon-energy", type=float, default=None, help="photon energy, eV")
+    parser.add_argument("--delay-steps", type=int, default=None, help="positions of the delay scan")
+    parser.add_argument("--threads", type=int, default=None, help="worker threads (default: CPU count)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing runs and truth files")
+    add_common_arguments(parser)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> SimulationConfig:
+    """The preset with the command-line overrides; ConfigError on bad values."""
+    changes = {}
+    if args.modules is not None:
+        changes["modules"] = parse_int_list(args.modules, "--modules")
+    simple = {"trains": "n_trains", "frames_per_train": "frames_per_train", "dark_trains": "dark_trains",
+              "sequence_trains": "sequence_trains", "seed": "seed", "detector_seed": "detector_seed",
+              "photon_energy": "photon_energy", "delay_steps": "delay_steps"}
+    for arg, field in simple.items():
+        if getattr(args, arg) is not None:
+            changes[field] = getattr(args, arg)
+    if args.pattern is not None:
+        changes["pattern"] = tuple(p.strip() for p in args.pattern.split(","))
+    if args.frames_change is not None:
+        values = parse_int_list(args.frames_change.replace(":", ","), "--frames-change")
+        if len(values) != 2:
+            raise SmallDataError(f"--frames-change {args.frames_change!r}: give TRAIN:COUNT, e.g. 16:3")
+        changes["frames_per_train_change"] = tuple(values)
+    missing = {}
+    for item in args.missing:
+        module, sep, trains = item.partition(":")
+        if not sep:
+            raise SmallDataError(f"--missing {item!r}: give MODULE:TRAINS, e.g. 3:5,6")
+        missing[parse_int_list(module, "--missing")[0]] = tuple(parse_int_list(trains, "--missing"))
+    if missing:
+        changes["module_missing_trains"] = missing
+    return PRESETS[args.preset](**changes)
+
+
+def _body(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    if args.dark_run is not None and args.dark_run == args.run:
+        raise SmallDataError(f"--dark-run {args.dark_run} is the same as -r/--run; give another run number")
+    log.debug("configuration: %s", dataclasses.asdict(cfg))
+    t0 = time.monotonic()
+    written = []
+    if args.dark_run is not None:
+        written.append(("dark", args.dark_run, simulate_dark_run(args.root, args.proposal, args.dark_run, cfg,
+                                                                 overwrite=args.overwrite, threads=args.threads)))
+    written.append(("data", args.run, simulate_data_run(args.root, args.proposal, args.run, cfg,
+                                                        overwrite=args.overwrite, threads=args.threads)))
+    for kind, run, path in written:
+        print(f"{kind} run {run}: {path} (truth: {truth_path(args.root, args.proposal, run)})")
+    print(f"simulated {len(written)} run(s) of modules {list(cfg.modules)} in {time.monotonic() - t0:.1f} s; "
+          f"open with EXTRA_DATA_DATA_ROOT={args.root}")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of ``smd_simulate``."""
+    return run_main(_body, build_parser(), argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
