@@ -150,7 +150,7 @@ class Autocorrelation(DetObjectFunc):
 
     type_name = "autocorrelation"
 
-    def __init__(self, name: str = "autocorr", module: Optional[int] = None, roi: Optional[List[int]] = None,
+    def __init__(self, name: str = "autocorrelation", module: Optional[int] = None, roi: Optional[List[int]] = None,
                  crop_size: int = 10, fit_radius: int = 3):
         super().__init__(name)
         if (module is None) != (roi is None):

@@ -10,8 +10,9 @@ with ``I`` the calibrated pixel value and ``c`` the pixel's correction factor
 (solid angle x polarisation, 1 without corrections). This is the normalisation
 pyFAI uses for its integrated intensity; without corrections it is the plain mean.
 
-All geometry is computed once in :meth:`AzimuthalBinning.setFromDet`; a batch costs
-one sparse matrix-vector product per block of frames (see :class:`BinSums`).
+All geometry is computed once in :meth:`AzimuthalBinning.setFromDet`; a frame then
+costs one sparse matrix-vector product over the precomputed pixel-to-bin assignment
+(see :class:`BinSums`).
 """
 from __future__ import annotations
 
@@ -48,8 +49,8 @@ class BinSums:
     blocks of 4 frames are ~25 % slower); the loop's own cost is ~10 us per product.
 
     Pixels that are used but invalid in a frame (saturated, module missing) are
-    found per product, zeroed in a reused buffer, and subtracted from the
-    precomputed per-bin counts and weight sums.
+    found per product, taken as zero for the product (the input is restored
+    unchanged), and subtracted from the precomputed per-bin counts and weight sums.
 
     Parameters
     ----------
@@ -74,7 +75,7 @@ class BinSums:
         self.n_bins = int(n_bins)
         self.frames_per_product = int(frames_per_product)
         self.selected = bins >= 0
-        self.bin_of_pixel = np.where(self.selected, bins, -1).astype(np.intp)
+        self.bin_of_pixel = np.where(self.selected, bins, -1).astype(np.int32)
         self.weights = np.asarray(weights, dtype=np.float64).ravel()
 
         # Pixels ordered by memory tile, then bin: a product walks the frame tile by
@@ -109,7 +110,6 @@ class BinSums:
         self._ones = np.ones(k * nnz, dtype=np.float32)
         self._nnz = nnz
         self._matrices: Dict[int, scipy.sparse.csr_array] = {}
-        self._buffer: Optional[np.ndarray] = None
 
     def _matrix(self, n: int) -> scipy.sparse.csr_array:
         """Block-diagonal summing matrix for ``n <= frames_per_product`` frames (views)."""
@@ -121,6 +121,23 @@ class BinSums:
                 shape=(n * self.n_parts, n * self.n_pixels), copy=False)
             self._matrices[n] = mat
         return mat
+
+    def _product_without(self, block: np.ndarray, bad: np.ndarray, n: int) -> np.ndarray:
+        """Part sums of ``n`` frames (flat ``block``) with the pixels ``bad`` taken as 0.
+
+        Writable input is zeroed at ``bad`` in place and restored bit for bit afterwards
+        (O(bad) instead of copying the frames); read-only input is copied.
+        """
+        if block.flags.writeable:
+            saved = block[bad]
+            block[bad] = 0.0
+            try:
+                return (self._matrix(n) @ block).reshape(n, self.n_parts)
+            finally:
+                block[bad] = saved
+        cleaned = block.copy()
+        cleaned[bad] = 0.0
+        return (self._matrix(n) @ cleaned).reshape(n, self.n_parts)
 
     def __call__(self, data: np.ndarray, valid: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Sum a batch.
@@ -159,13 +176,9 @@ class BinSums:
                 size = counts.size
                 counts.reshape(-1)[:] -= np.bincount(key, minlength=size)
                 weight_sums.reshape(-1)[:] -= np.bincount(key, weights=self.weights[pixel], minlength=size)
-                if self._buffer is None:
-                    self._buffer = np.empty(k * self.n_pixels, dtype=np.float32)
-                cleaned = self._buffer[:block.size]
-                np.copyto(cleaned, block)
-                cleaned[bad] = 0.0
-                block = cleaned
-            parts[start:stop] = (self._matrix(n) @ block).reshape(n, self.n_parts)
+                parts[start:stop] = self._product_without(block, bad, n)
+            else:
+                parts[start:stop] = (self._matrix(n) @ block).reshape(n, self.n_parts)
         sums = (self._combine @ parts.T.astype(np.float64)).T
         weight_sums[counts == 0] = 0.0
         return sums, counts, weight_sums
@@ -202,8 +215,9 @@ class AzimuthalBinning(DetObjectFunc):
         ``.h5`` file or an array, shape ``(M, 128, 512)`` (the detector's modules) or
         ``(16, 128, 512)``.
     normalise : str
-        ``"mean"``: output ``mean`` = sum(I) / sum(c); ``"sum"``: output ``sum`` =
-        count x mean, the corrected intensity summed over the valid pixels.
+        ``"mean"``: output ``mean`` = sum(I) / sum(c) (NaN in an empty bin);
+        ``"sum"``: output ``sum`` = count x mean, the corrected intensity summed over
+        the valid pixels (0 in an empty bin).
     """
 
     type_name = "azimuthal"
@@ -304,9 +318,14 @@ class AzimuthalBinning(DetObjectFunc):
         sums, counts, weight_sums = self._sums(frames.data, frames.valid)
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = sums / weight_sums
-        mean[counts == 0] = np.nan
+        empty = counts == 0
+        if self.normalise == "mean":
+            value = mean
+            value[empty] = np.nan
+        else:
+            value = mean * counts
+            value[empty] = 0.0
         shape = (len(frames), self.n_phi, self.n_q)
-        value = mean if self.normalise == "mean" else mean * counts
         return {self.normalise: value.astype(np.float32).reshape(shape),
                 "count": counts.astype(np.int32).reshape(shape)}
 

@@ -2,9 +2,10 @@
 
 A droplet is a 4-connected group of valid pixels above the low ("grow") threshold that
 contains at least one pixel above the high ("seed") threshold. Pixels of different
-frames, modules or DSSC ASICs (64 x 64 pixels) are never connected: the batch is
-labelled in one :func:`scipy.ndimage.label` call on a stack of ASIC planes, and the
-per-droplet sums come from :func:`numpy.bincount` over the (few) pixels above threshold.
+frames, modules or DSSC ASICs (64 x 64 pixels) are never connected. The whole batch is
+labelled in one pass (:func:`label_planes`: a graph of the few pixels above threshold,
+or :func:`scipy.ndimage.label` on an ASIC-blocked view when many are), and per-droplet
+sums come from :func:`numpy.bincount` over the pixels above threshold only.
 """
 from __future__ import annotations
 
@@ -105,8 +106,8 @@ class DropletSet:
     """Droplets of a batch and their pixels (shared by :class:`Droplet` and photon assignment).
 
     Frames are seen as ``N x P`` planes of ``H x W`` pixels (P = modules for full-detector
-    frames, 1 for a 2-D crop). Droplets are ordered by event, then plane, then ASIC and
-    first pixel; pixel arrays list every droplet pixel once.
+    frames, 1 for a 2-D crop). Droplets are ordered by event, plane, then their first pixel
+    in raster order; pixel arrays list every droplet pixel once, in raster order.
 
     Attributes
     ----------
@@ -277,9 +278,16 @@ def find_droplets(data: np.ndarray, valid: np.ndarray, seed_threshold, grow_thre
     t = pos // width
     row = t % height
     plane = t // height
-    vals = planes.reshape(n_events * n_p, height, width)[plane, row, col].astype(np.float64)
-    seed_thr = np.broadcast_to(seed_threshold, (n_p, height, width))
-    is_seed = vals > seed_thr[plane % n_p, row, col]
+    if planes.flags.c_contiguous:
+        raw = planes.reshape(-1)[pos]
+    else:
+        raw = planes.reshape(n_events * n_p, height, width)[plane, row, col]
+    if np.ndim(seed_threshold) == 0:
+        is_seed = raw > seed_threshold  # compared in the data's precision, like the grow threshold
+    else:
+        seed_thr = np.ascontiguousarray(np.broadcast_to(seed_threshold, (n_p, height, width)))
+        is_seed = raw > seed_thr.reshape(-1)[pos % seed_thr.size]
+    vals = raw.astype(np.float64)
 
     keep = np.zeros(n_labels, dtype=bool)
     keep[lab[is_seed]] = True

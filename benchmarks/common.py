@@ -70,7 +70,8 @@ def tool(name: str) -> str:
 
 
 # ---------------------------------------------------------------------- simulated data
-def _cache_key(payload: str) -> str:
+def cache_key(payload: str) -> str:
+    """A short hash of ``payload`` (names cache folders)."""
     return hashlib.sha1(payload.encode()).hexdigest()[:10]
 
 
@@ -100,7 +101,7 @@ def simulated_run(sim_config, run: int, dark: bool = False, root: Optional[Path]
     from smalldata.simulate import simulate_dark_run, simulate_data_run, truth_path
 
     if root is None:
-        root = bench_dir() / f"sim_{_cache_key(sim_config.to_json())}"
+        root = bench_dir() / f"sim_{cache_key(sim_config.to_json())}"
     root = Path(root)
     if truth_path(root, PROPOSAL, run).is_file():
         log.info("reusing simulated %s run %d under %s", "dark" if dark else "data", run, root)
@@ -281,10 +282,10 @@ def machine_info() -> Dict[str, object]:
     return info
 
 
-def write_results(name: str, report: Mapping, results_dir: Path = RESULTS_DIR) -> Path:
-    """Write ``report`` to ``<results_dir>/<name>.json`` atomically; returns the path."""
-    results_dir.mkdir(parents=True, exist_ok=True)
-    path = results_dir / f"{name}.json"
+def write_results(report: Mapping, path: Path) -> Path:
+    """Write ``report`` as JSON to ``path`` (e.g. ``RESULTS_DIR / "producer.json"``) atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
     os.replace(tmp, path)

@@ -29,6 +29,12 @@ from .darkfile import (DARK_FILE_PATTERN, DarkConstants, DarkFileWriter, check_c
                        dark_file_path, find_dark_file, read_dark_file, utc_now, write_dark_file)
 from .errors import DataError
 
+__all__ = ["CellAccumulator", "DarkPlan", "ModuleDark", "characterise_dark", "characterise_dark_to_file",
+           "iter_module_darks", "open_dark_run", "plan_dark", "available_modules",
+           # re-exported from smalldata.darkfile
+           "DARK_FILE_PATTERN", "DarkConstants", "DarkFileWriter", "check_cells_cover", "dark_file_path",
+           "find_dark_file", "read_dark_file", "write_dark_file"]
+
 log = logging.getLogger(__name__)
 
 N_PIXELS = DSSC_MODULE_SHAPE[0] * DSSC_MODULE_SHAPE[1]

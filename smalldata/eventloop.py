@@ -13,7 +13,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -21,7 +21,7 @@ from . import __version__
 from .config import ProducerConfig
 from .errors import SmallDataError
 from .framestage import FrameStage
-from .mpi import get_comm
+from .mpi import agree, get_comm
 from .pointdata import PointReader
 from .progress import Coordinator
 from .runaccess import RunAccess
@@ -76,27 +76,6 @@ def split_batches(frames_per_train: np.ndarray, batch_size: int) -> List[Tuple[i
     if start < len(frames_per_train):
         batches.append((start, len(frames_per_train)))
     return batches
-
-
-def agree(comm, action: Callable[[], object]):
-    """Run ``action`` on every rank; if it fails anywhere, raise the first failure everywhere.
-
-    Keeps ranks from waiting forever in a later collective when one of them failed.
-    """
-    result, error = None, None
-    try:
-        result = action()
-    except SmallDataError as exc:
-        error = str(exc)
-    except Exception as exc:  # noqa: BLE001 - any failure must reach the other ranks
-        error = f"{type(exc).__name__}: {exc}"
-        log.debug("rank %d failed", comm.Get_rank(), exc_info=True)
-    errors = comm.allgather(error)
-    for rank, message in enumerate(errors):
-        if message is not None:
-            prefix = "" if comm.Get_size() == 1 else f"rank {rank}: "
-            raise SmallDataError(f"{prefix}{message}")
-    return result
 
 
 def default_output(config: ProducerConfig, run: int) -> Path:
@@ -159,9 +138,9 @@ def run_producer(config: ProducerConfig, run: int, proposal: Optional[int] = Non
             return make_parts_dir(output)
         return None
 
-    parts_dir = comm.bcast(agree(comm, prepare_output), root=0)
+    parts_dir = comm.bcast(agree(prepare_output, comm), root=0)
     try:
-        access, stage, setups, points = agree(comm, prepare)
+        access, stage, setups, points = agree(prepare, comm)
         modules_all = sorted({m for s in setups for m in s.modules})
         train_ids = access.train_ids
         if max_trains is not None:
@@ -203,7 +182,7 @@ def run_producer(config: ProducerConfig, run: int, proposal: Optional[int] = Non
             return _write_output(output, overwrite, parts_dir, n_ranks, config, stage, setups, points, skipped,
                                  access, proposal, run, train_ids, command, started, t0)
 
-        rows_datasets = comm.bcast(agree(comm, finalize), root=0)
+        rows_datasets = comm.bcast(agree(finalize, comm), root=0)
     finally:
         comm.Barrier()
         if rank == 0:

@@ -48,15 +48,15 @@ def test_planted_contrast_and_size(contrast, size):
     func = Autocorrelation(crop_size=8, fit_radius=3)
     func.setup(make_det())
     out = func.run(crop_frames(data))
-    assert out["autocorr_acorr"].shape == (12, 17, 17)
-    assert abs(np.mean(out["autocorr_contrast"]) - contrast) < 0.02
-    assert abs(np.mean(out["autocorr_speckle_size"]) / size - 1) < 0.10
-    assert abs(np.mean(out["autocorr_speckle_size_x"]) / size - 1) < 0.10
-    assert abs(np.mean(out["autocorr_speckle_size_y"]) / size - 1) < 0.10
+    assert out["autocorrelation_acorr"].shape == (12, 17, 17)
+    assert abs(np.mean(out["autocorrelation_contrast"]) - contrast) < 0.02
+    assert abs(np.mean(out["autocorrelation_speckle_size"]) / size - 1) < 0.10
+    assert abs(np.mean(out["autocorrelation_speckle_size_x"]) / size - 1) < 0.10
+    assert abs(np.mean(out["autocorrelation_speckle_size_y"]) / size - 1) < 0.10
     # the zero lag carries shot noise and electronic noise on top of the speckle contrast
-    assert np.all(out["autocorr_acorr"][:, 8, 8] - 1 > out["autocorr_contrast"])
-    np.testing.assert_array_equal(out["autocorr_horizontal"], out["autocorr_acorr"][:, 8, :])
-    np.testing.assert_array_equal(out["autocorr_vertical"], out["autocorr_acorr"][:, :, 8])
+    assert np.all(out["autocorrelation_acorr"][:, 8, 8] - 1 > out["autocorrelation_contrast"])
+    np.testing.assert_array_equal(out["autocorrelation_horizontal"], out["autocorrelation_acorr"][:, 8, :])
+    np.testing.assert_array_equal(out["autocorrelation_vertical"], out["autocorrelation_acorr"][:, :, 8])
 
 
 def test_same_numbers_for_any_batch():
@@ -92,8 +92,8 @@ def test_masked_pixels_do_not_change_the_contrast():
     valid &= rng.random(data.shape) > 0.1  # and 10 % random bad pixels
     dirty = np.where(valid, data, 5e4)
     masked = func.run(crop_frames(dirty, valid))
-    assert abs(np.mean(masked["autocorr_contrast"]) - 0.3) < 0.02
-    assert np.max(np.abs(masked["autocorr_contrast"] - clean["autocorr_contrast"])) < 0.03
+    assert abs(np.mean(masked["autocorrelation_contrast"]) - 0.3) < 0.02
+    assert np.max(np.abs(masked["autocorrelation_contrast"] - clean["autocorrelation_contrast"])) < 0.03
 
 
 def test_standalone_module_roi_equals_crop():
@@ -127,8 +127,8 @@ def test_as_child_of_roi():
     roi.addFunc(Autocorrelation(crop_size=5))
     roi.setup(make_det((2,)))
     out = roi.run(frames)
-    assert out["spk_autocorr_acorr"].shape == (3, 11, 11)
-    assert np.all(np.isfinite(out["spk_autocorr_contrast"]))
+    assert out["spk_autocorrelation_acorr"].shape == (3, 11, 11)
+    assert np.all(np.isfinite(out["spk_autocorrelation_contrast"]))
 
 
 @pytest.mark.parametrize("kwargs, key", [

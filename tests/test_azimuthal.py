@@ -181,11 +181,19 @@ def test_per_frame_validity_changes_counts(positions, static_mask):
     data[2][saturated] = 1e30
     data[0][~static_mask] = np.inf  # neither must statically masked pixels
 
-    out = func.process(make_frames(data, valid))
+    frames = make_frames(data, valid)
+    before = frames.data.copy()
+    out = func.process(frames)
+    assert np.array_equal(frames.data, before, equal_nan=True)  # the batch is left as it was
     ref_mean, ref_count = reference(func, data, valid)
     np.testing.assert_array_equal(out["count"], ref_count)
     np.testing.assert_allclose(out["mean"], ref_mean, rtol=1e-6)
     assert np.isfinite(out["mean"][out["count"] > 0]).all()
+
+    for i in range(len(data)):  # any batch size gives the same numbers, bit for bit
+        single = func.process(frames.subset(np.array([i])))
+        np.testing.assert_array_equal(single["mean"][0], out["mean"][i])
+        np.testing.assert_array_equal(single["count"][0], out["count"][i])
 
     def hist(select):
         return reference(func, data[:1], select[None])[1][0]
@@ -204,6 +212,7 @@ def test_products_of_several_frames_equal_single(static_mask):
     data = rng.normal(10.0, 3.0, (5,) + SHAPE).astype(np.float32)
     valid = rng.random(data.shape) > 0.01
     one = BinSums(bins, 37, weights)(data, valid)
+    data.flags.writeable = False  # read-only input takes the copying path
     three = BinSums(bins, 37, weights, frames_per_product=3, part_size=100, tile_size=1000)(data, valid)
     for a, b in zip(one, three):
         np.testing.assert_allclose(a, b, rtol=1e-6)
@@ -220,6 +229,8 @@ def test_outputs_description_and_options(positions, static_mask, tmp_path):
     out = func.process(make_frames(data, np.broadcast_to(static_mask, data.shape)))
     assert set(out) == {"sum", "count"} and out["sum"].shape == (2, 1, 40) and out["count"].dtype == np.int32
     assert func.output_units() == {"sum": "photon", "count": "pixel"}
+    ref_mean, ref_count = reference(func, data, np.broadcast_to(static_mask, data.shape))
+    np.testing.assert_allclose(out["sum"], np.where(ref_count > 0, ref_mean * ref_count, 0.0), rtol=1e-6)
     assert func.child_frames(None, out) is None
     arrays = func.config_arrays()
     assert arrays["q_map"].shape == SHAPE and arrays["q_map"].dtype == np.float32

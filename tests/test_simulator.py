@@ -319,6 +319,23 @@ def test_reproducible_and_intra_darks(tmp_path):
         simulate_data_run(tmp_path / "a", PROPOSAL, 7, cfg)
 
 
+def test_energy_steps_and_cleanup_on_failure(tmp_path, monkeypatch):
+    cfg = SimulationConfig.small(modules=(3,), n_trains=4, frames_per_train=2, photon_energy_steps=(800.0, 900.0))
+    simulate_data_run(tmp_path, PROPOSAL, 8, cfg)
+    energy = RunDirectory(run_path(tmp_path, PROPOSAL, 8))[C.PHOTON_ENERGY_SOURCE, C.PHOTON_ENERGY_KEY].ndarray()
+    np.testing.assert_array_equal(energy, [800.0, 800.0, 900.0, 900.0])
+    np.testing.assert_array_equal(read_truth(tmp_path, PROPOSAL, 8)["train_photon_energy"], energy)
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("smalldata.simulate.runs._write_other", broken)
+    with pytest.raises(OSError, match="disk full"):
+        simulate_data_run(tmp_path, PROPOSAL, 9, cfg)
+    raw_dir = run_path(tmp_path, PROPOSAL, 9).parent
+    assert sorted(p.name for p in raw_dir.iterdir()) == ["r0008", "r0008-truth.h5"]
+
+
 def test_config_validation():
     with pytest.raises(ConfigError, match="modules"):
         SimulationConfig(modules=(16,))

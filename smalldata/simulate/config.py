@@ -194,7 +194,7 @@ class SimulationConfig:
     # ------------------------------------------------------------------ presets
     @classmethod
     def small(cls, **changes) -> "SimulationConfig":
-        """Two modules (2, 3), 24 trains of 4 frames, 10 trains per sequence file; ~25 MB per data run."""
+        """Two modules (2, 3), 24 trains of 4 frames, 10 trains per sequence file; ~30 MB per data run."""
         base = dict(modules=(2, 3), n_trains=24, frames_per_train=4, sequence_trains=10,
                     dark_trains=50, delay_steps=4, speckle_module=3)
         base.update(changes)
@@ -202,9 +202,9 @@ class SimulationConfig:
 
     @classmethod
     def demo(cls, **changes) -> "SimulationConfig":
-        """All 16 modules, 60 trains of 20 frames, a dark of 50 trains (50 frames per cell)."""
+        """All 16 modules, 60 trains of 20 frames, a dark of 100 trains (100 frames per cell)."""
         base = dict(modules=tuple(range(DSSC_N_MODULES)), n_trains=60, frames_per_train=20,
-                    sequence_trains=30, dark_trains=50, delay_steps=6)
+                    sequence_trains=30, dark_trains=100, delay_steps=6)
         base.update(changes)
         return cls(**base)
 

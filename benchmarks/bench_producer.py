@@ -1,0 +1,547 @@
+"""Producer throughput and memory against an h5py read-only baseline, measured in the same run.
+
+On one simulated DSSC run (module 3, 20 frames per train, 200 trains by default):
+
+1. read-only baseline: plain h5py reads of ``image/data`` of the same module and trains,
+   in blocks of the producer's batches (whole trains, at most ``batch_size`` frames),
+   warm page cache; also extra-data alone (``select_trains`` + ``ndarray`` per batch),
+   for information;
+2. the producer (``smd_producer`` in a subprocess) on 1 rank for a ROI + projection
+   config with XGM (per pulse) and delay (per train) point data: the loop-only rate
+   (the final progress line, which counts from the end of the set-up), the end-to-end
+   rate (``/meta`` ``elapsed_s``) and the start-up (wall time minus ``elapsed_s``); the
+   ratio producer / read-only; 2 ranks (``mpiexec -n 2``) and a larger batch for information;
+3. peak memory (max RSS, ``wait4``) of one rank for a short (50 trains) and a long run
+   (200 trains) with the same frames per train: it must not grow with the run length;
+4. where the time goes: one in-process run with wall-clock timers around the stages
+   (reading, calibration, functions, point data, writing), and, when the producer is
+   below half the read-only rate, a cProfile of one more run.
+
+Rounds alternate the baselines and the producer so that both see the same machine load.
+Generated data are cached in ``$SMALLDATA_BENCH_DIR`` (default ``/tmp/smalldata_bench``).
+Writes ``benchmarks/results/producer.json`` and prints a table.
+
+    python benchmarks/bench_producer.py [--trains 200] [--short-trains 50] [--repeat 3]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import re
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import h5py
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (PROPOSAL, RESULTS_DIR, bench_dir, cache_key, dark_constants, format_table,  # noqa: E402
+                    machine_info, run_command, run_files, simulated_run, stats, tool, warm_files, write_config, write_results)
+
+log = logging.getLogger("bench_producer")
+
+DATA_RUN, DARK_RUN, SHORT_RUN = 614, 615, 616
+DSSC_SOURCE = "SCS_DET_DSSC1M-1/DET/{m}CH0:xtdf"
+ROI = [10, 60, 100, 300]  # y0, y1, x0, x1 (module pixels)
+GOAL_RATIO = 0.5
+#: Allowed growth of the peak RSS from the short to the long run before it counts as growing.
+RSS_TOLERANCE = 0.10
+_PROGRESS = re.compile(r"(\d+)/(\d+) frames, (\d+) frames/s")
+
+
+# ---------------------------------------------------------------------- set-up
+def simulation_configs(args) -> Tuple[object, object]:
+    """The long and the short run's :class:`SimulationConfig` (same detector, same frames per train)."""
+    from smalldata.simulate import SimulationConfig
+
+    common = dict(modules=tuple(args.modules), frames_per_train=args.frames_per_train, sequence_trains=100,
+                  dark_trains=100, speckle_module=args.roi_module)
+    return (SimulationConfig.small(n_trains=args.trains, **common),
+            SimulationConfig.small(n_trains=args.short_trains, **common))
+
+
+def producer_config(root: Path, work: Path, roi_module: int, batch_size: int) -> Dict:
+    """ROI (one module) with a projection child; XGM per pulse and delay per train."""
+    return {
+        "proposal": PROPOSAL,
+        "data_root": str(root),
+        "calib_dir": str(work / "calib"),
+        "output_dir": str(work / "out"),
+        "batch_size": batch_size,
+        "detectors": {"dssc": {
+            "dark_run": DARK_RUN,
+            "gain": 15.0,
+            "functions": [{"type": "roi", "name": "roi_a", "module": roi_module, "roi": ROI,
+                           "children": [{"type": "projection", "name": "proj", "axis": 0}]}],
+        }},
+        "point_data": {
+            "xgm": {"sa3_intensity": {"source": "SCS_BLU_XGM/XGM/DOOCS:output", "key": "data.intensitySa3TD",
+                                      "per": "pulse", "units": "uJ"}},
+            "scan": {"delay": {"source": "SCS_ILH_LAS/DOOCS/PPL_OPT_DELAY", "key": "actualPosition.value",
+                               "units": "mm"}},
+        },
+    }
+
+
+def batches_of_trains(counts: np.ndarray, batch_size: int) -> List[Tuple[int, int]]:
+    """Consecutive train ranges of at most ``batch_size`` frames (at least one train), as the producer makes."""
+    out, start, total = [], 0, 0
+    for i, n in enumerate(counts):
+        if i > start and total + n > batch_size:
+            out.append((start, i))
+            start, total = i, 0
+        total += int(n)
+    if start < len(counts):
+        out.append((start, len(counts)))
+    return out
+
+
+# ---------------------------------------------------------------------- baselines
+def h5py_read_plan(files: Sequence[Path], module: int, batch_size: int) -> List[Tuple[Path, List[Tuple[int, int]]]]:
+    """Per file, the frame ranges ``[first, stop)`` of the producer's batches (from the file's INDEX)."""
+    src = DSSC_SOURCE.format(m=module)
+    plan = []
+    for path in files:
+        with h5py.File(path, "r") as f:
+            first = f[f"INDEX/{src}/image/first"][:].astype(np.int64)
+            count = f[f"INDEX/{src}/image/count"][:].astype(np.int64)
+        ranges = [(int(first[a]), int(first[b - 1] + count[b - 1])) for a, b in batches_of_trains(count, batch_size)]
+        plan.append((path, [(a, b) for a, b in ranges if b > a]))
+    return plan
+
+
+def h5py_read(plan, module: int) -> Tuple[int, float]:
+    """Read every planned block with plain h5py; returns (frames, seconds)."""
+    key = f"INSTRUMENT/{DSSC_SOURCE.format(m=module)}/image/data"
+    frames, touch = 0, 0
+    t0 = time.perf_counter()
+    for path, ranges in plan:
+        with h5py.File(path, "r") as f:
+            ds = f[key]
+            for a, b in ranges:
+                block = ds[a:b]
+                touch += int(block[-1, 0, 0, 0])  # use the data
+                frames += block.shape[0]
+    return frames, time.perf_counter() - t0
+
+
+def extra_data_read(run, module: int, train_blocks: Sequence[np.ndarray]) -> Tuple[int, float]:
+    """Read the same batches through extra-data (run-level ``select_trains``, then ``ndarray``)."""
+    from extra_data import by_id
+
+    src = DSSC_SOURCE.format(m=module)
+    frames, touch = 0, 0
+    t0 = time.perf_counter()
+    for tids in train_blocks:
+        block = run.select_trains(by_id[tids])[src, "image.data"].ndarray()
+        touch += int(block[-1, 0, 0, 0])
+        frames += block.shape[0]
+    return frames, time.perf_counter() - t0
+
+
+# ---------------------------------------------------------------------- the producer
+def producer_run(config: Path, run: int, output: Path, batch_size: int, n_ranks: int = 1,
+                 max_trains: Optional[int] = None) -> Dict[str, float]:
+    """Run ``smd_producer`` (under ``mpiexec -n n_ranks`` if more than one rank) and measure it.
+
+    Returns
+    -------
+    dict
+        ``frames``, ``wall_s`` (whole command), ``elapsed_s`` (``/meta``: ``run_producer``
+        from start to the published file), ``startup_s`` (wall - elapsed: interpreter,
+        imports, MPI, config), ``loop_fps`` (final progress line: frames / time since the
+        set-up ended), ``loop_s``, ``setup_merge_s`` (elapsed - loop), ``end_to_end_fps``
+        (frames / elapsed_s), ``max_rss_mb`` (largest process).
+    """
+    cmd = [tool("smd_producer"), "-r", str(run), "-c", str(config), "--output", str(output), "--overwrite",
+           "--batch-size", str(batch_size)]
+    if max_trains is not None:
+        cmd += ["--max-trains", str(max_trains)]
+    if n_ranks > 1:
+        cmd = [tool("mpiexec"), "-n", str(n_ranks)] + cmd
+    result = run_command(cmd).check("smd_producer")
+    with h5py.File(output, "r") as f:
+        frames = int(f["trainId"].shape[0])
+        elapsed = float(f["meta"].attrs["elapsed_s"])
+    found = _PROGRESS.findall(result.stderr)
+    if found and int(found[-1][0]) == frames and int(found[-1][2]) > 0:
+        loop_fps, source = float(found[-1][2]), "progress line"
+    else:  # progress format changed: fall back to the end-to-end rate
+        loop_fps, source = frames / elapsed, "meta elapsed_s"
+    loop_s = frames / loop_fps
+    return {"frames": frames, "wall_s": result.wall_s, "elapsed_s": elapsed, "startup_s": result.wall_s - elapsed,
+            "loop_fps": loop_fps, "loop_s": loop_s, "setup_merge_s": max(elapsed - loop_s, 0.0),
+            "end_to_end_fps": frames / elapsed, "max_rss_mb": result.max_rss_mb, "loop_rate_source": source}
+
+
+def summarise_runs(runs: Sequence[Dict[str, float]]) -> Dict[str, object]:
+    """Best/median of the rates, median of the times, peak of the RSS over repeated producer runs."""
+    def med(key):
+        return round(statistics.median(r[key] for r in runs), 3)
+
+    return {
+        "frames": runs[0]["frames"],
+        "loop_fps": stats([r["loop_fps"] for r in runs]),
+        "end_to_end_fps": stats([r["end_to_end_fps"] for r in runs]),
+        "startup_s_median": med("startup_s"), "setup_merge_s_median": med("setup_merge_s"),
+        "wall_s_median": med("wall_s"),
+        "max_rss_mb": round(max(r["max_rss_mb"] for r in runs), 1),
+        "loop_rate_source": runs[0]["loop_rate_source"],
+    }
+
+
+# ---------------------------------------------------------------------- where the time goes (worker)
+class StageTimer:
+    """Wall-clock timers around named stages, nested: each stage's exclusive time per call path."""
+
+    def __init__(self):
+        self.stack: List[str] = []
+        self.exclusive: Dict[Tuple[str, ...], float] = {}
+        self.calls: Dict[Tuple[str, ...], int] = {}
+        self._child_time: List[float] = []
+        self.wrapped: List[str] = []
+        self.missing: List[str] = []
+
+    def wrap(self, owner, attr: str, label: str, where: str) -> None:
+        """Replace ``owner.attr`` by a timed version (skipped, and noted, if it does not exist)."""
+        original = getattr(owner, attr, None)
+        if original is None:
+            self.missing.append(where)
+            return
+        timer = self
+
+        def timed(*args, **kwargs):
+            if timer.stack and timer.stack[-1] == label:  # recursion (function children): one stage
+                return original(*args, **kwargs)
+            timer.stack.append(label)
+            timer._child_time.append(0.0)
+            t0 = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                spent = time.perf_counter() - t0
+                path = tuple(timer.stack)
+                children = timer._child_time.pop()
+                timer.stack.pop()
+                timer.exclusive[path] = timer.exclusive.get(path, 0.0) + spent - children
+                timer.calls[path] = timer.calls.get(path, 0) + 1
+                if timer._child_time:
+                    timer._child_time[-1] += spent
+
+        setattr(owner, attr, timed)
+        self.wrapped.append(where)
+
+
+def _instrument(timer: StageTimer) -> None:
+    import smalldata.detfunc as detfunc
+    import smalldata.detobject as detobject
+    import smalldata.eventloop as eventloop
+    import smalldata.pointdata as pointdata
+    import smalldata.runaccess as runaccess
+    import smalldata.writer as writer
+
+    targets = [
+        (eventloop, "run_producer", "run_producer", "smalldata.eventloop.run_producer"),
+        (eventloop, "_process_block", "event loop", "smalldata.eventloop._process_block"),
+        (eventloop, "_write_output", "merge parts + metadata", "smalldata.eventloop._write_output"),
+        (eventloop, "setup_detectors", "set up detectors (dark, geometry, functions)",
+         "smalldata.eventloop.setup_detectors"),
+        (runaccess.RunAccess, "open", "open run (extra-data)", "smalldata.runaccess.RunAccess.open"),
+        (runaccess.RunAccess, "read_raw", "read detector frames (RunAccess.read_raw)",
+         "smalldata.runaccess.RunAccess.read_raw"),
+        (h5py.Dataset, "read_direct", "HDF5 read_direct", "h5py.Dataset.read_direct"),
+        (detobject.DetObject, "calibrate", "calibrate (DetObject.calibrate)", "smalldata.detobject.DetObject.calibrate"),
+        (detfunc.DetObjectFunc, "run", "functions (ROI + projection)", "smalldata.detfunc.DetObjectFunc.run"),
+        (pointdata.PointReader, "read", "point data (PointReader.read)", "smalldata.pointdata.PointReader.read"),
+        (writer.PartWriter, "append", "write part file (PartWriter.append)", "smalldata.writer.PartWriter.append"),
+    ]
+    for owner, attr, label, where in targets:
+        timer.wrap(owner, attr, label, where)
+
+
+def _short_name(func_key) -> str:
+    filename, line, name = func_key
+    parts = Path(filename).parts
+    for anchor in ("site-packages", "main", "smalldata", "ana_funcs"):
+        if anchor in parts:
+            rel = "/".join(parts[parts.index(anchor) + 1:]) if anchor in ("site-packages", "main") else \
+                "/".join(parts[parts.index(anchor):])
+            return f"{rel}:{line}({name})"
+    return f"{Path(filename).name}:{line}({name})" if filename != "~" else name
+
+
+def stage_worker(args) -> int:
+    """In-process producer run with stage timers (and optionally cProfile); prints JSON on stdout."""
+    logging.basicConfig(level=logging.WARNING)
+    from smalldata.config import ProducerConfig
+    import smalldata.eventloop as eventloop
+
+    config = ProducerConfig.from_file(args.stage_worker)
+    # warm-up on a few trains (imports, first-touch of constants)
+    eventloop.run_producer(config, args.run, output=args.worker_output, overwrite=True,
+                           batch_size=args.batch_size, max_trains=5)
+    timer = StageTimer()
+    _instrument(timer)
+    profiler = None
+    if args.cprofile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+    t0 = time.perf_counter()
+    summary = eventloop.run_producer(config, args.run, output=args.worker_output, overwrite=True,
+                                     batch_size=args.batch_size)
+    wall = time.perf_counter() - t0
+    report = {"frames": summary.rows, "wall_s": wall, "wrapped": timer.wrapped, "missing": timer.missing,
+              "stages": [{"path": " > ".join(p), "exclusive_s": round(s, 4), "calls": timer.calls[p]}
+                         for p, s in sorted(timer.exclusive.items(), key=lambda kv: -kv[1])]}
+    if profiler is not None:
+        import pstats
+
+        profiler.disable()
+        st = pstats.Stats(profiler)
+        by_tottime = sorted(st.stats.items(), key=lambda kv: -kv[1][2])[:15]
+        report["cprofile_total_s"] = wall
+        report["cprofile_top_tottime"] = [
+            {"function": _short_name(k), "calls": v[1], "tottime_s": round(v[2], 3), "cumtime_s": round(v[3], 3)}
+            for k, v in by_tottime]
+    print(json.dumps(report))
+    return 0
+
+
+def run_stage_worker(config: Path, run: int, batch_size: int, output: Path, cprofile: bool) -> Dict:
+    """Run :func:`stage_worker` in a subprocess (MPI stays out of this process)."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--stage-worker", str(config), "--run", str(run),
+           "--batch-size", str(batch_size), "--worker-output", str(output)]
+    if cprofile:
+        cmd.append("--cprofile")
+    result = run_command(cmd).check("stage worker")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def breakdown(stages: Dict, frames: int) -> List[Dict[str, object]]:
+    """Stage table of the event loop: exclusive seconds, ms per batch, share of the loop."""
+    rows = [s for s in stages["stages"] if s["path"].startswith("run_producer > event loop")]
+    loop_total = sum(s["exclusive_s"] for s in rows)
+    out = []
+    for s in rows:
+        name = s["path"].replace("run_producer > event loop", "loop").replace("loop > ", "", 1)
+        if name == "loop":
+            name = "loop itself (batching, frame stage, bookkeeping)"
+        out.append({"stage": name, "s": round(s["exclusive_s"], 3),
+                    "us_per_frame": round(1e6 * s["exclusive_s"] / frames, 1),
+                    "share": round(s["exclusive_s"] / loop_total, 3) if loop_total else 0.0})
+    outside = [s for s in stages["stages"] if not s["path"].startswith("run_producer > event loop")]
+    for s in outside:
+        out.append({"stage": "(outside the loop) " + s["path"].replace("run_producer > ", "").replace(
+            "run_producer", "run_producer itself"), "s": round(s["exclusive_s"], 3),
+            "us_per_frame": round(1e6 * s["exclusive_s"] / frames, 1), "share": None})
+    return out
+
+
+# ---------------------------------------------------------------------- main
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--modules", type=lambda s: [int(v) for v in s.split(",")], default=[3],
+                        help="simulated DSSC modules, comma-separated (default 3)")
+    parser.add_argument("--roi-module", type=int, default=3, help="module of the ROI (default 3)")
+    parser.add_argument("--trains", type=int, default=200, help="trains of the main run (default 200)")
+    parser.add_argument("--short-trains", type=int, default=50, help="trains of the short run (default 50)")
+    parser.add_argument("--frames-per-train", type=int, default=20, help="frames per train (default 20)")
+    parser.add_argument("--batch-size", type=int, default=32,
+                        help="frames per batch, the config default (default 32)")
+    parser.add_argument("--large-batch", type=int, default=200,
+                        help="a second, larger batch size measured on one rank (default 200; 0 = skip)")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds of baseline + 1-rank producer (default 3)")
+    parser.add_argument("--ranks", type=int, default=2, help="ranks of the MPI measurement (default 2; 0 = skip)")
+    parser.add_argument("--profile", choices=("auto", "always", "never"), default="auto",
+                        help="cProfile a run: when below the goal (auto), always or never")
+    parser.add_argument("--output", type=Path, default=RESULTS_DIR / "producer.json")
+    # internal: the in-process stage worker
+    parser.add_argument("--stage-worker", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--run", type=int, default=DATA_RUN, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-output", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--cprofile", action="store_true", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.stage_worker is not None:
+        return stage_worker(args)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.roi_module not in args.modules:
+        raise SystemExit(f"--roi-module {args.roi_module} is not among --modules {args.modules}")
+    t_start = time.perf_counter()
+    machine = machine_info()
+
+    # data: cached simulated runs, dark constants, configs
+    long_cfg, short_cfg = simulation_configs(args)
+    root = bench_dir() / f"sim_{cache_key(long_cfg.to_json() + short_cfg.to_json())}"
+    simulated_run(long_cfg, DARK_RUN, dark=True, root=root)
+    simulated_run(long_cfg, DATA_RUN, root=root)
+    simulated_run(short_cfg, SHORT_RUN, root=root)
+    work = root / "work"
+    cfg_path = write_config(work / "producer.yaml", producer_config(root, work, args.roi_module, args.batch_size))
+    dark_constants(cfg_path, DARK_RUN, work / "calib")
+    out_dir = work / "out"
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    # warm: every file both sides read, once; one untimed producer run
+    files = run_files(root, DATA_RUN) + run_files(root, SHORT_RUN)
+    warmed = warm_files(files + list((work / "calib").glob("*.h5")))
+    log.info("warmed %.0f MB of run files", warmed / 2**20)
+    producer_run(cfg_path, DATA_RUN, out_dir / "warmup.h5", args.batch_size, max_trains=10)
+
+    module_files = run_files(root, DATA_RUN, f"RAW-R{DATA_RUN:04d}-DSSC{args.roi_module:02d}-S*.h5")
+    plan = h5py_read_plan(module_files, args.roi_module, args.batch_size)
+    from extra_data import RunDirectory
+    from smalldata.simulate import run_path
+
+    ed_run = RunDirectory(str(run_path(root, PROPOSAL, DATA_RUN)))
+    src = DSSC_SOURCE.format(m=args.roi_module)
+    counts = np.asarray(ed_run[src, "image.data"].data_counts(labelled=False), dtype=np.int64)
+    tids = np.asarray(ed_run.train_ids, dtype=np.uint64)
+    train_blocks = [tids[a:b] for a, b in batches_of_trains(counts, args.batch_size)]
+    h5py_read(plan, args.roi_module)  # warm the h5py path too
+    extra_data_read(ed_run, args.roi_module, train_blocks)
+
+    # rounds: baselines and the 1-rank producer alternate
+    h5_fps, ed_fps, one_rank = [], [], []
+    for r in range(args.repeat):
+        n, dt = h5py_read(plan, args.roi_module)
+        h5_fps.append(n / dt)
+        n_ed, dt_ed = extra_data_read(ed_run, args.roi_module, train_blocks)
+        ed_fps.append(n_ed / dt_ed)
+        one_rank.append(producer_run(cfg_path, DATA_RUN, out_dir / "r1.h5", args.batch_size))
+        log.info("round %d: h5py %.0f, extra-data %.0f, producer loop %.0f frames/s (1 rank)", r + 1,
+                 h5_fps[-1], ed_fps[-1], one_rank[-1]["loop_fps"])
+    if n != one_rank[0]["frames"]:
+        raise RuntimeError(f"baseline read {n} frames, the producer wrote {one_rank[0]['frames']} rows")
+
+    large = None
+    if args.large_batch:
+        large_plan = h5py_read_plan(module_files, args.roi_module, args.large_batch)
+        large_runs, large_h5 = [], []
+        for _ in range(2):
+            n, dt = h5py_read(large_plan, args.roi_module)
+            large_h5.append(n / dt)
+            large_runs.append(producer_run(cfg_path, DATA_RUN, out_dir / "r1_large.h5", args.large_batch))
+        large = {"batch_size": args.large_batch, "h5py_fps": stats(large_h5), **summarise_runs(large_runs)}
+        large["ratio_loop_best"] = round(large["loop_fps"]["best"] / large["h5py_fps"]["best"], 4)
+
+    multi = None
+    if args.ranks > 1:
+        multi_runs = [producer_run(cfg_path, DATA_RUN, out_dir / "rN.h5", args.batch_size, n_ranks=args.ranks)
+                      for _ in range(2)]
+        multi = {"ranks": args.ranks, **summarise_runs(multi_runs)}
+
+    short_runs = [producer_run(cfg_path, SHORT_RUN, out_dir / "short.h5", args.batch_size) for _ in range(2)]
+    rss_short = max(r["max_rss_mb"] for r in short_runs)
+    rss_long = max(r["max_rss_mb"] for r in one_rank)
+
+    producer = summarise_runs(one_rank)
+    read_only = {"h5py_fps": stats(h5_fps), "extra_data_fps": stats(ed_fps)}
+    ratio_best = producer["loop_fps"]["best"] / read_only["h5py_fps"]["best"]
+    ratio_median = producer["loop_fps"]["median"] / read_only["h5py_fps"]["median"]
+    goal_met = ratio_best >= GOAL_RATIO
+    memory_bounded = rss_long <= rss_short * (1 + RSS_TOLERANCE)
+
+    stage = run_stage_worker(cfg_path, DATA_RUN, args.batch_size, out_dir / "stages.h5", cprofile=False)
+    profile = {"stage_run_wall_s": round(stage["wall_s"], 3),
+               "stage_run_fps": round(stage["frames"] / stage["wall_s"], 1),
+               "not_instrumented": stage["missing"],
+               "stages": breakdown(stage, stage["frames"])}
+    if args.profile == "always" or (args.profile == "auto" and not goal_met):
+        prof = run_stage_worker(cfg_path, DATA_RUN, args.batch_size, out_dir / "profile.h5", cprofile=True)
+        profile["cprofile_wall_s"] = round(prof["wall_s"], 3)
+        profile["cprofile_top_tottime"] = prof["cprofile_top_tottime"]
+
+    report = {
+        "benchmark": "producer",
+        "what": "smd_producer (subprocess) on a simulated DSSC run, ROI + projection on one module, XGM per pulse "
+                "and delay per train, against plain h5py reads of the same module's image/data in the same "
+                "batches (warm page cache), rounds alternating; loop-only rate from the final progress line",
+        "goal": f"1-rank producer loop rate >= {GOAL_RATIO} x h5py read-only rate; peak RSS not growing with "
+                f"the run length (long <= short x {1 + RSS_TOLERANCE})",
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "machine": machine,
+        "data": {"modules_simulated": list(args.modules), "roi_module": args.roi_module, "roi": ROI,
+                 "frames_per_train": args.frames_per_train, "trains": args.trains,
+                 "short_trains": args.short_trains, "frame_bytes": 128 * 512 * 2,
+                 "batch_size": args.batch_size, "repeat": args.repeat},
+        "read_only": read_only,
+        "producer_1_rank": producer,
+        "ratio_loop_fps_best": round(ratio_best, 4),
+        "ratio_loop_fps_median": round(ratio_median, 4),
+        "ratio_end_to_end_best": round(producer["end_to_end_fps"]["best"] / read_only["h5py_fps"]["best"], 4),
+        "producer_large_batch_1_rank": large,
+        "producer_n_ranks": multi,
+        "memory": {"max_rss_mb_short": round(rss_short, 1), "max_rss_mb_long": round(rss_long, 1),
+                   "short_trains": args.short_trains, "long_trains": args.trains,
+                   "max_rss_mb_n_ranks_largest_process": multi["max_rss_mb"] if multi else None},
+        "goal_met": goal_met,
+        "memory_bounded": memory_bounded,
+        "profile": profile,
+        "bench_wall_s": None,
+    }
+    report["bench_wall_s"] = round(time.perf_counter() - t_start, 1)
+    path = write_results(report, args.output)
+    print_report(report)
+    log.info("wrote %s (%.0f s)", path, report["bench_wall_s"])
+    return 0 if goal_met and memory_bounded else 1
+
+
+def _fmt_rate(s) -> str:
+    return f"{s['best']:.0f} / {s['median']:.0f}"
+
+
+def print_report(report: Dict) -> None:
+    """The result tables on stdout."""
+    p, ro = report["producer_1_rank"], report["read_only"]
+    rows = [
+        ["h5py read-only (image/data)", _fmt_rate(ro["h5py_fps"]), "", ""],
+        ["extra-data read-only (image/data)", _fmt_rate(ro["extra_data_fps"]), "", ""],
+        ["producer, 1 rank, loop", _fmt_rate(p["loop_fps"]), f"{report['ratio_loop_fps_best']:.3f}",
+         f"{p['max_rss_mb']:.0f}"],
+        ["producer, 1 rank, end to end", _fmt_rate(p["end_to_end_fps"]), f"{report['ratio_end_to_end_best']:.3f}",
+         ""],
+    ]
+    large = report["producer_large_batch_1_rank"]
+    if large:
+        rows.append([f"h5py read-only, batch {large['batch_size']}", _fmt_rate(large["h5py_fps"]), "", ""])
+        rows.append([f"producer, 1 rank, loop, batch {large['batch_size']}", _fmt_rate(large["loop_fps"]),
+                     f"{large['ratio_loop_best']:.3f}", f"{large['max_rss_mb']:.0f}"])
+    multi = report["producer_n_ranks"]
+    if multi:
+        rows.append([f"producer, {multi['ranks']} ranks, loop", _fmt_rate(multi["loop_fps"]),
+                     f"{multi['loop_fps']['best'] / ro['h5py_fps']['best']:.3f}", f"{multi['max_rss_mb']:.0f}"])
+    d = report["data"]
+    print(f"\nproducer benchmark: {d['trains']} trains x {d['frames_per_train']} frames, module {d['roi_module']}, "
+          f"batch {d['batch_size']} frames")
+    print(format_table(rows, ["measurement", "frames/s best / median", "ratio to h5py", "max RSS MB"]))
+    print(f"start-up (median): {p['startup_s_median']:.2f} s; set-up + merge: {p['setup_merge_s_median']:.2f} s")
+    m = report["memory"]
+    print(f"peak RSS, 1 rank: {m['max_rss_mb_short']:.0f} MB ({m['short_trains']} trains), "
+          f"{m['max_rss_mb_long']:.0f} MB ({m['long_trains']} trains): "
+          f"{'bounded' if report['memory_bounded'] else 'GROWS'}")
+    print(f"goal (loop >= {GOAL_RATIO} x read-only): {'met' if report['goal_met'] else 'NOT met'}")
+    stages = report["profile"]["stages"]
+    print("\nwhere the loop's time goes (one in-process run, exclusive wall time):")
+    print(format_table([[s["stage"], f"{s['s']:.3f}", f"{s['us_per_frame']:.0f}",
+                         "" if s["share"] is None else f"{100 * s['share']:.0f} %"] for s in stages],
+                       ["stage", "s", "us/frame", "share of loop"]))
+    top = report["profile"].get("cprofile_top_tottime")
+    if top:
+        print("\ncProfile, top functions by own time:")
+        print(format_table([[t["function"], t["calls"], f"{t['tottime_s']:.3f}", f"{t['cumtime_s']:.3f}"]
+                            for t in top[:12]], ["function", "calls", "tottime s", "cumtime s"]))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
