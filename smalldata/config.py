@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import typing
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -181,6 +182,20 @@ POINT_SCHEMA: Dict[str, Field] = {
 }
 
 
+class _Loader(yaml.SafeLoader):
+    """Safe YAML loader that also reads ``1e8`` and ``6.0e7`` as numbers (YAML 1.1 wants ``6.0e+7``)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                  |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                  |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                  |[-+]?\.(?:inf|Inf|INF)
+                  |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
 def load_yaml(path: os.PathLike) -> Dict[str, Any]:
     """Read a YAML file into a dict, with one-line errors."""
     path = Path(path)
@@ -189,7 +204,7 @@ def load_yaml(path: os.PathLike) -> Dict[str, Any]:
                               "(configs/producer.yaml is an example)")
     try:
         with open(path) as fh:
-            raw = yaml.safe_load(fh)
+            raw = yaml.load(fh, Loader=_Loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -14,7 +14,6 @@ BUILTIN_FUNCTIONS = {
     "droplet": "ana_funcs.droplet:Droplet",
     "photons": "ana_funcs.photons:Photons",
     "autocorrelation": "ana_funcs.autocorrelation:Autocorrelation",
-    "boz": "ana_funcs.boz:BOZRoiSums",
 }
 
 

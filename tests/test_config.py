@@ -146,3 +146,12 @@ def test_user_function_by_dotted_path(tmp_path, monkeypatch):
 def test_docs_config_lists_every_key():
     text = (Path(__file__).parents[1] / "docs" / "config.md").read_text()
     assert config_markdown() in text, "docs/config.md is out of date: regenerate with python -m smalldata.config"
+
+
+def test_scientific_notation_reads_as_numbers(tmp_path):
+    cfg = load(tmp_path, lambda c: c["detectors"]["dssc"].update(gain=1.5e1))
+    path = tmp_path / "sci.yaml"
+    path.write_text(path.parent.joinpath("producer.yaml").read_text().replace("gain: 15.0", "gain: 1.5e1"))
+    assert "1.5e1" in path.read_text()
+    assert ProducerConfig.from_file(path).detectors["dssc"]["gain"] == 15.0
+    assert cfg.detectors["dssc"]["gain"] == 15.0
