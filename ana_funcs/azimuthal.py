@@ -303,6 +303,10 @@ class AzimuthalBinning(DetObjectFunc):
         self._sums = BinSums(bins, self.n_q * self.n_phi, correction)
         self.q_map, self.phi_map, self.correction, self.pixel_mask = q, phi, correction, used
         n_empty = self.n_q * self.n_phi - self._sums.nonempty.size
+        if not used.any():
+            log.warning("%s: no good pixel lies inside the q and phi edges (q %.4g..%.4g m^-1): every bin is empty; "
+                        "check center, distance, photon_energy and q_range", self.name, self.q_edges[0],
+                        self.q_edges[-1])
         log.info("%s: %d of %d pixels in %d x %d (phi x q) bins, q %.4g..%.4g m^-1, %d bins without pixels",
                  self.name, used.sum(), used.size, self.n_phi, self.n_q, self.q_edges[0], self.q_edges[-1], n_empty)
 

@@ -298,3 +298,16 @@ def test_no_good_pixel_for_default_range(positions):
     with pytest.raises(ConfigError) as info:
         func.setFromDet(fake_det(x, y, z, np.zeros(SHAPE, bool)))
     assert info.value.path == "q_range"
+
+
+def test_built_from_yaml_config():
+    from smalldata.config import build_function
+
+    path = "detectors.dssc.functions[0]"
+    func = build_function({"type": "azimuthal", "center": [0.001, -0.002], "distance": 5, "q_bins": 50,
+                           "q_range": [1e7, 2e8], "polarization_fraction": 0.99}, path)
+    assert isinstance(func, AzimuthalBinning) and func.name == "azimuthal"
+    assert func.center == (0.001, -0.002) and func.q_range == (1e7, 2e8) and func.distance == 5.0
+    with pytest.raises(ConfigError) as info:
+        build_function({"type": "azimuthal", "q_range": [1e9, 1e9]}, path)
+    assert info.value.path == f"{path}.q_range"
