@@ -116,6 +116,10 @@ class DetObjectFunc:
         """Arrays describing how outputs were made (e.g. bin centres), for ``UserDataCfg``."""
         return {}
 
+    def config_units(self) -> Dict[str, str]:
+        """Unit of each :meth:`config_arrays` entry; entries missing here have no unit."""
+        return {}
+
     def output_units(self) -> Dict[str, str]:
         """Unit of each output key (without prefix); keys missing here have no unit."""
         return {}

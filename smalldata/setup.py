@@ -83,7 +83,7 @@ class DetectorSetup:
     def describe(self) -> Dict:
         """Constants, positions, masks, every function's parameters, vetoes and sums for ``UserDataCfg``."""
         description = dict(self.det.params())
-        description.update(self.det.config_arrays())
+        description.update(with_units(self.det.config_arrays(), self.det.config_units()))
         for func in self.functions:
             description[func.name] = _describe_function(func)
         if self.vetoes:
@@ -93,10 +93,15 @@ class DetectorSetup:
         return description
 
 
+def with_units(arrays: Mapping[str, np.ndarray], units: Mapping[str, str]) -> Dict[str, object]:
+    """Arrays paired with their unit as ``(array, unit)`` where one is known (for the writer)."""
+    return {key: (value, units[key]) if units.get(key) else value for key, value in arrays.items()}
+
+
 def _describe_function(func: DetObjectFunc) -> Dict:
     entry = {"type": f"{type(func).__module__}:{type(func).__qualname__}"}
     entry.update(func.params())
-    entry.update(func.config_arrays())
+    entry.update(with_units(func.config_arrays(), func.config_units()))
     for child in func.children:
         entry[child.name] = _describe_function(child)
     return entry

@@ -135,17 +135,26 @@ def merge_parts(part_paths: Iterable[Path], out: h5py.File) -> int:
 
 
 def write_mapping(group: h5py.Group, mapping: Mapping[str, Any]) -> None:
-    """Store a nested mapping: arrays as datasets, mappings as subgroups, scalars as attributes."""
+    """Store a nested mapping: arrays as datasets, mappings as subgroups, scalars as attributes.
+
+    An ``(array, unit)`` pair becomes a dataset with a ``units`` attribute.
+    """
     for key, value in mapping.items():
         key = str(key)
+        unit = None
+        if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], np.ndarray) \
+                and isinstance(value[1], str):
+            value, unit = value
         if isinstance(value, Mapping):
             write_mapping(group.require_group(key), value)
         elif isinstance(value, np.ndarray) and value.ndim > 0:
             kwargs = {"compression": "gzip", "compression_opts": 1, "shuffle": True} if value.size > 4096 else {}
             if value.dtype == bool or value.dtype.kind in "fiu":
-                group.create_dataset(key, data=value, **kwargs)
+                ds = group.create_dataset(key, data=value, **kwargs)
             else:
-                group.create_dataset(key, data=value.astype("S"))
+                ds = group.create_dataset(key, data=value.astype("S"))
+            if unit:
+                ds.attrs["units"] = unit
         else:
             group.attrs[key] = _attr_value(value)
 

@@ -148,6 +148,8 @@ def test_every_train_accounted_and_ordered(produced, sim_root):
         assert "roi_full" in f["UserDataCfg/dssc"]
         assert f["UserDataCfg/dssc/roi_a"].attrs["threshold"] == 5.0
         assert "pedestal" in f["UserDataCfg/dssc"] and "mask" in f["UserDataCfg/dssc"]
+        assert f["UserDataCfg/dssc/pedestal"].attrs["units"] == "ADU"
+        assert f["UserDataCfg/dssc/x"].attrs["units"] == "m"
     assert np.all(np.diff(tids.astype(np.int64)) >= 0)
     assert set(tids) | set(skipped) == set(truth["train_ids"])
     # module 3 misses trains 5 and 6: recorded, the trains are still there through module 2
