@@ -18,7 +18,6 @@ the lags with ``0 < dx^2 + dy^2 <= fit_radius^2``, solved for all frames at once
 """
 from __future__ import annotations
 
-import logging
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
@@ -30,8 +29,6 @@ from smalldata.frames import Frames
 
 from .droplet import check_count
 from .roi import check_module_roi, crop_module
-
-log = logging.getLogger(__name__)
 
 
 def _conj_times(a: np.ndarray, b: np.ndarray) -> np.ndarray:

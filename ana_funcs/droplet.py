@@ -25,7 +25,7 @@ from smalldata.ragged import Ragged
 
 log = logging.getLogger(__name__)
 
-THRESHOLD_UNITS = ("data", "noise")
+THRESHOLD_UNITS = ("noise", "photon", "data")
 
 # 4-connectivity inside a plane, nothing along the stack axis.
 _PLANE_STRUCTURE = np.zeros((3, 3, 3), dtype=bool)
@@ -37,7 +37,8 @@ def check_droplet_params(threshold: float, threshold_low: float, threshold_unit:
     """Validate the droplet-finding parameters (raises :class:`ConfigError`)."""
     if threshold_unit not in THRESHOLD_UNITS:
         raise ConfigError("threshold_unit", f"{threshold_unit!r} is not a threshold unit; use 'noise' "
-                                            "(multiples of each pixel's noise) or 'data' (ADU, or photons)")
+                                            "(multiples of each pixel's noise), 'photon' (multiples of "
+                                            "adu_per_photon) or 'data' (data units: ADU, or photons)")
     for key, value in (("threshold", threshold), ("threshold_low", threshold_low), ("min_sum", min_sum)):
         if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
                 or not np.isfinite(value):
@@ -348,10 +349,14 @@ class DropletThresholds:
         self._cache: Dict[tuple, tuple] = {}
         self._warned = False
 
-    def set_detector(self, det) -> None:
-        """Take the noise map (for ``threshold_unit='noise'``) and module numbers from ``det``."""
+    def set_detector(self, det, adu_per_photon: Optional[float] = None) -> None:
+        """Take the noise map (``threshold_unit='noise'``), the photon size (``'photon'``) and modules."""
         self._cache = {}
         self.modules = tuple(det.modules)
+        self.adu_per_photon = adu_per_photon
+        if self.unit == "photon" and adu_per_photon is None:
+            raise ConfigError("threshold_unit", f"{self.owner}: thresholds in photons need adu_per_photon "
+                                                "(the data are in ADU and the detector has no gain)")
         if self.unit == "noise":
             noise = np.asarray(det.noise_in_units, dtype=np.float32)
             good = np.asarray(det.mask, dtype=bool) & np.isfinite(noise)
@@ -362,6 +367,10 @@ class DropletThresholds:
         """(seed, grow) thresholds broadcastable to the frames' (P, H, W) planes."""
         if self.unit == "data":
             return self.threshold, self.threshold_low
+        if self.unit == "photon":
+            if self.adu_per_photon is None:
+                raise RuntimeError(f"{self.owner}: threshold_unit 'photon' needs setFromDet(det) before process()")
+            return self.threshold * self.adu_per_photon, self.threshold_low * self.adu_per_photon
         if self.noise is None:
             raise RuntimeError(f"{self.owner}: threshold_unit 'noise' needs setFromDet(det) before process()")
         full = frames.modules is not None and frames.data.shape[1:] == (len(frames.modules),) + self.noise.shape[1:]
@@ -391,7 +400,8 @@ class Droplet(DetObjectFunc):
     threshold_low : float
         Grow threshold: droplet pixels are above it; 0 < threshold_low <= threshold.
     threshold_unit : str
-        ``"noise"``: multiples of each pixel's noise; ``"data"``: data units (ADU, or photons).
+        ``"noise"``: multiples of each pixel's noise; ``"photon"``: multiples of
+        ``adu_per_photon``; ``"data"``: data units (ADU, or photons).
     min_sum : float
         Droplets with a smaller summed value (data units) are dropped.
     adu_per_photon : float or None
@@ -428,9 +438,9 @@ class Droplet(DetObjectFunc):
 
     def setFromDet(self, det) -> None:
         super().setFromDet(det)
-        self._thresholds.set_detector(det)
         self._units = det.units
         self._app = resolve_adu_per_photon(self.adu_per_photon, det)
+        self._thresholds.set_detector(det, self._app)
         if self._app is None:
             log.info("%s: data in ADU without a gain; no photon estimate (set adu_per_photon)", self.name)
 

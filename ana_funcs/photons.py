@@ -11,7 +11,6 @@ per photon; the bisection takes ``log2(max n)`` steps.
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
@@ -25,8 +24,6 @@ from smalldata.ragged import Ragged
 from .droplet import (DropletSet, DropletThresholds, cap_per_event, check_count, check_droplet_params,
                       check_photon_params, droplets_of, find_droplets, photons_per_droplet,
                       resolve_adu_per_photon)
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -210,7 +207,7 @@ class Photons(DetObjectFunc):
     threshold, threshold_low, threshold_unit, min_sum
         Droplet finding when not a child of a droplet function (see ``Droplet``).
     save_photons : bool
-        Also write the photon list (ragged output ``list``: module, row, col, count
+        Also write the photon list (ragged output ``list``: module, row, col, photons
         per pixel hit) and the per-event flag ``capped``.
     max_photons_per_event : int
         At most this many pixel entries per event in the list (the first in detector order).
@@ -239,8 +236,8 @@ class Photons(DetObjectFunc):
 
     def setFromDet(self, det) -> None:
         super().setFromDet(det)
-        self._thresholds.set_detector(det)
         self._app = resolve_adu_per_photon(self.adu_per_photon, det)
+        self._thresholds.set_detector(det, self._app)
         if self._app is None:
             raise ConfigError("adu_per_photon", f"{self.name}: the data are in ADU and the detector has no gain; "
                                                 "set adu_per_photon (ADU per photon)")
@@ -269,11 +266,11 @@ class Photons(DetObjectFunc):
                 module = np.full(len(plane), -1, dtype=np.int16)
             out["list"] = Ragged({"module": module, "row": pixels.row[keep].astype(np.int16),
                                      "col": pixels.col[keep].astype(np.int16),
-                                     "count": pixels.count[keep].astype(np.int32)},
+                                     "photons": pixels.count[keep].astype(np.int32)},
                                     np.minimum(counts, self.max_photons_per_event))
             out["capped"] = counts > self.max_photons_per_event
         return out
 
     def output_units(self) -> Dict[str, str]:
         return {"n_photons": "photon", "pk": "pixel", "n_pixels": "pixel", "capped": "",
-                "list/row": "pixel", "list/col": "pixel", "list/count": "photon", "list/module": ""}
+                "list/row": "pixel", "list/col": "pixel", "list/photons": "photon", "list/module": ""}

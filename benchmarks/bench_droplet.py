@@ -8,9 +8,8 @@ droplet. Writes ``benchmarks/results/droplet.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import platform
+import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,6 +21,9 @@ from scipy import ndimage
 from ana_funcs.droplet import Droplet
 from ana_funcs.photons import Photons
 from smalldata.frames import Frames
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine_info, write_results  # noqa: E402  (benchmarks/common.py)
 
 log = logging.getLogger("bench_droplet")
 GAIN, NOISE = 10.0, 1.0  # ADU per photon, ADU
@@ -151,20 +153,19 @@ def main(argv=None):
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     rng = np.random.default_rng(2024)
+    machine = machine_info()
     cases = [run_case(args.frames, args.modules, occ, args.repeat, rng) for occ in args.occupancy]
     report = {
         "benchmark": "droplet",
         "what": "Droplet.process (batched: one labelling of all frames and modules, bincount sums) vs "
-                "a per-module-frame scipy.ndimage.label (ASIC planes) + numpy.bincount sums "
-                "baseline, same frames, same thresholds, same process; interleaved, best of --repeat",
+                "a per-module-frame scipy.ndimage.label (ASIC planes) + numpy.bincount sums baseline, "
+                "same frames, same thresholds, same process; interleaved, best of --repeat",
         "goal": "ours at least 2x faster per module frame",
         "cases": cases,
         "goal_met": all(c["speedup"] >= 2 for c in cases),
-        "python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__,
-        "machine": platform.machine(), "processor": platform.processor() or platform.machine(),
+        "machine": {**machine, "scipy": scipy.__version__},
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    write_results(report, args.output)
     log.info("wrote %s", args.output)
     return 0 if report["goal_met"] else 1
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from .detfunc import DetObjectFunc
 from .frames import Frames
+from .ragged import Ragged
 from .rejection import Veto, evaluate_veto, fill_value
 from .writer import is_ragged
 
@@ -28,14 +29,11 @@ def spread(outputs: Mapping[str, object], selected: np.ndarray, computed: np.nda
     result: Dict[str, object] = {}
     for key, value in outputs.items():
         if is_ragged(value):
-            counts = np.asarray(value.counts)
+            # targets ascend, so the kept events' items stay in event order
+            kept = value.subset(keep_rows)
             full_counts = np.zeros(n, dtype=np.int64)
-            full_counts[targets] = counts[keep_rows]
-            starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-            take = np.concatenate([np.arange(s, s + c) for s, c in zip(starts[keep_rows], counts[keep_rows])]
-                                  + [np.zeros(0, np.int64)]).astype(np.int64)
-            result[key] = type(value)(counts=full_counts,
-                                      values={f: np.asarray(v)[take] for f, v in value.values.items()})
+            full_counts[targets] = kept.counts
+            result[key] = Ragged(values=kept.values, counts=full_counts)
             continue
         value = np.asarray(value)
         fill, dtype = fill_value(value.dtype)

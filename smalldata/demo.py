@@ -43,20 +43,32 @@ def summarise(path: Path, elapsed: float) -> str:
     with h5py.File(path, "r") as f:
         rows = f["trainId"].shape[0]
         names: List[str] = []
+        sums: List[str] = []
         f.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset)
-                     and not name.startswith(("UserDataCfg", "meta")) else None)
+                     and not name.startswith(("UserDataCfg", "meta", "Sums")) else None)
+        if "Sums" in f:
+            f["Sums"].visititems(lambda name, obj: sums.append(f"Sums/{name}") if isinstance(obj, h5py.Dataset)
+                                 else None)
         skipped = f["meta/skipped_trainId"].shape[0]
         ranks = f["meta"].attrs["n_ranks"]
         lines = [f"output {path} ({path.stat().st_size / 2**20:.1f} MiB)",
                  f"  {rows} rows (frames) from {len(set(f['trainId'][:]))} trains, {skipped} trains skipped, "
                  f"{ranks} ranks",
                  f"  {len(names)} per-event datasets, e.g.:"]
-        for name in sorted(names)[:12]:
-            ds = f[name]
-            unit = ds.attrs.get("units", "")
-            lines.append(f"    /{name:<40} {str(ds.shape):<16} {ds.dtype} {unit}")
+        for name in sorted(names, key=lambda n: (n.count("/") != 0, n))[:16]:
+            lines.append(_describe(f[name]))
+        if len(names) > 16:
+            lines.append(f"    ... and {len(names) - 16} more")
+        if sums:
+            lines.append(f"  {len(sums)} run sums and cube datasets, e.g.:")
+            lines.extend(_describe(f[name]) for name in sorted(sums)[:6])
         lines.append(f"  producer time {elapsed:.1f} s, {rows / elapsed:.0f} frames/s")
     return "\n".join(lines)
+
+
+def _describe(ds) -> str:
+    unit = ds.attrs.get("units", "")
+    return f"    /{ds.name.lstrip('/'):<40} {str(ds.shape):<20} {str(ds.dtype):<8} {unit}"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

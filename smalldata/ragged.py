@@ -25,7 +25,8 @@ class Ragged:
     Attributes
     ----------
     values : dict of str -> ndarray
-        Field name -> array of shape (counts.sum(), ...); items of event 0 first.
+        Field name -> array of shape (counts.sum(), ...); items of event 0 first. The
+        name ``count`` is reserved (it is the stored per-event counts).
     counts : ndarray, (N,) int64
         Number of items of each event.
     """
@@ -39,6 +40,8 @@ class Ragged:
             raise ValueError("Ragged counts must be a 1-D array of non-negative integers")
         total = int(self.counts.sum())
         self.values = {k: np.asarray(v) for k, v in self.values.items()}
+        if "count" in self.values:
+            raise ValueError("'count' is reserved for the per-event counts; name the field otherwise")
         for key, value in self.values.items():
             if value.ndim == 0 or len(value) != total:
                 raise ValueError(f"Ragged field {key!r} has {value.shape} entries, counts sum to {total}")

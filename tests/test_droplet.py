@@ -41,7 +41,7 @@ def photon_image(frames, photons_out, key="photons_list"):
     img = np.zeros(frames.data.shape, np.int64)
     rag = photons_out[key]
     ev = rag.event_index
-    img[ev, rag.values["module"], rag.values["row"], rag.values["col"]] = rag.values["count"]
+    img[ev, rag.values["module"], rag.values["row"], rag.values["col"]] = rag.values["photons"]
     return img
 
 
@@ -219,6 +219,19 @@ def test_noise_thresholds_follow_pixel_noise_and_module_subset():
     assert "droplet_photons" not in out  # ADU data without a gain: no photon estimate
 
 
+def test_thresholds_in_photons():
+    rng = np.random.default_rng(4)
+    data = rng.poisson(0.05, (2, 2, 128, 512)) * GAIN + rng.normal(0, 1, (2, 2, 128, 512))
+    frames = make_frames(data)
+    a = run(Droplet(threshold=0.5, threshold_low=0.3, threshold_unit="photon", adu_per_photon=GAIN), make_det(), frames)
+    b = run(Droplet(threshold=5.0, threshold_low=3.0, threshold_unit="data", adu_per_photon=GAIN), make_det(), frames)
+    assert a["droplet_n_droplets"].sum() > 1000
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+    with pytest.raises(ConfigError, match="thresholds in photons need adu_per_photon"):
+        Droplet(threshold_unit="photon").setup(make_det())
+
+
 def test_photon_units_need_no_gain():
     det = make_det(noise=0.1, units="photon", gain=np.full((2, 128, 512), 7.0, np.float32))
     data = np.zeros((1, 2, 128, 512), np.float32)
@@ -253,7 +266,7 @@ def test_ragged_output_and_cap():
     prag = out["droplet_photons_list"]
     assert out["droplet_photons_n_photons"].tolist() == [15, 6]
     assert prag.counts.tolist() == [4, 3] and out["droplet_photons_capped"].tolist() == [True, False]
-    assert prag.event(1)["count"].tolist() == [2, 3, 1]
+    assert prag.event(1)["photons"].tolist() == [2, 3, 1]
     # flat + count layout round trip through plain h5py
     with h5py.File("/dev/null", "w", driver="core", backing_store=False) as f:
         for key, value in rag.values.items():

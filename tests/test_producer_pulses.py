@@ -254,3 +254,25 @@ def test_veto_skips_later_functions_and_cube(tmp_path, sim_root, calib_dir):
     assert np.all(np.isnan(later[vetoed]))
     np.testing.assert_array_equal(later[~vetoed], later_all[~vetoed])
     assert cube_frames == (~vetoed).sum()
+
+
+def test_ragged_droplet_lists_with_rejection(tmp_path, sim_root, calib_dir):
+    droplet = {"type": "droplet", "name": "drop", "threshold": 0.5, "threshold_low": 0.3,
+               "threshold_unit": "photon", "save_droplets": True}
+    base = dict(detector={"functions": [droplet], "gain": 15.0})
+    full = make_config(tmp_path, sim_root, calib_dir, "full.yaml", **base)
+    cut = make_config(tmp_path, sim_root, calib_dir, "cut.yaml", rejection={"max_frames": 2}, **base)
+    a = run_producer(full, DATA_RUN, output=tmp_path / "full.h5").output
+    b = run_producer(cut, DATA_RUN, output=tmp_path / "cut.h5").output
+    with h5py.File(a, "r") as fa, h5py.File(b, "r") as fb:
+        ca, cb = fa["dssc/drop_list/count"][:], fb["dssc/drop_list/count"][:]
+        adu_a, adu_b = fa["dssc/drop_list/adu"][:], fb["dssc/drop_list/adu"][:]
+        rejected = fb["rejection/reasons"][:] != 0
+        n_drop = fb["dssc/drop_n_droplets"][:]
+        np.testing.assert_array_equal(fa["dssc/drop_n_droplets"][:][~rejected], n_drop[~rejected])
+    assert ca.sum() == len(adu_a) and cb.sum() == len(adu_b) and ca.sum() > 100
+    assert rejected.any() and np.all(cb[rejected] == 0) and np.all(n_drop[rejected] == -1)
+    np.testing.assert_array_equal(cb[~rejected], ca[~rejected])
+    starts = np.concatenate([[0], np.cumsum(ca)])
+    kept_items = np.concatenate([np.arange(starts[i], starts[i + 1]) for i in np.flatnonzero(~rejected)])
+    np.testing.assert_array_equal(adu_b, adu_a[kept_items])
