@@ -1,0 +1,61 @@
+"""The examples work: a user's function through the producer, and the analysis script on an output."""
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import yaml
+
+from smalldata.config import ProducerConfig
+from smalldata.eventloop import run_producer
+
+from helpers import DARK_RUN, DATA_RUN, PROPOSAL, calib_dir  # noqa: F401
+
+EXAMPLES = Path(__file__).parents[1] / "examples"
+
+
+def test_custom_function_and_analysis_script(tmp_path, sim_root, calib_dir, monkeypatch):
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    cfg = {
+        "proposal": PROPOSAL, "data_root": str(sim_root), "calib_dir": str(calib_dir),
+        "output_dir": str(tmp_path), "pulses": {}, "pattern": {"labels": ["pumped", "unpumped"]},
+        "point_data": {
+            "xgm": {"sa3_intensity": {"source": "SCS_BLU_XGM/XGM/DOOCS:output", "key": "data.intensitySa3TD",
+                                      "per": "pulse", "units": "uJ"}},
+            "scan": {"delay": {"source": "SCS_ILH_LAS/DOOCS/PPL_OPT_DELAY", "key": "actualPosition.value",
+                               "units": "mm"}}},
+        "detectors": {"dssc": {
+            "dark_run": DARK_RUN, "gain": 15.0,
+            "functions": [
+                {"type": "custom_function:BrightFraction", "name": "bright", "level": 0.5, "module": 2},
+                {"type": "azimuthal", "name": "azav", "center": [0.0004, -0.0003], "q_bins": 20,
+                 "q_range": [8.0e7, 1.2e8]}],
+            "cube": {"scan": "scan/delay", "unique": True, "xgm": "xgm/sa3_intensity"}}},
+    }
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    config = ProducerConfig.from_file(path)
+    output = run_producer(config, DATA_RUN).output
+    setup_frames = _calibrated_module(config, sim_root, module=2)
+    with h5py.File(output, "r") as f:
+        fraction = f["dssc/bright_fraction"][:]
+        assert f["UserDataCfg/dssc/bright"].attrs["level"] == 0.5
+    data, valid = setup_frames
+    expected = (valid & (data > 0.5)).sum(axis=(1, 2)) / valid.sum(axis=(1, 2))
+    np.testing.assert_allclose(fraction, expected, rtol=1e-12)
+    result = subprocess.run([sys.executable, str(EXAMPLES / "analyse_output.py"), str(output)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "image cube" in result.stdout and "per-frame azimuthal average" in result.stdout
+
+
+def _calibrated_module(config, sim_root, module):
+    from smalldata.runaccess import RunAccess
+    from smalldata.setup import setup_detectors
+
+    access = RunAccess.open(PROPOSAL, DATA_RUN, str(sim_root))
+    setup = setup_detectors(config, PROPOSAL, access)[0]
+    frames = setup.calibrate(access.read_raw(setup.modules, access.train_ids), None)
+    j = frames.modules.index(module)
+    return frames.data[:, j], frames.valid[:, j]
