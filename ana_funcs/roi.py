@@ -91,8 +91,10 @@ class ROI(DetObjectFunc):
             y0, _, x0, _ = self.roi
             rows = np.arange(values.shape[1], dtype=np.float64) + y0
             cols = np.arange(values.shape[2], dtype=np.float64) + x0
-            com_y = np.where(total > 0, values.sum(axis=2, dtype=np.float64) @ rows / total, np.nan)
-            com_x = np.where(total > 0, values.sum(axis=1, dtype=np.float64) @ cols / total, np.nan)
+            # row-wise multiply and sum (not a BLAS product): the result of a frame must not
+            # depend on how many frames share the batch
+            com_y = np.where(total > 0, (values.sum(axis=2, dtype=np.float64) * rows).sum(axis=1) / total, np.nan)
+            com_x = np.where(total > 0, (values.sum(axis=1, dtype=np.float64) * cols).sum(axis=1) / total, np.nan)
         out = {"sum": total, "mean": mean, "max": vmax, "com_y": com_y, "com_x": com_x, "npix": npix}
         if self.write_image:
             out["image"] = np.where(valid, values, np.float32(np.nan)).astype(np.float32)
