@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional
 
 import yaml
 
+from .badpixels import DARK_SCHEMA, DarkThresholds
 from .detfunc import DetObjectFunc
 from .errors import ConfigError
 from .registry import BUILTIN_FUNCTIONS, resolve_function_type
@@ -256,6 +257,7 @@ class ProducerConfig:
                 raise ConfigError(f"{where}.functions", "expected a list of functions")
             funcs = build_functions(det["functions"], f"{where}.functions")  # validate now
             det["vetoes"] = self._vetoes(det["vetoes"], [f.name for f in funcs], f"{where}.vetoes")
+            DarkThresholds.from_mapping(det["dark"], f"{where}.dark")  # smd_dark reads these; check them here too
             for key, schema in (("cube", CUBE_SCHEMA), ("sums", SUMS_SCHEMA)):
                 if det[key] is not None:
                     det[key] = apply_schema(det[key], schema, f"{where}.{key}")
@@ -385,7 +387,8 @@ def config_markdown() -> str:
         "## `rejection`\n\n" + header + schema_markdown(REJECTION_SCHEMA) + "\n\n"
         "## `detectors.<name>.vetoes[i]`\n\n" + header + schema_markdown(VETO_SCHEMA) + "\n\n"
         "## `detectors.<name>.cube`\n\n" + header + schema_markdown(CUBE_SCHEMA) + "\n\n"
-        "## `detectors.<name>.sums`\n\n" + header + schema_markdown(SUMS_SCHEMA) + "\n"
+        "## `detectors.<name>.sums`\n\n" + header + schema_markdown(SUMS_SCHEMA) + "\n\n"
+        "## `detectors.<name>.dark` (read by smd_dark)\n\n" + header + schema_markdown(DARK_SCHEMA) + "\n"
     )
 
 

@@ -155,3 +155,8 @@ def test_scientific_notation_reads_as_numbers(tmp_path):
     assert "1.5e1" in path.read_text()
     assert ProducerConfig.from_file(path).detectors["dssc"]["gain"] == 15.0
     assert cfg.detectors["dssc"]["gain"] == 15.0
+
+
+def test_dark_threshold_keys_checked(tmp_path):
+    err = error_of(tmp_path, lambda c: c["detectors"]["dssc"].update(dark={"min_frame": 50}))
+    assert err.path == "detectors.dssc.dark.min_frame" and "did you mean 'min_frames'" in str(err)
