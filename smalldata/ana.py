@@ -53,6 +53,7 @@ class SmallDataAna:
         self.config = yaml.safe_load(meta["config"])
         self.config_path = Path(config_path or meta["config_path"])
         self._cache: Dict[str, np.ndarray] = {}
+        self.image_modules: tuple = ()
 
     @classmethod
     def from_run(cls, run: int, config: Path, output: Optional[Path] = None) -> "SmallDataAna":
@@ -123,43 +124,47 @@ class SmallDataAna:
 
     # ------------------------------------------------------------------ images from raw data
     def AvImage(self, det: str = "dssc", selection: Optional[np.ndarray] = None, max_trains: int = 50,
-                statistic: str = "mean") -> np.ndarray:
-        """Average (or max) calibrated image (M, 128, 512) of the selected events, from the raw data.
+                statistic: str = "mean", modules: Optional[Sequence[int]] = None) -> np.ndarray:
+        """Average (or max) calibrated image of the selected events, from the raw data.
 
-        Reads the raw frames of at most ``max_trains`` trains that hold selected events.
+        Reads the raw frames of at most ``max_trains`` trains that hold selected events, for
+        ``modules`` (default: every module of the run). Returns (M, 128, 512) float32 in the
+        detector's units, NaN where a pixel was never good; :attr:`image_modules` says which
+        modules the M entries are.
         """
         from .config import ProducerConfig
         from .runaccess import RunAccess
-        from .setup import setup_detectors
+        from .setup import build_detobject
 
         if statistic not in ("mean", "max"):
             raise SmallDataError(f"statistic must be 'mean' or 'max', got {statistic!r}")
         config = ProducerConfig.from_file(self.config_path)
+        if det not in config.detectors:
+            raise SmallDataError(f"no detector {det!r} in {self.config_path}; detectors: {list(config.detectors)}")
         access = RunAccess.open(self.proposal, self.run, config.settings["data_root"])
-        setup = {s.name: s for s in setup_detectors(config, self.proposal, access)}.get(det)
-        if setup is None:
-            raise SmallDataError(f"no detector {det!r} in {self.config_path}")
+        modules = tuple(sorted(modules)) if modules is not None else access.available_modules()
+        detobj = build_detobject(config, det, self.proposal, modules, access)
         tids, pids = self["trainId"], self["pulseId"]
         sel = np.ones(len(tids), bool) if selection is None else np.asarray(selection, bool)
         trains = np.unique(tids[sel])[:max_trains]
         if len(trains) == 0:
             raise SmallDataError("the selection holds no events")
+        wanted = set(zip(tids[sel].tolist(), pids[sel].tolist()))
         total = count = None
         for start in range(0, len(trains), 8):
-            block = trains[start:start + 8]
-            raw = access.read_raw(setup.modules, block)
-            frames = setup.det.calibrate(raw)
-            wanted = set(zip(tids[sel].tolist(), pids[sel].tolist()))
+            raw = access.read_raw(modules, trains[start:start + 8])
+            frames = detobj.calibrate(raw)
             pick = np.array([(t, p) in wanted for t, p in zip(raw.train_ids.tolist(), raw.pulse_ids.tolist())])
             data = np.where(frames.valid[pick], frames.data[pick], np.nan)
             if statistic == "max":
-                block_stat = np.nanmax(data, axis=0, initial=-np.inf)
-                total = block_stat if total is None else np.fmax(total, block_stat)
+                block = np.fmax.reduce(data, axis=0)
+                total = block if total is None else np.fmax(total, block)
             else:
                 s = np.nansum(data, axis=0, dtype=np.float64)
                 c = np.isfinite(data).sum(axis=0)
                 total = s if total is None else total + s
                 count = c if count is None else count + c
+        self.image_modules = modules
         if statistic == "max":
             return total.astype(np.float32)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -174,9 +179,7 @@ class SmallDataAna:
                                   det_cfg.get("quadrant_positions") or DSSC_DEFAULT_QUAD_POSITIONS)
         if image.shape[0] != 16:
             full = np.full((16,) + image.shape[1:], np.nan, dtype=np.float32)
-            with h5py.File(self.path, "r") as f:
-                modules = f[f"UserDataCfg/{det}"].attrs.get("modules", np.arange(image.shape[0]))
-            full[np.asarray(modules)] = image
+            full[list(getattr(self, "image_modules", range(image.shape[0])))] = image
             image = full
         assembled, _ = geom.position_modules(image)
         return assembled

@@ -120,13 +120,32 @@ def modules_for(functions: List[DetObjectFunc], configured, available: tuple) ->
     return tuple(sorted(needed)) if needed else tuple(available)
 
 
+def build_detobject(config: ProducerConfig, name: str, proposal: int, modules: tuple, access: RunAccess):
+    """The DetObject of detector ``name`` for ``modules``, checked against the run's memory cells."""
+    from .dark import check_cells_cover, find_dark_file
+    from .detobject import DetObject
+
+    det_cfg = config.detectors[name]
+    try:
+        dark_path = find_dark_file(config.settings["calib_dir"], proposal, det_cfg["dark_run"], name)
+    except CalibrationError as exc:
+        raise ConfigError(f"detectors.{name}.dark_run", str(exc)) from None
+    det = DetObject.from_dark_file(
+        name, dark_path, modules=modules, gain=det_cfg["gain"], geometry_file=det_cfg["geometry_file"],
+        quadrant_positions=det_cfg["quadrant_positions"] or DSSC_DEFAULT_QUAD_POSITIONS,
+        mask_asic_edges=det_cfg["mask_asic_edges"], user_mask=det_cfg["user_mask"],
+        common_mode=det_cfg["common_mode"], common_mode_max_adu=det_cfg["common_mode_max"])
+    present = [m for m in modules if access.module_frame_counts(m).any()]
+    if present:
+        check_cells_cover(det.cell_ids, np.unique(access.cell_ids(present[0])), run_label=str(access.path),
+                          dark_run=det_cfg["dark_run"])
+    return det
+
+
 def setup_detectors(config: ProducerConfig, proposal: int, access: RunAccess,
                     pattern: Optional[FramePattern] = None,
                     run_train_ids: Optional[np.ndarray] = None) -> List[DetectorSetup]:
     """Build every configured detector for this run (dark constants, geometry, functions, sums)."""
-    from .dark import check_cells_cover, find_dark_file
-    from .detobject import DetObject
-
     setups = []
     for name, det_cfg in config.detectors.items():
         where = f"detectors.{name}"
@@ -135,19 +154,7 @@ def setup_detectors(config: ProducerConfig, proposal: int, access: RunAccess,
         if not modules:
             raise ConfigError(where, f"no DSSC module of the run {access.path} to read")
         access.check_modules(modules)
-        try:
-            dark_path = find_dark_file(config.settings["calib_dir"], proposal, det_cfg["dark_run"], name)
-        except CalibrationError as exc:
-            raise ConfigError(f"{where}.dark_run", str(exc)) from None
-        quads = det_cfg["quadrant_positions"] or DSSC_DEFAULT_QUAD_POSITIONS
-        det = DetObject.from_dark_file(
-            name, dark_path, modules=modules, gain=det_cfg["gain"], geometry_file=det_cfg["geometry_file"],
-            quadrant_positions=quads, mask_asic_edges=det_cfg["mask_asic_edges"],
-            user_mask=det_cfg["user_mask"], common_mode=det_cfg["common_mode"],
-            common_mode_max_adu=det_cfg["common_mode_max"])
-        present = [m for m in modules if access.module_frame_counts(m).any()]
-        if present:
-            check_cells_cover(det.cell_ids, np.unique(access.cell_ids(present[0])))
+        det = build_detobject(config, name, proposal, modules, access)
         for func in functions:
             func.setup(det)
         pattern = pattern or FramePattern(["image"])
