@@ -96,19 +96,10 @@ def dark_settings_from_config(path: Optional[os.PathLike], detector: Optional[st
 def parse_modules(text: str) -> Tuple[int, ...]:
     """``"0,3,15"`` or ``"0-3,15"`` -> (0, 3, 15) / (0, 1, 2, 3, 15)."""
     from smalldata.errors import SmallDataError
+    from smalldata.simulate.config import parse_int_list
 
-    values = set()
-    try:
-        for part in text.split(","):
-            part = part.strip()
-            if "-" in part[1:]:
-                lo, hi = part.split("-", 1)
-                values.update(range(int(lo), int(hi) + 1))
-            elif part:
-                values.add(int(part))
-    except ValueError:
-        raise SmallDataError(f"--modules {text!r} is not a list of module numbers like 0,3,15 or 0-3") from None
-    if not values or min(values) < 0 or max(values) > 15:
+    values = set(parse_int_list(text, "--modules"))
+    if min(values) < 0 or max(values) > 15:
         raise SmallDataError(f"--modules {text!r}: give module numbers 0..15")
     return tuple(sorted(values))
 
