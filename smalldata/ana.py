@@ -122,6 +122,30 @@ class SmallDataAna:
             mean = sums / norm
         return {"centres": 0.5 * (edges[1:] + edges[:-1]), "edges": edges, "mean": mean, "count": counts}
 
+    # ------------------------------------------------------------------ run sums and cubes
+    def run_sums(self, det: str = "dssc") -> Dict[str, np.ndarray]:
+        """The run's per-pixel ``mean``, ``max``, ``pixel_count`` (and ``count_above``) of ``det``."""
+        with h5py.File(self.path, "r") as f:
+            names = [n for n in ("mean", "max", "pixel_count", "count_above") if f"Sums/{det}_{n}" in f]
+            if not names:
+                raise SmallDataError(f"{self.path} has no run sums of {det!r}; add 'sums: {{}}' to "
+                                     f"detectors.{det} in the config")
+            return {n: f[f"Sums/{det}_{n}"][()] for n in names}
+
+    def cube(self, det: str = "dssc"):
+        """The binned cube of ``det`` as a :class:`~smalldata.cube.CubeAccumulator`.
+
+        ``.mean()``, ``.xgm_normalised_mean()``, ``.count``, ``.labels`` and
+        ``.binning.centres`` give the averages per (scan bin, pattern label).
+        """
+        from .cube import CubeAccumulator
+
+        with h5py.File(self.path, "r") as f:
+            if f"Sums/{det}_cube" not in f:
+                raise SmallDataError(f"{self.path} has no cube of {det!r}; add 'cube: {{scan: ...}}' to "
+                                     f"detectors.{det} in the config")
+            return CubeAccumulator.read(f[f"Sums/{det}_cube"])
+
     # ------------------------------------------------------------------ images from raw data
     def AvImage(self, det: str = "dssc", selection: Optional[np.ndarray] = None, max_trains: int = 50,
                 statistic: str = "mean", modules: Optional[Sequence[int]] = None) -> np.ndarray:

@@ -77,3 +77,24 @@ def test_run_smalldata_ana_cli(ana_setup):
     result = subprocess.run([tool("runSmallDataAna"), "-r", "999", "-c", str(ana_setup.path), "--no-shell"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "r0999.h5 does not exist" in result.stderr
+
+
+def test_run_sums_and_cube_access(tmp_path, sim_root, calib_dir):
+    cfg = {"proposal": PROPOSAL, "data_root": str(sim_root), "calib_dir": str(calib_dir), "output_dir": str(tmp_path),
+           "pattern": {"labels": ["pumped", "unpumped"]},
+           "detectors": {"dssc": {"dark_run": DARK_RUN, "modules": [2], "sums": {}, "cube": {}}}}
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    run_producer(ProducerConfig.from_file(path), DATA_RUN)
+    ana = SmallDataAna.from_run(DATA_RUN, path)
+    sums = ana.run_sums("dssc")
+    cube = ana.cube("dssc")
+    assert sums["mean"].shape == (1, 128, 512) and "count_above" not in sums
+    assert list(cube.labels) == ["pumped", "unpumped"] and cube.count.sum() == len(ana)
+    # the run mean is the frame-weighted mean of the two labels' means
+    weights = cube.pixel_count[0]
+    with np.errstate(invalid="ignore"):
+        combined = (cube.mean()[0] * weights).sum(axis=0) / weights.sum(axis=0)
+    np.testing.assert_allclose(sums["mean"], combined, atol=1e-9, equal_nan=True)
+    with pytest.raises(SmallDataError, match="no run sums"):
+        ana.run_sums("other")
