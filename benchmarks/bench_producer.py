@@ -11,7 +11,7 @@ On one simulated DSSC run (module 3, 20 frames per train, 200 trains by default)
    (the final progress line, which counts from the end of the set-up), the end-to-end
    rate (``/meta`` ``elapsed_s``) and the start-up (wall time minus ``elapsed_s``); the
    ratio producer / read-only; 2 ranks (``mpiexec -n 2``) and a larger batch for information;
-3. peak memory (max RSS, ``wait4``) of one rank for a short (50 trains) and a long run
+3. peak memory of one rank (``VmHWM`` at exit) for a short (50 trains) and a long run
    (200 trains) with the same frames per train: it must not grow with the run length;
 4. where the time goes: one in-process run with wall-clock timers around the stages
    (reading, calibration, functions, point data, writing), and, when the producer is
@@ -33,6 +33,7 @@ import re
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -40,12 +41,15 @@ import h5py
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (PROPOSAL, RESULTS_DIR, bench_dir, cache_key, dark_constants, format_table,  # noqa: E402
-                    machine_info, run_command, run_files, simulated_run, stats, tool, warm_files, write_config, write_results)
+from common import (PROPOSAL, RESULTS_DIR, bench_dir, cache_key, cpu_pressure, dark_constants,  # noqa: E402
+                    format_table, machine_info, run_command, run_files, script_command, simulated_run, stats,
+                    tool, warm_files, write_config, write_results)
 
 log = logging.getLogger("bench_producer")
 
 DATA_RUN, DARK_RUN, SHORT_RUN = 614, 615, 616
+PRODUCER_ENTRY = "producers.smd_producer:main"
+REPO_ROOT = Path(__file__).resolve().parents[1]
 DSSC_SOURCE = "SCS_DET_DSSC1M-1/DET/{m}CH0:xtdf"
 ROI = [10, 60, 100, 300]  # y0, y1, x0, x1 (module pixels)
 GOAL_RATIO = 0.5
@@ -103,7 +107,11 @@ def batches_of_trains(counts: np.ndarray, batch_size: int) -> List[Tuple[int, in
 
 # ---------------------------------------------------------------------- baselines
 def h5py_read_plan(files: Sequence[Path], module: int, batch_size: int) -> List[Tuple[Path, List[Tuple[int, int]]]]:
-    """Per file, the frame ranges ``[first, stop)`` of the producer's batches (from the file's INDEX)."""
+    """Per file, the frame ranges ``[first, stop)`` of the producer's batches (from the file's INDEX).
+
+    Batches are made per file; they match the producer's when a file's train count is a
+    multiple of the trains per batch (as with the default 100 trains per file).
+    """
     src = DSSC_SOURCE.format(m=module)
     plan = []
     for path in files:
@@ -149,6 +157,9 @@ def producer_run(config: Path, run: int, output: Path, batch_size: int, n_ranks:
                  max_trains: Optional[int] = None) -> Dict[str, float]:
     """Run ``smd_producer`` (under ``mpiexec -n n_ranks`` if more than one rank) and measure it.
 
+    The producer's entry point runs as ``python -c`` under the peak-RSS wrapper of
+    :func:`common.script_command` (the same code as the console script).
+
     Returns
     -------
     dict
@@ -156,15 +167,20 @@ def producer_run(config: Path, run: int, output: Path, batch_size: int, n_ranks:
         from start to the published file), ``startup_s`` (wall - elapsed: interpreter,
         imports, MPI, config), ``loop_fps`` (final progress line: frames / time since the
         set-up ended), ``loop_s``, ``setup_merge_s`` (elapsed - loop), ``end_to_end_fps``
-        (frames / elapsed_s), ``max_rss_mb`` (largest process).
+        (frames / elapsed_s), ``max_rss_mb`` (peak RSS of the largest rank), ``rss_per_rank_mb``.
     """
-    cmd = [tool("smd_producer"), "-r", str(run), "-c", str(config), "--output", str(output), "--overwrite",
-           "--batch-size", str(batch_size)]
+    args = ["-r", str(run), "-c", str(config), "--output", str(output), "--overwrite", "--batch-size", str(batch_size)]
     if max_trains is not None:
-        cmd += ["--max-trains", str(max_trains)]
+        args += ["--max-trains", str(max_trains)]
+    rss_prefix = Path(output).with_suffix(".peak_rss")
+    cmd = script_command(PRODUCER_ENTRY, args, peak_rss=rss_prefix)
     if n_ranks > 1:
         cmd = [tool("mpiexec"), "-n", str(n_ranks)] + cmd
-    result = run_command(cmd).check("smd_producer")
+    result = run_command(cmd, peak_rss=rss_prefix).check("smd_producer")
+    if result.peak_rss_mb:
+        rss, rss_source = max(result.peak_rss_mb.values()), "VmHWM per rank"
+    else:  # no /proc: wait4, an upper bound (includes the forking process)
+        rss, rss_source = result.max_rss_mb, "wait4 ru_maxrss"
     with h5py.File(output, "r") as f:
         frames = int(f["trainId"].shape[0])
         elapsed = float(f["meta"].attrs["elapsed_s"])
@@ -176,7 +192,21 @@ def producer_run(config: Path, run: int, output: Path, batch_size: int, n_ranks:
     loop_s = frames / loop_fps
     return {"frames": frames, "wall_s": result.wall_s, "elapsed_s": elapsed, "startup_s": result.wall_s - elapsed,
             "loop_fps": loop_fps, "loop_s": loop_s, "setup_merge_s": max(elapsed - loop_s, 0.0),
-            "end_to_end_fps": frames / elapsed, "max_rss_mb": result.max_rss_mb, "loop_rate_source": source}
+            "end_to_end_fps": frames / elapsed, "max_rss_mb": rss, "rss_per_rank_mb": result.peak_rss_mb,
+            "rss_source": rss_source, "loop_rate_source": source}
+
+
+def imports_only_rss() -> Optional[float]:
+    """Peak RSS (MiB) of a Python process that only imports what the producer imports."""
+    code = ("import producers.smd_producer, smalldata.eventloop, smalldata.setup, smalldata.detobject, "
+            "ana_funcs.roi, ana_funcs.projection, extra_data, extra_geom, h5py, mpi4py.MPI\n"
+            "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM:')][0])")
+    result = run_command([sys.executable, "-c", code])
+    try:
+        return round(int(result.check("imports").stdout.split()[-1]) / 1024.0, 1)
+    except (RuntimeError, ValueError, IndexError):
+        log.warning("could not measure the RSS of the imports alone: %s", result.stderr.strip()[-200:])
+        return None
 
 
 def summarise_runs(runs: Sequence[Dict[str, float]]) -> Dict[str, object]:
@@ -191,8 +221,18 @@ def summarise_runs(runs: Sequence[Dict[str, float]]) -> Dict[str, object]:
         "startup_s_median": med("startup_s"), "setup_merge_s_median": med("setup_merge_s"),
         "wall_s_median": med("wall_s"),
         "max_rss_mb": round(max(r["max_rss_mb"] for r in runs), 1),
+        "rss_source": runs[0]["rss_source"],
+        "rss_per_rank_mb": _per_rank_peak(runs),
         "loop_rate_source": runs[0]["loop_rate_source"],
     }
+
+
+def _per_rank_peak(runs) -> Optional[Dict[str, float]]:
+    peaks: Dict[str, float] = {}
+    for r in runs:
+        for rank, mb in (r["rss_per_rank_mb"] or {}).items():
+            peaks[str(rank)] = round(max(peaks.get(str(rank), 0.0), mb), 1)
+    return peaks or None
 
 
 # ---------------------------------------------------------------------- where the time goes (worker)
@@ -255,7 +295,8 @@ def _instrument(timer: StageTimer) -> None:
         (runaccess.RunAccess, "read_raw", "read detector frames (RunAccess.read_raw)",
          "smalldata.runaccess.RunAccess.read_raw"),
         (h5py.Dataset, "read_direct", "HDF5 read_direct", "h5py.Dataset.read_direct"),
-        (detobject.DetObject, "calibrate", "calibrate (DetObject.calibrate)", "smalldata.detobject.DetObject.calibrate"),
+        (detobject.DetObject, "calibrate", "calibrate (DetObject.calibrate)",
+         "smalldata.detobject.DetObject.calibrate"),
         (detfunc.DetObjectFunc, "run", "functions (ROI + projection)", "smalldata.detfunc.DetObjectFunc.run"),
         (pointdata.PointReader, "read", "point data (PointReader.read)", "smalldata.pointdata.PointReader.read"),
         (writer.PartWriter, "append", "write part file (PartWriter.append)", "smalldata.writer.PartWriter.append"),
@@ -265,14 +306,18 @@ def _instrument(timer: StageTimer) -> None:
 
 
 def _short_name(func_key) -> str:
+    """``path:line(function)`` relative to the repository or to site-packages."""
     filename, line, name = func_key
-    parts = Path(filename).parts
-    for anchor in ("site-packages", "main", "smalldata", "ana_funcs"):
-        if anchor in parts:
-            rel = "/".join(parts[parts.index(anchor) + 1:]) if anchor in ("site-packages", "main") else \
-                "/".join(parts[parts.index(anchor):])
-            return f"{rel}:{line}({name})"
-    return f"{Path(filename).name}:{line}({name})" if filename != "~" else name
+    if filename == "~":  # built-in
+        return name
+    path = Path(filename)
+    if REPO_ROOT in path.parents:
+        rel = path.relative_to(REPO_ROOT).as_posix()
+    elif "site-packages" in path.parts:
+        rel = "/".join(path.parts[path.parts.index("site-packages") + 1:])
+    else:
+        rel = path.name
+    return f"{rel}:{line}({name})"
 
 
 def stage_worker(args) -> int:
@@ -325,7 +370,7 @@ def run_stage_worker(config: Path, run: int, batch_size: int, output: Path, cpro
 
 
 def breakdown(stages: Dict, frames: int) -> List[Dict[str, object]]:
-    """Stage table of the event loop: exclusive seconds, ms per batch, share of the loop."""
+    """Stage table: exclusive seconds, microseconds per frame and share of the loop, loop stages first."""
     rows = [s for s in stages["stages"] if s["path"].startswith("run_producer > event loop")]
     loop_total = sum(s["exclusive_s"] for s in rows)
     out = []
@@ -367,7 +412,86 @@ def parse_args(argv):
     parser.add_argument("--run", type=int, default=DATA_RUN, help=argparse.SUPPRESS)
     parser.add_argument("--worker-output", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--cprofile", action="store_true", help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.roi_module not in args.modules:
+        parser.error(f"--roi-module {args.roi_module} is not among --modules {args.modules}")
+    if args.short_trains >= args.trains:
+        parser.error(f"--short-trains {args.short_trains} must be below --trains {args.trains}")
+    return args
+
+
+@dataclass
+class Prepared:
+    """The cached data and the config of one benchmark run."""
+
+    root: Path
+    config: Path
+    out_dir: Path
+    module_files: List[Path]
+
+
+def prepare(args) -> Prepared:
+    """Simulated runs, dark constants and the producer config (cached); warm page cache."""
+    long_cfg, short_cfg = simulation_configs(args)
+    root = bench_dir() / f"sim_{cache_key(long_cfg.to_json() + short_cfg.to_json())}"
+    simulated_run(long_cfg, DARK_RUN, dark=True, root=root)
+    simulated_run(long_cfg, DATA_RUN, root=root)
+    simulated_run(short_cfg, SHORT_RUN, root=root)
+    work = root / "work"
+    config = write_config(work / "producer.yaml", producer_config(root, work, args.roi_module, args.batch_size))
+    dark_constants(config, DARK_RUN, work / "calib")
+    out_dir = work / "out"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # every file either side reads, once, so that both find them in the page cache
+    files = run_files(root, DATA_RUN) + run_files(root, SHORT_RUN) + sorted((work / "calib").glob("*.h5"))
+    log.info("warmed %.0f MB of files", warm_files(files) / 2**20)
+    module_files = run_files(root, DATA_RUN, f"RAW-R{DATA_RUN:04d}-DSSC{args.roi_module:02d}-S*.h5")
+    return Prepared(root, config, out_dir, module_files)
+
+
+def measure_rounds(args, prep: Prepared) -> Dict[str, object]:
+    """Rounds alternating the h5py and extra-data read-only baselines and the 1-rank producer."""
+    from extra_data import RunDirectory
+    from smalldata.simulate import run_path
+
+    plan = h5py_read_plan(prep.module_files, args.roi_module, args.batch_size)
+    ed_run = RunDirectory(str(run_path(prep.root, PROPOSAL, DATA_RUN)))
+    src = DSSC_SOURCE.format(m=args.roi_module)
+    counts = np.asarray(ed_run[src, "image.data"].data_counts(labelled=False), dtype=np.int64)
+    tids = np.asarray(ed_run.train_ids, dtype=np.uint64)
+    train_blocks = [tids[a:b] for a, b in batches_of_trains(counts, args.batch_size)]
+    # untimed warm-up of all three paths (imports, HDF5 metadata caches)
+    producer_run(prep.config, DATA_RUN, prep.out_dir / "warmup.h5", args.batch_size, max_trains=10)
+    h5py_read(plan, args.roi_module)
+    extra_data_read(ed_run, args.roi_module, train_blocks)
+
+    h5_fps, ed_fps, runs = [], [], []
+    for r in range(args.repeat):
+        n, dt = h5py_read(plan, args.roi_module)
+        h5_fps.append(n / dt)
+        n_ed, dt_ed = extra_data_read(ed_run, args.roi_module, train_blocks)
+        ed_fps.append(n_ed / dt_ed)
+        runs.append(producer_run(prep.config, DATA_RUN, prep.out_dir / "r1.h5", args.batch_size))
+        log.info("round %d: h5py %.0f, extra-data %.0f, producer loop %.0f frames/s (1 rank)", r + 1,
+                 h5_fps[-1], ed_fps[-1], runs[-1]["loop_fps"])
+        if not n == n_ed == runs[-1]["frames"]:
+            raise RuntimeError(f"frames differ: h5py {n}, extra-data {n_ed}, producer rows {runs[-1]['frames']}")
+    return {"read_only": {"h5py_fps": stats(h5_fps), "extra_data_fps": stats(ed_fps)}, "runs": runs}
+
+
+def measure_large_batch(args, prep: Prepared) -> Optional[Dict[str, object]]:
+    """h5py and the 1-rank producer with ``--large-batch`` frames per batch (two rounds)."""
+    if not args.large_batch:
+        return None
+    plan = h5py_read_plan(prep.module_files, args.roi_module, args.large_batch)
+    runs, h5_fps = [], []
+    for _ in range(2):
+        n, dt = h5py_read(plan, args.roi_module)
+        h5_fps.append(n / dt)
+        runs.append(producer_run(prep.config, DATA_RUN, prep.out_dir / "r1_large.h5", args.large_batch))
+    large = {"batch_size": args.large_batch, "h5py_fps": stats(h5_fps), **summarise_runs(runs)}
+    large["ratio_loop_best"] = round(large["loop_fps"]["best"] / large["h5py_fps"]["best"], 4)
+    return large
 
 
 def main(argv=None):
@@ -375,98 +499,46 @@ def main(argv=None):
     if args.stage_worker is not None:
         return stage_worker(args)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if args.roi_module not in args.modules:
-        raise SystemExit(f"--roi-module {args.roi_module} is not among --modules {args.modules}")
     t_start = time.perf_counter()
     machine = machine_info()
+    machine["cpu_pressure_some_avg60_at_start"] = cpu_pressure()
+    prep = prepare(args)
 
-    # data: cached simulated runs, dark constants, configs
-    long_cfg, short_cfg = simulation_configs(args)
-    root = bench_dir() / f"sim_{cache_key(long_cfg.to_json() + short_cfg.to_json())}"
-    simulated_run(long_cfg, DARK_RUN, dark=True, root=root)
-    simulated_run(long_cfg, DATA_RUN, root=root)
-    simulated_run(short_cfg, SHORT_RUN, root=root)
-    work = root / "work"
-    cfg_path = write_config(work / "producer.yaml", producer_config(root, work, args.roi_module, args.batch_size))
-    dark_constants(cfg_path, DARK_RUN, work / "calib")
-    out_dir = work / "out"
-    out_dir.mkdir(parents=True, exist_ok=True)
-
-    # warm: every file both sides read, once; one untimed producer run
-    files = run_files(root, DATA_RUN) + run_files(root, SHORT_RUN)
-    warmed = warm_files(files + list((work / "calib").glob("*.h5")))
-    log.info("warmed %.0f MB of run files", warmed / 2**20)
-    producer_run(cfg_path, DATA_RUN, out_dir / "warmup.h5", args.batch_size, max_trains=10)
-
-    module_files = run_files(root, DATA_RUN, f"RAW-R{DATA_RUN:04d}-DSSC{args.roi_module:02d}-S*.h5")
-    plan = h5py_read_plan(module_files, args.roi_module, args.batch_size)
-    from extra_data import RunDirectory
-    from smalldata.simulate import run_path
-
-    ed_run = RunDirectory(str(run_path(root, PROPOSAL, DATA_RUN)))
-    src = DSSC_SOURCE.format(m=args.roi_module)
-    counts = np.asarray(ed_run[src, "image.data"].data_counts(labelled=False), dtype=np.int64)
-    tids = np.asarray(ed_run.train_ids, dtype=np.uint64)
-    train_blocks = [tids[a:b] for a, b in batches_of_trains(counts, args.batch_size)]
-    h5py_read(plan, args.roi_module)  # warm the h5py path too
-    extra_data_read(ed_run, args.roi_module, train_blocks)
-
-    # rounds: baselines and the 1-rank producer alternate
-    h5_fps, ed_fps, one_rank = [], [], []
-    for r in range(args.repeat):
-        n, dt = h5py_read(plan, args.roi_module)
-        h5_fps.append(n / dt)
-        n_ed, dt_ed = extra_data_read(ed_run, args.roi_module, train_blocks)
-        ed_fps.append(n_ed / dt_ed)
-        one_rank.append(producer_run(cfg_path, DATA_RUN, out_dir / "r1.h5", args.batch_size))
-        log.info("round %d: h5py %.0f, extra-data %.0f, producer loop %.0f frames/s (1 rank)", r + 1,
-                 h5_fps[-1], ed_fps[-1], one_rank[-1]["loop_fps"])
-    if n != one_rank[0]["frames"]:
-        raise RuntimeError(f"baseline read {n} frames, the producer wrote {one_rank[0]['frames']} rows")
-
-    large = None
-    if args.large_batch:
-        large_plan = h5py_read_plan(module_files, args.roi_module, args.large_batch)
-        large_runs, large_h5 = [], []
-        for _ in range(2):
-            n, dt = h5py_read(large_plan, args.roi_module)
-            large_h5.append(n / dt)
-            large_runs.append(producer_run(cfg_path, DATA_RUN, out_dir / "r1_large.h5", args.large_batch))
-        large = {"batch_size": args.large_batch, "h5py_fps": stats(large_h5), **summarise_runs(large_runs)}
-        large["ratio_loop_best"] = round(large["loop_fps"]["best"] / large["h5py_fps"]["best"], 4)
-
+    rounds = measure_rounds(args, prep)
+    large = measure_large_batch(args, prep)
     multi = None
     if args.ranks > 1:
-        multi_runs = [producer_run(cfg_path, DATA_RUN, out_dir / "rN.h5", args.batch_size, n_ranks=args.ranks)
-                      for _ in range(2)]
+        multi_runs = [producer_run(prep.config, DATA_RUN, prep.out_dir / "rN.h5", args.batch_size,
+                                   n_ranks=args.ranks) for _ in range(2)]
         multi = {"ranks": args.ranks, **summarise_runs(multi_runs)}
+        multi["ratio_loop_best"] = round(multi["loop_fps"]["best"] / rounds["read_only"]["h5py_fps"]["best"], 4)
+    short_runs = [producer_run(prep.config, SHORT_RUN, prep.out_dir / "short.h5", args.batch_size)
+                  for _ in range(2)]
 
-    short_runs = [producer_run(cfg_path, SHORT_RUN, out_dir / "short.h5", args.batch_size) for _ in range(2)]
+    read_only, producer = rounds["read_only"], summarise_runs(rounds["runs"])
     rss_short = max(r["max_rss_mb"] for r in short_runs)
-    rss_long = max(r["max_rss_mb"] for r in one_rank)
-
-    producer = summarise_runs(one_rank)
-    read_only = {"h5py_fps": stats(h5_fps), "extra_data_fps": stats(ed_fps)}
+    rss_long = producer["max_rss_mb"]
     ratio_best = producer["loop_fps"]["best"] / read_only["h5py_fps"]["best"]
     ratio_median = producer["loop_fps"]["median"] / read_only["h5py_fps"]["median"]
     goal_met = ratio_best >= GOAL_RATIO
     memory_bounded = rss_long <= rss_short * (1 + RSS_TOLERANCE)
 
-    stage = run_stage_worker(cfg_path, DATA_RUN, args.batch_size, out_dir / "stages.h5", cprofile=False)
+    stage = run_stage_worker(prep.config, DATA_RUN, args.batch_size, prep.out_dir / "stages.h5", cprofile=False)
     profile = {"stage_run_wall_s": round(stage["wall_s"], 3),
                "stage_run_fps": round(stage["frames"] / stage["wall_s"], 1),
                "not_instrumented": stage["missing"],
                "stages": breakdown(stage, stage["frames"])}
     if args.profile == "always" or (args.profile == "auto" and not goal_met):
-        prof = run_stage_worker(cfg_path, DATA_RUN, args.batch_size, out_dir / "profile.h5", cprofile=True)
+        prof = run_stage_worker(prep.config, DATA_RUN, args.batch_size, prep.out_dir / "profile.h5", cprofile=True)
         profile["cprofile_wall_s"] = round(prof["wall_s"], 3)
         profile["cprofile_top_tottime"] = prof["cprofile_top_tottime"]
 
     report = {
         "benchmark": "producer",
-        "what": "smd_producer (subprocess) on a simulated DSSC run, ROI + projection on one module, XGM per pulse "
-                "and delay per train, against plain h5py reads of the same module's image/data in the same "
-                "batches (warm page cache), rounds alternating; loop-only rate from the final progress line",
+        "what": "smd_producer (subprocess, 1 rank) on a simulated DSSC run, ROI + projection on one module, "
+                "XGM per pulse and delay per train, against plain h5py reads of the same module's image/data "
+                "in the same batches (warm page cache), rounds alternating; loop-only rate from the final "
+                "progress line; peak RSS = VmHWM of each rank",
         "goal": f"1-rank producer loop rate >= {GOAL_RATIO} x h5py read-only rate; peak RSS not growing with "
                 f"the run length (long <= short x {1 + RSS_TOLERANCE})",
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -483,14 +555,15 @@ def main(argv=None):
         "producer_large_batch_1_rank": large,
         "producer_n_ranks": multi,
         "memory": {"max_rss_mb_short": round(rss_short, 1), "max_rss_mb_long": round(rss_long, 1),
+                   "max_rss_mb_imports_only": imports_only_rss(),
                    "short_trains": args.short_trains, "long_trains": args.trains,
-                   "max_rss_mb_n_ranks_largest_process": multi["max_rss_mb"] if multi else None},
+                   "max_rss_mb_per_rank_n_ranks": multi["rss_per_rank_mb"] if multi else None},
         "goal_met": goal_met,
         "memory_bounded": memory_bounded,
         "profile": profile,
-        "bench_wall_s": None,
     }
     report["bench_wall_s"] = round(time.perf_counter() - t_start, 1)
+    report["machine"]["cpu_pressure_some_avg60_at_end"] = cpu_pressure()
     path = write_results(report, args.output)
     print_report(report)
     log.info("wrote %s (%.0f s)", path, report["bench_wall_s"])
@@ -520,7 +593,7 @@ def print_report(report: Dict) -> None:
     multi = report["producer_n_ranks"]
     if multi:
         rows.append([f"producer, {multi['ranks']} ranks, loop", _fmt_rate(multi["loop_fps"]),
-                     f"{multi['loop_fps']['best'] / ro['h5py_fps']['best']:.3f}", f"{multi['max_rss_mb']:.0f}"])
+                     f"{multi['ratio_loop_best']:.3f}", f"{multi['max_rss_mb']:.0f}"])
     d = report["data"]
     print(f"\nproducer benchmark: {d['trains']} trains x {d['frames_per_train']} frames, module {d['roi_module']}, "
           f"batch {d['batch_size']} frames")
@@ -529,7 +602,7 @@ def print_report(report: Dict) -> None:
     m = report["memory"]
     print(f"peak RSS, 1 rank: {m['max_rss_mb_short']:.0f} MB ({m['short_trains']} trains), "
           f"{m['max_rss_mb_long']:.0f} MB ({m['long_trains']} trains): "
-          f"{'bounded' if report['memory_bounded'] else 'GROWS'}")
+          f"{'bounded' if report['memory_bounded'] else 'GROWS'}; imports alone {m['max_rss_mb_imports_only']} MB")
     print(f"goal (loop >= {GOAL_RATIO} x read-only): {'met' if report['goal_met'] else 'NOT met'}")
     stages = report["profile"]["stages"]
     print("\nwhere the loop's time goes (one in-process run, exclusive wall time):")

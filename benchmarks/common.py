@@ -10,7 +10,7 @@ Everything a benchmark needs besides its own measurement:
 - :func:`write_config`: a producer YAML config;
 - :func:`run_command`: a subprocess with its wall time and its peak memory (max RSS);
 - :func:`warm_files`, :func:`repeat_timings`, :func:`stats`: page cache and repeats;
-- :func:`machine_info`, :func:`write_results`, :func:`format_table`: the report.
+- :func:`machine_info`, :func:`cpu_pressure`, :func:`write_results`, :func:`format_table`: the report.
 
 The benchmark process itself never initialises MPI: whatever needs it runs in a
 subprocess (``smd_dark``, ``smd_producer``, ``mpiexec``).
@@ -150,6 +150,25 @@ def dark_constants(config_path: Path, dark_run: int, calib_dir: Path) -> Path:
 
 
 # ---------------------------------------------------------------------- running and timing
+#: ``python -c`` program that runs a console script's ``main`` and, at exit, writes the
+#: process's own peak RSS (``VmHWM`` of /proc/self/status, kB) to ``<prefix>.<rank>``.
+#: argv: prefix, "module:function", then the script's arguments.
+_PEAK_RSS_WRAPPER = """
+import atexit, importlib, os, sys
+prefix, target = sys.argv[1], sys.argv[2]
+module, func = target.split(":")
+sys.argv = [module.rsplit(".", 1)[-1]] + sys.argv[3:]
+def _write_peak():
+    rank = os.environ.get("PMI_RANK") or os.environ.get("OMPI_COMM_WORLD_RANK") or "0"
+    with open("/proc/self/status") as fh:
+        kb = [line.split()[1] for line in fh if line.startswith("VmHWM:")][0]
+    with open(prefix + "." + rank, "w") as out:
+        out.write(kb)
+atexit.register(_write_peak)
+sys.exit(getattr(importlib.import_module(module), func)())
+"""
+
+
 @dataclass
 class CommandResult:
     """What :func:`run_command` observed.
@@ -162,8 +181,13 @@ class CommandResult:
     wall_s : float
         Wall time from start to exit, seconds.
     max_rss_mb : float
-        Peak resident memory (MiB) of the largest process of the command's process tree
-        (the command itself or any descendant it waited for), from ``wait4``.
+        Peak resident memory (MiB) from ``wait4``: the largest ``ru_maxrss`` of the child
+        and its reaped descendants. On Linux it includes the image of the process that
+        forked it (this benchmark process), so it is an upper bound; prefer
+        ``peak_rss_mb``.
+    peak_rss_mb : dict or None
+        ``{rank: MiB}``, each rank's own peak RSS (``VmHWM`` at exit), when the command was
+        started through :func:`script_command` with ``peak_rss``.
     stdout, stderr : str
     """
 
@@ -173,6 +197,7 @@ class CommandResult:
     max_rss_mb: float
     stdout: str
     stderr: str
+    peak_rss_mb: Optional[Dict[int, float]] = None
 
     def check(self, what: str) -> "CommandResult":
         """Raise RuntimeError with the command's stderr tail if it failed."""
@@ -182,19 +207,47 @@ class CommandResult:
         return self
 
 
+def script_command(entry_point: str, args: Sequence[str], peak_rss: Optional[Path] = None) -> List[str]:
+    """The command running a console script's entry point (``"package.module:function"``).
+
+    With ``peak_rss`` (a file prefix), it runs under a tiny wrapper that writes each
+    process's own peak RSS to ``<peak_rss>.<rank>`` at exit (Linux ``/proc``); without,
+    it is ``python -c`` importing and calling the entry point, like the console script.
+    """
+    if peak_rss is not None:
+        return [sys.executable, "-c", _PEAK_RSS_WRAPPER, str(peak_rss), entry_point] + [str(a) for a in args]
+    module, func = entry_point.split(":")
+    code = f"import sys; sys.argv[0] = {module.rsplit('.', 1)[-1]!r}; from {module} import {func}; sys.exit({func}())"
+    return [sys.executable, "-c", code] + [str(a) for a in args]
+
+
 def run_command(args: Sequence[str], env: Optional[Mapping[str, str]] = None,
-                cwd: Optional[Path] = None) -> CommandResult:
+                cwd: Optional[Path] = None, peak_rss: Optional[Path] = None) -> CommandResult:
     """Run a command to completion; measure its wall time and peak RSS.
 
-    The peak RSS comes from ``os.wait4`` on the child: Linux reports the largest
-    ``ru_maxrss`` of the child and of every descendant it reaped, so under ``mpiexec``
-    it is the peak of the largest rank (or of the launcher, whichever is larger). The
-    output goes to temporary files, so a chatty child cannot block on a full pipe.
+    Parameters
+    ----------
+    args : sequence of str
+        The command.
+    env : mapping, optional
+        Extra environment variables.
+    cwd : Path, optional
+        Working directory.
+    peak_rss : Path, optional
+        The prefix given to :func:`script_command`: its per-rank files are read into
+        ``peak_rss_mb`` and removed.
+
+    Notes
+    -----
+    The output goes to temporary files, so a chatty child cannot block on a full pipe.
     """
     args = [str(a) for a in args]
     full_env = dict(os.environ)
     if env:
         full_env.update(env)
+    if peak_rss is not None:
+        for old in Path(peak_rss).parent.glob(Path(peak_rss).name + ".*"):
+            old.unlink()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         t0 = time.perf_counter()
         proc = subprocess.Popen(args, stdout=out, stderr=err, env=full_env, cwd=cwd)
@@ -203,7 +256,14 @@ def run_command(args: Sequence[str], env: Optional[Mapping[str, str]] = None,
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
-        return CommandResult(args, proc.returncode, wall, usage.ru_maxrss / 1024.0, out.read(), err.read())
+        result = CommandResult(args, proc.returncode, wall, usage.ru_maxrss / 1024.0, out.read(), err.read())
+    if peak_rss is not None:
+        peaks = {}
+        for f in Path(peak_rss).parent.glob(Path(peak_rss).name + ".*"):
+            peaks[int(f.suffix[1:])] = int(f.read_text()) / 1024.0
+            f.unlink()
+        result.peak_rss_mb = dict(sorted(peaks.items())) or None
+    return result
 
 
 def warm_files(paths: Sequence[Path], block: int = 16 << 20) -> int:
@@ -232,10 +292,10 @@ def repeat_timings(fn: Callable[[], object], repeat: int) -> List[float]:
 
 
 def stats(values: Sequence[float], higher_is_better: bool = True) -> Dict[str, float]:
-    """``{"best", "median", "all"}`` of repeated measurements."""
-    values = [float(v) for v in values]
+    """``{"best", "median", "all"}`` of repeated measurements (5 significant digits)."""
+    values = [float(f"{float(v):.5g}") for v in values]
     best = max(values) if higher_is_better else min(values)
-    return {"best": best, "median": float(statistics.median(values)), "all": [round(v, 4) for v in values]}
+    return {"best": best, "median": float(f"{statistics.median(values):.5g}"), "all": values}
 
 
 # ---------------------------------------------------------------------- report
@@ -257,6 +317,21 @@ def _mem_total_gb() -> Optional[float]:
                 if line.startswith("MemTotal:"):
                     return round(int(line.split()[1]) / 2**20, 1)
     except OSError:
+        pass
+    return None
+
+
+def cpu_pressure() -> Optional[float]:
+    """Share (%) of the last 60 s in which runnable tasks waited for a CPU (Linux PSI), or None.
+
+    Other work on the machine shows up here; figures taken under pressure are noisy.
+    """
+    try:
+        with open("/proc/pressure/cpu") as fh:
+            for line in fh:
+                if line.startswith("some"):
+                    return float(dict(kv.split("=") for kv in line.split()[1:])["avg60"])
+    except (OSError, KeyError, ValueError):
         pass
     return None
 
