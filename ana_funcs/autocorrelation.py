@@ -177,6 +177,9 @@ class Autocorrelation(DetObjectFunc):
     def required_modules(self):
         return (self.module,) if self.module is not None else None
 
+    def required_region(self):
+        return None if self.roi is None else tuple(self.roi)
+
     def _region(self, frames: Frames):
         if self.module is not None:
             if frames.modules is None:

@@ -25,12 +25,22 @@ def check_module_roi(module: int, roi, shape=DSSC_MODULE_SHAPE) -> List[int]:
 
 
 def crop_module(frames: Frames, module: int, roi) -> tuple:
-    """(data, valid) of ``roi`` on ``module`` from full-detector frames, each (N, h, w)."""
+    """(data, valid) of ``roi`` on ``module`` from detector frames, each (N, h, w).
+
+    ``roi`` is in module pixel coordinates; frames calibrated on a region of each module
+    (``frames.origin``) must contain it.
+    """
     y0, y1, x0, x1 = roi
     if frames.modules is None:
         return frames.data[:, y0:y1, x0:x1], frames.valid[:, y0:y1, x0:x1]
+    oy, ox = frames.origin
+    h, w = frames.data.shape[-2:]
+    if not (oy <= y0 and y1 <= oy + h and ox <= x0 and x1 <= ox + w):
+        raise ValueError(f"roi {list(roi)} is outside the calibrated region rows {oy}..{oy + h}, "
+                         f"columns {ox}..{ox + w}")
     j = frames.module_axis_index(module)
-    return frames.data[:, j, y0:y1, x0:x1], frames.valid[:, j, y0:y1, x0:x1]
+    ys, xs = slice(y0 - oy, y1 - oy), slice(x0 - ox, x1 - ox)
+    return frames.data[:, j, ys, xs], frames.valid[:, j, ys, xs]
 
 
 class ROI(DetObjectFunc):
@@ -69,6 +79,9 @@ class ROI(DetObjectFunc):
     def required_modules(self):
         return (self.module,)
 
+    def required_region(self):
+        return tuple(self.roi)
+
     def _select(self, frames: Frames):
         data, valid = crop_module(frames, self.module, self.roi)
         if self.threshold_max is not None:
@@ -80,6 +93,7 @@ class ROI(DetObjectFunc):
 
     def process(self, frames: Frames) -> Dict[str, np.ndarray]:
         values, valid = self._select(frames)
+        self._last = (frames.data, values, valid)  # handed to the children of this batch
         n = len(frames)
         total = values.sum(axis=(1, 2), dtype=np.float64)
         npix = valid.sum(axis=(1, 2)).astype(np.int32)
@@ -101,7 +115,8 @@ class ROI(DetObjectFunc):
         return out
 
     def child_frames(self, frames: Frames, outputs) -> Frames:
-        values, valid = self._select(frames)
+        last = getattr(self, "_last", None)
+        values, valid = last[1:] if last is not None and last[0] is frames.data else self._select(frames)
         return frames.derived(values, valid)
 
     def output_units(self) -> Dict[str, str]:

@@ -40,6 +40,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import h5py
 import numpy as np
 
+from smalldata.eventloop import split_batches
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (PROPOSAL, RESULTS_DIR, bench_dir, cache_key, cpu_pressure, dark_constants,  # noqa: E402
                     format_table, machine_info, run_command, run_files, script_command, simulated_run, stats,
@@ -92,19 +94,6 @@ def producer_config(root: Path, work: Path, roi_module: int, batch_size: int) ->
     }
 
 
-def batches_of_trains(counts: np.ndarray, batch_size: int) -> List[Tuple[int, int]]:
-    """Consecutive train ranges of at most ``batch_size`` frames (at least one train), as the producer makes."""
-    out, start, total = [], 0, 0
-    for i, n in enumerate(counts):
-        if i > start and total + n > batch_size:
-            out.append((start, i))
-            start, total = i, 0
-        total += int(n)
-    if start < len(counts):
-        out.append((start, len(counts)))
-    return out
-
-
 # ---------------------------------------------------------------------- baselines
 def h5py_read_plan(files: Sequence[Path], module: int, batch_size: int) -> List[Tuple[Path, List[Tuple[int, int]]]]:
     """Per file, the frame ranges ``[first, stop)`` of the producer's batches (from the file's INDEX).
@@ -118,7 +107,7 @@ def h5py_read_plan(files: Sequence[Path], module: int, batch_size: int) -> List[
         with h5py.File(path, "r") as f:
             first = f[f"INDEX/{src}/image/first"][:].astype(np.int64)
             count = f[f"INDEX/{src}/image/count"][:].astype(np.int64)
-        ranges = [(int(first[a]), int(first[b - 1] + count[b - 1])) for a, b in batches_of_trains(count, batch_size)]
+        ranges = [(int(first[a]), int(first[b - 1] + count[b - 1])) for a, b in split_batches(count, batch_size)]
         plan.append((path, [(a, b) for a, b in ranges if b > a]))
     return plan
 
@@ -459,7 +448,7 @@ def measure_rounds(args, prep: Prepared) -> Dict[str, object]:
     src = DSSC_SOURCE.format(m=args.roi_module)
     counts = np.asarray(ed_run[src, "image.data"].data_counts(labelled=False), dtype=np.int64)
     tids = np.asarray(ed_run.train_ids, dtype=np.uint64)
-    train_blocks = [tids[a:b] for a, b in batches_of_trains(counts, args.batch_size)]
+    train_blocks = [tids[a:b] for a, b in split_batches(counts, args.batch_size)]
     # untimed warm-up of all three paths (imports, HDF5 metadata caches)
     producer_run(prep.config, DATA_RUN, prep.out_dir / "warmup.h5", args.batch_size, max_trains=10)
     h5py_read(plan, args.roi_module)

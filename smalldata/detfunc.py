@@ -138,6 +138,14 @@ class DetObjectFunc:
         """
         return None
 
+    def required_region(self) -> Optional[tuple]:
+        """Box ``(y0, y1, x0, x1)`` of module pixels this function reads; None means whole modules.
+
+        When every top-level function of a detector names a box, only the union box of
+        each module is calibrated and ``frames.origin`` gives its corner.
+        """
+        return None
+
     def describe(self) -> Dict[str, Any]:
         """Nested description: type, parameters and children (for ``UserDataCfg``)."""
         return {

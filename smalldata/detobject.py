@@ -263,25 +263,39 @@ class DetObject:
         pos = [tuple(raw.modules).index(m) for m in self.modules]
         return raw.data[:, pos], raw.present[:, pos]
 
-    def calibrate(self, raw: RawBatch) -> Frames:
+    def calibrate(self, raw: RawBatch, region: Optional[Sequence[int]] = None) -> Frames:
         """Calibrated frames: float32 ``(raw - pedestal[cell] - common mode) / gain``.
 
         ``valid`` is the static :attr:`mask` and ``raw < 511`` (not saturated) and the
-        module present for that frame.
+        module present for that frame. ``region = (y0, y1, x0, x1)`` calibrates only that
+        box of every module (``frames.origin`` is then ``(y0, x0)``); it cannot be combined
+        with common mode, which needs whole ASIC rows.
         """
         data, present = self._module_data(raw)
+        if region is None:
+            box = (slice(None), slice(None))
+            origin = (0, 0)
+        else:
+            if self.common_mode != "none":
+                raise CalibrationError("common-mode correction needs whole modules; calibrate without a region")
+            y0, y1, x0, x1 = (int(v) for v in region)
+            box, origin = (slice(y0, y1), slice(x0, x1)), (y0, x0)
+            data = data[(slice(None), slice(None)) + box]
         ci = self.cell_index(raw.cell_ids)
-        out = np.take(self._ped_cm, ci, axis=0)  # (N, M, 128, 512) float32
+        out = np.take(self._ped_cm[(slice(None), slice(None)) + box], ci, axis=0)  # (N, M, h, w) float32
         np.subtract(data, out, out=out, dtype=np.float32)
         valid = data < DSSC_ADC_MAX
         if self.common_mode == "asic_row_median":
             self._subtract_asic_row_median(out, valid)
-        valid &= self.mask
+        valid &= self.mask[(slice(None),) + box]
         valid &= present[:, :, None, None]
         if self._inv_gain is not None:
-            out *= self._inv_gain
+            inv_gain = self._inv_gain
+            if isinstance(inv_gain, np.ndarray) and inv_gain.ndim == 3:
+                inv_gain = inv_gain[(slice(None),) + box]
+            out *= inv_gain
         return Frames(data=out, valid=valid, units=self.units, train_ids=raw.train_ids,
-                      pulse_ids=raw.pulse_ids, cell_ids=raw.cell_ids, modules=self.modules)
+                      pulse_ids=raw.pulse_ids, cell_ids=raw.cell_ids, modules=self.modules, origin=origin)
 
     def _subtract_asic_row_median(self, out: np.ndarray, unsaturated: np.ndarray) -> None:
         """Subtract, in place, the median of each ASIC row segment's good, unlit pixels."""

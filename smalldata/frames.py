@@ -62,6 +62,10 @@ class Frames:
     modules : tuple of int or None
         For full detector frames ``(N, M, 128, 512)``: the module number of each
         entry along axis 1. None for derived frames (e.g. an ROI's pixels).
+    origin : tuple of int
+        Module pixel (row, column) of ``data[..., 0, 0]``: (0, 0) for whole modules; the
+        corner of the calibrated box when the detector calibrates only a region of
+        each module (see :meth:`~smalldata.detfunc.DetObjectFunc.required_region`).
     """
 
     data: np.ndarray
@@ -71,6 +75,7 @@ class Frames:
     pulse_ids: np.ndarray
     cell_ids: np.ndarray
     modules: Optional[tuple] = None
+    origin: tuple = (0, 0)
 
     def __len__(self) -> int:
         return len(self.train_ids)
@@ -83,7 +88,7 @@ class Frames:
 
     def derived(self, data: np.ndarray, valid: np.ndarray, units: Optional[str] = None) -> "Frames":
         """New frames with the same ids but other pixel values (e.g. an ROI crop)."""
-        return replace(self, data=data, valid=valid, units=units or self.units, modules=None)
+        return replace(self, data=data, valid=valid, units=units or self.units, modules=None, origin=(0, 0))
 
     def subset(self, selection: np.ndarray) -> "Frames":
         """The frames picked by a boolean mask or index array along axis 0."""

@@ -16,6 +16,7 @@ import numpy as np
 
 from .constants import DSSC_MODULE_SHAPE, DSSC_N_MODULES, INSTRUMENT, dssc_source
 from .errors import DataError
+from .frameindex import ModuleFrameIndex
 from .frames import RawBatch
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,11 @@ class RunAccess:
         self.path = path
         self.train_ids = np.asarray(data.train_ids, dtype=np.uint64)
         self._counts_cache: Dict[int, np.ndarray] = {}
+        self._keydata_cache: Dict[tuple, object] = {}
+        self._frame_indexes: Dict[int, ModuleFrameIndex] = {}
+        self._blocks: Dict[tuple, tuple] = {}
+        #: trains read at once for ids and point data
+        self.block_trains = 256
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -117,24 +123,26 @@ class RunAccess:
 
     # ------------------------------------------------------------------ reading frames
     def read_raw(self, modules: Sequence[int], train_ids: np.ndarray) -> RawBatch:
-        """Raw frames of ``train_ids`` (ascending, consecutive in the run) for ``modules``.
+        """Raw frames of ``train_ids`` (ascending, of this run) for ``modules``.
 
         Frames of a train are aligned across modules by their position in the train;
         a module with fewer frames (or none) for a train is marked absent there.
         """
-        from extra_data import by_id
-
         modules = tuple(modules)
         train_ids = np.asarray(train_ids, dtype=np.uint64)
         tpos = np.searchsorted(self.train_ids, train_ids)
+        if np.any(tpos >= len(self.train_ids)) or np.any(self.train_ids[np.minimum(tpos, len(self.train_ids) - 1)]
+                                                           != train_ids):
+            raise DataError(f"train ids {train_ids} are not all in run {self.path}")
         counts = self.frame_counts(modules)[tpos]  # (T, M)
         per_train = counts.max(axis=1)
         n = int(per_train.sum())
-        starts = np.concatenate([[0], np.cumsum(per_train)[:-1]])
+        starts = np.concatenate([[0], np.cumsum(per_train)[:-1]]).astype(np.int64)
         frame_train = np.repeat(train_ids, per_train)
         frame_index = np.arange(n, dtype=np.int64) - np.repeat(starts, per_train)
 
-        data = np.zeros((n, len(modules)) + DSSC_MODULE_SHAPE, dtype=np.uint16)
+        complete = bool(np.all(counts == per_train[:, None]))
+        data = (np.empty if complete else np.zeros)((n, len(modules)) + DSSC_MODULE_SHAPE, dtype=np.uint16)
         present = np.zeros((n, len(modules)), dtype=bool)
         pulse_ids = np.zeros(n, dtype=np.uint64)
         cell_ids = np.zeros(n, dtype=np.uint16)
@@ -144,26 +152,65 @@ class RunAccess:
             total = int(mcounts.sum())
             if total == 0:
                 continue
-            src = dssc_source(module)
-            sel = self.data.select_trains(by_id[train_ids[mcounts > 0]])
             # destination rows: the first mcounts[t] frames of each train
-            rows = np.concatenate([np.arange(s, s + c) for s, c in zip(starts, mcounts) if c > 0])
-            buf = np.empty((total, 1) + DSSC_MODULE_SHAPE, dtype=np.uint16)
+            rows = np.arange(n) if total == n else np.concatenate(
+                [np.arange(s, s + c) for s, c in zip(starts, mcounts) if c > 0])
+            index = self._frame_index(module)
+            pids = np.empty((total, 1), dtype=np.uint64)
+            cids = np.empty((total, 1), dtype=np.uint16)
             try:
-                sel[src, "image.data"].ndarray(out=buf)
-                pids = sel[src, "image.pulseId"].ndarray().reshape(-1)
-                cids = sel[src, "image.cellId"].ndarray().reshape(-1)
-            except (OSError, ValueError) as exc:
+                if len(modules) == 1 and total == n:
+                    index.read("data", tpos, data.reshape((n, 1) + DSSC_MODULE_SHAPE))
+                else:
+                    buf = np.empty((total, 1) + DSSC_MODULE_SHAPE, dtype=np.uint16)
+                    index.read("data", tpos, buf)
+                    data[rows, j] = buf[:, 0]
+                index.read("pulseId", tpos, pids)
+                index.read("cellId", tpos, cids)
+            except (OSError, ValueError, TypeError) as exc:
                 raise DataError(f"cannot read DSSC module {module} for trains {int(train_ids[0])}.."
                                 f"{int(train_ids[-1])} of {self.path}: {exc}; the file may be truncated") from None
-            data[rows, j] = buf[:, 0]
             present[rows, j] = True
             new = ~have_ids[rows]
-            pulse_ids[rows[new]] = pids[new]
-            cell_ids[rows[new]] = cids[new]
+            pulse_ids[rows[new]] = pids[new, 0]
+            cell_ids[rows[new]] = cids[new, 0]
             have_ids[rows] = True
         return RawBatch(train_ids=frame_train, pulse_ids=pulse_ids, cell_ids=cell_ids,
                         frame_index=frame_index, modules=modules, data=data, present=present)
+
+    def _frame_index(self, module: int) -> ModuleFrameIndex:
+        """Where the module's frames are, per train (resolved once through extra-data)."""
+        if module not in self._frame_indexes:
+            self._frame_indexes[module] = ModuleFrameIndex(self.data[dssc_source(module), "image.data"],
+                                                           self.train_ids)
+        return self._frame_indexes[module]
+
+    def _block(self, source: str, key: str, train_ids: np.ndarray):
+        """Entries of ``source``/``key`` for ``train_ids`` as (entry train ids, values).
+
+        Reads blocks of :attr:`block_trains` consecutive trains at once and serves the
+        following batches from memory (bounded by the block size).
+        """
+        from extra_data import by_index
+
+        t0, t1 = train_ids[0], train_ids[-1]
+        block = self._blocks.get((source, key))
+        if block is None or not (block[0] <= t0 and t1 <= block[1]):
+            if (source, key) not in self._keydata_cache:
+                self._keydata_cache[(source, key)] = self._keydata(source, key)
+            full = self._keydata_cache[(source, key)]
+            # large entries (digitizer traces) get fewer trains per block: about 32 MB at most
+            entry_bytes = int(np.prod(full.entry_shape, dtype=np.int64)) * full.dtype.itemsize
+            ahead = int(np.clip((32 << 20) // max(entry_bytes, 1), 1, self.block_trains))
+            p0 = int(np.searchsorted(self.train_ids, t0))
+            p1 = max(int(np.searchsorted(self.train_ids, t1)) + 1, min(p0 + ahead, len(self.train_ids)))
+            kd = full.select_trains(by_index[p0:p1])
+            tids = np.asarray(kd.train_id_coordinates(), dtype=np.uint64)
+            block = (self.train_ids[p0], self.train_ids[p1 - 1], tids, kd.ndarray())
+            self._blocks[(source, key)] = block
+        _, _, tids, values = block
+        lo, hi = np.searchsorted(tids, t0, "left"), np.searchsorted(tids, t1, "right")
+        return tids[lo:hi], values[lo:hi]
 
     def cell_ids(self, module: int, train_ids: Optional[np.ndarray] = None) -> np.ndarray:
         """Memory cells of all frames of ``module`` (optionally only of ``train_ids``)."""
@@ -185,12 +232,10 @@ class RunAccess:
 
         Returns (T, ...) float64 aligned with ``train_ids``.
         """
-        from extra_data import by_id
-
         train_ids = np.asarray(train_ids, dtype=np.uint64)
-        kd = self._keydata(source, key).select_trains(by_id[train_ids])
-        tids = np.asarray(kd.train_id_coordinates(), dtype=np.uint64)
-        values = kd.ndarray()
+        if len(train_ids) == 0:
+            return np.zeros(0)
+        tids, values = self._block(source, key, train_ids)
         # keep the first entry per train
         uniq, first = np.unique(tids, return_index=True)
         values = values[first].astype(np.float64)

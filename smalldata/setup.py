@@ -41,6 +41,8 @@ class DetectorSetup:
         Cube and run sums.
     dark_subtraction : dict or None
         ``{pattern, mode, match_by}`` for intra-train dark subtraction.
+    region : tuple or None
+        ``(y0, y1, x0, x1)``: calibrate only this box of each module (see :func:`calibration_region`).
     """
 
     name: str
@@ -50,6 +52,7 @@ class DetectorSetup:
     vetoes: List[dict] = field(default_factory=list)
     accumulators: Optional[DetectorAccumulators] = None
     dark_subtraction: Optional[dict] = None
+    region: Optional[tuple] = None
 
     def calibrate(self, raw: RawBatch, frame_index: np.ndarray) -> Frames:
         """Calibrated frames of this detector's modules, intra-darks subtracted if configured."""
@@ -57,7 +60,7 @@ class DetectorSetup:
             cols = [raw.modules.index(m) for m in self.modules]
             raw = RawBatch(raw.train_ids, raw.pulse_ids, raw.cell_ids, raw.frame_index, self.modules,
                            raw.data[:, cols], raw.present[:, cols])
-        frames = self.det.calibrate(raw)
+        frames = self.det.calibrate(raw, region=self.region)
         if self.dark_subtraction is not None:
             data, valid = subtract_intra_darks(frames.data, frames.train_ids, frame_index, **self.dark_subtraction,
                                                valid=frames.valid)
@@ -120,6 +123,17 @@ def modules_for(functions: List[DetObjectFunc], configured, available: tuple) ->
     return tuple(sorted(needed)) if needed else tuple(available)
 
 
+def calibration_region(functions: List[DetObjectFunc], whole_modules_needed: bool) -> Optional[tuple]:
+    """The union of the boxes the functions read, or None when any needs whole modules."""
+    if whole_modules_needed or not functions:
+        return None
+    boxes = [func.required_region() for func in functions]
+    if any(box is None for box in boxes):
+        return None
+    y0, y1, x0, x1 = np.array(boxes).T
+    return int(y0.min()), int(y1.max()), int(x0.min()), int(x1.max())
+
+
 def build_detobject(config: ProducerConfig, name: str, proposal: int, modules: tuple, access: RunAccess):
     """The DetObject of detector ``name`` for ``modules``, checked against the run's memory cells."""
     from .dark import check_cells_cover, find_dark_file
@@ -168,8 +182,10 @@ def setup_detectors(config: ProducerConfig, proposal: int, access: RunAccess,
         if pattern_cfg.get("subtract_dark", "none") != "none":
             dark_subtraction = {"pattern": pattern, "mode": pattern_cfg["subtract_dark"],
                                 "match_by": pattern_cfg["match_by"]}
+        region = calibration_region(functions, accumulators is not None or det_cfg["common_mode"] != "none")
         setups.append(DetectorSetup(name, det, functions, modules, det_cfg["vetoes"], accumulators,
-                                    dark_subtraction))
-        log.info("detector %s: modules %s, %d function(s), dark run %d", name, list(modules),
-                 len(functions), det_cfg["dark_run"])
+                                    dark_subtraction, region))
+        log.info("detector %s: modules %s, %d function(s), dark run %d%s", name, list(modules),
+                 len(functions), det_cfg["dark_run"], f", calibrating rows {region[0]}..{region[1]}, "
+                 f"columns {region[2]}..{region[3]}" if region else "")
     return setups

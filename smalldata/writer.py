@@ -34,17 +34,26 @@ def is_ragged(value) -> bool:
 class PartWriter:
     """Appends per-event outputs of one rank to an HDF5 part file.
 
+    Batches are gathered in memory and written in blocks of about ``flush_bytes``
+    (one h5py call per dataset and block instead of per batch), so memory stays bounded.
+
     Parameters
     ----------
     path : Path
         Part file to create.
+    flush_bytes : int
+        Buffered bytes that trigger a write.
     """
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, flush_bytes: int = 4 * 2**20):
         self.path = Path(path)
         self.file = h5py.File(self.path, "w")
         self.rows = 0
+        self.flush_bytes = flush_bytes
         self._units: Dict[str, str] = {}
+        self._pending: Dict[str, list] = {}
+        self._pending_bytes = 0
+        self._datasets: Dict[str, h5py.Dataset] = {}
 
     def append(self, outputs: Mapping[str, Any], units: Optional[Mapping[str, str]] = None) -> None:
         """Append one batch: ``{path: (N, ...) array or ragged}``, all with the same N."""
@@ -64,31 +73,48 @@ class PartWriter:
         for path, value in outputs.items():
             self._units.setdefault(path, units.get(path, ""))
             if is_ragged(value):
-                self._append_array(f"{path}/count", np.asarray(value.counts, dtype=np.int64), "")
+                self._buffer(f"{path}/count", np.asarray(value.counts, dtype=np.int64), "", None)
                 for field, flat in value.values.items():
-                    ds = self._append_array(f"{path}/{field}", np.asarray(flat), units.get(f"{path}/{field}", ""))
-                    ds.attrs[RAGGED_ATTR] = f"{path}/count"
+                    self._buffer(f"{path}/{field}", np.asarray(flat), units.get(f"{path}/{field}", ""),
+                                 f"{path}/count")
             else:
-                self._append_array(path, np.asarray(value), units.get(path, ""))
+                self._buffer(path, np.asarray(value), units.get(path, ""), None)
         self.rows += n_rows
+        if self._pending_bytes >= self.flush_bytes:
+            self.flush()
 
-    def _append_array(self, path: str, array: np.ndarray, unit: str) -> h5py.Dataset:
-        if path not in self.file:
+    def _buffer(self, path: str, array: np.ndarray, unit: str, ragged_of: Optional[str]) -> None:
+        if path not in self._datasets:
             chunk_rows = max(1, min(4096, (1 << 20) // max(1, array[:1].nbytes)))
             ds = self.file.create_dataset(path, shape=(0,) + array.shape[1:], maxshape=(None,) + array.shape[1:],
                                           dtype=array.dtype, chunks=(chunk_rows,) + array.shape[1:])
             if unit:
                 ds.attrs["units"] = unit
-        ds = self.file[path]
-        start = ds.shape[0]
-        ds.resize(start + len(array), axis=0)
-        if len(array):
-            ds[start:] = array
-        return ds
+            if ragged_of:
+                ds.attrs[RAGGED_ATTR] = ragged_of
+            self._datasets[path] = ds
+            self._pending[path] = []
+        self._pending[path].append(array)
+        self._pending_bytes += array.nbytes
+
+    def flush(self) -> None:
+        """Write the buffered rows."""
+        for path, arrays in self._pending.items():
+            if not arrays:
+                continue
+            block = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+            ds = self._datasets[path]
+            start = ds.shape[0]
+            ds.resize(start + len(block), axis=0)
+            if len(block):
+                ds[start:] = block
+            arrays.clear()
+        self._pending_bytes = 0
 
     def close(self) -> None:
-        """Close the part file."""
+        """Write what is buffered and close the part file."""
         if self.file:
+            self.flush()
             self.file.close()
             self.file = None
 

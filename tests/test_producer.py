@@ -309,3 +309,20 @@ def test_split_helpers():
     assert split_batches(frames, 8) == [(0, 2), (2, 4), (4, 7)]
     assert split_batches(frames, 1) == [(i, i + 1) for i in range(7)]
     assert split_blocks(np.array([5]), 3)[0] == (0, 1)
+
+
+def test_region_calibration_gives_same_numbers(tmp_path, produced, sim_root, calib_dir):
+    _, output = produced
+    cfg = producer_yaml(tmp_path, sim_root, calib_dir, [FUNCS[1]], modules=[2, 3])
+    config = ProducerConfig.from_file(cfg)
+    from smalldata.runaccess import RunAccess
+    from smalldata.setup import setup_detectors
+
+    setup = setup_detectors(config, PROPOSAL, RunAccess.open(PROPOSAL, DATA_RUN, str(sim_root)))[0]
+    assert setup.region == (10, 60, 100, 300)
+    summary = run_producer(config, DATA_RUN)
+    a, b = read_all(output), read_all(summary.output)
+    keys = [k for k in a if k.startswith("dssc/roi_a")]
+    assert len(keys) >= 7
+    for key in keys:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)

@@ -1,0 +1,70 @@
+"""Where each train's frames of a DSSC module are stored, resolved once per run.
+
+extra-data resolves a key's files and their INDEX (first row and count per train);
+:class:`ModuleFrameIndex` keeps that resolution for the whole run so that every batch
+is a few direct reads of consecutive rows instead of a new train selection. It reads
+exactly what ``KeyData.ndarray()`` reads.
+"""
+from __future__ import annotations
+
+from typing import Dict, Tuple
+
+import numpy as np
+
+
+class ModuleFrameIndex:
+    """Per train of the run: which file holds a module's frames, the first row and the count.
+
+    Parameters
+    ----------
+    keydata : extra_data.KeyData
+        The module's ``image.data`` over the whole run.
+    run_train_ids : ndarray
+        The run's train ids (what batch positions refer to).
+    """
+
+    def __init__(self, keydata, run_train_ids: np.ndarray):
+        n = len(run_train_ids)
+        self.files = list(keydata.files)
+        self.source = keydata.source
+        self.group_path = keydata.hdf5_data_path.rsplit("/", 1)[0]  # .../image
+        self.file_of = np.full(n, -1, dtype=np.int64)
+        self.first = np.zeros(n, dtype=np.int64)
+        self.count = np.zeros(n, dtype=np.int64)
+        for i, fa in enumerate(self.files):
+            firsts, counts = fa.get_index(keydata.source, keydata.index_group)
+            tids = np.asarray(fa.train_ids, dtype=np.uint64)
+            pos = np.searchsorted(run_train_ids, tids)
+            pos_c = np.minimum(pos, n - 1)
+            use = (pos < n) & (run_train_ids[pos_c] == tids) & (np.asarray(counts) > 0)
+            self.file_of[pos[use]] = i
+            self.first[pos[use]] = np.asarray(firsts, dtype=np.int64)[use]
+            self.count[pos[use]] = np.asarray(counts, dtype=np.int64)[use]
+        self._datasets: Dict[Tuple[int, str], object] = {}
+
+    def _dataset(self, file_number: int, name: str):
+        key = (file_number, name)
+        if key not in self._datasets:
+            self._datasets[key] = self.files[file_number].file[f"{self.group_path}/{name}"]
+        return self._datasets[key]
+
+    def read(self, name: str, positions: np.ndarray, out: np.ndarray) -> None:
+        """Read key ``image.<name>`` of the trains at ``positions`` (ascending) into ``out``.
+
+        ``out`` has one row per frame of those trains, in train order (their counts summed).
+        """
+        positions = np.asarray(positions, dtype=np.int64)
+        has = self.count[positions] > 0
+        positions = positions[has]
+        if len(positions) == 0:
+            return
+        files, firsts, counts = self.file_of[positions], self.first[positions], self.count[positions]
+        # runs of trains stored back to back in the same file: one read each
+        breaks = np.flatnonzero((files[1:] != files[:-1]) | (firsts[1:] != firsts[:-1] + counts[:-1])) + 1
+        dest = 0
+        for a, b in zip(np.concatenate([[0], breaks]), np.concatenate([breaks, [len(positions)]])):
+            rows = int(counts[a:b].sum())
+            dataset = self._dataset(int(files[a]), name)
+            dataset.read_direct(out, source_sel=np.s_[int(firsts[a]):int(firsts[a]) + rows],
+                                dest_sel=np.s_[dest:dest + rows])
+            dest += rows

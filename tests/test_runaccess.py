@@ -1,0 +1,60 @@
+"""Run access: batches equal extra-data's own reads, across sequence files and missing trains."""
+import numpy as np
+import pytest
+from extra_data import RunDirectory, by_id
+
+from smalldata.errors import DataError
+from smalldata.runaccess import RunAccess, find_run_directory
+from smalldata.simulate import run_path
+
+from helpers import DATA_RUN, PROPOSAL
+
+
+@pytest.mark.parametrize("block", [(0, 24), (3, 12), (4, 8), (15, 19)])
+def test_read_raw_equals_extra_data(sim_root, block):
+    access = RunAccess.open(PROPOSAL, DATA_RUN, str(sim_root))
+    run = RunDirectory(str(run_path(sim_root, PROPOSAL, DATA_RUN)))
+    tids = access.train_ids[block[0]:block[1]]
+    raw = access.read_raw((2, 3), tids)
+    sel = run.select_trains(by_id[tids])
+    for j, m in enumerate((2, 3)):
+        src = f"SCS_DET_DSSC1M-1/DET/{m}CH0:xtdf"
+        ref = sel[src, "image.data"].ndarray()[:, 0]
+        ref_tid = sel[src, "image.trainId"].ndarray()[:, 0]
+        ref_pid = sel[src, "image.pulseId"].ndarray()[:, 0]
+        got = raw.data[raw.present[:, j], j]
+        np.testing.assert_array_equal(got, ref)
+        np.testing.assert_array_equal(raw.train_ids[raw.present[:, j]], ref_tid)
+        np.testing.assert_array_equal(raw.pulse_ids[raw.present[:, j]], ref_pid)
+        assert np.all(raw.data[~raw.present[:, j], j] == 0)
+    # module 3 misses train indices 5 and 6: absent there, present elsewhere
+    missing = np.isin(raw.train_ids, access.train_ids[[5, 6]])
+    np.testing.assert_array_equal(raw.present[:, 1], ~missing)
+    assert raw.present[:, 0].all()
+
+
+def test_non_consecutive_trains_and_errors(sim_root):
+    access = RunAccess.open(PROPOSAL, DATA_RUN, str(sim_root))
+    tids = access.train_ids[[1, 9, 10, 20]]
+    raw = access.read_raw((2,), tids)
+    assert list(np.unique(raw.train_ids)) == list(tids)
+    run = RunDirectory(str(run_path(sim_root, PROPOSAL, DATA_RUN)))
+    ref = run.select_trains(by_id[tids])["SCS_DET_DSSC1M-1/DET/2CH0:xtdf", "image.data"].ndarray()[:, 0]
+    np.testing.assert_array_equal(raw.data[:, 0], ref)
+    with pytest.raises(DataError, match="not all in run"):
+        access.read_raw((2,), np.array([1], dtype=np.uint64))
+    with pytest.raises(DataError, match="r0999"):
+        find_run_directory(PROPOSAL, 999, str(sim_root))
+
+
+def test_point_values_per_train_and_block_cache(sim_root):
+    from smalldata.simulate import read_truth
+
+    access = RunAccess.open(PROPOSAL, DATA_RUN, str(sim_root))
+    access.block_trains = 5
+    truth = read_truth(sim_root, PROPOSAL, DATA_RUN)
+    got = np.concatenate([access.train_values("SCS_ILH_LAS/DOOCS/PPL_OPT_DELAY", "actualPosition.value",
+                                              access.train_ids[a:a + 3]) for a in range(0, 24, 3)])
+    np.testing.assert_array_equal(got, truth["train_delay"])
+    with pytest.raises(DataError, match="no source"):
+        access.train_values("NOPE/DEV", "x.value", access.train_ids[:2])
