@@ -95,20 +95,21 @@ class ROI(DetObjectFunc):
         values, valid = self._select(frames)
         self._last = (frames.data, values, valid)  # handed to the children of this batch
         n = len(frames)
+        y0, _, x0, _ = self.roi
+        row_sums = values.sum(axis=2, dtype=np.float64)  # (N, h)
+        col_sums = values.sum(axis=1, dtype=np.float64)  # (N, w)
         total = values.sum(axis=(1, 2), dtype=np.float64)
-        npix = valid.sum(axis=(1, 2)).astype(np.int32)
+        npix = np.count_nonzero(valid.reshape(n, -1), axis=1).astype(np.int32)
+        vmax = np.max(values, axis=(1, 2), where=valid, initial=-np.inf) if values.size else np.full(n, -np.inf)
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = np.where(npix > 0, total / np.maximum(npix, 1), np.nan)
-            masked = np.where(valid, values, -np.inf)
-            vmax = masked.reshape(n, -1).max(axis=1) if values.size else np.full(n, np.nan)
             vmax = np.where(npix > 0, vmax, np.nan).astype(np.float32)
-            y0, _, x0, _ = self.roi
-            rows = np.arange(values.shape[1], dtype=np.float64) + y0
-            cols = np.arange(values.shape[2], dtype=np.float64) + x0
             # row-wise multiply and sum (not a BLAS product): the result of a frame must not
             # depend on how many frames share the batch
-            com_y = np.where(total > 0, (values.sum(axis=2, dtype=np.float64) * rows).sum(axis=1) / total, np.nan)
-            com_x = np.where(total > 0, (values.sum(axis=1, dtype=np.float64) * cols).sum(axis=1) / total, np.nan)
+            rows = np.arange(values.shape[1], dtype=np.float64) + y0
+            cols = np.arange(values.shape[2], dtype=np.float64) + x0
+            com_y = np.where(total > 0, (row_sums * rows).sum(axis=1) / total, np.nan)
+            com_x = np.where(total > 0, (col_sums * cols).sum(axis=1) / total, np.nan)
         out = {"sum": total, "mean": mean, "max": vmax, "com_y": com_y, "com_x": com_x, "npix": npix}
         if self.write_image:
             out["image"] = np.where(valid, values, np.float32(np.nan)).astype(np.float32)

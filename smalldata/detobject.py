@@ -281,21 +281,31 @@ class DetObject:
             y0, y1, x0, x1 = (int(v) for v in region)
             box, origin = (slice(y0, y1), slice(x0, x1)), (y0, x0)
             data = data[(slice(None), slice(None)) + box]
+        ped_cm, mask, inv_gain = self._constants_in(tuple(region) if region is not None else None, box)
         ci = self.cell_index(raw.cell_ids)
-        out = np.take(self._ped_cm[(slice(None), slice(None)) + box], ci, axis=0)  # (N, M, h, w) float32
+        out = np.take(ped_cm, ci, axis=0)  # (N, M, h, w) float32
         np.subtract(data, out, out=out, dtype=np.float32)
         valid = data < DSSC_ADC_MAX
         if self.common_mode == "asic_row_median":
             self._subtract_asic_row_median(out, valid)
-        valid &= self.mask[(slice(None),) + box]
+        valid &= mask
         valid &= present[:, :, None, None]
-        if self._inv_gain is not None:
-            inv_gain = self._inv_gain
-            if isinstance(inv_gain, np.ndarray) and inv_gain.ndim == 3:
-                inv_gain = inv_gain[(slice(None),) + box]
+        if inv_gain is not None:
             out *= inv_gain
         return Frames(data=out, valid=valid, units=self.units, train_ids=raw.train_ids,
                       pulse_ids=raw.pulse_ids, cell_ids=raw.cell_ids, modules=self.modules, origin=origin)
+
+    def _constants_in(self, region: Optional[tuple], box: tuple) -> tuple:
+        """Pedestal (cell-major), mask and inverse gain of a region, as contiguous arrays (cached)."""
+        if region is None:
+            return self._ped_cm, self.mask, self._inv_gain
+        if getattr(self, "_region_cache", (None,))[0] != region:
+            inv_gain = self._inv_gain
+            if isinstance(inv_gain, np.ndarray) and inv_gain.ndim == 3:
+                inv_gain = np.ascontiguousarray(inv_gain[(slice(None),) + box])
+            self._region_cache = (region, np.ascontiguousarray(self._ped_cm[(slice(None), slice(None)) + box]),
+                                  np.ascontiguousarray(self.mask[(slice(None),) + box]), inv_gain)
+        return self._region_cache[1:]
 
     def _subtract_asic_row_median(self, out: np.ndarray, unsaturated: np.ndarray) -> None:
         """Subtract, in place, the median of each ASIC row segment's good, unlit pixels."""

@@ -41,6 +41,7 @@ class ModuleFrameIndex:
             self.first[pos[use]] = np.asarray(firsts, dtype=np.int64)[use]
             self.count[pos[use]] = np.asarray(counts, dtype=np.int64)[use]
         self._datasets: Dict[Tuple[int, str], object] = {}
+        self._blocks: Dict[str, tuple] = {}
 
     def _dataset(self, file_number: int, name: str):
         key = (file_number, name)
@@ -68,3 +69,24 @@ class ModuleFrameIndex:
             dataset.read_direct(out, source_sel=np.s_[int(firsts[a]):int(firsts[a]) + rows],
                                 dest_sel=np.s_[dest:dest + rows])
             dest += rows
+
+    def read_block_cached(self, name: str, positions: np.ndarray, dtype, block_trains: int = 256) -> np.ndarray:
+        """Small per-frame keys (``pulseId``, ``cellId``) of the trains at ``positions`` as (frames,).
+
+        Reads ``block_trains`` trains at once and serves later batches from memory.
+        """
+        positions = np.asarray(positions, dtype=np.int64)
+        block = self._blocks.get(name)
+        if block is None or positions[0] < block[0] or positions[-1] >= block[1]:
+            p0 = int(positions[0])
+            p1 = max(int(positions[-1]) + 1, min(p0 + block_trains, len(self.count)))
+            span = np.arange(p0, p1)
+            values = np.empty((int(self.count[span].sum()), 1), dtype=dtype)
+            self.read(name, span, values)
+            offsets = np.concatenate([[0], np.cumsum(self.count[span])])
+            block = self._blocks[name] = (p0, p1, values[:, 0], offsets)
+        p0, _, values, offsets = block
+        rel = positions - p0
+        if len(rel) and rel[-1] - rel[0] + 1 == len(rel):
+            return values[offsets[rel[0]]:offsets[rel[-1] + 1]]
+        return np.concatenate([values[offsets[r]:offsets[r + 1]] for r in rel]) if len(rel) else values[:0]

@@ -156,8 +156,6 @@ class RunAccess:
             rows = np.arange(n) if total == n else np.concatenate(
                 [np.arange(s, s + c) for s, c in zip(starts, mcounts) if c > 0])
             index = self._frame_index(module)
-            pids = np.empty((total, 1), dtype=np.uint64)
-            cids = np.empty((total, 1), dtype=np.uint16)
             try:
                 if len(modules) == 1 and total == n:
                     index.read("data", tpos, data.reshape((n, 1) + DSSC_MODULE_SHAPE))
@@ -165,15 +163,15 @@ class RunAccess:
                     buf = np.empty((total, 1) + DSSC_MODULE_SHAPE, dtype=np.uint16)
                     index.read("data", tpos, buf)
                     data[rows, j] = buf[:, 0]
-                index.read("pulseId", tpos, pids)
-                index.read("cellId", tpos, cids)
+                pids = index.read_block_cached("pulseId", tpos, np.uint64, self.block_trains)
+                cids = index.read_block_cached("cellId", tpos, np.uint16, self.block_trains)
             except (OSError, ValueError, TypeError) as exc:
                 raise DataError(f"cannot read DSSC module {module} for trains {int(train_ids[0])}.."
                                 f"{int(train_ids[-1])} of {self.path}: {exc}; the file may be truncated") from None
             present[rows, j] = True
             new = ~have_ids[rows]
-            pulse_ids[rows[new]] = pids[new, 0]
-            cell_ids[rows[new]] = cids[new, 0]
+            pulse_ids[rows[new]] = pids[new]
+            cell_ids[rows[new]] = cids[new]
             have_ids[rows] = True
         return RawBatch(train_ids=frame_train, pulse_ids=pulse_ids, cell_ids=cell_ids,
                         frame_index=frame_index, modules=modules, data=data, present=present)
