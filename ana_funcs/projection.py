@@ -8,7 +8,7 @@ import numpy as np
 from smalldata.constants import DSSC_MODULE_SHAPE
 from smalldata.detfunc import DetObjectFunc
 from smalldata.errors import ConfigError
-from smalldata.frames import Frames
+from smalldata.frames import Frames, zero_invalid
 
 from .roi import check_module_roi, crop_module
 
@@ -56,11 +56,9 @@ class Projection(DetObjectFunc):
             data, valid = crop_module(frames, self.module, [0, DSSC_MODULE_SHAPE[0], 0, DSSC_MODULE_SHAPE[1]])
         else:
             data, valid = frames.data, frames.valid
-        values = np.where(valid, data, np.float32(0))
-        if self.threshold is not None:
-            values = np.where(values >= self.threshold, values, np.float32(0))
+        values = zero_invalid(data, valid, self.threshold)
         profile = values.sum(axis=1 + self.axis, dtype=np.float64)
-        npix = valid.sum(axis=1 + self.axis).astype(np.int32)
+        npix = valid.sum(axis=1 + self.axis, dtype=np.int32)
         if self.mean:
             with np.errstate(invalid="ignore", divide="ignore"):
                 profile = np.where(npix > 0, profile / np.maximum(npix, 1), np.nan)

@@ -8,7 +8,7 @@ import numpy as np
 from smalldata.constants import DSSC_MODULE_SHAPE, DSSC_N_MODULES
 from smalldata.detfunc import DetObjectFunc
 from smalldata.errors import ConfigError
-from smalldata.frames import Frames
+from smalldata.frames import Frames, zero_invalid
 
 
 def check_module_roi(module: int, roi, shape=DSSC_MODULE_SHAPE) -> List[int]:
@@ -86,21 +86,23 @@ class ROI(DetObjectFunc):
         data, valid = crop_module(frames, self.module, self.roi)
         if self.threshold_max is not None:
             valid = valid & (data <= self.threshold_max)
-        values = np.where(valid, data, np.float32(0))
-        if self.threshold is not None:
-            values = np.where(values >= self.threshold, values, np.float32(0))
-        return values, valid
+        return zero_invalid(data, valid, self.threshold), valid
 
     def process(self, frames: Frames) -> Dict[str, np.ndarray]:
         values, valid = self._select(frames)
         self._last = (frames.data, values, valid)  # handed to the children of this batch
         n = len(frames)
         y0, _, x0, _ = self.roi
-        row_sums = values.sum(axis=2, dtype=np.float64)  # (N, h)
-        col_sums = values.sum(axis=1, dtype=np.float64)  # (N, w)
-        total = values.sum(axis=(1, 2), dtype=np.float64)
+        values64 = values.astype(np.float64)
+        row_sums = values64.sum(axis=2)  # (N, h)
+        col_sums = values64.sum(axis=1)  # (N, w)
+        total = row_sums.sum(axis=1)
         npix = np.count_nonzero(valid.reshape(n, -1), axis=1).astype(np.int32)
-        vmax = np.max(values, axis=(1, 2), where=valid, initial=-np.inf) if values.size else np.full(n, -np.inf)
+        vmax = values.reshape(n, -1).max(axis=1) if values.size else np.full(n, np.nan, np.float32)
+        # invalid pixels are 0 in values: recompute the (rare) frames whose good pixels are all below 0
+        redo = np.flatnonzero((vmax <= 0) & (npix > 0))
+        if len(redo):
+            vmax[redo] = np.max(values[redo], axis=(1, 2), where=valid[redo], initial=-np.inf)
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = np.where(npix > 0, total / np.maximum(npix, 1), np.nan)
             vmax = np.where(npix > 0, vmax, np.nan).astype(np.float32)

@@ -100,3 +100,15 @@ class Frames:
             pulse_ids=self.pulse_ids[selection],
             cell_ids=self.cell_ids[selection],
         )
+
+
+def zero_invalid(data: np.ndarray, valid: np.ndarray, threshold: Optional[float] = None) -> np.ndarray:
+    """A copy of ``data`` with invalid pixels (and, if given, pixels below ``threshold``) set to 0.
+
+    NaN-safe (invalid NaNs become 0) and faster than ``np.where`` for large batches.
+    """
+    out = data.copy()
+    np.copyto(out, 0, where=~valid)
+    if threshold is not None:
+        np.copyto(out, 0, where=out < threshold)
+    return out

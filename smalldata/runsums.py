@@ -10,7 +10,8 @@ MPI ranks and any batch size. Written to
 from __future__ import annotations
 
 import logging
-from typing import Optional, Tuple
+from dataclasses import dataclass
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
@@ -19,8 +20,13 @@ from .mpi import REDUCE_CHUNK, sum_reduce
 
 log = logging.getLogger(__name__)
 
-#: Temporary int64 elements per pixel block while accumulating (about 32 MB).
-BLOCK_ELEMENTS = 1 << 22
+#: Target elements (frames x pixels) of one pixel block while accumulating: about 1 MB of
+#: float32 scratch that stays in the CPU cache while a block goes through its passes.
+BLOCK_ELEMENTS = 1 << 18
+#: Most frames summed in one float64 reduction. Fixed-point values have ``|q| <= 2**31``, so a
+#: sum of up to 2**21 of them stays below 2**52 and every float64 partial sum is an exact integer.
+MAX_ROWS = 1 << 21
+_BITS = {np.dtype(np.float32): np.int32, np.dtype(np.float64): np.int64}
 
 
 def value_limit(scale_bits: int) -> float:
@@ -34,7 +40,9 @@ def to_fixed(values: np.ndarray, scale_bits: int,
 
     float32 input is scaled and rounded in float32, other input in float64:
     scaling by a power of two and rounding to an integer are exact in both, so
-    the integers are the same as with float64 arithmetic.
+    the integers are the same as with float64 arithmetic. (The image paths of
+    :class:`RunSums` and :class:`~smalldata.cube.CubeAccumulator` use the
+    blocked kernels below, which give the same integers.)
 
     Parameters
     ----------
@@ -67,16 +75,97 @@ def to_fixed(values: np.ndarray, scale_bits: int,
     return y.astype(np.int64), ok, n_bad
 
 
-def group_sums(values: np.ndarray, starts: np.ndarray, dtype) -> np.ndarray:
-    """Sums over consecutive row groups beginning at ``starts`` (axis 0), exact for integers.
+# ---------------------------------------------------------------------------- blocked kernels
+class Workspace:
+    """Scratch arrays reused from call to call (grown when needed, never shrunk)."""
 
-    Few groups (the usual case: a batch covers a few scan bins and labels) are
-    summed slice by slice, many with ``np.add.reduceat``; both give the same integers.
+    def __init__(self):
+        self._buffers: Dict[str, np.ndarray] = {}
+
+    def get(self, name: str, shape: Tuple[int, ...], dtype) -> np.ndarray:
+        """An uninitialised array ``shape`` of ``dtype``, backed by the buffer ``name``."""
+        size, dtype = int(np.prod(shape, dtype=np.int64)), np.dtype(dtype)
+        buf = self._buffers.get(name)
+        if buf is None or buf.dtype != dtype or buf.size < size:
+            buf = self._buffers[name] = np.empty(size, dtype=dtype)
+        return buf[:size].reshape(shape)
+
+
+def as_rows(index: np.ndarray):
+    """Increasing row indices as a slice when they are evenly spaced (a view, no copy), else as they are."""
+    if len(index) == 1 or (len(index) > 1 and index[1] > index[0] and np.all(np.diff(index) == index[1] - index[0])):
+        step = int(index[1] - index[0]) if len(index) > 1 else 1
+        return slice(int(index[0]), int(index[-1]) + 1, step)
+    return index
+
+
+def pixel_blocks(n_pix: int, n_rows: int):
+    """``(p0, p1)`` pixel ranges of about :data:`BLOCK_ELEMENTS` elements for ``n_rows`` frames."""
+    block = max(1024, BLOCK_ELEMENTS // max(n_rows, 1))
+    return [(p0, min(p0 + block, n_pix)) for p0 in range(0, n_pix, block)]
+
+
+@dataclass
+class MaskedBlock:
+    """One pixel block of a batch, masked: see :func:`mask_block`."""
+
+    x: np.ndarray              #: the values, float32 (float32 input) or float64
+    xm: np.ndarray             #: ``x`` where used, +0.0 elsewhere (finite everywhere)
+    ok: Optional[np.ndarray]   #: used entries (valid, finite, in range); None = all
+    clean: bool                #: every value of the block was finite and in range
+    owned: bool                #: ``xm`` is scratch that may be overwritten
+
+
+def mask_block(x: np.ndarray, valid: Optional[np.ndarray], scale_bits: int, work: Workspace) -> MaskedBlock:
+    """Mask a block ``(rows, pixels)`` of values for fixed-point accumulation.
+
+    An entry is used when it is valid, finite and ``|x| < value_limit(scale_bits)``
+    (as in :func:`to_fixed`). Two read-only passes (min and max) usually show that
+    the whole block is finite and in range; then the valid mask is used as it is.
+    Unused entries are cleared by multiplying the values' bit patterns with the
+    mask (0 bits = +0.0), which is exact and leaves no NaN behind.
     """
-    if len(starts) * 4 > len(values):
-        return np.add.reduceat(values, starts, axis=0, dtype=dtype)
-    bounds = np.append(starts, len(values))
-    return np.stack([values[a:b].sum(axis=0, dtype=dtype) for a, b in zip(bounds[:-1], bounds[1:])])
+    if x.dtype not in _BITS:
+        xf = work.get("convert", x.shape, np.float64)
+        np.copyto(xf, x, casting="unsafe")
+        x = xf
+    lim = x.dtype.type(value_limit(scale_bits))
+    clean = bool(-lim < x.min()) and bool(x.max() < lim)  # False if any NaN
+    if clean:
+        if valid is None:
+            return MaskedBlock(x, x, None, True, False)
+        ok = valid
+    else:
+        ok = work.get("ok", x.shape, bool)
+        tmp = work.get("xm", x.shape, x.dtype)
+        np.abs(x, out=tmp)
+        np.less(tmp, lim, out=ok)
+        if valid is not None:
+            np.logical_and(ok, valid, out=ok)
+    xm = work.get("xm", x.shape, x.dtype)
+    bits = _BITS[x.dtype]
+    np.multiply(x.view(bits), ok, out=xm.view(bits))
+    return MaskedBlock(x, xm, ok, clean, True)
+
+
+def fixed_block(block: MaskedBlock, scale_bits: int, work: Workspace) -> np.ndarray:
+    """``rint(xm * 2**scale_bits)`` as float (exact integers, 0 where unused), in place when allowed."""
+    out = block.xm if block.owned else work.get("fixed", block.xm.shape, block.xm.dtype)
+    np.multiply(block.xm, block.xm.dtype.type(2 ** scale_bits), out=out)
+    return np.rint(out, out=out)
+
+
+def fixed_row_sum(q: np.ndarray, rows) -> np.ndarray:
+    """Exact int64 sums over ``rows`` of fixed-point values held in floats (at most :data:`MAX_ROWS` rows)."""
+    return np.add.reduce(q[rows], axis=0, dtype=np.float64).astype(np.int64)
+
+
+def count_rows(ok: Optional[np.ndarray], rows, n_rows: int):
+    """Used entries per pixel over ``rows`` (``n_rows`` of them); the scalar ``n_rows`` when ``ok`` is None."""
+    if ok is None:
+        return n_rows
+    dtype = np.uint8 if n_rows < 256 else np.uint16 if n_rows < 65536 else np.int64
+    return np.add.reduce(ok[rows].view(np.uint8), axis=0, dtype=dtype)
 
 
 def square_fixed(q: np.ndarray, scale_bits: int) -> np.ndarray:
@@ -154,6 +243,7 @@ class RunSums:
         self._n_frames = np.zeros(1, dtype=np.int64)
         self._max = np.full(n_pix, -np.inf, dtype=np.float32)
         self._spent = False  # True on non-root ranks after reduce()
+        self._work = Workspace()
 
     def _check_usable(self) -> None:
         if self._spent:
@@ -161,7 +251,23 @@ class RunSums:
 
     def add(self, images: np.ndarray, valid: Optional[np.ndarray] = None,
             keep: Optional[np.ndarray] = None) -> None:
-        """Add a batch of frames ``(N, *image_shape)``; ``valid`` True = good pixel, ``keep`` (N,) frames to use."""
+        """Add a batch of frames.
+
+        Parameters
+        ----------
+        images : ndarray, (N, *image_shape)
+            Calibrated frames (float32 is used as it is; other types as float64).
+        valid : ndarray, (N, *image_shape) bool, optional
+            True = good pixel; bad pixels are neither summed nor counted.
+        keep : ndarray, (N,) bool, optional
+            Frames to add; default all.
+
+        Notes
+        -----
+        The pixels are processed in blocks that stay in the CPU cache (scratch
+        reused between calls); the fixed-point values are summed in float64,
+        which is exact for integers below 2**53 (see :data:`MAX_ROWS`).
+        """
         self._check_usable()
         images = np.asarray(images)
         n = images.shape[0]
@@ -170,21 +276,36 @@ class RunSums:
         sel = np.arange(n) if keep is None else np.flatnonzero(np.asarray(keep, dtype=bool))
         if len(sel) == 0:
             return
+        if valid is not None and np.shape(valid) != images.shape:
+            raise DataError(f"valid {np.shape(valid)} and images {images.shape} differ in shape")
+        for c0 in range(0, len(sel), MAX_ROWS):
+            self._add_rows(images.reshape(n, -1), None if valid is None else np.asarray(valid, dtype=bool).reshape(n, -1),
+                           sel[c0:c0 + MAX_ROWS])
+
+    def _add_rows(self, flat: np.ndarray, vflat: Optional[np.ndarray], sel: np.ndarray) -> None:
         self._n_frames[0] += len(sel)
-        flat = images.reshape(n, -1)
-        vflat = None if valid is None else np.asarray(valid, dtype=bool).reshape(n, -1)
-        n_pix = flat.shape[1]
-        block = max(1, BLOCK_ELEMENTS // len(sel))
-        for p0 in range(0, n_pix, block):
-            p1 = min(p0 + block, n_pix)
-            x = flat[sel, p0:p1]
-            q, ok, _ = to_fixed(x, self.scale_bits, None if vflat is None else vflat[sel, p0:p1])
-            self._sum[p0:p1] += q.sum(axis=0)
-            self._pixel_count[p0:p1] += ok.sum(axis=0, dtype=np.int64)
-            xs = np.where(ok, x, -np.inf).astype(np.float32)
-            np.maximum(self._max[p0:p1], xs.max(axis=0), out=self._max[p0:p1])
+        rows, n_rows = as_rows(sel), len(sel)
+        work = self._work
+        for p0, p1 in pixel_blocks(flat.shape[1], n_rows):
+            block = mask_block(flat[rows, p0:p1], None if vflat is None else vflat[rows, p0:p1], self.scale_bits, work)
+            count = count_rows(block.ok, slice(None), n_rows)
+            self._pixel_count[p0:p1] += count
+            # maximum: unused entries are +0.0 in xm, so only pixels with some unused entry and a
+            # maximum <= 0 need the masked maximum; pixels never used get -inf
+            top = np.maximum.reduce(block.xm, axis=0)
+            if block.ok is not None:
+                top[count == 0] = -np.inf
+                redo = np.flatnonzero((count > 0) & (count < n_rows) & (top <= 0))
+                if len(redo):
+                    top[redo] = np.where(block.ok[:, redo], block.x[:, redo], -np.inf).max(axis=0)
+            np.maximum(self._max[p0:p1], top, out=self._max[p0:p1])
             if self.threshold is not None:
-                self._above[p0:p1] += (ok & (x > self.threshold)).sum(axis=0)
+                above = work.get("above", block.xm.shape, bool)
+                np.greater(block.xm, self.threshold, out=above)  # +0.0 where unused
+                if self.threshold < 0 and block.ok is not None:
+                    np.logical_and(above, block.ok, out=above)
+                self._above[p0:p1] += count_rows(above, slice(None), n_rows)
+            self._sum[p0:p1] += fixed_row_sum(fixed_block(block, self.scale_bits, work), slice(None))
 
     def _signature(self):
         return (self.image_shape, self.threshold, self.scale_bits)

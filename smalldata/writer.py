@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 #: attribute marking datasets that are flat ragged values (not one row per event)
 RAGGED_ATTR = "ragged_values_of"
-COPY_BYTES = 64 * 2**20
+COPY_BYTES = 2 * 2**20
 
 
 def is_ragged(value) -> bool:
@@ -45,7 +45,7 @@ class PartWriter:
         Buffered bytes that trigger a write.
     """
 
-    def __init__(self, path: Path, flush_bytes: int = 4 * 2**20):
+    def __init__(self, path: Path, flush_bytes: int = 2 * 2**20):
         self.path = Path(path)
         self.file = h5py.File(self.path, "w")
         self.rows = 0
