@@ -387,8 +387,9 @@ def parse_args(argv):
     parser.add_argument("--trains", type=int, default=200, help="trains of the main run (default 200)")
     parser.add_argument("--short-trains", type=int, default=50, help="trains of the short run (default 50)")
     parser.add_argument("--frames-per-train", type=int, default=20, help="frames per train (default 20)")
-    parser.add_argument("--batch-size", type=int, default=32,
-                        help="frames per batch, the config default (default 32)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="frames per batch (default: the producer's automatic size for the modules read, "
+                             "64 MiB of raw data)")
     parser.add_argument("--large-batch", type=int, default=200,
                         help="a second, larger batch size measured on one rank (default 200; 0 = skip)")
     parser.add_argument("--repeat", type=int, default=3, help="rounds of baseline + 1-rank producer (default 3)")
@@ -406,6 +407,10 @@ def parse_args(argv):
         parser.error(f"--roi-module {args.roi_module} is not among --modules {args.modules}")
     if args.short_trains >= args.trains:
         parser.error(f"--short-trains {args.short_trains} must be below --trains {args.trains}")
+    if args.batch_size is None:
+        from smalldata.eventloop import auto_batch_size
+
+        args.batch_size = auto_batch_size(64.0, 1)  # the ROI config reads one module
     return args
 
 

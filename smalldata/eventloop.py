@@ -19,6 +19,7 @@ import numpy as np
 
 from . import __version__
 from .config import ProducerConfig
+from .constants import DSSC_MODULE_SHAPE
 from .errors import SmallDataError
 from .framestage import FrameStage
 from .mpi import agree, get_comm
@@ -63,6 +64,12 @@ def split_blocks(frames_per_train: np.ndarray, n_ranks: int) -> List[Tuple[int, 
     bounds.append(n)
     bounds = np.maximum.accumulate(np.clip(bounds, 0, n))
     return [(int(bounds[r]), int(bounds[r + 1])) for r in range(n_ranks)]
+
+
+def auto_batch_size(megabytes: float, n_modules: int) -> int:
+    """Frames per batch such that the raw data of a batch take about ``megabytes`` MiB."""
+    frame_bytes = n_modules * DSSC_MODULE_SHAPE[0] * DSSC_MODULE_SHAPE[1] * 2
+    return max(1, int(megabytes * 2**20 // max(frame_bytes, 1)))
 
 
 def split_batches(frames_per_train: np.ndarray, batch_size: int) -> List[Tuple[int, int]]:
@@ -142,6 +149,8 @@ def run_producer(config: ProducerConfig, run: int, proposal: Optional[int] = Non
     try:
         access, stage, setups, points = agree(prepare, comm)
         modules_all = sorted({m for s in setups for m in s.modules})
+        if batch_size is None:
+            batch_size = auto_batch_size(config.settings["batch_megabytes"], len(modules_all))
         train_ids = access.train_ids
         if max_trains is not None:
             train_ids = train_ids[:max_trains]

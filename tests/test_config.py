@@ -37,7 +37,7 @@ def error_of(tmp_path, mutate) -> ConfigError:
 
 def test_valid_config_fills_defaults_and_resolves_paths(tmp_path):
     cfg = load(tmp_path)
-    assert cfg.settings["batch_size"] == 32
+    assert cfg.settings["batch_size"] is None and cfg.settings["batch_megabytes"] == 64.0
     assert cfg.settings["data_root"] == str((tmp_path / "data").resolve())
     assert cfg.settings["calib_dir"] == str((tmp_path / "calib").resolve())
     funcs = cfg.functions("dssc")

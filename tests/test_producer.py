@@ -326,3 +326,11 @@ def test_region_calibration_gives_same_numbers(tmp_path, produced, sim_root, cal
     assert len(keys) >= 7
     for key in keys:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_auto_batch_size():
+    from smalldata.eventloop import auto_batch_size
+
+    assert auto_batch_size(64, 16) == 32      # full detector: 2 MiB of raw data per frame
+    assert auto_batch_size(64, 1) == 512
+    assert auto_batch_size(0.01, 16) == 1
