@@ -384,8 +384,9 @@ def parse_args(argv):
     parser.add_argument("--modules", type=lambda s: [int(v) for v in s.split(",")], default=[3],
                         help="simulated DSSC modules, comma-separated (default 3)")
     parser.add_argument("--roi-module", type=int, default=3, help="module of the ROI (default 3)")
-    parser.add_argument("--trains", type=int, default=200, help="trains of the main run (default 200)")
-    parser.add_argument("--short-trains", type=int, default=50, help="trains of the short run (default 50)")
+    parser.add_argument("--trains", type=int, default=400, help="trains of the main run (default 400)")
+    parser.add_argument("--short-trains", type=int, default=100,
+                        help="trains of the short run (default 100: both runs span several batches)")
     parser.add_argument("--frames-per-train", type=int, default=20, help="frames per train (default 20)")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="frames per batch (default: the producer's automatic size for the modules read, "

@@ -46,6 +46,11 @@ class ModuleFrameIndex:
     def _dataset(self, file_number: int, name: str):
         key = (file_number, name)
         if key not in self._datasets:
+            # batches move forward through the sequence files: let go of the earlier files'
+            # datasets (each holds an HDF5 chunk cache), so memory does not grow with the run
+            for old in [k for k in self._datasets if k[0] < file_number]:
+                del self._datasets[old]
+                self.files[old[0]].close()  # extra-data reopens it if anything reads it again
             self._datasets[key] = self.files[file_number].file[f"{self.group_path}/{name}"]
         return self._datasets[key]
 

@@ -1,0 +1,455 @@
+"""What the binned cube and the run sums cost: producer overhead and per-frame cost, before and after.
+
+Issue 5's acceptance: "the cube adds at most 30% to the producer's time for a full-module
+cube". On one simulated run (modules 0-3, 20 frames per train, 40 trains by default) the
+producer runs in-process, on one rank, with the same config, run and batch size, in
+interleaved rounds (the order rotates from round to round), as:
+
+a. ``roi``: one ROI per module (the frames are read whole; only the ROIs' box is calibrated);
+b. ``cube``: the same plus ``cube: {scan: scan/delay, unique: true, xgm: xgm/sa3_intensity}``
+   over all the read modules (which needs the whole modules calibrated);
+c. ``cube_sums``: b plus ``sums: {threshold: 0.5}``;
+
+and, for comparison, b and c with the accumulators of the baseline commit
+(:data:`BASELINE_COMMIT`, loaded from git) swapped in. Loop time: wall-clock timer around
+``smalldata.eventloop._process_block`` (the batch loop: reading, calibration, functions,
+accumulation, part-file writing; set-up, reduction and the final file are outside it).
+Timers around ``DetObject.calibrate`` and ``DetectorAccumulators.add`` split the difference
+into extra calibration and accumulation; ``reduce`` + ``write`` are timed as the end phase.
+
+Per-frame cost in isolation: ``CubeAccumulator.add`` and ``RunSums.add`` on batches of 40
+full-DSSC frames ``(16, 128, 512)`` float32 in photons, with a realistic mask (ASIC edges,
+0.3% bad pixels, rare saturated pixels), alternating pumped/unpumped labels and two scan
+bins per batch, for the current code and the baseline commit, interleaved.
+
+The benchmark process never initialises MPI: the producer runs in a worker subprocess.
+Writes ``benchmarks/results/cube.json`` and prints tables.
+
+    python benchmarks/bench_cube.py [--trains 40] [--modules 0,1,2,3] [--repeat 4]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib
+import json
+import logging
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import h5py
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (PROPOSAL, RESULTS_DIR, bench_dir, cache_key, cpu_pressure, dark_constants,  # noqa: E402
+                    format_table, machine_info, run_command, run_files, simulated_run, stats, warm_files,
+                    write_config, write_results)
+
+log = logging.getLogger("bench_cube")
+
+DATA_RUN, DARK_RUN = 614, 615
+REPO_ROOT = Path(__file__).resolve().parents[1]
+#: The last commit before the fast accumulation kernels (the "before" of the comparison).
+BASELINE_COMMIT = "96b6e791d873ae69eb752987cd42c0785f501747"
+BASELINE_PACKAGE = "smd_accumulators_baseline"
+GOAL = 0.30
+ROI = [10, 60, 100, 300]
+VARIANTS = ("roi", "cube", "cube_sums")
+FULL_SHAPE = (16, 128, 512)
+
+
+# ---------------------------------------------------------------------- data and configs
+def simulation_config(args):
+    """The simulated run: ``args.modules``, ``args.trains`` trains of ``args.frames_per_train`` frames."""
+    from smalldata.simulate import SimulationConfig
+
+    return SimulationConfig(modules=tuple(args.modules), n_trains=args.trains, frames_per_train=args.frames_per_train,
+                            sequence_trains=50, dark_trains=args.dark_trains, delay_steps=5,
+                            speckle_module=args.modules[-1])
+
+
+def producer_config(root: Path, work: Path, modules: List[int], batch_size: int, variant: str,
+                    min_dark_frames: int) -> Dict:
+    """One ROI per module; ``cube`` adds the cube, ``cube_sums`` the cube and the run sums."""
+    det = {
+        "dark_run": DARK_RUN, "gain": 15.0, "modules": list(modules), "dark": {"min_frames": min_dark_frames},
+        "functions": [{"type": "roi", "name": f"roi_m{m}", "module": m, "roi": ROI} for m in modules],
+    }
+    if variant in ("cube", "cube_sums"):
+        det["cube"] = {"scan": "scan/delay", "unique": True, "xgm": "xgm/sa3_intensity"}
+    if variant == "cube_sums":
+        det["sums"] = {"threshold": 0.5}
+    return {
+        "proposal": PROPOSAL, "data_root": str(root), "calib_dir": str(work / "calib"),
+        "output_dir": str(work / "out"), "batch_size": batch_size,
+        "pattern": {"labels": ["pumped", "unpumped"]},
+        "detectors": {"dssc": det},
+        "point_data": {
+            "xgm": {"sa3_intensity": {"source": "SCS_BLU_XGM/XGM/DOOCS:output", "key": "data.intensitySa3TD",
+                                      "per": "pulse", "units": "uJ"}},
+            "scan": {"delay": {"source": "SCS_ILH_LAS/DOOCS/PPL_OPT_DELAY", "key": "actualPosition.value",
+                               "units": "mm"}},
+        },
+    }
+
+
+def prepare(args) -> Tuple[Path, Dict[str, Path]]:
+    """Simulated dark and data runs, dark constants and the three configs (cached); warm page cache."""
+    sim = simulation_config(args)
+    root = bench_dir() / f"cube_{cache_key(sim.to_json())}"
+    simulated_run(sim, DARK_RUN, dark=True, root=root)
+    simulated_run(sim, DATA_RUN, root=root)
+    work = root / "work"
+    configs = {v: write_config(work / f"{v}.yaml", producer_config(root, work, args.modules, args.batch_size, v,
+                                                                  args.dark_trains))
+               for v in VARIANTS}
+    dark_constants(configs["roi"], DARK_RUN, work / "calib")
+    (work / "out").mkdir(parents=True, exist_ok=True)
+    files = run_files(root, DATA_RUN) + sorted((work / "calib").glob("*.h5"))
+    log.info("warmed %.0f MB of files", warm_files(files) / 2**20)
+    return root, configs
+
+
+# ---------------------------------------------------------------------- the baseline code
+def baseline_package(commit: str = BASELINE_COMMIT) -> Optional[Path]:
+    """A folder holding the package :data:`BASELINE_PACKAGE`: cube.py and runsums.py of ``commit``.
+
+    Read with ``git show`` (read-only); the relative imports of the rest of smalldata point
+    to the installed package. Returns None (and logs why) when git or the commit is missing.
+    """
+    folder = bench_dir() / f"baseline_{commit[:12]}"
+    pkg = folder / BASELINE_PACKAGE
+    if (pkg / "cube.py").is_file():
+        return folder
+    sources = {}
+    for name in ("cube.py", "runsums.py"):
+        proc = subprocess.run(["git", "-C", str(REPO_ROOT), "show", f"{commit}:smalldata/{name}"],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            log.warning("no baseline: git show %s:smalldata/%s failed: %s", commit[:12], name, proc.stderr.strip())
+            return None
+        text = proc.stdout
+        for mod in ("errors", "mpi"):
+            text = text.replace(f"from .{mod} import", f"from smalldata.{mod} import")
+        sources[name] = text
+    pkg.mkdir(parents=True, exist_ok=True)
+    for name, text in sources.items():
+        (pkg / name).write_text(text)
+    (pkg / "__init__.py").write_text(f'"""cube.py and runsums.py of smalldata at {commit}."""\n')
+    return folder
+
+
+def import_baseline(folder: Optional[Path]):
+    """``(cube module, runsums module)`` of the baseline, or None."""
+    if folder is None:
+        return None
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+    return (importlib.import_module(f"{BASELINE_PACKAGE}.cube"), importlib.import_module(f"{BASELINE_PACKAGE}.runsums"))
+
+
+# ---------------------------------------------------------------------- per-frame cost in isolation
+def synthetic_batch(n_frames: int = 40, frames_per_train: int = 20, seed: int = 0) -> Dict[str, np.ndarray]:
+    """Full-DSSC frames in photons with a realistic ``valid`` mask, labels, bins, XGM, keep."""
+    rng = np.random.default_rng(seed)
+    images = rng.normal(0.0, 0.15, (n_frames,) + FULL_SHAPE).astype(np.float32)
+    images += rng.poisson(0.05, images.shape).astype(np.float32)
+    static = np.ones(FULL_SHAPE, dtype=bool)
+    static[:, [0, 63, 64, 127], :] = False                       # ASIC edge rows
+    static[:, :, np.r_[0:512:64, 63:512:64]] = False             # ASIC edge columns
+    static &= rng.random(FULL_SHAPE) > 0.003                     # dead, hot, noisy pixels
+    saturated = rng.random(images.shape) < 1e-5
+    images[saturated] = 34.0
+    valid = static[None] & ~saturated
+    frame = np.arange(n_frames)
+    return {"images": images, "valid": valid, "labels": frame % 2, "bins": frame // frames_per_train % 5,
+            "xgm": rng.lognormal(np.log(1000.0), 0.25, n_frames), "keep": np.ones(n_frames, dtype=bool)}
+
+
+def _time_calls(fn, repeat: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    return (time.perf_counter() - t0) / repeat
+
+
+def measure_per_frame(baseline, rounds: int, calls: int) -> Dict[str, object]:
+    """Milliseconds per full-DSSC frame of ``CubeAccumulator.add`` and ``RunSums.add``, now and baseline."""
+    import smalldata.cube as cube_now
+    import smalldata.runsums as runsums_now
+
+    batch = synthetic_batch()
+    n = len(batch["images"])
+    codes = {"after": (cube_now, runsums_now)}
+    if baseline is not None:
+        codes["before"] = baseline
+    results: Dict[str, Dict[str, List[float]]] = {c: {"cube": [], "sums": [], "cube_squares": []} for c in codes}
+    for r in range(rounds):
+        for code in (list(codes) if r % 2 == 0 else list(codes)[::-1]):
+            cube_mod, sums_mod = codes[code]
+            cube = cube_mod.CubeAccumulator(5, ("pumped", "unpumped"), FULL_SHAPE)
+            squares = cube_mod.CubeAccumulator(5, ("pumped", "unpumped"), FULL_SHAPE, sum_squares=True)
+            sums = sums_mod.RunSums(FULL_SHAPE, threshold=0.5)
+            for name, acc, fn in (
+                    ("cube", cube, lambda a: a.add(batch["images"], batch["bins"], batch["labels"], xgm=batch["xgm"],
+                                                   valid=batch["valid"], keep=batch["keep"])),
+                    ("cube_squares", squares, lambda a: a.add(batch["images"], batch["bins"], batch["labels"],
+                                                              xgm=batch["xgm"], valid=batch["valid"],
+                                                              keep=batch["keep"])),
+                    ("sums", sums, lambda a: a.add(batch["images"], valid=batch["valid"], keep=batch["keep"]))):
+                fn(acc)  # first touch of the accumulators and scratch
+                results[code][name].append(1e3 * _time_calls(lambda: fn(acc), calls) / n)
+    out: Dict[str, object] = {}
+    for code, per in results.items():
+        out[code] = {name: stats(v, higher_is_better=False) for name, v in per.items()}
+        out[code]["frames_per_s_best"] = {name: round(1e3 / min(v), 1) for name, v in per.items()}
+    if "before" in out:
+        out["speed_up_best"] = {name: round(min(results["before"][name]) / min(results["after"][name]), 2)
+                                for name in results["after"]}
+    return out
+
+
+def measure_write(baseline, n_bins: int = 5, repeat: int = 2) -> Dict[str, object]:
+    """Seconds to write a full-DSSC cube of ``n_bins`` x 2 labels with ``compression="gzip"``, now and baseline."""
+    import smalldata.cube as cube_now
+
+    batch = synthetic_batch(n_frames=20)
+    codes = {"after": cube_now}
+    if baseline is not None:
+        codes["before"] = baseline[0]
+    out: Dict[str, object] = {}
+    with tempfile.TemporaryDirectory(dir=bench_dir()) as tmp:
+        for code, mod in codes.items():
+            cube = mod.CubeAccumulator(n_bins, ("pumped", "unpumped"), FULL_SHAPE)
+            for b in range(n_bins):
+                cube.add(batch["images"], np.full(20, b), batch["labels"], xgm=batch["xgm"], valid=batch["valid"])
+            times = []
+            for i in range(repeat):
+                path = Path(tmp) / f"{code}_{i}.h5"
+                t0 = time.perf_counter()
+                with h5py.File(path, "w") as f:
+                    cube.write(f.create_group("Sums/dssc_cube"), compression="gzip")
+                times.append(time.perf_counter() - t0)
+            out[code] = {"seconds": stats(times, higher_is_better=False),
+                         "file_mb": round(path.stat().st_size / 2**20, 1)}
+    out["cube"] = f"{n_bins} bins x 2 labels x {FULL_SHAPE}, 20 frames per (bin, label)"
+    return out
+
+
+# ---------------------------------------------------------------------- the producer (worker)
+def producer_worker(args) -> int:
+    """Interleaved in-process producer runs of the variants; prints JSON on stdout (runs in a subprocess)."""
+    logging.basicConfig(level=logging.WARNING)
+    import smalldata.accumulate as accumulate
+    import smalldata.detobject as detobject
+    import smalldata.eventloop as eventloop
+    from smalldata.config import ProducerConfig
+
+    configs = json.loads(args.worker_configs)
+    baseline = import_baseline(Path(args.baseline_dir)) if args.baseline_dir else None
+    current = (accumulate.CubeAccumulator, accumulate.RunSums)
+    spent: Dict[str, float] = {}
+
+    def timed(owner, attr, label):
+        original = getattr(owner, attr)
+
+        def wrapper(*a, **kw):
+            t0 = time.perf_counter()
+            try:
+                return original(*a, **kw)
+            finally:
+                spent[label] = spent.get(label, 0.0) + time.perf_counter() - t0
+        setattr(owner, attr, wrapper)
+
+    timed(eventloop, "_process_block", "loop")
+    timed(detobject.DetObject, "calibrate", "calibrate")
+    timed(accumulate.DetectorAccumulators, "add", "accumulate")
+    timed(accumulate.DetectorAccumulators, "reduce", "end")
+    timed(accumulate.DetectorAccumulators, "write", "end")
+
+    variants = [(v, False) for v in VARIANTS]
+    if baseline is not None:
+        variants += [(v, True) for v in VARIANTS[1:]]
+    loaded = {v: ProducerConfig.from_file(Path(configs[v])) for v in VARIANTS}
+    output = Path(args.worker_output)
+
+    def run(variant, old, max_trains=None):
+        accumulate.CubeAccumulator, accumulate.RunSums = (baseline[0].CubeAccumulator, baseline[1].RunSums) \
+            if old else current
+        spent.clear()
+        t0 = time.perf_counter()
+        summary = eventloop.run_producer(loaded[variant], DATA_RUN, output=output, overwrite=True,
+                                         batch_size=args.batch_size, max_trains=max_trains)
+        wall = time.perf_counter() - t0
+        with h5py.File(output, "r") as f:
+            meta_elapsed = float(f["meta"].attrs["elapsed_s"])
+        return {"variant": variant + ("_before" if old else ""), "frames": summary.rows, "run_producer_s": wall,
+                "meta_elapsed_s": meta_elapsed, **{f"{k}_s": v for k, v in spent.items()}}
+
+    for variant, old in variants:  # warm-up: imports, first touch of constants
+        run(variant, old, max_trains=4)
+    rows = []
+    for r in range(args.repeat):
+        shift = r % len(variants)
+        for variant, old in variants[shift:] + variants[:shift]:
+            rows.append(dict(run(variant, old), round=r))
+    print(json.dumps(rows))
+    return 0
+
+
+def run_worker(args, configs: Dict[str, Path], baseline_dir: Optional[Path], output: Path) -> List[Dict]:
+    """:func:`producer_worker` in a subprocess (MPI stays out of this process)."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--worker-configs",
+           json.dumps({k: str(v) for k, v in configs.items()}), "--worker-output", str(output),
+           "--batch-size", str(args.batch_size), "--repeat", str(args.repeat)]
+    if baseline_dir is not None:
+        cmd += ["--baseline-dir", str(baseline_dir)]
+    result = run_command(cmd, cwd=REPO_ROOT).check("producer worker")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def summarise_producer(rows: List[Dict]) -> Dict[str, object]:
+    """Per variant: loop, calibration, accumulation and end-phase times; overheads against ``roi``."""
+    by: Dict[str, List[Dict]] = {}
+    for row in rows:
+        by.setdefault(row["variant"], []).append(row)
+    frames = rows[0]["frames"]
+    out: Dict[str, object] = {"frames": frames, "variants": {}}
+    for name, rs in by.items():
+        out["variants"][name] = {
+            "loop_s": stats([r["loop_s"] for r in rs], higher_is_better=False),
+            "loop_ms_per_frame_best": round(1e3 * min(r["loop_s"] for r in rs) / frames, 3),
+            "calibrate_s_median": round(statistics.median(r.get("calibrate_s", 0.0) for r in rs), 3),
+            "accumulate_s_median": round(statistics.median(r.get("accumulate_s", 0.0) for r in rs), 3),
+            "end_s_median": round(statistics.median(r.get("end_s", 0.0) for r in rs), 3),
+            "run_producer_s_median": round(statistics.median(r["run_producer_s"] for r in rs), 3),
+            "meta_elapsed_s_median": round(statistics.median(r["meta_elapsed_s"] for r in rs), 3),
+        }
+    base = out["variants"]["roi"]
+    overhead = {}
+    for name, v in out["variants"].items():
+        if name == "roi":
+            continue
+        overhead[name] = {
+            "loop_best": round(v["loop_s"]["best"] / base["loop_s"]["best"] - 1, 4),
+            "loop_median": round(v["loop_s"]["median"] / base["loop_s"]["median"] - 1, 4),
+            "of_which_calibration": round((v["calibrate_s_median"] - base["calibrate_s_median"])
+                                          / base["loop_s"]["median"], 4),
+            "of_which_accumulation": round(v["accumulate_s_median"] / base["loop_s"]["median"], 4),
+            "end_to_end_median": round(v["run_producer_s_median"] / base["run_producer_s_median"] - 1, 4),
+        }
+    out["overhead"] = overhead
+    return out
+
+
+# ---------------------------------------------------------------------- main
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--modules", type=lambda s: [int(v) for v in s.split(",")], default=[0, 1, 2, 3],
+                        help="simulated DSSC modules, comma-separated (default 0,1,2,3)")
+    parser.add_argument("--trains", type=int, default=40, help="trains of the data run (default 40)")
+    parser.add_argument("--frames-per-train", type=int, default=20, help="frames per train (default 20)")
+    parser.add_argument("--dark-trains", type=int, default=25, help="trains of the dark run (default 25)")
+    parser.add_argument("--batch-size", type=int, default=40, help="frames per batch (default 40)")
+    parser.add_argument("--repeat", type=int, default=4, help="rounds of the producer variants (default 4)")
+    parser.add_argument("--frame-rounds", type=int, default=3,
+                        help="rounds of the per-frame measurement (default 3)")
+    parser.add_argument("--no-baseline", action="store_true", help=f"skip the baseline {BASELINE_COMMIT[:12]}")
+    parser.add_argument("--output", type=Path, default=RESULTS_DIR / "cube.json")
+    # internal: the in-process producer worker
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-configs", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-output", help=argparse.SUPPRESS)
+    parser.add_argument("--baseline-dir", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.worker:
+        return producer_worker(args)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    t_start = time.perf_counter()
+    machine = machine_info()
+    machine["cpu_pressure_some_avg60_at_start"] = cpu_pressure()
+    baseline_dir = None if args.no_baseline else baseline_package()
+    baseline = import_baseline(baseline_dir)
+    root, configs = prepare(args)
+
+    per_frame = measure_per_frame(baseline, args.frame_rounds, calls=2)
+    log.info("per-frame costs measured")
+    rows = run_worker(args, configs, baseline_dir, root / "work" / "out" / "bench_cube.h5")
+    producer = summarise_producer(rows)
+    write = measure_write(baseline)
+    per_frame_again = measure_per_frame(baseline, 1, calls=2)  # after the producer: same machine state?
+
+    ratio_b = producer["overhead"]["cube"]["loop_best"]
+    ratio_c = producer["overhead"]["cube_sums"]["loop_best"]
+    report = {
+        "benchmark": "cube",
+        "what": "producer loop time (timer around eventloop._process_block, in-process, 1 rank, interleaved "
+                "rounds) for ROI-only / + full-module cube / + cube and run sums on a simulated run; per-frame "
+                "cost of CubeAccumulator.add and RunSums.add on full-DSSC frames, current vs baseline commit",
+        "goal": f"the cube adds at most {GOAL:.0%} to the producer's loop time: (b-a)/a <= {GOAL}",
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "machine": machine,
+        "data": {"modules": args.modules, "trains": args.trains, "frames_per_train": args.frames_per_train,
+                 "batch_size": args.batch_size, "repeat": args.repeat, "roi": ROI,
+                 "baseline_commit": BASELINE_COMMIT if baseline is not None else None},
+        "per_frame_ms": per_frame,
+        "per_frame_ms_after_producer": per_frame_again,
+        "producer": producer,
+        "producer_runs": rows,
+        "write_gzip": write,
+        "overhead_cube": ratio_b,
+        "overhead_cube_sums": ratio_c,
+        "goal_met": ratio_b <= GOAL,
+    }
+    report["bench_wall_s"] = round(time.perf_counter() - t_start, 1)
+    report["machine"]["cpu_pressure_some_avg60_at_end"] = cpu_pressure()
+    path = write_results(report, args.output)
+    print_report(report)
+    log.info("wrote %s (%.0f s)", path, report["bench_wall_s"])
+    return 0 if report["goal_met"] else 1
+
+
+def print_report(report: Dict) -> None:
+    """The result tables on stdout."""
+    pf = report["per_frame_ms"]
+    rows = []
+    for name, label in (("cube", "CubeAccumulator.add"), ("cube_squares", "CubeAccumulator.add, sum_squares"),
+                        ("sums", "RunSums.add, threshold")):
+        before = pf.get("before", {}).get(name)
+        after = pf["after"][name]
+        rows.append([label, f"{before['best']:.2f} / {before['median']:.2f}" if before else "-",
+                     f"{after['best']:.2f} / {after['median']:.2f}",
+                     f"{pf['speed_up_best'][name]:.1f} x" if "speed_up_best" in pf else "-"])
+    print("\nper full-DSSC frame (16 x 128 x 512 float32), ms best / median:")
+    print(format_table(rows, ["call", "before", "after", "speed-up (best)"]))
+    p = report["producer"]
+    d = report["data"]
+    print(f"\nproducer loop, 1 rank, {p['frames']} frames x modules {d['modules']}, batch {d['batch_size']}:")
+    rows = []
+    for name, v in p["variants"].items():
+        o = p["overhead"].get(name)
+        rows.append([name, f"{v['loop_s']['best']:.2f} / {v['loop_s']['median']:.2f}",
+                     f"{v['loop_ms_per_frame_best']:.2f}", f"{v['calibrate_s_median']:.2f}",
+                     f"{v['accumulate_s_median']:.2f}", f"{v['end_s_median']:.2f}",
+                     f"{100 * o['loop_best']:+.0f} % / {100 * o['loop_median']:+.0f} %" if o else ""])
+    print(format_table(rows, ["variant", "loop s best / median", "ms/frame", "calibrate s", "accumulate s",
+                              "reduce+write s", "vs roi best / median"]))
+    w = report["write_gzip"]
+    print(f"\nwriting a cube ({w['cube']}) with compression='gzip': "
+          + ", ".join(f"{c} {w[c]['seconds']['best']:.2f} s ({w[c]['file_mb']} MB)" for c in ("before", "after")
+                      if c in w))
+    print(f"goal ((b-a)/a <= {GOAL:.0%}): (b-a)/a = {100 * report['overhead_cube']:.0f} %, "
+          f"(c-a)/a = {100 * report['overhead_cube_sums']:.0f} %: {'met' if report['goal_met'] else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
