@@ -56,7 +56,10 @@ class Projection(DetObjectFunc):
             data, valid = crop_module(frames, self.module, [0, DSSC_MODULE_SHAPE[0], 0, DSSC_MODULE_SHAPE[1]])
         else:
             data, valid = frames.data, frames.valid
-        values = zero_invalid(data, valid, self.threshold)
+        if frames.zeroed and self.threshold is None:
+            values = data  # invalid pixels are already 0 (an ROI's crop)
+        else:
+            values = zero_invalid(data, valid, self.threshold)
         profile = values.sum(axis=1 + self.axis, dtype=np.float64)
         npix = valid.sum(axis=1 + self.axis, dtype=np.int32)
         if self.mean:

@@ -120,7 +120,7 @@ class ROI(DetObjectFunc):
     def child_frames(self, frames: Frames, outputs) -> Frames:
         last = getattr(self, "_last", None)
         values, valid = last[1:] if last is not None and last[0] is frames.data else self._select(frames)
-        return frames.derived(values, valid)
+        return frames.derived(values, valid, zeroed=True)
 
     def output_units(self) -> Dict[str, str]:
         units = self.det.units if self.det is not None else "ADU"

@@ -289,7 +289,8 @@ class DetObject:
         if self.common_mode == "asic_row_median":
             self._subtract_asic_row_median(out, valid)
         valid &= mask
-        valid &= present[:, :, None, None]
+        if not present.all():
+            valid &= present[:, :, None, None]
         if inv_gain is not None:
             out *= inv_gain
         return Frames(data=out, valid=valid, units=self.units, train_ids=raw.train_ids,

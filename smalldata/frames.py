@@ -66,6 +66,9 @@ class Frames:
         Module pixel (row, column) of ``data[..., 0, 0]``: (0, 0) for whole modules; the
         corner of the calibrated box when the detector calibrates only a region of
         each module (see :meth:`~smalldata.detfunc.DetObjectFunc.required_region`).
+    zeroed : bool
+        True when ``data`` is already 0 wherever ``valid`` is False (an ROI's crop),
+        so :func:`zero_invalid` has nothing to do.
     """
 
     data: np.ndarray
@@ -76,6 +79,7 @@ class Frames:
     cell_ids: np.ndarray
     modules: Optional[tuple] = None
     origin: tuple = (0, 0)
+    zeroed: bool = False
 
     def __len__(self) -> int:
         return len(self.train_ids)
@@ -86,9 +90,11 @@ class Frames:
             raise KeyError(f"module {module} is not in this batch (modules {self.modules})")
         return self.modules.index(module)
 
-    def derived(self, data: np.ndarray, valid: np.ndarray, units: Optional[str] = None) -> "Frames":
+    def derived(self, data: np.ndarray, valid: np.ndarray, units: Optional[str] = None,
+                zeroed: bool = False) -> "Frames":
         """New frames with the same ids but other pixel values (e.g. an ROI crop)."""
-        return replace(self, data=data, valid=valid, units=units or self.units, modules=None, origin=(0, 0))
+        return replace(self, data=data, valid=valid, units=units or self.units, modules=None, origin=(0, 0),
+                       zeroed=zeroed)
 
     def subset(self, selection: np.ndarray) -> "Frames":
         """The frames picked by a boolean mask or index array along axis 0."""
