@@ -281,6 +281,16 @@ def warm_files(paths: Sequence[Path], block: int = 16 << 20) -> int:
     return total
 
 
+def evict_files(paths: Sequence[Path]) -> None:
+    """Drop the files' pages from the page cache (posix_fadvise DONTNEED), so the next read hits the disk."""
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
 def repeat_timings(fn: Callable[[], object], repeat: int) -> List[float]:
     """Wall times (seconds) of ``repeat`` calls of ``fn``."""
     times = []
