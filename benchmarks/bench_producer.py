@@ -576,6 +576,7 @@ def main(argv=None):
         "ratio_end_to_end_best": round(producer["end_to_end_fps"]["best"] / read_only["h5py_fps"]["best"], 4),
         "producer_large_batch_1_rank": large,
         "producer_cold_1_rank": cold,
+        "goal_met_cold": bool(cold and cold["ratio_loop_best"] >= GOAL_RATIO),
         "producer_n_ranks": multi,
         "memory": {"max_rss_mb_short": round(rss_short, 1), "max_rss_mb_long": round(rss_long, 1),
                    "max_rss_mb_imports_only": imports_only_rss(),
@@ -631,7 +632,12 @@ def print_report(report: Dict) -> None:
     print(f"peak RSS, 1 rank: {m['max_rss_mb_short']:.0f} MB ({m['short_trains']} trains), "
           f"{m['max_rss_mb_long']:.0f} MB ({m['long_trains']} trains): "
           f"{'bounded' if report['memory_bounded'] else 'GROWS'}; imports alone {m['max_rss_mb_imports_only']} MB")
-    print(f"goal (loop >= {GOAL_RATIO} x read-only): {'met' if report['goal_met'] else 'NOT met'}")
+    cold = report.get("producer_cold_1_rank")
+    cold_text = "" if not cold else (f"; cold page cache (files read from disk): "
+                                     f"{'met' if cold['ratio_loop_best'] >= GOAL_RATIO else 'NOT met'} "
+                                     f"({cold['ratio_loop_best']:.2f})")
+    print(f"goal (loop >= {GOAL_RATIO} x read-only): warm page cache: {'met' if report['goal_met'] else 'NOT met'} "
+          f"({report['ratio_loop_fps_best']:.2f}){cold_text}")
     stages = report["profile"]["stages"]
     print("\nwhere the loop's time goes (one in-process run, exclusive wall time):")
     print(format_table([[s["stage"], f"{s['s']:.3f}", f"{s['us_per_frame']:.0f}",

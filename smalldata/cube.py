@@ -17,8 +17,8 @@ import numpy as np
 
 from .errors import ConfigError, DataError
 from .mpi import sum_reduce
-from .runsums import (MAX_ROWS, Workspace, as_rows, check_same_everywhere, check_scale_bits, count_rows, fixed_block,
-                      fixed_row_sum, from_fixed, mask_block, pixel_blocks, square_fixed, to_fixed, value_limit)
+from .runsums import (MAX_ROWS, RunSums, Workspace, check_same_everywhere, check_scale_bits, from_fixed, group_sums,
+                      pixel_blocks, prepare_block, row_plan, to_fixed, value_limit)
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +245,7 @@ class CubeAccumulator:
 
     def add(self, images: np.ndarray, bins: np.ndarray, label_ids: np.ndarray,
             xgm: Optional[np.ndarray] = None, valid: Optional[np.ndarray] = None,
-            keep: Optional[np.ndarray] = None) -> None:
+            keep: Optional[np.ndarray] = None, sums: Optional[RunSums] = None) -> None:
         """Add a batch of frames.
 
         Parameters
@@ -261,6 +261,9 @@ class CubeAccumulator:
             True = good pixel; bad pixels are neither summed nor counted.
         keep : ndarray, (N,) bool, optional
             Frames to add (e.g. rejection reasons == 0); default all.
+        sums : RunSums, optional
+            Also add the kept frames (binned or not) to these run sums, sharing the
+            per-pixel passes: the same result as ``sums.add(images, valid, keep)``.
         """
         self._check_usable()
         images = np.asarray(images)
@@ -275,19 +278,18 @@ class CubeAccumulator:
             raise DataError(f"label ids must be 0..{len(self.labels) - 1} and bins -1..{self.n_bins - 1}")
         if valid is not None and np.shape(valid) != images.shape:
             raise DataError(f"valid {np.shape(valid)} and images {images.shape} differ in shape")
-        if n > MAX_ROWS:  # keep the float64 sums of a block exact
-            for c in range(0, n, MAX_ROWS):
-                part = slice(c, c + MAX_ROWS)
-                self.add(images[part], bins[part], lab[part], None if xgm is None else np.asarray(xgm).reshape(-1)[part],
-                         None if valid is None else np.asarray(valid)[part],
-                         None if keep is None else np.asarray(keep, dtype=bool).reshape(-1)[part])
-            return
+        if n > MAX_ROWS:  # keeps every float64 partial sum of a pixel block exact
+            raise DataError(f"a batch of {n} frames is too large; add at most {MAX_ROWS} frames at a time")
         take = np.ones(n, dtype=bool) if keep is None else np.asarray(keep, dtype=bool).reshape(-1)
         self._no_bin += np.bincount(lab[take & (bins < 0)], minlength=len(self.labels))
         take = take & (bins >= 0)  # never modify the caller's keep in place
         group = bins * len(self.labels) + lab
         sel = np.flatnonzero(take)
         sel = sel[np.argsort(group[sel], kind="stable")]
+        if sums is not None and (len(sel) == 0 or sums.image_shape != self.image_shape
+                                 or sums.scale_bits != self.scale_bits):
+            sums.add(images, valid=valid, keep=keep)  # nothing to share
+            sums = None
         if len(sel) == 0:
             return
         g = group[sel]
@@ -302,44 +304,28 @@ class CubeAccumulator:
             self._xgm_count[gid] += np.add.reduceat(okx.astype(np.int64), starts)
         flat = images.reshape(n, -1)
         vflat = None if valid is None else np.asarray(valid, dtype=bool).reshape(n, -1)
-        self._add_pixels(flat, vflat, np.sort(sel), group)
+        shared = None
+        if sums is not None:
+            sums._check_usable()
+            shared = np.arange(n) if keep is None else np.flatnonzero(np.asarray(keep, dtype=bool).reshape(-1))
+            sums._n_frames[0] += len(shared)
+        # pixels, block by block (with sums: the blocks hold the kept frames, a superset of the binned ones)
+        src, n_src, parts = row_plan(np.sort(sel), group, block_rows=shared)
+        for p0, p1 in pixel_blocks(flat.shape[1], n_src):
+            vb = None if vflat is None else vflat[src, p0:p1]
+            b = prepare_block(flat[src, p0:p1], vb, self.scale_bits, self._work, column_max=sums is not None)
+            for gid, rows, n_rows in parts:
+                total, count, squares, n_bad = group_sums(b, rows, n_rows, self.scale_bits, self.sum_squares, vb)
+                self._sum[gid, p0:p1] += total
+                self._pixel_count[gid, p0:p1] += count
+                self._n_bad[0] += n_bad
+                if squares is not None:
+                    self._sum_sq[gid, p0:p1] += squares
+            if sums is not None:
+                sums._add_block(b, p0, p1)
         if self._n_bad[0]:
             log.debug("cube: %d pixel values so far were not finite or beyond +-%g", self._n_bad[0],
                       value_limit(self.scale_bits))
-
-    def _add_pixels(self, flat: np.ndarray, vflat: Optional[np.ndarray], frames: np.ndarray,
-                    group: np.ndarray) -> None:
-        """Sum the pixels of the selected ``frames`` (ascending) into their groups, block by block.
-
-        The frames are read as one slice of rows when they are evenly spaced or
-        dense (no copy), else gathered; each group's rows within them are a
-        slice when evenly spaced (e.g. alternating pump/probe labels).
-        """
-        src = as_rows(frames)
-        if isinstance(src, slice):
-            local = np.arange(len(frames))
-        elif 2 * len(frames) >= frames[-1] - frames[0] + 1:
-            src, local = slice(int(frames[0]), int(frames[-1]) + 1), frames - frames[0]
-        else:
-            local = np.arange(len(frames))
-        g = group[frames]
-        order = np.argsort(g, kind="stable")
-        bounds = np.flatnonzero(np.r_[True, g[order][1:] != g[order][:-1], True])
-        parts = [(int(g[order[a]]), as_rows(local[order[a:b]]), b - a) for a, b in zip(bounds[:-1], bounds[1:])]
-        work = self._work
-        for p0, p1 in pixel_blocks(flat.shape[1], int(local[-1]) + 1):
-            vb = None if vflat is None else vflat[src, p0:p1]
-            block = mask_block(flat[src, p0:p1], vb, self.scale_bits, work)
-            q = fixed_block(block, self.scale_bits, work)
-            for gid, rows, n_rows in parts:
-                self._sum[gid, p0:p1] += fixed_row_sum(q, rows)
-                count = count_rows(block.ok, rows, n_rows)
-                self._pixel_count[gid, p0:p1] += count
-                if not block.clean:
-                    n_valid = n_rows * (p1 - p0) if vb is None else int(np.count_nonzero(vb[rows]))
-                    self._n_bad[0] += n_valid - int(np.sum(count, dtype=np.int64))
-                if self.sum_squares:
-                    self._sum_sq[gid, p0:p1] += square_fixed(q[rows].astype(np.int64), self.scale_bits).sum(axis=0)
 
     def merge(self, other: "CubeAccumulator") -> "CubeAccumulator":
         """Add another accumulator of the same layout into this one; returns self."""

@@ -210,11 +210,14 @@ def _process_block(access: RunAccess, stage: FrameStage, setups: Sequence[Detect
     modules_all = tuple(sorted({m for s in setups for m in s.modules}))
     trains_done = frames_done = 0
     try:
-        for b0, b1 in split_batches(frames_per_train, batch_size):
+        batches = split_batches(frames_per_train, batch_size)
+        for i, (b0, b1) in enumerate(batches):
             if coordinator.should_stop():
                 raise StoppedByOtherRank(coordinator.aborted_by)
             tids = train_ids[b0:b1]
             raw = access.read_raw(modules_all, tids)
+            if i + 1 < len(batches):  # the disk reads the next batch while this one is processed
+                access.prefetch(modules_all, train_ids[batches[i + 1][0]:batches[i + 1][1]])
             outputs: Dict[str, np.ndarray] = {
                 "trainId": raw.train_ids, "pulseId": raw.pulse_ids, "cellId": raw.cell_ids,
             }

@@ -7,9 +7,13 @@ exactly what ``KeyData.ndarray()`` reads.
 """
 from __future__ import annotations
 
+import logging
+import os
 from typing import Dict, Tuple
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 class ModuleFrameIndex:
@@ -59,21 +63,44 @@ class ModuleFrameIndex:
 
         ``out`` has one row per frame of those trains, in train order (their counts summed).
         """
-        positions = np.asarray(positions, dtype=np.int64)
-        has = self.count[positions] > 0
-        positions = positions[has]
-        if len(positions) == 0:
-            return
-        files, firsts, counts = self.file_of[positions], self.first[positions], self.count[positions]
-        # runs of trains stored back to back in the same file: one read each
-        breaks = np.flatnonzero((files[1:] != files[:-1]) | (firsts[1:] != firsts[:-1] + counts[:-1])) + 1
         dest = 0
-        for a, b in zip(np.concatenate([[0], breaks]), np.concatenate([breaks, [len(positions)]])):
-            rows = int(counts[a:b].sum())
-            dataset = self._dataset(int(files[a]), name)
-            dataset.read_direct(out, source_sel=np.s_[int(firsts[a]):int(firsts[a]) + rows],
-                                dest_sel=np.s_[dest:dest + rows])
+        for file_number, first, rows in self._runs(positions):  # one read per run of back-to-back trains
+            dataset = self._dataset(file_number, name)
+            dataset.read_direct(out, source_sel=np.s_[first:first + rows], dest_sel=np.s_[dest:dest + rows])
             dest += rows
+
+    def _runs(self, positions: np.ndarray):
+        """(file number, first row, rows) of the runs of trains stored back to back."""
+        positions = np.asarray(positions, dtype=np.int64)
+        positions = positions[self.count[positions] > 0]
+        if len(positions) == 0:
+            return []
+        files, firsts, counts = self.file_of[positions], self.first[positions], self.count[positions]
+        breaks = np.flatnonzero((files[1:] != files[:-1]) | (firsts[1:] != firsts[:-1] + counts[:-1])) + 1
+        starts, stops = np.concatenate([[0], breaks]), np.concatenate([breaks, [len(positions)]])
+        return [(int(files[a]), int(firsts[a]), int(counts[a:b].sum())) for a, b in zip(starts, stops)]
+
+    def prefetch(self, name: str, positions: np.ndarray) -> None:
+        """Ask the kernel to read ahead the bytes of these trains' frames (non-blocking).
+
+        Called for the next batch while the current one is processed, so that reading
+        from disk overlaps with computing. Does nothing where the layout is not known.
+        """
+        for file_number, first, rows in self._runs(positions):
+            try:
+                dataset = self._dataset(file_number, name)
+                if dataset.chunks is None:
+                    start, length = dataset.id.get_offset(), dataset.id.get_storage_size()
+                else:
+                    zeros = (0,) * (dataset.ndim - 1)
+                    a = dataset.id.get_chunk_info_by_coord((first,) + zeros)
+                    b = dataset.id.get_chunk_info_by_coord((first + rows - 1,) + zeros)
+                    start, length = min(a.byte_offset, b.byte_offset), abs(b.byte_offset - a.byte_offset) + b.size
+                fd = dataset.file.id.get_vfd_handle()
+                os.posix_fadvise(fd, int(start), int(length), os.POSIX_FADV_WILLNEED)
+            except (OSError, ValueError, TypeError, AttributeError, KeyError) as exc:
+                log.debug("no read-ahead for %s rows %d..%d: %s", self.source, first, first + rows, exc)
+                return
 
     def read_block_cached(self, name: str, positions: np.ndarray, dtype, block_trains: int = 256) -> np.ndarray:
         """Small per-frame keys (``pulseId``, ``cellId``) of the trains at ``positions`` as (frames,).

@@ -176,6 +176,14 @@ class RunAccess:
         return RawBatch(train_ids=frame_train, pulse_ids=pulse_ids, cell_ids=cell_ids,
                         frame_index=frame_index, modules=modules, data=data, present=present)
 
+    def prefetch(self, modules: Sequence[int], train_ids: np.ndarray) -> None:
+        """Start reading the frames of ``train_ids`` into the page cache (returns at once)."""
+        tpos = np.searchsorted(self.train_ids, np.asarray(train_ids, dtype=np.uint64))
+        tpos = tpos[tpos < len(self.train_ids)]
+        for module in modules:
+            if self.module_frame_counts(module).any():
+                self._frame_index(module).prefetch("data", tpos)
+
     def _frame_index(self, module: int) -> ModuleFrameIndex:
         """Where the module's frames are, per train (resolved once through extra-data)."""
         if module not in self._frame_indexes:

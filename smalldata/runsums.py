@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -20,9 +20,10 @@ from .mpi import REDUCE_CHUNK, sum_reduce
 
 log = logging.getLogger(__name__)
 
-#: Target elements (frames x pixels) of one pixel block while accumulating: about 1 MB of
-#: float32 scratch that stays in the CPU cache while a block goes through its passes.
-BLOCK_ELEMENTS = 1 << 18
+#: Target elements (frames x pixels) of one pixel block while accumulating: 4 MB of float32
+#: scratch, which stays in the CPU cache while a block goes through its passes and keeps the
+#: Python overhead per block small against the work.
+BLOCK_ELEMENTS = 1 << 20
 #: Most frames summed in one float64 reduction. Fixed-point values have ``|q| <= 2**31``, so a
 #: sum of up to 2**21 of them stays below 2**52 and every float64 partial sum is an exact integer.
 MAX_ROWS = 1 << 21
@@ -99,6 +100,46 @@ def as_rows(index: np.ndarray):
     return index
 
 
+def row_plan(frames: np.ndarray, group: Optional[np.ndarray] = None, dense: bool = True,
+             block_rows: Optional[np.ndarray] = None) -> Tuple[object, int, List[Tuple[int, object, int]]]:
+    """How to read the selected ``frames`` (ascending) of a batch, and each group's rows within a block.
+
+    Parameters
+    ----------
+    frames : ndarray of int
+        Selected frames, ascending.
+    group : ndarray of int, optional
+        Group of every frame of the batch; default one group 0.
+    dense : bool
+        Allow reading the whole range of ``frames`` as one slice (no copy) when they
+        fill at least half of it; rows in between are then read but not summed.
+    block_rows : ndarray of int, optional
+        Read these frames instead (ascending, a superset of ``frames``; e.g. shared
+        with run sums).
+
+    Returns
+    -------
+    src : slice or ndarray
+        Rows of the batch to read (a slice is a view, an array a copy).
+    n_src : int
+        Number of rows read.
+    parts : list of (group, rows, n_rows)
+        Each group's rows within what is read: a slice when evenly spaced.
+    """
+    if block_rows is not None:
+        src, local, n_src = as_rows(block_rows), np.searchsorted(block_rows, frames), len(block_rows)
+    else:
+        src, local = as_rows(frames), np.arange(len(frames))
+        if not isinstance(src, slice) and dense and 2 * len(frames) >= frames[-1] - frames[0] + 1:
+            src, local = slice(int(frames[0]), int(frames[-1]) + 1), frames - frames[0]
+        n_src = int(local[-1]) + 1
+    g = np.zeros(len(frames), dtype=np.int64) if group is None else group[frames]
+    order = np.argsort(g, kind="stable")
+    bounds = np.flatnonzero(np.r_[True, g[order][1:] != g[order][:-1], True])
+    return src, n_src, [(int(g[order[a]]), as_rows(local[order[a:b]]), int(b - a))
+                        for a, b in zip(bounds[:-1], bounds[1:])]
+
+
 def pixel_blocks(n_pix: int, n_rows: int):
     """``(p0, p1)`` pixel ranges of about :data:`BLOCK_ELEMENTS` elements for ``n_rows`` frames."""
     block = max(1024, BLOCK_ELEMENTS // max(n_rows, 1))
@@ -106,66 +147,132 @@ def pixel_blocks(n_pix: int, n_rows: int):
 
 
 @dataclass
-class MaskedBlock:
-    """One pixel block of a batch, masked: see :func:`mask_block`."""
+class Block:
+    """One pixel block ``(rows, pixels)`` of a batch, ready to accumulate (see :func:`prepare_block`).
 
-    x: np.ndarray              #: the values, float32 (float32 input) or float64
-    xm: np.ndarray             #: ``x`` where used, +0.0 elsewhere (finite everywhere)
-    ok: Optional[np.ndarray]   #: used entries (valid, finite, in range); None = all
-    clean: bool                #: every value of the block was finite and in range
-    owned: bool                #: ``xm`` is scratch that may be overwritten
+    Attributes
+    ----------
+    x : ndarray
+        The values, float32 (float32 input) or float64; finite everywhere.
+    used : ndarray of bool or None
+        Entries to use (None = all). Entries not used hold finite values that
+        must not be summed: the results of pixels (columns) with unused entries
+        are corrected (:func:`split_columns`, :func:`take_cols`).
+    q : ndarray
+        ``rint(x * 2**scale_bits)``: exact integers, held in ``x``'s float type.
+    clean : bool
+        Every value was finite and in range (then ``used`` is ``valid``).
+    max_abs : float or None
+        Bound on ``|x|`` (None: unknown; sums are then taken in float64).
+    top : ndarray or None
+        Maximum of ``x`` per pixel over all rows, when asked for.
+    """
+
+    x: np.ndarray
+    used: Optional[np.ndarray]
+    q: np.ndarray
+    clean: bool
+    max_abs: Optional[float]
+    top: Optional[np.ndarray] = None
 
 
-def mask_block(x: np.ndarray, valid: Optional[np.ndarray], scale_bits: int, work: Workspace) -> MaskedBlock:
-    """Mask a block ``(rows, pixels)`` of values for fixed-point accumulation.
+def prepare_block(x: np.ndarray, valid: Optional[np.ndarray], scale_bits: int, work: Workspace,
+                  column_max: bool = False) -> Block:
+    """Check a block, mask it if needed, and convert it to fixed point.
 
     An entry is used when it is valid, finite and ``|x| < value_limit(scale_bits)``
-    (as in :func:`to_fixed`). Two read-only passes (min and max) usually show that
-    the whole block is finite and in range; then the valid mask is used as it is.
-    Unused entries are cleared by multiplying the values' bit patterns with the
-    mask (0 bits = +0.0), which is exact and leaves no NaN behind.
+    (as in :func:`to_fixed`). Usually min and max (read-only passes) show that the
+    whole block is finite and in range: then nothing is masked and ``used`` is
+    ``valid``. Otherwise the unused entries are cleared by multiplying the values'
+    bit patterns with the mask (0 bits = +0.0): exact, and no NaN is left.
     """
     if x.dtype not in _BITS:
         xf = work.get("convert", x.shape, np.float64)
         np.copyto(xf, x, casting="unsafe")
         x = xf
     lim = x.dtype.type(value_limit(scale_bits))
-    clean = bool(-lim < x.min()) and bool(x.max() < lim)  # False if any NaN
-    if clean:
-        if valid is None:
-            return MaskedBlock(x, x, None, True, False)
-        ok = valid
-    else:
-        ok = work.get("ok", x.shape, bool)
-        tmp = work.get("xm", x.shape, x.dtype)
-        np.abs(x, out=tmp)
-        np.less(tmp, lim, out=ok)
+    top = np.maximum.reduce(x, axis=0) if column_max else None
+    lo, hi = x.min(), (top.max() if column_max else x.max())
+    clean = bool(-lim < lo) and bool(hi < lim)  # False if any NaN
+    used, max_abs = valid, (max(-float(lo), float(hi)) if clean else None)
+    if not clean:
+        used = work.get("ok", x.shape, bool)
+        xm = work.get("masked", x.shape, x.dtype)
+        np.abs(x, out=xm)
+        np.less(xm, lim, out=used)
         if valid is not None:
-            np.logical_and(ok, valid, out=ok)
-    xm = work.get("xm", x.shape, x.dtype)
-    bits = _BITS[x.dtype]
-    np.multiply(x.view(bits), ok, out=xm.view(bits))
-    return MaskedBlock(x, xm, ok, clean, True)
+            np.logical_and(used, valid, out=used)
+        bits = _BITS[x.dtype]
+        np.multiply(x.view(bits), used, out=xm.view(bits))
+        x = xm
+        if column_max:
+            top = np.maximum.reduce(x, axis=0)
+    q = work.get("fixed", x.shape, x.dtype)
+    np.multiply(x, x.dtype.type(2 ** scale_bits), out=q)
+    np.rint(q, out=q)
+    return Block(x, used, q, clean, max_abs, top)
 
 
-def fixed_block(block: MaskedBlock, scale_bits: int, work: Workspace) -> np.ndarray:
-    """``rint(xm * 2**scale_bits)`` as float (exact integers, 0 where unused), in place when allowed."""
-    out = block.xm if block.owned else work.get("fixed", block.xm.shape, block.xm.dtype)
-    np.multiply(block.xm, block.xm.dtype.type(2 ** scale_bits), out=out)
-    return np.rint(out, out=out)
+def fixed_sum(block: Block, rows, n_rows: int, scale_bits: int) -> np.ndarray:
+    """Exact int64 sums over ``rows`` of ``block.q`` (``n_rows`` <= :data:`MAX_ROWS` rows).
+
+    Taken in float32 when ``n_rows * (max|x| * 2**scale_bits + 1) <= 2**24`` (every
+    partial sum is then an integer that float32 holds exactly), else in float64.
+    """
+    small = block.q.dtype == np.float32 and block.max_abs is not None \
+        and n_rows * (block.max_abs * 2.0 ** scale_bits + 1.0) <= 2.0 ** 24
+    return np.add.reduce(block.q[rows], axis=0, dtype=np.float32 if small else np.float64).astype(np.int64)
 
 
-def fixed_row_sum(q: np.ndarray, rows) -> np.ndarray:
-    """Exact int64 sums over ``rows`` of fixed-point values held in floats (at most :data:`MAX_ROWS` rows)."""
-    return np.add.reduce(q[rows], axis=0, dtype=np.float64).astype(np.int64)
-
-
-def count_rows(ok: Optional[np.ndarray], rows, n_rows: int):
-    """Used entries per pixel over ``rows`` (``n_rows`` of them); the scalar ``n_rows`` when ``ok`` is None."""
-    if ok is None:
+def count_rows(used: Optional[np.ndarray], rows, n_rows: int):
+    """Used entries per pixel over ``rows`` (``n_rows`` of them); the scalar ``n_rows`` when ``used`` is None."""
+    if used is None:
         return n_rows
     dtype = np.uint8 if n_rows < 256 else np.uint16 if n_rows < 65536 else np.int64
-    return np.add.reduce(ok[rows].view(np.uint8), axis=0, dtype=dtype)
+    return np.add.reduce(used[rows].view(np.uint8), axis=0, dtype=dtype)
+
+
+def split_columns(count, n_rows: int) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+    """Pixels never used (``count == 0``) and partly used, as index arrays; (None, None) if all used."""
+    if not isinstance(count, np.ndarray):
+        return None, None
+    some = np.flatnonzero(count != n_rows)
+    if len(some) == 0:
+        return None, None
+    c = count[some]
+    return some[c == 0], some[c != 0]
+
+
+def take_cols(a: np.ndarray, rows, cols: np.ndarray) -> np.ndarray:
+    """``a[rows][:, cols]`` without copying whole rows first."""
+    return a[rows][:, cols] if isinstance(rows, slice) else a[np.ix_(rows, cols)]
+
+
+def group_sums(b: Block, rows, n_rows: int, scale_bits: int, squares: bool = False,
+               valid: Optional[np.ndarray] = None) -> Tuple[np.ndarray, object, Optional[np.ndarray], int]:
+    """Exact fixed-point sums of one group's ``rows`` (``n_rows`` of them) of a block.
+
+    Returns the int64 sums, the used entries per pixel (:func:`count_rows`), the
+    int64 sums of squares (:func:`square_fixed`; None unless ``squares``) and the
+    number of valid values that were not finite or out of range (``valid``: the
+    block's valid mask, None = all valid).
+    """
+    count = count_rows(b.used, rows, n_rows)
+    total = fixed_sum(b, rows, n_rows, scale_bits)
+    sq = square_fixed(b.q[rows].astype(np.int64), scale_bits).sum(axis=0) if squares else None
+    never, partly = split_columns(count, n_rows)  # pixels with unused entries: corrected here
+    if never is not None:
+        total[never] = 0
+        q = np.where(take_cols(b.used, rows, partly), take_cols(b.q, rows, partly), 0)
+        total[partly] = q.sum(axis=0, dtype=np.float64).astype(np.int64)
+        if sq is not None:
+            sq[never] = 0
+            sq[partly] = square_fixed(q.astype(np.int64), scale_bits).sum(axis=0)
+    n_bad = 0
+    if not b.clean:
+        n_valid = b.q[rows].size if valid is None else int(np.count_nonzero(valid[rows]))
+        n_bad = n_valid - int(np.sum(count, dtype=np.int64))
+    return total, count, sq, n_bad
 
 
 def square_fixed(q: np.ndarray, scale_bits: int) -> np.ndarray:
@@ -264,9 +371,11 @@ class RunSums:
 
         Notes
         -----
-        The pixels are processed in blocks that stay in the CPU cache (scratch
-        reused between calls); the fixed-point values are summed in float64,
-        which is exact for integers below 2**53 (see :data:`MAX_ROWS`).
+        The pixels go through a few passes in blocks that stay in the CPU cache
+        (scratch reused between calls); the fixed-point integers are summed in
+        float32 or float64 where a bound shows every partial sum exact (see
+        :func:`fixed_sum`). :meth:`CubeAccumulator.add <smalldata.cube.CubeAccumulator.add>`
+        with ``sums=`` shares these passes with a cube.
         """
         self._check_usable()
         images = np.asarray(images)
@@ -278,34 +387,44 @@ class RunSums:
             return
         if valid is not None and np.shape(valid) != images.shape:
             raise DataError(f"valid {np.shape(valid)} and images {images.shape} differ in shape")
-        for c0 in range(0, len(sel), MAX_ROWS):
-            self._add_rows(images.reshape(n, -1), None if valid is None else np.asarray(valid, dtype=bool).reshape(n, -1),
-                           sel[c0:c0 + MAX_ROWS])
+        if n > MAX_ROWS:  # keeps every float64 partial sum of a pixel block exact
+            raise DataError(f"a batch of {n} frames is too large; add at most {MAX_ROWS} frames at a time")
+        self._add_rows(images.reshape(n, -1), None if valid is None else np.asarray(valid, dtype=bool).reshape(n, -1),
+                       sel)
 
     def _add_rows(self, flat: np.ndarray, vflat: Optional[np.ndarray], sel: np.ndarray) -> None:
         self._n_frames[0] += len(sel)
-        rows, n_rows = as_rows(sel), len(sel)
-        work = self._work
-        for p0, p1 in pixel_blocks(flat.shape[1], n_rows):
-            block = mask_block(flat[rows, p0:p1], None if vflat is None else vflat[rows, p0:p1], self.scale_bits, work)
-            count = count_rows(block.ok, slice(None), n_rows)
-            self._pixel_count[p0:p1] += count
-            # maximum: unused entries are +0.0 in xm, so only pixels with some unused entry and a
-            # maximum <= 0 need the masked maximum; pixels never used get -inf
-            top = np.maximum.reduce(block.xm, axis=0)
-            if block.ok is not None:
-                top[count == 0] = -np.inf
-                redo = np.flatnonzero((count > 0) & (count < n_rows) & (top <= 0))
-                if len(redo):
-                    top[redo] = np.where(block.ok[:, redo], block.x[:, redo], -np.inf).max(axis=0)
-            np.maximum(self._max[p0:p1], top, out=self._max[p0:p1])
-            if self.threshold is not None:
-                above = work.get("above", block.xm.shape, bool)
-                np.greater(block.xm, self.threshold, out=above)  # +0.0 where unused
-                if self.threshold < 0 and block.ok is not None:
-                    np.logical_and(above, block.ok, out=above)
-                self._above[p0:p1] += count_rows(above, slice(None), n_rows)
-            self._sum[p0:p1] += fixed_row_sum(fixed_block(block, self.scale_bits, work), slice(None))
+        src, n_src, _ = row_plan(sel, dense=False)
+        for p0, p1 in pixel_blocks(flat.shape[1], n_src):
+            self._add_block(prepare_block(flat[src, p0:p1], None if vflat is None else vflat[src, p0:p1],
+                                          self.scale_bits, self._work, column_max=True), p0, p1)
+
+    def _add_block(self, b: Block, p0: int, p1: int) -> None:
+        """Add a prepared block (every row of it; ``column_max``) of pixels ``p0:p1``."""
+        n = b.x.shape[0]
+        count = count_rows(b.used, slice(None), n)
+        top, total = b.top, fixed_sum(b, slice(None), n, self.scale_bits)
+        above = None
+        if self.threshold is not None:
+            over = self._work.get("above", b.x.shape, bool)
+            np.greater(b.x, self.threshold, out=over)
+            above = count_rows(over, slice(None), n)
+        never, partly = split_columns(count, n)  # pixels with unused entries: corrected here
+        if never is not None:
+            top[never], total[never] = -np.inf, 0
+            if above is not None:
+                above[never] = 0
+            if len(partly):
+                used, x = b.used[:, partly], b.x[:, partly]
+                top[partly] = np.where(used, x, -np.inf).max(axis=0)
+                total[partly] = np.where(used, b.q[:, partly], 0).sum(axis=0, dtype=np.float64).astype(np.int64)
+                if above is not None:
+                    above[partly] = np.count_nonzero(used & (x > self.threshold), axis=0)
+        self._pixel_count[p0:p1] += count
+        np.maximum(self._max[p0:p1], top, out=self._max[p0:p1])
+        self._sum[p0:p1] += total
+        if above is not None:
+            self._above[p0:p1] += above
 
     def _signature(self):
         return (self.image_shape, self.threshold, self.scale_bits)
