@@ -441,8 +441,8 @@ class CubeAccumulator:
             with byte shuffling: counts compress about a hundredfold, quickly.
         sum_compression : str, optional
             Filter for the float64 ``sum`` and ``sum_squares``; default none:
-            full-resolution sums barely compress (about 2x) and gzip on them costs
-            seconds per full-detector cube.
+            full-resolution sums of noisy data compress only about 3x, and gzip on
+            them costs seconds per full-detector cube.
         """
         self._check_usable()
         def put(name, data, units=None, **kw):

@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import zlib
 
 import h5py
 import numpy as np
@@ -270,3 +271,171 @@ def test_reduce_over_two_ranks_equals_one_rank(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     n_expected = int(np.sum(random_frames(n=300, seed=21)[5] & (random_frames(n=300, seed=21)[2] >= 0)))
     assert f"IDENTICAL 2 {n_expected}" in proc.stdout
+
+
+# ---------------------------------------------------------------------------- fast kernels vs a slow reference
+def reference_fixed(frame, scale_bits, valid=None):
+    """Per-frame fixed point as first specified: float64 arithmetic, bad values not used."""
+    x = np.asarray(frame, dtype=np.float64)
+    ok = np.abs(x) < 2.0 ** (31 - scale_bits)
+    n_bad = int(np.count_nonzero(~ok if valid is None else valid & ~ok))
+    used = ok if valid is None else ok & valid
+    q = np.zeros(x.shape, dtype=np.int64)
+    q[used] = np.rint(x[used] * 2.0 ** scale_bits).astype(np.int64)
+    return q, used, n_bad
+
+
+def reference_cube(images, bins, labels, n_bins, n_labels, scale_bits=12, xgm=None, valid=None, keep=None):
+    """Frame-by-frame cube sums (int64) with Python loops."""
+    shape, n_groups = images.shape[1:], n_bins * n_labels
+    out = {"_sum": np.zeros((n_groups,) + shape, np.int64), "_pixel_count": np.zeros((n_groups,) + shape, np.int64),
+           "_sum_sq": np.zeros((n_groups,) + shape, np.int64), "_count": np.zeros(n_groups, np.int64),
+           "_xgm_sum": np.zeros(n_groups, np.int64), "_xgm_count": np.zeros(n_groups, np.int64),
+           "_no_bin": np.zeros(n_labels, np.int64), "_n_bad": np.zeros(1, np.int64)}
+    half = (1 << (scale_bits - 1)) if scale_bits else 0
+    for i in range(len(images)):
+        if keep is not None and not keep[i]:
+            continue
+        if bins[i] < 0:
+            out["_no_bin"][labels[i]] += 1
+            continue
+        g = bins[i] * n_labels + labels[i]
+        q, used, n_bad = reference_fixed(images[i], scale_bits, None if valid is None else valid[i])
+        out["_sum"][g] += q
+        out["_pixel_count"][g] += used
+        out["_sum_sq"][g] += (q * q + half) >> scale_bits
+        out["_count"][g] += 1
+        out["_n_bad"][0] += n_bad
+        if xgm is not None and not np.isnan(xgm[i]):
+            qx, okx, bad = reference_fixed(np.array([xgm[i]]), 16)
+            out["_xgm_sum"][g] += qx[0]
+            out["_xgm_count"][g] += int(okx[0])
+            out["_n_bad"][0] += bad
+    return out
+
+
+def reference_run_sums(images, scale_bits=12, threshold=None, valid=None, keep=None):
+    shape = images.shape[1:]
+    out = {"_sum": np.zeros(shape, np.int64), "_pixel_count": np.zeros(shape, np.int64),
+           "_above": np.zeros(shape, np.int64), "_max": np.full(shape, -np.inf, np.float32)}
+    for i in range(len(images)):
+        if keep is not None and not keep[i]:
+            continue
+        q, used, _ = reference_fixed(images[i], scale_bits, None if valid is None else valid[i])
+        out["_sum"] += q
+        out["_pixel_count"] += used
+        out["_max"] = np.maximum(out["_max"], np.where(used, images[i], -np.inf).astype(np.float32))
+        if threshold is not None:
+            out["_above"] += used & (images[i] > threshold)
+    return out
+
+
+def nasty_frames(rng, n, shape, dtype, spread, specials=True):
+    """Random frames with NaN, inf, out-of-range, rounding ties, -0.0, fully and partly invalid pixels."""
+    x = rng.normal(0, spread, (n,) + shape)
+    if specials:
+        flat = x.reshape(n, -1)
+        picks = rng.choice(flat.size, size=min(40, flat.size // 4), replace=False)
+        values = [np.nan, np.inf, -np.inf, 2.0 ** 19, -2.0 ** 19, 2.0 ** 19 - 2.0 ** -5, 2.0 ** 25, -0.0,
+                  0.5 / 4096, 1.5 / 4096, -2.5 / 4096, 1e-40]
+        flat.flat[picks] = np.resize(values, len(picks))
+    if np.issubdtype(dtype, np.integer):
+        x = np.clip(np.nan_to_num(x), -30000, 30000)
+    x = x.astype(dtype)
+    valid = rng.random(x.shape) > 0.1
+    valid.reshape(n, -1)[:, 0] = False          # a pixel never valid
+    valid.reshape(n, -1)[:, 1] = True           # a pixel always valid
+    valid[n // 2] = False                       # a frame without valid pixels (missing module)
+    return x, valid
+
+
+KEEPS = {"all": lambda n, rng: None, "every_other": lambda n, rng: np.arange(n) % 2 == 0,
+         "dense": lambda n, rng: rng.random(n) > 0.15, "sparse": lambda n, rng: rng.random(n) < 0.2}
+
+
+@pytest.mark.parametrize("dtype,spread,specials", [(np.float32, 80.0, True), (np.float32, 1.0, False),
+                                                    (np.float32, 1.0, True), (np.float64, 80.0, True),
+                                                    (np.int16, 300.0, False)])
+@pytest.mark.parametrize("keep_mode", sorted(KEEPS))
+@pytest.mark.parametrize("with_valid", [True, False])
+def test_fast_cube_equals_reference(monkeypatch, dtype, spread, specials, keep_mode, with_valid):
+    """Blocked kernels (clean and masked blocks, float32 and float64 sums, column corrections) = reference."""
+    import smalldata.runsums as runsums
+    monkeypatch.setattr(runsums, "BLOCK_ELEMENTS", 2000)  # blocks of 1024 pixels (the minimum): 3 blocks
+    key = repr((np.dtype(dtype).name, spread, specials, keep_mode, with_valid))
+    rng = np.random.default_rng(zlib.crc32(key.encode()))
+    n, shape, n_bins, n_labels = 60, (3, 7, 110), 3, 2
+    images, valid = nasty_frames(rng, n, shape, dtype, spread, specials)
+    valid = valid if with_valid else None
+    bins = np.repeat(rng.integers(-1, n_bins, n // 10), 10)       # per train of 10 frames
+    labels = np.arange(n) % n_labels                              # alternating pump / probe
+    xgm = rng.lognormal(6, 0.3, n)
+    xgm[::7] = np.nan
+    xgm[5] = np.inf
+    keep = KEEPS[keep_mode](n, rng)
+    cube = CubeAccumulator(n_bins, ("pumped", "unpumped"), shape, sum_squares=True)
+    cube.add(images, bins, labels, xgm=xgm, valid=valid, keep=keep)
+    ref = reference_cube(images, bins, labels, n_bins, n_labels, xgm=xgm, valid=valid, keep=keep)
+    for name, expected in ref.items():
+        got = getattr(cube, name)
+        assert np.array_equal(got.reshape(expected.shape), expected), name
+    threshold = 0.5 if keep_mode != "dense" else -3.0
+    sums = RunSums(shape, threshold=threshold)
+    sums.add(images, valid=valid, keep=keep)
+    shared_cube, shared_sums = CubeAccumulator(n_bins, ("pumped", "unpumped"), shape, True), RunSums(shape, threshold)
+    shared_cube.add(images, bins, labels, xgm=xgm, valid=valid, keep=keep, sums=shared_sums)
+    assert_identical(shared_cube, cube)
+    ref = reference_run_sums(images, threshold=threshold, valid=valid, keep=keep)
+    ref["_n_frames"] = np.array([n if keep is None else keep.sum()])
+    for result in (sums, shared_sums):
+        for name, expected in ref.items():
+            got = getattr(result, name).reshape(expected.shape)
+            if name == "_max":  # bit for bit
+                assert np.array_equal(got.view(np.int32), expected.view(np.int32)), name
+            else:
+                assert np.array_equal(got, expected), name
+
+
+@pytest.mark.parametrize("n_frames", [16, 17, 300])
+def test_fast_sums_exact_at_the_float32_bound(n_frames):
+    """Fixed-point sums near the float32 limit 2**24, and more than 255 frames (wider counts)."""
+    q = 2 ** 20 - 1                                               # odd: float32 would round sums above 2**24
+    images = np.full((n_frames, 2, 3), q / 4096, dtype=np.float32)
+    images[:, 0, 0] = -q / 4096
+    valid = np.ones(images.shape, dtype=bool)
+    valid[1, 1, 1] = False
+    cube = CubeAccumulator(1, ("image",), (2, 3))
+    cube.add(images, np.zeros(n_frames), np.zeros(n_frames), valid=valid)
+    sums = RunSums((2, 3))
+    sums.add(images, valid=valid)
+    expected = np.full((2, 3), n_frames * q, dtype=np.int64)
+    expected[0, 0] = -n_frames * q
+    expected[1, 1] -= q
+    assert np.array_equal(cube._sum.reshape(2, 3), expected) and np.array_equal(sums._sum.reshape(2, 3), expected)
+    assert cube.pixel_count[0, 0, 1, 1] == n_frames - 1 == sums.pixel_count[1, 1]
+
+
+def test_write_compresses_counts_only(tmp_path):
+    images, valid, bins, lab, xgm, keep = random_frames(n=30)
+    cube = CubeAccumulator(5, ("pumped", "unpumped", "dark"), (4, 5, 6))
+    cube.add(images, bins, lab, xgm=xgm, valid=valid, keep=keep)
+    with h5py.File(tmp_path / "c.h5", "w") as f:
+        cube.write(f.create_group("a"), compression="gzip")
+        cube.write(f.create_group("b"), compression="gzip", sum_compression="gzip")
+    with h5py.File(tmp_path / "c.h5", "r") as f:
+        assert f["a/pixel_count"].compression == "gzip" and f["a/sum"].compression is None
+        assert f["b/sum"].compression == "gzip"
+        assert_identical(CubeAccumulator.read(f["a"]), cube)
+        assert_identical(CubeAccumulator.read(f["b"]), cube)
+
+
+def test_shared_sums_without_binned_frames_or_with_another_layout():
+    images, valid, _, _, _, keep = random_frames(n=20)
+    cube, alone = CubeAccumulator(2, ("a",), (4, 5, 6)), RunSums((4, 5, 6), threshold=1.0)
+    alone.add(images, valid=valid, keep=keep)
+    for sums in (RunSums((4, 5, 6), threshold=1.0), RunSums((4, 5, 6), threshold=1.0, scale_bits=10)):
+        cube.add(images, np.full(20, -1), np.zeros(20), valid=valid, keep=keep, sums=sums)  # no frame in a bin
+        cube.add(images, np.zeros(20), np.zeros(20), valid=valid, keep=keep, sums=sums)
+        if sums.scale_bits == alone.scale_bits:
+            assert np.array_equal(sums._sum, 2 * alone._sum) and np.array_equal(sums._max, alone._max)
+        assert sums.n_frames == 2 * alone.n_frames and np.array_equal(sums._above, 2 * alone._above)
