@@ -273,13 +273,18 @@ def producer_worker(args) -> int:
     spent: Dict[str, float] = {}
 
     def add(self, frames, label_id, points, keep):
-        """``DetectorAccumulators.add``, or the cube and the sums in one call (``cube_sums_shared``)."""
-        if not state["shared"] or self.cube is None or self.sums is None:
+        """The cube and the sums in separate calls, or in one (``cube_sums_shared``, the producer's way)."""
+        if self.cube is None:
             return separate_add(self, frames, label_id, points, keep)
         scan = self.cube_cfg["scan"]
         bins = self.binning.assign(points[scan] if scan else None, n_frames=len(frames))
         xgm = points[self.cube_cfg["xgm"]] if self.cube_cfg["xgm"] else None
-        self.cube.add(frames.data, bins, label_id, xgm=xgm, valid=frames.valid, keep=keep, sums=self.sums)
+        if state["shared"] and self.sums is not None:
+            self.cube.add(frames.data, bins, label_id, xgm=xgm, valid=frames.valid, keep=keep, sums=self.sums)
+        else:  # the code before the fast kernels has no shared pass
+            self.cube.add(frames.data, bins, label_id, xgm=xgm, valid=frames.valid, keep=keep)
+            if self.sums is not None:
+                self.sums.add(frames.data, valid=frames.valid, keep=keep)
 
     def timed(owner, attr, label):
         original = getattr(owner, attr)
