@@ -7,18 +7,11 @@ import pytest
 from ana_funcs.autocorrelation import Autocorrelation, autocorrelation
 from smalldata.errors import ConfigError
 from smalldata.frames import Frames
+from smalldata.simulate.physics import speckle_intensity
 
 
 def speckle(shape, contrast, size, rng):
-    try:
-        from smalldata.simulate.physics import speckle_intensity
-    except ImportError:  # stand-in with the same definition if the simulator is absent
-        field = rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
-        ky = np.fft.fftfreq(shape[-2])[:, None]
-        kx = np.fft.fftfreq(shape[-1])[None, :]
-        filt = np.exp(-(2 * np.pi) ** 2 * size ** 2 * (kx ** 2 + ky ** 2) / 2)
-        s = np.abs(np.fft.ifft2(np.fft.fft2(field) * filt)) ** 2
-        return 1 - np.sqrt(contrast) + np.sqrt(contrast) * s / s.mean()
+    """The simulator's planted speckle: mean 1, contrast ``contrast``, Gaussian correlation of ``size`` px."""
     return speckle_intensity(shape, contrast, size, rng)
 
 

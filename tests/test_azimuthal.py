@@ -54,7 +54,7 @@ def static_mask():
 @pytest.fixture(scope="module")
 def pyfai(geom):
     """pyFAI integrator on extra-geom's pyFAI detector: poni1 = centre y, poni2 = centre x."""
-    integrator = pytest.importorskip("pyFAI.integrator.azimuthal")
+    import pyFAI.integrator.azimuthal as integrator
     detector = geom.to_pyfai_detector()
     ai = integrator.AzimuthalIntegrator(dist=DISTANCE, poni1=CENTER[1], poni2=CENTER[0],
                                         detector=detector, wavelength=wavelength_m(ENERGY))
@@ -146,7 +146,7 @@ def test_binned_mean_matches_pyfai(pyfai, static_mask, solid_angle, polarization
 # ---------------------------------------------------------------------- planted ring
 def test_planted_ring_recovered(positions):
     """A Gaussian ring at q0 planted through the real geometry (simulator physics) comes back at q0."""
-    physics = pytest.importorskip("smalldata.simulate.physics")
+    from smalldata.simulate import physics
     x, y, z = positions
     center, distance, energy, q0, sigma = (-1.5e-3, 2.0e-3), 5.0, 860.0, 1.0e8, 4.0e6
     expected = physics.ring_expectation(physics.q_map(x, y, center, distance, energy), q0, sigma, 3.0) + 0.05

@@ -262,8 +262,7 @@ MPI_SCRIPT = textwrap.dedent("""
 @pytest.mark.mpi
 def test_reduce_over_two_ranks_equals_one_rank(tmp_path):
     mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
-    if not os.path.exists(mpiexec):
-        pytest.skip(f"no mpiexec next to {sys.executable}")
+    assert os.path.exists(mpiexec), f"no mpiexec next to {sys.executable}: install the project (mpich wheel)"
     script = tmp_path / "reduce_check.py"
     script.write_text(MPI_SCRIPT.format(tests=os.path.dirname(os.path.abspath(__file__))))
     proc = subprocess.run([mpiexec, "-n", "2", sys.executable, str(script)], capture_output=True, text=True,

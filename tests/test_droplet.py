@@ -10,6 +10,7 @@ from ana_funcs.droplet import Droplet, find_droplets
 from ana_funcs.photons import Photons, contrast_from_pk, greedy_counts
 from smalldata.errors import ConfigError
 from smalldata.frames import Frames
+from smalldata.simulate.physics import speckle_intensity
 from smalldata.ragged import Ragged
 
 GAIN = 10.0  # ADU per photon
@@ -301,16 +302,7 @@ def test_contrast_from_pk_and_its_error():
 
 
 def planted_speckle(shape, contrast, size, rng):
-    try:
-        from smalldata.simulate.physics import speckle_intensity
-    except ImportError:  # stand-in with the same definition if the simulator is absent
-        field = rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
-        ky = np.fft.fftfreq(shape[-2])[:, None]
-        kx = np.fft.fftfreq(shape[-1])[None, :]
-        filt = np.exp(-(2 * np.pi) ** 2 * size ** 2 * (kx ** 2 + ky ** 2) / 2)
-        s = np.abs(np.fft.ifft2(np.fft.fft2(field) * filt)) ** 2
-        s /= s.mean()
-        return 1 - np.sqrt(contrast) + np.sqrt(contrast) * s
+    """The simulator's planted speckle (see tests/test_autocorrelation.py)."""
     return speckle_intensity(shape, contrast, size, rng)
 
 
