@@ -204,7 +204,7 @@ def load_yaml(path: os.PathLike) -> Dict[str, Any]:
     """Read a YAML file into a dict, with one-line errors."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError("", f"config file {path} does not exist; pass -c with a YAML file "
+        raise ConfigError("", f"{path} does not exist; pass -c with a YAML file "
                               "(configs/producer.yaml is an example)")
     try:
         with open(path) as fh:
