@@ -47,7 +47,9 @@ def _body(args: argparse.Namespace) -> int:
     if args.no_shell:
         print(banner)
         return 0
-    namespace = {"ana": ana, "np": __import__("numpy")}
+    import numpy as np
+
+    namespace = {"ana": ana, "np": np}
     try:
         from IPython import start_ipython
     except ImportError:

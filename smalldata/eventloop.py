@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import h5py
 import numpy as np
 
 from . import __version__
@@ -27,7 +28,8 @@ from .pointdata import PointReader
 from .progress import Coordinator
 from .runaccess import RunAccess
 from .setup import DetectorSetup, setup_detectors
-from .writer import OutputFile, PartWriter, make_parts_dir, merge_parts, remove_parts_dir, write_mapping
+from .writer import (OutputFile, PartWriter, check_output_path, make_parts_dir, merge_parts, remove_parts_dir,
+                     write_mapping)
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +137,6 @@ def run_producer(config: ProducerConfig, run: int, proposal: Optional[int] = Non
 
     def prepare_output():
         if rank == 0:
-            from .writer import check_output_path
-
             try:
                 output.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
@@ -270,7 +270,7 @@ def _write_output(output, overwrite, parts_dir, n_ranks, config, stage, setups, 
         })
         meta.create_dataset("skipped_trainId", data=np.array([t for t, _ in skipped], dtype=np.uint64))
         meta.create_dataset("skipped_reason", data=np.array([r for _, r in skipped], dtype=object),
-                            dtype=__import__("h5py").string_dtype())
+                            dtype=h5py.string_dtype())
         incomplete = []
         for s in setups:
             counts = access.frame_counts(s.modules)[: len(train_ids)]
@@ -288,8 +288,6 @@ def _write_output(output, overwrite, parts_dir, n_ranks, config, stage, setups, 
 
 
 def _walk(group):
-    import h5py
-
     for item in group.values():
         if isinstance(item, h5py.Group):
             yield from _walk(item)
