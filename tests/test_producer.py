@@ -334,3 +334,19 @@ def test_auto_batch_size():
     assert auto_batch_size(64, 16) == 32      # full detector: 2 MiB of raw data per frame
     assert auto_batch_size(64, 1) == 512
     assert auto_batch_size(0.01, 16) == 1
+
+
+def test_terminated_run_cleans_up(tmp_path, sim_root, calib_dir):
+    cfg = _failing_config(tmp_path, sim_root, calib_dir, fail_from_train=0, sleep=0.5)
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    proc = subprocess.Popen([tool("smd_producer"), "-r", str(DATA_RUN), "-c", str(cfg), "--batch-size", "4"],
+                            env=env, stderr=subprocess.PIPE, text=True)
+    out = tmp_path / "out"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(p.endswith(".parts") for p in _leftovers(out)):
+        time.sleep(0.1)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)  # what scancel and a SLURM time limit send
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and "interrupted" in stderr and "Traceback" not in stderr
+    assert _leftovers(out) == []  # no output, no part files, no temporary file
