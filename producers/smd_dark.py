@@ -42,11 +42,6 @@ class DarkSettings:
     thresholds: DarkThresholds
 
 
-def _resolve(base: Path, value: str) -> Path:
-    path = Path(os.path.expandvars(os.path.expanduser(value)))
-    return path if path.is_absolute() else (base / path).resolve()
-
-
 def dark_settings_from_config(path: Optional[os.PathLike], detector: Optional[str] = None) -> DarkSettings:
     """Read the keys ``smd_dark`` needs from a producer config (all of them optional without a file).
 
@@ -54,7 +49,7 @@ def dark_settings_from_config(path: Optional[os.PathLike], detector: Optional[st
     ``detectors.<name>.modules`` and ``detectors.<name>.dark`` (thresholds). ``detector``
     picks the detector; default the only one configured, or ``dssc``.
     """
-    from smalldata.config import load_yaml
+    from smalldata.config import load_yaml, resolve_path
     from smalldata.errors import ConfigError
 
     if path is None:
@@ -68,8 +63,8 @@ def dark_settings_from_config(path: Optional[os.PathLike], detector: Optional[st
     for key in ("data_root", "calib_dir"):
         if raw.get(key) is not None and not isinstance(raw[key], str):
             raise ConfigError(key, f"expected a folder name, got {raw[key]!r} (in {path})")
-    data_root = _resolve(base, raw["data_root"]) if raw.get("data_root") else None
-    calib_dir = _resolve(base, raw.get("calib_dir") or "calib")
+    data_root = resolve_path(base, raw["data_root"]) if raw.get("data_root") else None
+    calib_dir = resolve_path(base, raw.get("calib_dir") or "calib")
     detectors = raw.get("detectors")
     if not isinstance(detectors, dict) or not detectors:
         raise ConfigError("detectors", f"is required in {path}: a mapping with one entry per detector, "

@@ -200,6 +200,12 @@ _Loader.add_implicit_resolver(
     list("-+0123456789."))
 
 
+def resolve_path(base: Path, value: str) -> Path:
+    """``value`` with ``~`` and ``$VARS`` expanded; relative paths taken from ``base`` (the config's folder)."""
+    path = Path(os.path.expandvars(os.path.expanduser(value)))
+    return path if path.is_absolute() else (base / path).resolve()
+
+
 def load_yaml(path: os.PathLike) -> Dict[str, Any]:
     """Read a YAML file into a dict, with one-line errors."""
     path = Path(path)
@@ -242,7 +248,7 @@ class ProducerConfig:
         self.settings = apply_schema(raw, TOP_SCHEMA, "")
         for key in ("data_root", "calib_dir", "output_dir"):
             if self.settings[key] is not None:
-                self.settings[key] = str(self._resolve(base, self.settings[key]))
+                self.settings[key] = str(resolve_path(base, self.settings[key]))
         self.detectors: Dict[str, Dict[str, Any]] = {}
         if not self.settings["detectors"]:
             raise ConfigError("detectors", "no detector configured; add e.g. 'dssc: {dark_run: 615, functions: [...]}'")
@@ -253,7 +259,7 @@ class ProducerConfig:
             det = apply_schema(det_raw, DETECTOR_SCHEMA, where)
             for key in ("user_mask", "geometry_file"):
                 if det[key] is not None:
-                    det[key] = str(self._resolve(base, det[key]))
+                    det[key] = str(resolve_path(base, det[key]))
                     if not Path(det[key]).is_file():
                         raise ConfigError(f"{where}.{key}", f"file {det[key]} does not exist")
             if not isinstance(det["functions"], list):
@@ -284,7 +290,7 @@ class ProducerConfig:
             raise ConfigError("digitizer", "digitizer integrals need the bunch pattern: add a 'pulses' section")
         rejection = self.settings["rejection"] or {}
         if rejection.get("user_mask"):
-            rejection["user_mask"] = str(self._resolve(base, rejection["user_mask"]))
+            rejection["user_mask"] = str(resolve_path(base, rejection["user_mask"]))
         point_paths = {f"{g}/{n}" for g, n in self.point_data}
         for where, path in [("rejection.xgm", rejection.get("xgm"))] + [
                 (f"detectors.{d}.cube.{k}", (cfg["cube"] or {}).get(k)) for d, cfg in self.detectors.items()
@@ -308,10 +314,6 @@ class ProducerConfig:
             result.append(veto)
         return result
 
-    @staticmethod
-    def _resolve(base: Path, value: str) -> Path:
-        p = Path(os.path.expandvars(os.path.expanduser(value)))
-        return p if p.is_absolute() else (base / p).resolve()
 
     @classmethod
     def from_file(cls, path: os.PathLike) -> "ProducerConfig":

@@ -133,7 +133,7 @@ def run_producer(config: ProducerConfig, run: int, proposal: Optional[int] = Non
                            config.settings["rejection"], access, run_ids)
         setups = setup_detectors(config, proposal, access, stage.pattern, run_ids)
         points = PointReader(config.point_data, access)
-        return access, stage, setups, points
+        return access, run_ids, stage, setups, points
 
     def prepare_output():
         if rank == 0:
@@ -147,13 +147,10 @@ def run_producer(config: ProducerConfig, run: int, proposal: Optional[int] = Non
 
     parts_dir = comm.bcast(agree(prepare_output, comm), root=0)
     try:
-        access, stage, setups, points = agree(prepare, comm)
+        access, train_ids, stage, setups, points = agree(prepare, comm)
         modules_all = sorted({m for s in setups for m in s.modules})
         if batch_size is None:
             batch_size = auto_batch_size(config.settings["batch_megabytes"], len(modules_all))
-        train_ids = access.train_ids
-        if max_trains is not None:
-            train_ids = train_ids[:max_trains]
         frames = access.frames_per_train(modules_all)[: len(train_ids)]
         skipped = [(int(t), "no detector frames in any module") for t in train_ids[frames == 0]]
         keep = frames > 0
