@@ -19,7 +19,7 @@ test: $(STAMP)
 	$(VENV)/bin/pytest -q -ra tests
 
 demo: $(STAMP)
-	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m smalldata.demo --config configs/producer.yaml --ranks $(NRANKS)
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m smalldata.cli.demo --config configs/producer.yaml --ranks $(NRANKS)
 
 bench: $(STAMP)
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) benchmarks/run_all.py

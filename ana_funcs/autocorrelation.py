@@ -23,9 +23,9 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 from scipy import fft as sfft
 
-from smalldata.detfunc import DetObjectFunc
 from smalldata.errors import ConfigError
-from smalldata.frames import Frames
+from smalldata.plugin.detfunc import DetObjectFunc
+from smalldata.plugin.frames import Frames
 
 from .droplet import check_count
 from .roi import check_module_roi, crop_module

@@ -1,7 +1,7 @@
 """Azimuthal binning: per-frame mean intensity in rings of momentum transfer (and azimuth).
 
 Each good pixel is assigned once (no pixel splitting) to a bin of momentum transfer
-``q`` and azimuth ``phi`` (geometry in :mod:`smalldata.qmap`). Per frame and bin::
+``q`` and azimuth ``phi`` (geometry in :mod:`smalldata.geometry.qmap`). Per frame and bin::
 
     mean  = sum(I) / sum(c)        over the bin's pixels valid in that frame
     count = number of those pixels
@@ -23,11 +23,11 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 import numpy as np
 import scipy.sparse
 
-from smalldata import qmap
-from smalldata.detfunc import DetObjectFunc
+from smalldata.calib.masks import load_user_mask
 from smalldata.errors import ConfigError, DataError
-from smalldata.frames import Frames
-from smalldata.masks import load_user_mask
+from smalldata.geometry import qmap
+from smalldata.plugin.detfunc import DetObjectFunc
+from smalldata.plugin.frames import Frames
 
 log = logging.getLogger(__name__)
 

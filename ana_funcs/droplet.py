@@ -18,10 +18,10 @@ from scipy import ndimage, sparse
 from scipy.sparse import csgraph
 
 from smalldata.constants import DSSC_ASIC_SHAPE
-from smalldata.detfunc import DetObjectFunc
 from smalldata.errors import ConfigError
-from smalldata.frames import Frames
-from smalldata.ragged import Ragged
+from smalldata.plugin.detfunc import DetObjectFunc
+from smalldata.plugin.frames import Frames
+from smalldata.plugin.ragged import Ragged
 
 log = logging.getLogger(__name__)
 

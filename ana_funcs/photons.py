@@ -16,14 +16,23 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from smalldata.detfunc import DetObjectFunc
 from smalldata.errors import ConfigError
-from smalldata.frames import Frames
-from smalldata.ragged import Ragged
+from smalldata.plugin.detfunc import DetObjectFunc
+from smalldata.plugin.frames import Frames
+from smalldata.plugin.ragged import Ragged
 
-from .droplet import (DropletSet, DropletThresholds, cap_per_event, check_count, check_droplet_params,
-                      check_photon_params, droplets_of, find_droplets, photons_per_droplet,
-                      resolve_adu_per_photon)
+from .droplet import (
+    DropletSet,
+    DropletThresholds,
+    cap_per_event,
+    check_count,
+    check_droplet_params,
+    check_photon_params,
+    droplets_of,
+    find_droplets,
+    photons_per_droplet,
+    resolve_adu_per_photon,
+)
 
 
 @dataclass
@@ -191,7 +200,7 @@ def contrast_from_pk(pk: np.ndarray, n_pixels: Optional[np.ndarray] = None) -> T
 class Photons(DetObjectFunc):
     """Photons per event, the photons-per-pixel histogram p(k), optional photon list.
 
-    As a child of :class:`~ana_funcs.droplet.Droplet` it uses the parent's droplets (its own
+    As a child of :class:`~smalldata.funcs.droplet.Droplet` it uses the parent's droplets (its own
     droplet parameters are then unused); otherwise it finds droplets itself.
 
     Parameters

@@ -6,9 +6,9 @@ from typing import Dict, Optional
 import numpy as np
 
 from smalldata.constants import DSSC_MODULE_SHAPE
-from smalldata.detfunc import DetObjectFunc
 from smalldata.errors import ConfigError
-from smalldata.frames import Frames, zero_invalid
+from smalldata.plugin.detfunc import DetObjectFunc
+from smalldata.plugin.frames import Frames, zero_invalid
 
 from .roi import check_module_roi, crop_module
 

@@ -6,9 +6,9 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from smalldata.constants import DSSC_MODULE_SHAPE, DSSC_N_MODULES
-from smalldata.detfunc import DetObjectFunc
 from smalldata.errors import ConfigError
-from smalldata.frames import Frames, zero_invalid
+from smalldata.plugin.detfunc import DetObjectFunc
+from smalldata.plugin.frames import Frames, zero_invalid
 
 
 def check_module_roi(module: int, roi, shape=DSSC_MODULE_SHAPE) -> List[int]:

@@ -14,19 +14,19 @@ import argparse
 import json
 import logging
 import os
-import sys
 import platform
+import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import scipy
+from smalldata.funcs.azimuthal import AzimuthalBinning
 
-from ana_funcs.azimuthal import AzimuthalBinning
 from smalldata.constants import wavelength_m
-from smalldata.frames import Frames
-from smalldata.geometry import load_dssc_geometry
+from smalldata.geometry.positions import load_dssc_geometry
+from smalldata.plugin.frames import Frames
 
 log = logging.getLogger("bench_azimuthal")
 SHAPE = (16, 128, 512)
@@ -60,8 +60,8 @@ def main(argv=None):
     logging.basicConfig(level=logging.WARNING)
     if args.pyfai_threads > 0:  # before pyFAI's OpenMP runtime starts
         os.environ["OMP_NUM_THREADS"] = str(args.pyfai_threads)
-    from pyFAI.integrator.azimuthal import AzimuthalIntegrator
     import pyFAI
+    from pyFAI.integrator.azimuthal import AzimuthalIntegrator
 
     geom = load_dssc_geometry()
     detector = geom.to_pyfai_detector()

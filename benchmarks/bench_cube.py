@@ -15,7 +15,7 @@ c. ``cube_sums``: b plus ``sums: {threshold: 0.5}``;
 and c with ``CubeAccumulator.add(..., sums=...)`` sharing the per-pixel passes
 (``cube_sums_shared``: ``DetectorAccumulators.add`` patched as accumulate.py could call it),
 and b and c with the accumulators of :data:`BASELINE_COMMIT` (read with ``git show``).
-Loop time: a timer around ``smalldata.eventloop._process_block`` (reading, calibration,
+Loop time: a timer around ``smalldata.pipeline.eventloop._process_block`` (reading, calibration,
 functions, accumulation, part files; set-up, reduction and the final file are outside).
 Timers around ``DetObject.calibrate`` and ``DetectorAccumulators.add`` split the difference
 into extra calibration and accumulation; ``reduce`` + ``write`` make the end phase.
@@ -47,9 +47,24 @@ import h5py
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (PROPOSAL, RESULTS_DIR, bench_dir, cache_key, cpu_pressure, dark_constants,  # noqa: E402
-                    format_table, machine_info, repeat_timings, run_command, run_files, simulated_run, stats,
-                    warm_files, write_config, write_results)
+from common import (  # noqa: E402
+    PROPOSAL,
+    RESULTS_DIR,
+    bench_dir,
+    cache_key,
+    cpu_pressure,
+    dark_constants,
+    format_table,
+    machine_info,
+    repeat_timings,
+    run_command,
+    run_files,
+    simulated_run,
+    stats,
+    warm_files,
+    write_config,
+    write_results,
+)
 
 log = logging.getLogger("bench_cube")
 
@@ -187,8 +202,8 @@ def measure_per_frame(baseline, rounds: int, calls: int) -> Dict[str, object]:
     ``cube_and_sums`` is the cube then the sums (as the producer calls them), ``cube_with_sums``
     the cube with ``sums=`` sharing the per-pixel passes (current code only).
     """
-    import smalldata.cube as cube_now
-    import smalldata.runsums as runsums_now
+    import smalldata.sums.cube as cube_now
+    import smalldata.sums.runsums as runsums_now
 
     b = synthetic_batch()
     n = len(b["images"])
@@ -228,7 +243,7 @@ def measure_per_frame(baseline, rounds: int, calls: int) -> Dict[str, object]:
 
 def measure_write(baseline, n_bins: int = 5, repeat: int = 2) -> Dict[str, object]:
     """Seconds to write a full-DSSC cube of ``n_bins`` x 2 labels with ``compression="gzip"``, now and baseline."""
-    import smalldata.cube as cube_now
+    import smalldata.sums.cube as cube_now
 
     batch = synthetic_batch(n_frames=20)
     codes = {"after": cube_now}
@@ -257,11 +272,11 @@ def measure_write(baseline, n_bins: int = 5, repeat: int = 2) -> Dict[str, objec
 def producer_worker(args) -> int:
     """Interleaved in-process producer runs of the variants; prints JSON on stdout (runs in a subprocess)."""
     logging.basicConfig(level=logging.WARNING)
-    import smalldata.accumulate as accumulate
-    import smalldata.detobject as detobject
-    import smalldata.eventloop as eventloop
-    import smalldata.setup as setup
-    from smalldata.config import ProducerConfig
+    import smalldata.calib.detobject as detobject
+    import smalldata.pipeline.detectors as setup
+    import smalldata.pipeline.eventloop as eventloop
+    import smalldata.sums.accumulate as accumulate
+    from smalldata.config.producer import ProducerConfig
 
     configs = json.loads(args.worker_configs)
     baseline = import_baseline(Path(args.baseline_dir)) if args.baseline_dir else None

@@ -17,10 +17,10 @@ from types import SimpleNamespace
 import numpy as np
 import scipy
 from scipy import ndimage
+from smalldata.funcs.droplet import Droplet
+from smalldata.funcs.photons import Photons
 
-from ana_funcs.droplet import Droplet
-from ana_funcs.photons import Photons
-from smalldata.frames import Frames
+from smalldata.plugin.frames import Frames
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_info, write_results  # noqa: E402  (benchmarks/common.py)

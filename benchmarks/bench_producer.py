@@ -40,17 +40,34 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import h5py
 import numpy as np
 
-from smalldata.eventloop import split_batches
+from smalldata.pipeline.eventloop import split_batches
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (PROPOSAL, RESULTS_DIR, bench_dir, cache_key, cpu_pressure, dark_constants, evict_files,  # noqa: E402
-                    format_table, machine_info, run_command, run_files, script_command, simulated_run, stats,
-                    tool, warm_files, write_config, write_results)
+from common import (  # noqa: E402
+    PROPOSAL,
+    RESULTS_DIR,
+    bench_dir,
+    cache_key,
+    cpu_pressure,
+    dark_constants,
+    evict_files,
+    format_table,
+    machine_info,
+    run_command,
+    run_files,
+    script_command,
+    simulated_run,
+    stats,
+    tool,
+    warm_files,
+    write_config,
+    write_results,
+)
 
 log = logging.getLogger("bench_producer")
 
 DATA_RUN, DARK_RUN, SHORT_RUN = 614, 615, 616
-PRODUCER_ENTRY = "producers.smd_producer:main"
+PRODUCER_ENTRY = "smalldata.cli.smd_producer:main"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DSSC_SOURCE = "SCS_DET_DSSC1M-1/DET/{m}CH0:xtdf"
 ROI = [10, 60, 100, 300]  # y0, y1, x0, x1 (module pixels)
@@ -187,8 +204,8 @@ def producer_run(config: Path, run: int, output: Path, batch_size: int, n_ranks:
 
 def imports_only_rss() -> Optional[float]:
     """Peak RSS (MiB) of a Python process that only imports what the producer imports."""
-    code = ("import producers.smd_producer, smalldata.eventloop, smalldata.setup, smalldata.detobject, "
-            "ana_funcs.roi, ana_funcs.projection, extra_data, extra_geom, h5py, mpi4py.MPI\n"
+    code = ("import smalldata.cli.smd_producer, smalldata.pipeline.eventloop, smalldata.pipeline.detectors, smalldata.calib.detobject, "
+            "smalldata.funcs.roi, smalldata.funcs.projection, extra_data, extra_geom, h5py, mpi4py.MPI\n"
             "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM:')][0])")
     result = run_command([sys.executable, "-c", code])
     try:
@@ -267,28 +284,28 @@ class StageTimer:
 
 
 def _instrument(timer: StageTimer) -> None:
-    import smalldata.detfunc as detfunc
-    import smalldata.detobject as detobject
-    import smalldata.eventloop as eventloop
-    import smalldata.pointdata as pointdata
-    import smalldata.runaccess as runaccess
-    import smalldata.writer as writer
+    import smalldata.calib.detobject as detobject
+    import smalldata.io.pointdata as pointdata
+    import smalldata.io.runaccess as runaccess
+    import smalldata.output.writer as writer
+    import smalldata.pipeline.eventloop as eventloop
+    import smalldata.plugin.detfunc as detfunc
 
     targets = [
-        (eventloop, "run_producer", "run_producer", "smalldata.eventloop.run_producer"),
-        (eventloop, "_process_block", "event loop", "smalldata.eventloop._process_block"),
-        (eventloop, "_write_output", "merge parts + metadata", "smalldata.eventloop._write_output"),
+        (eventloop, "run_producer", "run_producer", "smalldata.pipeline.eventloop.run_producer"),
+        (eventloop, "_process_block", "event loop", "smalldata.pipeline.eventloop._process_block"),
+        (eventloop, "_write_output", "merge parts + metadata", "smalldata.pipeline.eventloop._write_output"),
         (eventloop, "setup_detectors", "set up detectors (dark, geometry, functions)",
-         "smalldata.eventloop.setup_detectors"),
-        (runaccess.RunAccess, "open", "open run (extra-data)", "smalldata.runaccess.RunAccess.open"),
+         "smalldata.pipeline.eventloop.setup_detectors"),
+        (runaccess.RunAccess, "open", "open run (extra-data)", "smalldata.io.runaccess.RunAccess.open"),
         (runaccess.RunAccess, "read_raw", "read detector frames (RunAccess.read_raw)",
-         "smalldata.runaccess.RunAccess.read_raw"),
+         "smalldata.io.runaccess.RunAccess.read_raw"),
         (h5py.Dataset, "read_direct", "HDF5 read_direct", "h5py.Dataset.read_direct"),
         (detobject.DetObject, "calibrate", "calibrate (DetObject.calibrate)",
-         "smalldata.detobject.DetObject.calibrate"),
-        (detfunc.DetObjectFunc, "run", "functions (ROI + projection)", "smalldata.detfunc.DetObjectFunc.run"),
-        (pointdata.PointReader, "read", "point data (PointReader.read)", "smalldata.pointdata.PointReader.read"),
-        (writer.PartWriter, "append", "write part file (PartWriter.append)", "smalldata.writer.PartWriter.append"),
+         "smalldata.calib.detobject.DetObject.calibrate"),
+        (detfunc.DetObjectFunc, "run", "functions (ROI + projection)", "smalldata.plugin.detfunc.DetObjectFunc.run"),
+        (pointdata.PointReader, "read", "point data (PointReader.read)", "smalldata.io.pointdata.PointReader.read"),
+        (writer.PartWriter, "append", "write part file (PartWriter.append)", "smalldata.output.writer.PartWriter.append"),
     ]
     for owner, attr, label, where in targets:
         timer.wrap(owner, attr, label, where)
@@ -312,8 +329,8 @@ def _short_name(func_key) -> str:
 def stage_worker(args) -> int:
     """In-process producer run with stage timers (and optionally cProfile); prints JSON on stdout."""
     logging.basicConfig(level=logging.WARNING)
-    from smalldata.config import ProducerConfig
-    import smalldata.eventloop as eventloop
+    import smalldata.pipeline.eventloop as eventloop
+    from smalldata.config.producer import ProducerConfig
 
     config = ProducerConfig.from_file(args.stage_worker)
     # warm-up on a few trains (imports, first-touch of constants)
@@ -411,7 +428,7 @@ def parse_args(argv):
     if args.short_trains >= args.trains:
         parser.error(f"--short-trains {args.short_trains} must be below --trains {args.trains}")
     if args.batch_size is None:
-        from smalldata.eventloop import auto_batch_size
+        from smalldata.pipeline.eventloop import auto_batch_size
 
         args.batch_size = auto_batch_size(64.0, 1)  # the ROI config reads one module
     return args
@@ -449,6 +466,7 @@ def prepare(args) -> Prepared:
 def measure_rounds(args, prep: Prepared) -> Dict[str, object]:
     """Rounds alternating the h5py and extra-data read-only baselines and the 1-rank producer."""
     from extra_data import RunDirectory
+
     from smalldata.simulate import run_path
 
     plan = h5py_read_plan(prep.module_files, args.roi_module, args.batch_size)

@@ -137,7 +137,7 @@ def dark_constants(config_path: Path, dark_run: int, calib_dir: Path) -> Path:
     Path
         The constants file in ``calib_dir``.
     """
-    from smalldata.darkfile import dark_file_path
+    from smalldata.calib.darkfile import dark_file_path
 
     path = dark_file_path(calib_dir, PROPOSAL, dark_run, "dssc")
     if path.is_file():

@@ -17,8 +17,8 @@ from typing import Dict
 
 import numpy as np
 
-from smalldata.detfunc import DetObjectFunc
-from smalldata.frames import Frames
+from smalldata.plugin.detfunc import DetObjectFunc
+from smalldata.plugin.frames import Frames
 
 
 class BrightFraction(DetObjectFunc):

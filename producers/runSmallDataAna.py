@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _body(args: argparse.Namespace) -> int:
-    from smalldata.ana import SmallDataAna
+    from smalldata.ana.session import SmallDataAna
 
     ana = SmallDataAna.from_run(args.run, args.config, args.output)
     if args.proposal is not None and args.proposal != ana.proposal:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
-from smalldata.badpixels import DarkThresholds
+from smalldata.calib.badpixels import DarkThresholds
 
 from ._cli import add_common_arguments, run_main
 
@@ -49,7 +49,7 @@ def dark_settings_from_config(path: Optional[os.PathLike], detector: Optional[st
     ``detectors.<name>.modules`` and ``detectors.<name>.dark`` (thresholds). ``detector``
     picks the detector; default the only one configured, or ``dssc``.
     """
-    from smalldata.config import load_yaml, resolve_path
+    from smalldata.config.producer import load_yaml, resolve_path
     from smalldata.errors import ConfigError
 
     if path is None:
@@ -130,9 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _body(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from smalldata import mpi
-    from smalldata.dark import characterise_dark_to_file, dark_file_path, open_dark_run
+    from smalldata.calib.dark import characterise_dark_to_file, dark_file_path, open_dark_run
     from smalldata.errors import ConfigError, DataError, SmallDataError
+    from smalldata.pipeline import mpi
 
     comm = mpi.get_comm()
     settings = dark_settings_from_config(args.config, args.detector)

@@ -36,10 +36,10 @@ def _terminate(signum, frame):
 
 
 def _body(args: argparse.Namespace) -> int:
-    from smalldata.config import ProducerConfig
+    from smalldata.config.producer import ProducerConfig
     from smalldata.errors import SmallDataError
-    from smalldata.eventloop import run_producer
-    from smalldata.mpi import get_comm
+    from smalldata.pipeline.eventloop import run_producer
+    from smalldata.pipeline.mpi import get_comm
 
     if args.max_trains is not None and args.max_trains < 1:
         raise SmallDataError(f"--max-trains must be >= 1, got {args.max_trains}")

@@ -13,7 +13,8 @@ import logging
 import time
 from typing import Optional, Sequence
 
-from producers._cli import add_common_arguments, run_main
+from smalldata.cli._cli import add_common_arguments, run_main
+
 from smalldata.errors import SmallDataError
 from smalldata.simulate import SimulationConfig, simulate_dark_run, simulate_data_run, truth_path
 from smalldata.simulate.config import parse_int_list

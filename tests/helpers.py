@@ -39,7 +39,7 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def calib_dir(tmp_path_factory, sim_root):
     """Dark constants of the simulated dark run, written once per session."""
-    from smalldata.dark import characterise_dark, dark_file_path, write_dark_file
+    from smalldata.calib.dark import characterise_dark, dark_file_path, write_dark_file
     from smalldata.simulate import run_path
 
     folder = tmp_path_factory.mktemp("calib")

@@ -4,13 +4,12 @@ import subprocess
 import numpy as np
 import pytest
 import yaml
-
-from smalldata.ana import SmallDataAna
-from smalldata.config import ProducerConfig
-from smalldata.errors import DataError, SmallDataError
-from smalldata.eventloop import run_producer
-
 from helpers import DARK_RUN, DATA_RUN, PROPOSAL, calib_dir, tool  # noqa: F401
+
+from smalldata.ana.session import SmallDataAna
+from smalldata.config.producer import ProducerConfig
+from smalldata.errors import DataError, SmallDataError
+from smalldata.pipeline.eventloop import run_producer
 
 
 @pytest.fixture(scope="module")

@@ -3,10 +3,10 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from smalldata.funcs.autocorrelation import Autocorrelation, autocorrelation
 
-from ana_funcs.autocorrelation import Autocorrelation, autocorrelation
 from smalldata.errors import ConfigError
-from smalldata.frames import Frames
+from smalldata.plugin.frames import Frames
 from smalldata.simulate.physics import speckle_intensity
 
 
@@ -108,7 +108,7 @@ def test_standalone_module_roi_equals_crop():
 
 
 def test_as_child_of_roi():
-    from ana_funcs.roi import ROI
+    from smalldata.funcs.roi import ROI
 
     rng = np.random.default_rng(5)
     full = np.zeros((3, 1, 128, 512), np.float32)

@@ -1,4 +1,4 @@
-"""Azimuthal binning (ana_funcs.azimuthal): pyFAI agreement, planted ring, validity, config errors.
+"""Azimuthal binning (smalldata.funcs.azimuthal): pyFAI agreement, planted ring, validity, config errors.
 
 All tests use the real DSSC 1M geometry (extra-geom's shipped file, 16 modules).
 """
@@ -6,12 +6,12 @@ import types
 
 import numpy as np
 import pytest
+from smalldata.funcs.azimuthal import AzimuthalBinning, BinSums
 
-from ana_funcs.azimuthal import AzimuthalBinning, BinSums
 from smalldata.constants import wavelength_m
 from smalldata.errors import ConfigError
-from smalldata.frames import Frames
-from smalldata.geometry import load_dssc_geometry, pixel_positions
+from smalldata.geometry.positions import load_dssc_geometry, pixel_positions
+from smalldata.plugin.frames import Frames
 
 MODULES = tuple(range(16))
 SHAPE = (16, 128, 512)
@@ -242,7 +242,7 @@ def test_outputs_description_and_options(positions, static_mask, tmp_path):
     # the parameters are the config keys and rebuild the same function
     again = AzimuthalBinning(**func.params())
     assert again.params() == func.params()
-    from smalldata.registry import resolve_function_type
+    from smalldata.plugin.registry import resolve_function_type
     assert resolve_function_type("azimuthal") is AzimuthalBinning
 
     # a user mask file of the whole detector on a detector of two modules
@@ -301,7 +301,7 @@ def test_no_good_pixel_for_default_range(positions):
 
 
 def test_built_from_yaml_config():
-    from smalldata.config import build_function
+    from smalldata.config.producer import build_function
 
     path = "detectors.dssc.functions[0]"
     func = build_function({"type": "azimuthal", "center": [0.001, -0.002], "distance": 5, "q_bins": 50,

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from smalldata.config import ProducerConfig, config_markdown
+from smalldata.config.producer import ProducerConfig, config_markdown
 from smalldata.errors import ConfigError
 
 BASE = {
@@ -126,7 +126,7 @@ def test_user_function_by_dotted_path(tmp_path, monkeypatch):
     pkg = tmp_path / "userfuncs.py"
     pkg.write_text(
         "import numpy as np\n"
-        "from smalldata.detfunc import DetObjectFunc\n"
+        "from smalldata.plugin.detfunc import DetObjectFunc\n"
         "class Total(DetObjectFunc):\n"
         "    def __init__(self, name: str = 'total', scale: float = 1.0):\n"
         "        super().__init__(name)\n"
@@ -145,7 +145,7 @@ def test_user_function_by_dotted_path(tmp_path, monkeypatch):
 
 def test_docs_config_lists_every_key():
     text = (Path(__file__).parents[1] / "docs" / "config.md").read_text()
-    assert config_markdown() in text, "docs/config.md is out of date: regenerate with python -m smalldata.config"
+    assert config_markdown() in text, "docs/config.md is out of date: regenerate with python -m smalldata.config.producer"
 
 
 def test_scientific_notation_reads_as_numbers(tmp_path):

@@ -1,4 +1,4 @@
-"""Scan binning, exact cubes and run sums (smalldata.cube, smalldata.runsums)."""
+"""Scan binning, exact cubes and run sums (smalldata.sums.cube, smalldata.sums.runsums)."""
 import os
 import subprocess
 import sys
@@ -9,10 +9,10 @@ import h5py
 import numpy as np
 import pytest
 
-from smalldata.cube import CubeAccumulator, ScanBinning
 from smalldata.errors import ConfigError, DataError
-from smalldata.patterns import FramePattern
-from smalldata.runsums import RunSums, to_fixed
+from smalldata.pulses.patterns import FramePattern
+from smalldata.sums.cube import CubeAccumulator, ScanBinning
+from smalldata.sums.runsums import RunSums, to_fixed
 
 INT_ARRAYS = ("_sum", "_pixel_count", "_sum_sq", "_count", "_xgm_sum", "_xgm_count", "_no_bin", "_n_bad")
 
@@ -233,7 +233,7 @@ MPI_SCRIPT = textwrap.dedent("""
     from mpi4py import MPI
     sys.path.insert(0, {tests!r})
     from test_cube import INT_ARRAYS, accumulate, random_frames, split
-    from smalldata.runsums import RunSums
+    from smalldata.sums.runsums import RunSums
 
     comm = MPI.COMM_WORLD
     rank, size = comm.Get_rank(), comm.Get_size()
@@ -359,7 +359,7 @@ KEEPS = {"all": lambda n, rng: None, "every_other": lambda n, rng: np.arange(n) 
 @pytest.mark.parametrize("with_valid", [True, False])
 def test_fast_cube_equals_reference(monkeypatch, dtype, spread, specials, keep_mode, with_valid):
     """Blocked kernels (clean and masked blocks, float32 and float64 sums, column corrections) = reference."""
-    import smalldata.runsums as runsums
+    import smalldata.sums.runsums as runsums
     monkeypatch.setattr(runsums, "BLOCK_ELEMENTS", 2000)  # blocks of 1024 pixels (the minimum): 3 blocks
     key = repr((np.dtype(dtype).name, spread, specials, keep_mode, with_valid))
     rng = np.random.default_rng(zlib.crc32(key.encode()))

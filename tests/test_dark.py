@@ -6,16 +6,23 @@ import h5py
 import numpy as np
 import pytest
 import yaml
-
-from smalldata.badpixels import DarkThresholds, classify_bad_pixels
-from smalldata.dark import (CellAccumulator, characterise_dark, check_cells_cover,
-                            dark_file_path, find_dark_file, open_dark_run, read_dark_file, write_dark_file)
-from smalldata.errors import CalibrationError, ConfigError, DataError
-from smalldata.masks import BAD_DEAD, BAD_HOT, BAD_NOISY, BAD_PEDESTAL_RANGE, describe_status
-from smalldata.simulate import read_truth, run_path
-
-from producers import smd_dark
 from helpers import DARK_RUN, PROPOSAL, mpiexec, tool
+from smalldata.cli import smd_dark
+
+from smalldata.calib.badpixels import DarkThresholds, classify_bad_pixels
+from smalldata.calib.dark import (
+    CellAccumulator,
+    characterise_dark,
+    check_cells_cover,
+    dark_file_path,
+    find_dark_file,
+    open_dark_run,
+    read_dark_file,
+    write_dark_file,
+)
+from smalldata.calib.masks import BAD_DEAD, BAD_HOT, BAD_NOISY, BAD_PEDESTAL_RANGE, describe_status
+from smalldata.errors import CalibrationError, ConfigError, DataError
+from smalldata.simulate import read_truth, run_path
 
 
 def frames_per_cell(sim_config) -> int:
@@ -297,7 +304,7 @@ def test_cli_failure_leaves_no_file(tmp_path, sim_root, sim_config, capsys):
 
 
 def test_mpi_helpers_single_rank():
-    from smalldata import mpi
+    from smalldata.pipeline import mpi
 
     assert mpi.size() == 1 and mpi.rank() == 0  # pytest itself runs without mpiexec
     arr = np.arange(10, dtype=np.int64)

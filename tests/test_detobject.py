@@ -5,18 +5,17 @@ from dataclasses import replace
 import h5py
 import numpy as np
 import pytest
-
-from smalldata.badpixels import DarkThresholds
-from smalldata.constants import DSSC_DEFAULT_QUAD_POSITIONS
-from smalldata.dark import characterise_dark, dark_file_path, write_dark_file
-from smalldata.detobject import DetObject
-from smalldata.errors import CalibrationError, ConfigError
-from smalldata.geometry import default_geometry_file
-from smalldata.masks import asic_edge_mask
-from smalldata.runaccess import RunAccess
-from smalldata.simulate import read_truth, run_path
-
 from helpers import DARK_RUN, DATA_RUN, PROPOSAL
+
+from smalldata.calib.badpixels import DarkThresholds
+from smalldata.calib.dark import characterise_dark, dark_file_path, write_dark_file
+from smalldata.calib.detobject import DetObject
+from smalldata.calib.masks import asic_edge_mask
+from smalldata.constants import DSSC_DEFAULT_QUAD_POSITIONS
+from smalldata.errors import CalibrationError, ConfigError
+from smalldata.geometry.positions import default_geometry_file
+from smalldata.io.runaccess import RunAccess
+from smalldata.simulate import read_truth, run_path
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,10 @@
-"""Digitizer pulse integrals (smalldata.digitizer) against planted Gaussian pulses."""
+"""Digitizer pulse integrals (smalldata.pulses.digitizer) against planted Gaussian pulses."""
 import numpy as np
 import pytest
 
-from smalldata.digitizer import PulseIntegration, check_windows, pulse_integrals, pulse_positions
 from smalldata.errors import ConfigError
-from smalldata.pulses import align_per_pulse, frame_pulse_info, slots_of
+from smalldata.pulses.bunchpattern import align_per_pulse, frame_pulse_info, slots_of
+from smalldata.pulses.digitizer import PulseIntegration, check_windows, pulse_integrals, pulse_positions
 
 SIGMA = 4.0
 
@@ -102,10 +102,10 @@ def test_integrals_to_frames_with_intra_darks():
 
 def test_simulated_run_planted_integrals(tmp_path_factory):
     from extra_data import RunDirectory
-    from smalldata.constants import (BUNCH_PATTERN_KEY, BUNCH_PATTERN_SOURCE, DIGITIZER_SOURCE,
-                                     DIGITIZER_TRACE_KEY)
-    from smalldata.pulses import sase_pulse_slots, train_rows
     from test_pulses import simulated_pulse_run
+
+    from smalldata.constants import BUNCH_PATTERN_KEY, BUNCH_PATTERN_SOURCE, DIGITIZER_SOURCE, DIGITIZER_TRACE_KEY
+    from smalldata.pulses.bunchpattern import sase_pulse_slots, train_rows
 
     cfg, path, truth = simulated_pulse_run(tmp_path_factory)
     run = RunDirectory(str(path))

@@ -4,14 +4,14 @@ from types import SimpleNamespace
 import h5py
 import numpy as np
 import pytest
+import smalldata.funcs.droplet as droplet_mod
+from smalldata.funcs.droplet import Droplet, find_droplets
+from smalldata.funcs.photons import Photons, contrast_from_pk, greedy_counts
 
-import ana_funcs.droplet as droplet_mod
-from ana_funcs.droplet import Droplet, find_droplets
-from ana_funcs.photons import Photons, contrast_from_pk, greedy_counts
 from smalldata.errors import ConfigError
-from smalldata.frames import Frames
+from smalldata.plugin.frames import Frames
+from smalldata.plugin.ragged import Ragged
 from smalldata.simulate.physics import speckle_intensity
-from smalldata.ragged import Ragged
 
 GAIN = 10.0  # ADU per photon
 
@@ -357,7 +357,7 @@ def test_photon_config_errors():
 
 
 def test_registry_names():
-    from smalldata.registry import resolve_function_type
+    from smalldata.plugin.registry import resolve_function_type
 
     assert resolve_function_type("droplet") is Droplet
     assert resolve_function_type("photons") is Photons

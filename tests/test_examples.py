@@ -6,11 +6,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 import yaml
-
-from smalldata.config import ProducerConfig
-from smalldata.eventloop import run_producer
-
 from helpers import DARK_RUN, DATA_RUN, PROPOSAL, calib_dir  # noqa: F401
+
+from smalldata.config.producer import ProducerConfig
+from smalldata.pipeline.eventloop import run_producer
 
 EXAMPLES = Path(__file__).parents[1] / "examples"
 
@@ -51,8 +50,8 @@ def test_custom_function_and_analysis_script(tmp_path, sim_root, calib_dir, monk
 
 
 def _calibrated_module(config, sim_root, module):
-    from smalldata.runaccess import RunAccess
-    from smalldata.setup import setup_detectors
+    from smalldata.io.runaccess import RunAccess
+    from smalldata.pipeline.detectors import setup_detectors
 
     access = RunAccess.open(PROPOSAL, DATA_RUN, str(sim_root))
     setup = setup_detectors(config, PROPOSAL, access)[0]

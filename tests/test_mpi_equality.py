@@ -4,11 +4,10 @@ import subprocess
 import numpy as np
 import pytest
 import yaml
-
-from smalldata.config import ProducerConfig
-from smalldata.eventloop import run_producer
-
 from helpers import DARK_RUN, DATA_RUN, PROPOSAL, calib_dir, mpiexec, read_all, tool  # noqa: F401
+
+from smalldata.config.producer import ProducerConfig
+from smalldata.pipeline.eventloop import run_producer
 
 
 def full_config(tmp_path, sim_root, calib_dir):

@@ -1,9 +1,9 @@
-"""Frame patterns and intra-dark subtraction (smalldata.patterns)."""
+"""Frame patterns and intra-dark subtraction (smalldata.pulses.patterns)."""
 import numpy as np
 import pytest
 
 from smalldata.errors import ConfigError
-from smalldata.patterns import FramePattern, matching_dark_frames, subtract_intra_darks
+from smalldata.pulses.patterns import FramePattern, matching_dark_frames, subtract_intra_darks
 
 PP4 = ["pumped", "pumped_dark", "unpumped", "unpumped_dark"]
 

@@ -10,13 +10,12 @@ import h5py
 import numpy as np
 import pytest
 import yaml
-
-from smalldata.config import ProducerConfig
-from smalldata.eventloop import run_producer, split_batches, split_blocks
-from smalldata.errors import SmallDataError
-from smalldata.simulate import read_truth, run_path
-
 from helpers import DARK_RUN, DATA_RUN, PROPOSAL, calib_dir, mpiexec, read_all, tool  # noqa: F401
+
+from smalldata.config.producer import ProducerConfig
+from smalldata.errors import SmallDataError
+from smalldata.pipeline.eventloop import run_producer, split_batches, split_blocks
+from smalldata.simulate import read_truth, run_path
 
 ROI_MODULE = 2
 
@@ -228,7 +227,7 @@ def test_max_trains(tmp_path, produced):
 FAILING_FUNC = '''
 import os, time
 import numpy as np
-from smalldata.detfunc import DetObjectFunc
+from smalldata.plugin.detfunc import DetObjectFunc
 class Fails(DetObjectFunc):
     def __init__(self, name: str = "fails", fail_from_train: int = 0, sleep: float = 0.0):
         super().__init__(name)
@@ -315,8 +314,8 @@ def test_region_calibration_gives_same_numbers(tmp_path, produced, sim_root, cal
     _, output = produced
     cfg = producer_yaml(tmp_path, sim_root, calib_dir, [FUNCS[1]], modules=[2, 3])
     config = ProducerConfig.from_file(cfg)
-    from smalldata.runaccess import RunAccess
-    from smalldata.setup import setup_detectors
+    from smalldata.io.runaccess import RunAccess
+    from smalldata.pipeline.detectors import setup_detectors
 
     setup = setup_detectors(config, PROPOSAL, RunAccess.open(PROPOSAL, DATA_RUN, str(sim_root)))[0]
     assert setup.region == (10, 60, 100, 300)
@@ -329,7 +328,7 @@ def test_region_calibration_gives_same_numbers(tmp_path, produced, sim_root, cal
 
 
 def test_auto_batch_size():
-    from smalldata.eventloop import auto_batch_size
+    from smalldata.pipeline.eventloop import auto_batch_size
 
     assert auto_batch_size(64, 16) == 32      # full detector: 2 MiB of raw data per frame
     assert auto_batch_size(64, 1) == 512

@@ -5,14 +5,13 @@ import h5py
 import numpy as np
 import pytest
 import yaml
-
-from smalldata.config import ProducerConfig
-from smalldata.cube import CubeAccumulator
-from smalldata.eventloop import run_producer
-from smalldata.rejection import Reason
-from smalldata.simulate import read_truth, simulate_data_run
-
 from helpers import DARK_RUN, DATA_RUN, PROPOSAL, calib_dir, mpiexec, read_all, tool  # noqa: F401
+
+from smalldata.config.producer import ProducerConfig
+from smalldata.pipeline.eventloop import run_producer
+from smalldata.pulses.rejection import Reason
+from smalldata.simulate import read_truth, simulate_data_run
+from smalldata.sums.cube import CubeAccumulator
 
 DARKS_RUN = 616
 PATTERN4 = ["pumped", "pumped_dark", "unpumped", "unpumped_dark"]
@@ -104,8 +103,8 @@ def test_cube_frame_counts_exact(cube_output, sim_root):
 
 def test_run_sums_match_numpy(cube_output, sim_root, calib_dir):
     config, output = cube_output
-    from smalldata.runaccess import RunAccess
-    from smalldata.setup import setup_detectors
+    from smalldata.io.runaccess import RunAccess
+    from smalldata.pipeline.detectors import setup_detectors
 
     access = RunAccess.open(PROPOSAL, DATA_RUN, str(sim_root))
     setup = setup_detectors(config, PROPOSAL, access)[0]

@@ -1,13 +1,22 @@
-"""Bunch-pattern decoding and frame/pulse alignment (smalldata.pulses)."""
+"""Bunch-pattern decoding and frame/pulse alignment (smalldata.pulses.bunchpattern)."""
 import logging
 
+import euxfel_bunch_pattern as ebp
 import numpy as np
 import pytest
-import euxfel_bunch_pattern as ebp
 
 from smalldata.errors import ConfigError, DataError
-from smalldata.pulses import (align_frames, align_per_pulse, decode_bunch_pattern, frame_pulse_info,
-                              frames_to_trains, infer_slot_spacing, sase_pulse_slots, slots_of, train_rows)
+from smalldata.pulses.bunchpattern import (
+    align_frames,
+    align_per_pulse,
+    decode_bunch_pattern,
+    frame_pulse_info,
+    frames_to_trains,
+    infer_slot_spacing,
+    sase_pulse_slots,
+    slots_of,
+    train_rows,
+)
 
 SASE3 = ebp.DESTINATION_T4D | ebp.PHOTON_LINE_DEFLECTION | 8  # charge code 8
 SASE1 = ebp.DESTINATION_T4D | 8
@@ -90,7 +99,7 @@ def test_unalignable_trains(caplog):
     bpt[0, 200:200 + 4 * 24:24] |= SASE3   # 4 pulses
     bpt[1, 200:200 + 3 * 24:24] |= SASE3   # 3 pulses for 4 frames: spacing not inferable
     # train 2: no pulses at all
-    with caplog.at_level(logging.WARNING, logger="smalldata.pulses"):
+    with caplog.at_level(logging.WARNING, logger="smalldata.pulses.bunchpattern"):
         info = frame_pulse_info(bpt, np.array([4, 4, 2]))
     assert info["aligned"].tolist() == [True] * 4 + [False] * 6
     assert info["slot"][4:].tolist() == [-1] * 6
@@ -165,6 +174,7 @@ def simulated_pulse_run(tmp_path_factory):
 
 def test_simulated_run_truth_recovered_exactly(tmp_path_factory):
     from extra_data import RunDirectory
+
     from smalldata.constants import BUNCH_PATTERN_KEY, BUNCH_PATTERN_SOURCE, XGM_SCS_KEY, XGM_SCS_SOURCE
 
     cfg, path, truth = simulated_pulse_run(tmp_path_factory)

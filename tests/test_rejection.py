@@ -1,12 +1,23 @@
-"""Frame rejection reasons, user frame masks and vetoes (smalldata.rejection)."""
+"""Frame rejection reasons, user frame masks and vetoes (smalldata.pulses.rejection)."""
 import h5py
 import numpy as np
 import pytest
 
 from smalldata.errors import ConfigError, DataError
-from smalldata.rejection import (FrameRejection, Reason, UserFrameMask, Veto, digitizer_reasons, evaluate_veto,
-                                 expand_outputs, fill_value, max_frames_reasons, reason_names, reason_table,
-                                 xgm_reasons)
+from smalldata.pulses.rejection import (
+    FrameRejection,
+    Reason,
+    UserFrameMask,
+    Veto,
+    digitizer_reasons,
+    evaluate_veto,
+    expand_outputs,
+    fill_value,
+    max_frames_reasons,
+    reason_names,
+    reason_table,
+    xgm_reasons,
+)
 
 
 def test_reason_bits_are_distinct_powers_of_two():

@@ -1,11 +1,11 @@
 """ROI and projection against hand-made frames with known content."""
 import numpy as np
 import pytest
+from smalldata.funcs.projection import Projection
+from smalldata.funcs.roi import ROI
 
-from ana_funcs.projection import Projection
-from ana_funcs.roi import ROI
 from smalldata.errors import ConfigError
-from smalldata.frames import Frames
+from smalldata.plugin.frames import Frames
 
 
 def frames_with(data, valid=None, modules=(2, 5)):

@@ -2,12 +2,11 @@
 import numpy as np
 import pytest
 from extra_data import RunDirectory, by_id
+from helpers import DATA_RUN, PROPOSAL
 
 from smalldata.errors import DataError
-from smalldata.runaccess import RunAccess, find_run_directory
+from smalldata.io.runaccess import RunAccess, find_run_directory
 from smalldata.simulate import run_path
-
-from helpers import DATA_RUN, PROPOSAL
 
 
 @pytest.mark.parametrize("block", [(0, 24), (3, 12), (4, 8), (15, 19)])

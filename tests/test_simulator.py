@@ -8,13 +8,20 @@ from euxfel_bunch_pattern import PPL_BITS, indices_at_laser, indices_at_sase
 from extra_data import RunDirectory, open_run
 from extra_data.components import DSSC1M
 from extra_data.validation import RunValidator
+from smalldata.cli import smd_simulate
 
-from producers import smd_simulate
 from smalldata import constants as C
 from smalldata.errors import ConfigError, SmallDataError
-from smalldata.geometry import load_dssc_geometry, pixel_positions
-from smalldata.simulate import SimulationConfig, read_truth, run_path, simulate_dark_run, simulate_data_run, truth_path
-from smalldata.simulate import physics
+from smalldata.geometry.positions import load_dssc_geometry, pixel_positions
+from smalldata.simulate import (
+    SimulationConfig,
+    physics,
+    read_truth,
+    run_path,
+    simulate_dark_run,
+    simulate_data_run,
+    truth_path,
+)
 
 PROPOSAL, DATA_RUN, DARK_RUN = 2937, 614, 615
 

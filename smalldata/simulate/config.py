@@ -12,8 +12,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Sequence, Tuple
 
-from ..constants import BUNCH_PATTERN_LENGTH, DSSC_DEFAULT_QUAD_POSITIONS, DSSC_MODULE_SHAPE, DSSC_N_MODULES
-from ..errors import ConfigError, SmallDataError
+from smalldata.constants import BUNCH_PATTERN_LENGTH, DSSC_DEFAULT_QUAD_POSITIONS, DSSC_MODULE_SHAPE, DSSC_N_MODULES
+from smalldata.errors import ConfigError, SmallDataError
 
 #: Proposal cycle used in simulated run paths.
 CYCLE = "202601"

@@ -19,7 +19,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ..constants import DSSC_ADC_MAX, DSSC_MODULE_SHAPE
+from smalldata.constants import DSSC_ADC_MAX, DSSC_MODULE_SHAPE
 
 N_PIXELS = DSSC_MODULE_SHAPE[0] * DSSC_MODULE_SHAPE[1]
 

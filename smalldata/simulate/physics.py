@@ -23,7 +23,7 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 from scipy import fft as sfft
 
-from ..constants import DSSC_MODULE_SHAPE, wavelength_m
+from smalldata.constants import DSSC_MODULE_SHAPE, wavelength_m
 
 #: Ring expectations below this fraction of the peak are set to zero (no Poisson draw there).
 RING_CUTOFF = 1e-4
@@ -50,7 +50,7 @@ def ring_expectation_map(cfg, modules: Optional[Sequence[int]] = None,
     Per pulse of mean XGM, unpumped, before bad pixels and the cut-off; ``modules``
     defaults to ``cfg.modules``, ``photon_energy`` to ``cfg.photon_energy`` (eV).
     """
-    from ..geometry import load_dssc_geometry, pixel_positions
+    from smalldata.geometry.positions import load_dssc_geometry, pixel_positions
 
     geom = load_dssc_geometry(cfg.geometry_file, cfg.quadrant_positions)
     x, y, _ = pixel_positions(geom, list(cfg.modules if modules is None else modules))

@@ -21,9 +21,10 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from .. import constants as C
-from ..errors import SmallDataError
-from ..geometry import load_dssc_geometry, pixel_positions
+from smalldata import constants as C
+from smalldata.errors import SmallDataError
+from smalldata.geometry.positions import load_dssc_geometry, pixel_positions
+
 from . import physics
 from .config import SimulationConfig
 from .detector import N_PIXELS, DetectorModel
@@ -370,7 +371,7 @@ def _truth_datasets(cfg, det, modules, train_ids, counts, missing, delays, energ
 
 
 def _truth_attrs(cfg: SimulationConfig, proposal: int, run: int, kind: str, n_samples: int) -> Dict[str, object]:
-    from ..geometry import default_geometry_file
+    from smalldata.geometry.positions import default_geometry_file
 
     return {
         "run_type": kind, "proposal": proposal, "run": run,

@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 from euxfel_bunch_pattern import DESTINATION_T4D, PHOTON_LINE_DEFLECTION, PPL_BITS
 
-from ..constants import BUNCH_PATTERN_LENGTH
+from smalldata.constants import BUNCH_PATTERN_LENGTH
 
 #: Charge code (low 4 bits) written on SASE3 slots: 0.25 nC.
 SASE3_CHARGE_CODE = 8

@@ -11,7 +11,8 @@ from typing import Dict, Mapping
 import h5py
 import numpy as np
 
-from ..errors import DataError
+from smalldata.errors import DataError
+
 from .config import CYCLE
 
 #: Units of the truth datasets (``units`` attribute).

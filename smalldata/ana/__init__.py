@@ -1,0 +1,1 @@
+"""The interactive analysis session on an output file."""

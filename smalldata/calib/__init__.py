@@ -1,0 +1,1 @@
+"""Detector calibration: the DetObject, dark characterisation and files, bad pixels, masks."""

@@ -1,0 +1,436 @@
+"""Dark characterisation: pedestal, noise and bad pixels per module, memory cell and pixel.
+
+One streaming pass over the dark run accumulates, per module, memory cell and pixel,
+the frame count and the sums of the raw values and of their squares as int64. Each
+MPI rank takes a contiguous block of trains; the integer sums are added over ranks,
+so the result is exact and the same for any number of ranks. Then
+
+    pedestal = S1 / n,    noise**2 = (n S2 - S1**2) / (n (n - 1))
+
+with the numerator computed exactly in int64. Modules are processed one at a time to
+bound memory. The constants are stored in ``<calib_dir>/dark_p<proposal>_r<run>_<det>.h5``
+(see ``docs/dark.md``).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+
+import numpy as np
+
+from smalldata.calib.badpixels import DarkThresholds, classify_bad_pixels
+from smalldata.calib.darkfile import (  # noqa: F401
+    DARK_FILE_PATTERN,
+    DarkConstants,
+    DarkFileWriter,
+    check_cells_cover,
+    dark_file_path,
+    find_dark_file,
+    read_dark_file,
+    utc_now,
+    write_dark_file,
+)
+from smalldata.constants import DSSC_ADC_MAX, DSSC_MODULE_SHAPE, DSSC_N_MODULES, dssc_source
+from smalldata.errors import DataError
+from smalldata.pipeline import mpi
+
+__all__ = ["CellAccumulator", "DarkPlan", "ModuleDark", "characterise_dark", "characterise_dark_to_file",
+           "iter_module_darks", "open_dark_run", "plan_dark", "available_modules",
+           # re-exported from smalldata.calib.darkfile
+           "DARK_FILE_PATTERN", "DarkConstants", "DarkFileWriter", "check_cells_cover", "dark_file_path",
+           "find_dark_file", "read_dark_file", "write_dark_file"]
+
+log = logging.getLogger(__name__)
+
+N_PIXELS = DSSC_MODULE_SHAPE[0] * DSSC_MODULE_SHAPE[1]
+#: Most frames summed at once in uint32 partial sums: 16384 * 511**2 < 2**32.
+MAX_FRAMES_PER_ADD = 16384
+
+
+# ---------------------------------------------------------------------------- accumulation
+class CellAccumulator:
+    """Exact per-cell, per-pixel sums of one module: count, sum and sum of squares (int64).
+
+    Parameters
+    ----------
+    cell_ids : sequence of int
+        The memory cells that can occur, ascending.
+    """
+
+    def __init__(self, cell_ids: Sequence[int]):
+        self.cell_ids = np.asarray(cell_ids, dtype=np.uint16)
+        n_cells = len(self.cell_ids)
+        self.count = np.zeros(n_cells, dtype=np.int64)
+        self.sum = np.zeros((n_cells, N_PIXELS), dtype=np.int64)
+        self.sumsq = np.zeros((n_cells, N_PIXELS), dtype=np.int64)
+
+    def cell_index(self, cells: np.ndarray) -> np.ndarray:
+        """Position of each of ``cells`` in :attr:`cell_ids`."""
+        idx = np.searchsorted(self.cell_ids, cells)
+        idx = np.clip(idx, 0, len(self.cell_ids) - 1)
+        if len(cells) and not np.array_equal(self.cell_ids[idx], cells):
+            raise ValueError("frames with memory cells not known to the accumulator")
+        return idx
+
+    def add(self, data: np.ndarray, cells: np.ndarray, cells_per_block: int = 64) -> None:
+        """Add frames ``data`` (n, 128, 512) uint16 taken in memory cells ``cells`` (n,)."""
+        n = len(cells)
+        if n == 0:
+            return
+        if n > MAX_FRAMES_PER_ADD:
+            for start in range(0, n, MAX_FRAMES_PER_ADD):
+                self.add(data[start:start + MAX_FRAMES_PER_ADD], cells[start:start + MAX_FRAMES_PER_ADD],
+                         cells_per_block)
+            return
+        data = data.reshape(n, N_PIXELS)
+        idx = self.cell_index(np.asarray(cells))
+        np.add.at(self.count, idx, 1)
+        # uint32 partial sums are exact for 9-bit values; anything larger takes the int64 path
+        period = _regular_period(idx) if data.max() <= DSSC_ADC_MAX else 0
+        if period:
+            # trains of identical cell sequences: add train after train into uint32 partial sums
+            # (exact: fewer than MAX_FRAMES_PER_ADD frames of values < 512), a block of cells at a time
+            stacked = data.reshape(n // period, period, N_PIXELS)
+            order = idx[:period]
+            for start in range(0, period, cells_per_block):
+                rows = order[start:start + cells_per_block]
+                s1 = np.zeros((len(rows), N_PIXELS), dtype=np.uint32)
+                s2 = np.zeros_like(s1)
+                square = np.empty_like(s1)
+                for train in stacked[:, start:start + cells_per_block]:
+                    np.add(s1, train, out=s1)
+                    np.multiply(train, train, out=square, dtype=np.uint32)
+                    np.add(s2, square, out=s2)
+                self.sum[rows] += s1
+                self.sumsq[rows] += s2
+            return
+        order = np.argsort(idx, kind="stable")
+        sorted_idx = idx[order]
+        bounds = np.flatnonzero(np.r_[True, sorted_idx[1:] != sorted_idx[:-1], True])
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            seg = data[order[a:b]]
+            row = sorted_idx[a]
+            self.sum[row] += seg.sum(axis=0, dtype=np.int64)
+            self.sumsq[row] += np.square(seg, dtype=np.uint32).sum(axis=0, dtype=np.int64)
+
+    def reduce(self, comm=None, root: Optional[int] = 0) -> None:
+        """Add the sums of all ranks: counts to every rank, pixel sums to ``root`` (all if None)."""
+        mpi.sum_reduce(self.count, comm, root=None)
+        for arr in (self.sum, self.sumsq):
+            mpi.sum_reduce(arr, comm, root=root)
+
+    def mean_std(self) -> tuple:
+        """Pedestal and noise, each (C, 128, 512) float32 (NaN where a cell has < 1 or < 2 frames)."""
+        n = self.count[:, None]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = self.sum / n
+            numerator = n * self.sumsq - self.sum * self.sum  # exact in int64
+            var = numerator / (n * (n - 1)).astype(np.float64)
+        shape = (len(self.cell_ids),) + DSSC_MODULE_SHAPE
+        return (mean.astype(np.float32).reshape(shape),
+                np.sqrt(np.maximum(var, 0.0)).astype(np.float32).reshape(shape))
+
+
+def _regular_period(idx: np.ndarray) -> int:
+    """Length K if ``idx`` repeats one sequence of K distinct values, else 0."""
+    first_repeat = np.flatnonzero(idx == idx[0])
+    period = int(first_repeat[1]) if len(first_repeat) > 1 else len(idx)
+    if len(idx) % period:
+        return 0
+    rows = idx.reshape(-1, period)
+    if not (rows == rows[0]).all() or len(np.unique(rows[0])) != period:
+        return 0
+    return period
+
+
+# ---------------------------------------------------------------------------- reading the run
+def open_dark_run(run, data_root: Optional[os.PathLike] = None, proposal: Optional[int] = None):
+    """An ``extra_data.DataCollection`` from a collection, a run directory, or a run number.
+
+    Parameters
+    ----------
+    run : DataCollection, path or int
+        An int is a run number, found under ``data_root`` for ``proposal``.
+    """
+    from extra_data import RunDirectory
+
+    if isinstance(run, (int, np.integer)):
+        from smalldata.io.runaccess import find_run_directory
+
+        if proposal is None:
+            raise DataError(f"run {run}: a proposal number is needed to find the run")
+        run = find_run_directory(int(proposal), int(run), data_root)
+    if isinstance(run, (str, os.PathLike)):
+        path = Path(run)
+        if not path.is_dir():
+            raise DataError(f"dark run directory {path} does not exist; check -p/-r and data_root")
+        try:
+            return RunDirectory(str(path))
+        except Exception as exc:  # noqa: BLE001 - extra-data raises plain Exception for empty folders
+            raise DataError(f"cannot open dark run {path}: {exc}") from None
+    return run
+
+
+def _run_label(data, run_number: Optional[int]) -> str:
+    if run_number:
+        return f"dark run {run_number}"
+    try:
+        return f"dark run {Path(data.files[0].filename).parent}"
+    except (AttributeError, IndexError):
+        return "dark run"
+
+
+def available_modules(data) -> tuple:
+    """DSSC modules with a source in ``data``."""
+    sources = data.instrument_sources
+    return tuple(m for m in range(DSSC_N_MODULES) if dssc_source(m) in sources)
+
+
+def _module_keydata(data, module: int, key: str):
+    return data[dssc_source(module), key]
+
+
+def _chunks(train_ids: np.ndarray, counts: np.ndarray, chunk_frames: int):
+    """Split ``train_ids`` into consecutive groups of at most ``chunk_frames`` frames (>= 1 train)."""
+    start, total = 0, 0
+    for i, c in enumerate(counts):
+        if i > start and total + c > chunk_frames:
+            yield train_ids[start:i], int(total)
+            start, total = i, 0
+        total += int(c)
+    if start < len(train_ids):
+        yield train_ids[start:], int(total)
+
+
+def _local_cells(data, module: int, train_ids: np.ndarray) -> np.ndarray:
+    """Memory cells of ``module``'s frames in ``train_ids`` (the rank's block)."""
+    from extra_data import by_id
+
+    if len(train_ids) == 0:
+        return np.zeros(0, dtype=np.uint16)
+    kd = _module_keydata(data, module, "image.cellId").select_trains(by_id[train_ids])
+    return kd.ndarray().reshape(-1).astype(np.uint16)
+
+
+@dataclass
+class ModuleDark:
+    """Constants of one module, as :func:`iter_module_darks` yields them.
+
+    Attributes
+    ----------
+    index, module : int
+        Position along axis M and module number.
+    pedestal, noise : ndarray, (C, 128, 512) float32 or None
+        None on ranks that do not receive the sums.
+    status_mask : ndarray, (128, 512) uint8 or None
+    n_frames : ndarray, (C,) int64
+        Frames per cell (on every rank).
+    """
+
+    index: int
+    module: int
+    pedestal: Optional[np.ndarray]
+    noise: Optional[np.ndarray]
+    status_mask: Optional[np.ndarray]
+    n_frames: np.ndarray
+
+
+@dataclass
+class DarkPlan:
+    """What a dark characterisation reads: the run, its modules and cells, this rank's trains."""
+
+    data: object
+    label: str
+    modules: tuple
+    cell_ids: np.ndarray
+    train_ids: np.ndarray
+
+
+def plan_dark(run, modules: Optional[Sequence[int]] = None, comm=None, run_number: int = 0) -> DarkPlan:
+    """Open the dark run, check the modules and agree on the memory cells over all ranks.
+
+    The cell axis of the constants is the union of the cells of all modules; a cell
+    that a module lacks then shows up as too few frames for that module.
+    """
+    comm = mpi.get_comm(comm)
+    data = open_dark_run(run)
+    label = _run_label(data, run_number)
+    present = available_modules(data)
+    modules = tuple(sorted(present)) if modules is None else tuple(sorted({int(m) for m in modules}))
+    missing = [m for m in modules if m not in present]
+    if not modules or missing:
+        raise DataError(f"{label}: no data for DSSC module(s) {missing or 'any'} "
+                        f"(modules in the run: {list(present)}); choose modules from those")
+    all_trains = np.asarray(data.train_ids, dtype=np.uint64)
+    start, stop = mpi.block_range(len(all_trains), comm)
+    my_trains = all_trains[start:stop]
+
+    def local_cells():
+        found = set()
+        for m in modules:
+            found.update(np.unique(_local_cells(data, m, my_trains)).tolist())
+        return found
+
+    cells = np.array(sorted(set().union(*comm.allgather(mpi.agree(local_cells, comm)))), dtype=np.uint16)
+    if len(cells) == 0:
+        raise DataError(f"{label}: no DSSC frames in module(s) {list(modules)}")
+    return DarkPlan(data, label, modules, cells, my_trains)
+
+
+def iter_module_darks(plan: DarkPlan, thresholds: DarkThresholds = DarkThresholds(), comm=None,
+                      chunk_frames: int = 1024, root: Optional[int] = 0,
+                      progress: bool = True) -> Iterator[ModuleDark]:
+    """Characterise the modules of ``plan`` one at a time (every rank must iterate to the end).
+
+    ``root`` receives the pixel sums (None: every rank); other ranks get constants of None.
+    """
+    comm = mpi.get_comm(comm)
+    receives = root is None or comm.Get_rank() == root
+    t0 = time.monotonic()
+    for i, m in enumerate(plan.modules):
+        acc = mpi.agree(lambda m=m: _accumulate_module(plan.data, m, plan.train_ids, plan.cell_ids,
+                                                       chunk_frames), comm)
+        acc.reduce(comm, root=root)
+        _check_frames(acc.count, plan.cell_ids, thresholds.min_frames, plan.label, m)
+        if not receives:
+            yield ModuleDark(i, m, None, None, None, acc.count.copy())
+            continue
+        ped, sig = acc.mean_std()
+        del acc.sum, acc.sumsq
+        status = classify_bad_pixels(ped, sig, thresholds)
+        if progress:
+            log.info("%s: module %d done (%d/%d): %d cells, %d frames, %d bad pixels, %.1f s",
+                     plan.label, m, i + 1, len(plan.modules), len(plan.cell_ids), int(acc.count.sum()),
+                     int(np.count_nonzero(status)), time.monotonic() - t0)
+        yield ModuleDark(i, m, ped, sig, status, acc.count.copy())
+
+
+def characterise_dark(run, modules: Optional[Sequence[int]] = None,
+                      thresholds: DarkThresholds = DarkThresholds(), comm=None,
+                      proposal: int = 0, run_number: int = 0, detector: str = "dssc",
+                      chunk_frames: int = 1024, all_ranks: bool = False,
+                      progress: bool = True) -> Optional[DarkConstants]:
+    """Pedestal, noise and bad pixels of a dark run, in memory.
+
+    Parameters
+    ----------
+    run : extra_data.DataCollection or path
+        The dark run (or its directory).
+    modules : sequence of int, optional
+        DSSC modules to characterise; default all modules in the run.
+    thresholds : DarkThresholds
+        Frame count and bad-pixel limits.
+    comm : MPI communicator, optional
+        Default the world; each rank reads a contiguous block of trains.
+    proposal, run_number, detector
+        Recorded in the constants and used in messages.
+    chunk_frames : int
+        Frames read at once per module (128 kB each).
+    all_ranks : bool
+        Return the constants on every rank; by default only rank 0 gets them.
+    progress : bool
+        Log a line per module (on rank 0).
+
+    Returns
+    -------
+    DarkConstants or None
+        None on ranks other than 0 unless ``all_ranks``.
+
+    Raises
+    ------
+    DataError
+        A requested module is missing, or a cell has fewer than ``thresholds.min_frames`` frames.
+    """
+    comm = mpi.get_comm(comm)
+    plan = plan_dark(run, modules, comm, run_number)
+    root = None if all_ranks else 0
+    parts = list(iter_module_darks(plan, thresholds, comm, chunk_frames, root, progress))
+    if parts[0].pedestal is None:
+        return None
+    return DarkConstants(
+        pedestal=np.stack([p.pedestal for p in parts]), noise=np.stack([p.noise for p in parts]),
+        status_mask=np.stack([p.status_mask for p in parts]), modules=np.array(plan.modules, dtype=np.int64),
+        cell_ids=plan.cell_ids, n_frames=np.stack([p.n_frames for p in parts]), proposal=int(proposal),
+        run=int(run_number), detector=detector, thresholds=thresholds, created=utc_now())
+
+
+def characterise_dark_to_file(run, path: os.PathLike, modules: Optional[Sequence[int]] = None,
+                              thresholds: DarkThresholds = DarkThresholds(), comm=None,
+                              proposal: int = 0, run_number: int = 0, detector: str = "dssc",
+                              chunk_frames: int = 1024, overwrite: bool = False,
+                              progress: bool = True) -> DarkConstants:
+    """Characterise a dark run and write its constants file, holding one module at a time.
+
+    Same parameters as :func:`characterise_dark`; rank 0 writes ``path`` atomically.
+
+    Returns
+    -------
+    DarkConstants
+        A summary on every rank: ``status_mask``, ``n_frames``, ``modules``, ``cell_ids``
+        (``pedestal`` and ``noise`` are empty, read them with :func:`read_dark_file`).
+    """
+    comm = mpi.get_comm(comm)
+    writing = comm.Get_rank() == 0
+    plan = plan_dark(run, modules, comm, run_number)
+    created = utc_now()
+    writer = mpi.agree(lambda: DarkFileWriter(path, plan.modules, plan.cell_ids, proposal, run_number, detector,
+                                              thresholds, overwrite, created) if writing else None, comm)
+    status, counts = [], []
+    try:
+        for part in iter_module_darks(plan, thresholds, comm, chunk_frames, 0, progress):
+            mpi.agree(lambda part=part: writer.write_module(part.index, part.pedestal, part.noise,
+                                                            part.status_mask, part.n_frames)
+                      if writing else None, comm)
+            status.append(part.status_mask if writing else None)
+            counts.append(part.n_frames)
+        mpi.agree(lambda: writer.close() if writing else None, comm)
+    finally:
+        if writer is not None and writer.tmp.exists():
+            writer.abort()
+    status_mask = np.stack(status) if writing else None
+    status_mask = comm.bcast(status_mask, root=0)
+    empty = np.zeros((len(plan.modules), 0) + DSSC_MODULE_SHAPE, np.float32)
+    return DarkConstants(pedestal=empty, noise=empty, status_mask=status_mask,
+                         modules=np.array(plan.modules, dtype=np.int64), cell_ids=plan.cell_ids,
+                         n_frames=np.stack(counts), proposal=int(proposal), run=int(run_number), detector=detector,
+                         thresholds=thresholds, created=created)
+
+def _accumulate_module(data, module: int, train_ids: np.ndarray, cells: np.ndarray,
+                       chunk_frames: int) -> CellAccumulator:
+    """Sums of one module over ``train_ids``, read ``chunk_frames`` frames at a time."""
+    from extra_data import by_id
+
+    acc = CellAccumulator(cells)
+    if len(train_ids) == 0:
+        return acc
+    kd_data = _module_keydata(data, module, "image.data").select_trains(by_id[train_ids])
+    kd_cell = _module_keydata(data, module, "image.cellId").select_trains(by_id[train_ids])
+    tids = np.asarray(kd_data.train_id_coordinates(), dtype=np.uint64)
+    trains, counts = np.unique(tids, return_counts=True)
+    for chunk, n in _chunks(trains, counts, chunk_frames):
+        sel = by_id[chunk]
+        try:
+            raw = kd_data.select_trains(sel).ndarray()
+            cell = kd_cell.select_trains(sel).ndarray()
+        except (OSError, ValueError) as exc:
+            raise DataError(f"cannot read DSSC module {module}, trains {int(chunk[0])}..{int(chunk[-1])}: "
+                            f"{exc}; the file may be truncated") from None
+        if raw.shape[0] != n:
+            raise DataError(f"DSSC module {module}: {raw.shape[0]} frames read for trains "
+                            f"{int(chunk[0])}..{int(chunk[-1])}, index says {n}")
+        acc.add(raw.reshape((n,) + DSSC_MODULE_SHAPE), cell.reshape(-1))
+    return acc
+
+
+def _check_frames(counts: np.ndarray, cells: np.ndarray, min_frames: int, label: str, module: int) -> None:
+    """Raise :class:`DataError` for the first cell with fewer than ``min_frames`` frames."""
+    few = np.flatnonzero(counts < min_frames)
+    if len(few):
+        c = few[np.argmin(counts[few])]
+        raise DataError(f"{label}, module {module}: memory cell {int(cells[c])} has only {int(counts[c])} "
+                        f"dark frames (need >= {min_frames}, {len(few)} of {len(cells)} cells too few); "
+                        "take a longer dark run or lower dark.min_frames")

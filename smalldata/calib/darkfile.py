@@ -1,0 +1,257 @@
+"""Dark constants: the in-memory container and the HDF5 file ``dark_p<proposal>_r<run>_<det>.h5``.
+
+Layout (see ``docs/dark.md``): datasets ``pedestal`` and ``noise`` (M, C, 128, 512)
+float32 ADU, ``status_mask`` (M, 128, 512) uint8, ``modules`` (M,), ``cell_ids`` (C,)
+uint16, ``n_frames`` (M, C) int64; attributes ``proposal``, ``run``, ``detector``, the
+thresholds, ``version`` and ``created``. Files are written under a temporary name in the
+same folder and renamed when complete, so a reader never sees a partial file.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import numpy as np
+
+from smalldata import __version__
+from smalldata.calib.badpixels import DarkThresholds
+from smalldata.constants import DSSC_MODULE_SHAPE
+from smalldata.errors import CalibrationError, DataError
+
+#: File name of dark constants inside ``calib_dir``.
+DARK_FILE_PATTERN = "dark_p{proposal:06d}_r{run:04d}_{det}.h5"
+DARK_DATASETS = ("pedestal", "noise", "status_mask", "modules", "cell_ids", "n_frames")
+STATUS_BITS_DOC = "1 dead, 2 hot, 4 noisy, 8 pedestal out of range; 0 = good"
+
+
+def utc_now() -> str:
+    """The current time, ISO 8601 UTC (``created`` attribute)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+@dataclass
+class DarkConstants:
+    """Dark constants of one detector (the content of a dark constants file).
+
+    Attributes
+    ----------
+    pedestal, noise : ndarray, (M, C, 128, 512) float32
+        Mean and standard deviation of the raw values, ADU.
+    status_mask : ndarray, (M, 128, 512) uint8
+        Bad-pixel reason bits, 0 = good (:mod:`smalldata.calib.masks`).
+    modules : ndarray, (M,) int64
+    cell_ids : ndarray, (C,) uint16
+    n_frames : ndarray, (M, C) int64
+        Dark frames used per module and cell.
+    proposal, run : int
+    detector : str
+    thresholds : DarkThresholds
+    version, created : str
+        smalldata version and creation time (ISO 8601, UTC).
+    """
+
+    pedestal: np.ndarray
+    noise: np.ndarray
+    status_mask: np.ndarray
+    modules: np.ndarray
+    cell_ids: np.ndarray
+    n_frames: np.ndarray
+    proposal: int = 0
+    run: int = 0
+    detector: str = "dssc"
+    thresholds: DarkThresholds = field(default_factory=DarkThresholds)
+    version: str = __version__
+    created: str = ""
+
+    def module_index(self, module: int) -> int:
+        """Index of detector module ``module`` along axis M."""
+        where = np.flatnonzero(np.asarray(self.modules) == module)
+        if len(where) == 0:
+            raise CalibrationError(f"dark constants of run {self.run} have no module {module} "
+                                   f"(modules {list(map(int, self.modules))})")
+        return int(where[0])
+
+
+def dark_file_path(calib_dir: os.PathLike, proposal: int, run: int, det: str = "dssc") -> Path:
+    """``<calib_dir>/dark_p{proposal:06d}_r{run:04d}_{det}.h5``."""
+    return Path(calib_dir) / DARK_FILE_PATTERN.format(proposal=int(proposal), run=int(run), det=det)
+
+
+def find_dark_file(calib_dir: os.PathLike, proposal: int, run: int, det: str = "dssc") -> Path:
+    """The dark constants file of run ``run``; :class:`CalibrationError` saying how to make it if missing."""
+    path = dark_file_path(calib_dir, proposal, run, det)
+    if not path.is_file():
+        raise CalibrationError(f"no dark constants {path}; make them with "
+                               f"'smd_dark -p {int(proposal)} -r {int(run)} -c <config.yaml>' "
+                               f"(or with --calib-dir {Path(calib_dir)})")
+    return path
+
+
+class DarkFileWriter:
+    """Write a dark constants file module by module, atomically.
+
+    Use as a context manager: the file appears under its name only if the block ends
+    without an exception; otherwise the temporary file is removed.
+
+    Parameters
+    ----------
+    path : path
+        Final file name.
+    modules : sequence of int
+    cell_ids : sequence of int
+    proposal, run, detector, thresholds
+        Stored as attributes.
+    overwrite : bool
+        Replace an existing file; otherwise an existing file is a :class:`DataError`.
+    """
+
+    def __init__(self, path: os.PathLike, modules: Sequence[int], cell_ids: Sequence[int], proposal: int = 0,
+                 run: int = 0, detector: str = "dssc", thresholds: DarkThresholds = DarkThresholds(),
+                 overwrite: bool = False, created: Optional[str] = None, version: str = __version__):
+        import h5py
+
+        self.path = Path(path)
+        if self.path.exists() and not overwrite:
+            raise DataError(f"dark constants {self.path} exist already; pass --overwrite to replace them")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        n_mod, n_cells = len(modules), len(cell_ids)
+        self._file = h5py.File(self.tmp, "w")
+        f = self._file
+        per_cell = (n_mod, n_cells) + DSSC_MODULE_SHAPE
+        chunks = (1, 1) + DSSC_MODULE_SHAPE
+        f.create_dataset("pedestal", per_cell, np.float32, chunks=chunks).attrs["units"] = "ADU"
+        f.create_dataset("noise", per_cell, np.float32, chunks=chunks).attrs["units"] = "ADU"
+        f.create_dataset("status_mask", (n_mod,) + DSSC_MODULE_SHAPE, np.uint8).attrs["bits"] = STATUS_BITS_DOC
+        f.create_dataset("modules", data=np.asarray(modules, dtype=np.int64))
+        f.create_dataset("cell_ids", data=np.asarray(cell_ids, dtype=np.uint16))
+        f.create_dataset("n_frames", (n_mod, n_cells), np.int64).attrs["units"] = "frames"
+        f.attrs["proposal"] = int(proposal)
+        f.attrs["run"] = int(run)
+        f.attrs["detector"] = detector
+        f.attrs["version"] = version
+        f.attrs["created"] = created or utc_now()
+        for key, value in thresholds.as_dict().items():
+            f.attrs[key] = value
+
+    def write_module(self, index: int, pedestal: np.ndarray, noise: np.ndarray, status_mask: np.ndarray,
+                     n_frames: np.ndarray) -> None:
+        """Store the constants of the module at position ``index`` ((C, 128, 512) arrays, (C,) counts)."""
+        f = self._file
+        f["pedestal"][index] = np.asarray(pedestal, dtype=np.float32)
+        f["noise"][index] = np.asarray(noise, dtype=np.float32)
+        f["status_mask"][index] = np.asarray(status_mask, dtype=np.uint8)
+        f["n_frames"][index] = np.asarray(n_frames, dtype=np.int64)
+
+    def close(self) -> Path:
+        """Finish the file and give it its final name."""
+        self._file.close()
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        """Drop the partial file."""
+        if self._file.id.valid:
+            self._file.close()
+        if self.tmp.exists():
+            self.tmp.unlink()
+
+    def __enter__(self) -> "DarkFileWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def write_dark_file(constants: DarkConstants, path: os.PathLike, overwrite: bool = False) -> Path:
+    """Write ``constants`` to ``path`` atomically; :class:`DataError` if it exists and not ``overwrite``."""
+    with DarkFileWriter(path, constants.modules, constants.cell_ids, constants.proposal, constants.run,
+                        constants.detector, constants.thresholds, overwrite, constants.created or None,
+                        constants.version) as writer:
+        for i in range(len(constants.modules)):
+            writer.write_module(i, constants.pedestal[i], constants.noise[i], constants.status_mask[i],
+                                constants.n_frames[i])
+    return Path(path)
+
+
+def read_dark_file(path: os.PathLike, modules: Optional[Sequence[int]] = None) -> DarkConstants:
+    """Read dark constants, optionally only ``modules`` (only those are loaded into memory)."""
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        raise CalibrationError(f"dark constants file {path} does not exist; make it with smd_dark")
+    try:
+        with h5py.File(path, "r") as f:
+            absent = [name for name in DARK_DATASETS if name not in f]
+            if absent:
+                raise CalibrationError(f"{path} is not a dark constants file: no dataset(s) {absent}")
+            file_modules = f["modules"][()].astype(np.int64)
+            if modules is None:
+                idx = np.arange(len(file_modules))
+            else:
+                wanted = sorted(int(m) for m in modules)
+                lacking = [m for m in wanted if m not in file_modules]
+                if lacking:
+                    raise CalibrationError(f"dark constants {path} have no module(s) {lacking} (modules "
+                                           f"{file_modules.tolist()}); run smd_dark with those modules")
+                idx = np.array([int(np.flatnonzero(file_modules == m)[0]) for m in wanted], dtype=np.int64)
+            order = np.argsort(idx)
+            sel = idx[order]  # h5py reads increasing indices only
+            whole = np.array_equal(idx, np.arange(len(file_modules)))
+
+            def take(name):
+                if whole:
+                    return f[name][()]
+                part = f[name][sel]
+                out = np.empty_like(part)
+                out[order] = part
+                return out
+
+            attrs = {k: _plain(v) for k, v in f.attrs.items()}
+            thresholds = DarkThresholds(**{k: attrs[k] for k in DarkThresholds().as_dict() if k in attrs})
+            return DarkConstants(
+                pedestal=take("pedestal"), noise=take("noise"), status_mask=take("status_mask"),
+                modules=file_modules[idx], cell_ids=f["cell_ids"][()].astype(np.uint16), n_frames=take("n_frames"),
+                proposal=int(attrs.get("proposal", 0)), run=int(attrs.get("run", 0)),
+                detector=str(attrs.get("detector", "")), thresholds=thresholds,
+                version=str(attrs.get("version", "")), created=str(attrs.get("created", "")))
+    except OSError as exc:
+        raise CalibrationError(f"cannot read dark constants {path}: {exc}") from None
+
+
+def _plain(value):
+    """An HDF5 attribute as a plain Python value."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def check_cells_cover(constants: Union[DarkConstants, np.ndarray], cell_ids: np.ndarray,
+                      run_label: str = "the data", dark_run: Optional[int] = None) -> None:
+    """Raise :class:`CalibrationError` if ``cell_ids`` has cells the dark constants lack.
+
+    Parameters
+    ----------
+    constants : DarkConstants or array of the dark's cell ids
+    cell_ids : ndarray
+        Memory cells of the data frames.
+    run_label : str
+        Names the data in the message, e.g. ``"run 614"``.
+    dark_run : int, optional
+        Dark run number for the message (taken from ``constants`` if they are DarkConstants).
+    """
+    dark_cells = constants.cell_ids if isinstance(constants, DarkConstants) else np.asarray(constants)
+    missing = np.setdiff1d(np.unique(np.asarray(cell_ids)), dark_cells)
+    if len(missing):
+        shown = ", ".join(str(int(c)) for c in missing[:8]) + (" ..." if len(missing) > 8 else "")
+        dark = getattr(constants, "run", None) or dark_run
+        span = f"{int(dark_cells.min())}..{int(dark_cells.max())}, " if len(dark_cells) else ""
+        raise CalibrationError(
+            f"{run_label} has memory cells {shown} that the dark{f' run {dark}' if dark else ''} does not "
+            f"cover (dark cells {span}{len(dark_cells)} cells); use a dark run taken with at least as many "
+            "frames per train")

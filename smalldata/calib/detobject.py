@@ -1,0 +1,378 @@
+"""The detector object: dark constants, gain, masks and geometry, and ``calibrate()``.
+
+:meth:`DetObject.calibrate` turns a :class:`~smalldata.plugin.frames.RawBatch` into
+:class:`~smalldata.plugin.frames.Frames`: ``raw - pedestal[cell]`` in float32, then an optional
+common-mode correction (median of each 64-pixel ASIC row segment over its good, unlit
+pixels), then division by the gain. Valid pixels are good in the static mask, not
+saturated and from a module that has the frame.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Sequence, Union
+
+import numpy as np
+
+from smalldata.calib.dark import DarkConstants, check_cells_cover, read_dark_file
+from smalldata.calib.masks import asic_edge_mask, load_user_mask, status_to_mask
+from smalldata.constants import DSSC_ADC_MAX, DSSC_ASIC_SHAPE, DSSC_DEFAULT_QUAD_POSITIONS, DSSC_MODULE_SHAPE
+from smalldata.errors import CalibrationError, ConfigError, DataError
+from smalldata.geometry.positions import default_geometry_file, load_dssc_geometry, pixel_positions
+from smalldata.plugin.frames import Frames, RawBatch
+
+log = logging.getLogger(__name__)
+
+COMMON_MODES = ("none", "asic_row_median")
+#: Default lit threshold of the common-mode median, in units of each pixel's noise.
+COMMON_MODE_NOISE_FACTOR = 5.0
+_N_SEGMENTS = DSSC_MODULE_SHAPE[1] // DSSC_ASIC_SHAPE[1]  # ASIC row segments per pixel row
+
+
+class DetObject:
+    """A DSSC detector with its calibration, masks and pixel positions.
+
+    Parameters
+    ----------
+    name : str
+        Detector name (output group), e.g. ``"dssc"``.
+    modules : sequence of int
+        Module numbers along axis M of the constants, ascending.
+    pedestal, noise : ndarray, (M, C, 128, 512)
+        Dark pedestal and noise per module, memory cell and pixel (ADU).
+    cell_ids : ndarray, (C,)
+        Memory cells of the dark constants.
+    status_mask : ndarray, (M, 128, 512) uint8
+        Bad-pixel reason bits from the dark, 0 = good.
+    gain : None, float or ndarray (M, 128, 512)
+        ADU per photon; None keeps the data in ADU. Array pixels that are not positive
+        and finite are masked.
+    geometry_file : path, optional
+        extra-geom DSSC geometry file; default extra-geom's ``dssc_geo_june19.h5``.
+    quadrant_positions : 4 x 2 floats
+        Quadrant positions in metres.
+    mask_asic_edges : bool
+        Mask the outermost pixel rows and columns of every 64 x 64 ASIC.
+    user_mask : None, ndarray or path
+        The user's mask, (M, 128, 512) or (16, 128, 512) bool, True = good; or a
+        ``.npy`` / ``.h5`` file holding it.
+    common_mode : {"none", "asic_row_median"}
+        Common-mode correction applied after the pedestal subtraction.
+    common_mode_max_adu : float, optional
+        Pixels above this (ADU, after pedestal subtraction) are lit and left out of
+        the common-mode median; default ``5 x`` each pixel's noise.
+    common_mode_min_pixels : int
+        Fewest good, unlit pixels in a segment for a correction; otherwise it is left as is.
+    dark_file : str, optional
+        Where the constants came from (recorded in :meth:`params`).
+    dark_run : int, optional
+        Run number of the dark (recorded in :meth:`params`).
+    """
+
+    def __init__(self, name: str, modules: Sequence[int], pedestal: np.ndarray, noise: np.ndarray,
+                 cell_ids: np.ndarray, status_mask: np.ndarray,
+                 gain: Union[None, float, np.ndarray] = None,
+                 geometry_file: Optional[os.PathLike] = None,
+                 quadrant_positions: Sequence[Sequence[float]] = DSSC_DEFAULT_QUAD_POSITIONS,
+                 mask_asic_edges: bool = True,
+                 user_mask: Union[None, np.ndarray, os.PathLike, str] = None,
+                 common_mode: str = "none",
+                 common_mode_max_adu: Optional[float] = None,
+                 common_mode_min_pixels: int = 16,
+                 dark_file: Optional[str] = None,
+                 dark_run: Optional[int] = None):
+        self.name = name
+        self.modules = tuple(int(m) for m in modules)
+        if list(self.modules) != sorted(set(self.modules)) or not self.modules:
+            raise ConfigError("modules", f"modules must be distinct and ascending, got {list(modules)}")
+        n_mod = len(self.modules)
+        self.cell_ids = np.asarray(cell_ids, dtype=np.uint16)
+        shape = (n_mod, len(self.cell_ids)) + DSSC_MODULE_SHAPE
+        if pedestal.shape != shape or noise.shape != shape:
+            raise CalibrationError(f"dark constants have shapes {pedestal.shape} / {noise.shape}, expected {shape} "
+                                   f"for modules {list(self.modules)} and {len(self.cell_ids)} cells")
+        if status_mask.shape != shape[:1] + shape[2:]:
+            raise CalibrationError(f"status_mask has shape {status_mask.shape}, expected {shape[:1] + shape[2:]}")
+        # cell-major copy: np.take over cells then gives (N, M, 128, 512) directly
+        self._ped_cm = np.ascontiguousarray(np.asarray(pedestal, dtype=np.float32).transpose(1, 0, 2, 3))
+        self._noise = np.asarray(noise, dtype=np.float32)
+        self.status_mask = np.asarray(status_mask, dtype=np.uint8)
+        lut = np.full(int(self.cell_ids.max()) + 1 if len(self.cell_ids) else 1, -1, dtype=np.int64)
+        lut[self.cell_ids] = np.arange(len(self.cell_ids))
+        self._cell_lut = lut
+
+        self.gain = self._check_gain(gain, n_mod)
+        self.units = "ADU" if self.gain is None else "photon"
+        self.geometry_file = str(geometry_file) if geometry_file is not None else str(default_geometry_file())
+        self.quadrant_positions = [[float(c) for c in q] for q in quadrant_positions]
+        self.geometry = load_dssc_geometry(self.geometry_file, self.quadrant_positions)
+        self.x, self.y, self.z = pixel_positions(self.geometry, self.modules)
+
+        self.mask_asic_edges = bool(mask_asic_edges)
+        self.user_mask = user_mask
+        self.masks: Dict[str, np.ndarray] = {
+            "status": status_to_mask(self.status_mask),
+            "edges": asic_edge_mask(n_mod) if self.mask_asic_edges else np.ones((n_mod,) + DSSC_MODULE_SHAPE, bool),
+            "user": load_user_mask(user_mask, self.modules),
+        }
+        if isinstance(self.gain, np.ndarray):
+            self.masks["gain"] = np.isfinite(self.gain) & (self.gain > 0)
+        self.mask = np.logical_and.reduce(list(self.masks.values()))
+
+        if common_mode not in COMMON_MODES:
+            raise ConfigError("common_mode", f"{common_mode!r} is not one of {', '.join(COMMON_MODES)}")
+        if common_mode_max_adu is not None and not common_mode_max_adu > 0:
+            raise ConfigError("common_mode_max", f"must be > 0 ADU, got {common_mode_max_adu}")
+        if not 1 <= common_mode_min_pixels <= DSSC_ASIC_SHAPE[1]:
+            raise ConfigError("common_mode_min_pixels",
+                              f"must be 1..{DSSC_ASIC_SHAPE[1]}, got {common_mode_min_pixels}")
+        self.common_mode = common_mode
+        self.common_mode_max_adu = None if common_mode_max_adu is None else float(common_mode_max_adu)
+        self.common_mode_min_pixels = int(common_mode_min_pixels)
+        if self.common_mode_max_adu is None:
+            threshold = COMMON_MODE_NOISE_FACTOR * self._noise.mean(axis=1)
+        else:
+            threshold = np.full((n_mod,) + DSSC_MODULE_SHAPE, self.common_mode_max_adu, dtype=np.float32)
+        self._cm_threshold = threshold.astype(np.float32).reshape(n_mod, DSSC_MODULE_SHAPE[0], _N_SEGMENTS, -1)
+        self._cm_good = self.mask.reshape(self._cm_threshold.shape)
+        if isinstance(self.gain, np.ndarray):
+            self._inv_gain = np.where(self.masks["gain"], 1.0 / np.where(self.masks["gain"], self.gain, 1.0), 0.0)
+            self._inv_gain = self._inv_gain.astype(np.float32)
+        elif self.gain is not None:
+            self._inv_gain = np.float32(1.0 / self.gain)
+        else:
+            self._inv_gain = None
+        self.dark_file = None if dark_file is None else str(dark_file)
+        self.dark_run = None if dark_run is None else int(dark_run)
+
+    # ------------------------------------------------------------------ construction helpers
+    @staticmethod
+    def _check_gain(gain, n_mod: int):
+        if gain is None:
+            return None
+        if np.ndim(gain) == 0:
+            value = float(gain)
+            if not (np.isfinite(value) and value > 0):
+                raise ConfigError("gain", f"must be > 0 ADU per photon, got {gain}")
+            return value
+        arr = np.asarray(gain, dtype=np.float32)
+        if arr.shape != (n_mod,) + DSSC_MODULE_SHAPE:
+            raise ConfigError("gain", f"a gain map must have shape {(n_mod,) + DSSC_MODULE_SHAPE}, got {arr.shape}")
+        return arr
+
+    @classmethod
+    def from_constants(cls, name: str, dark: DarkConstants, modules: Optional[Sequence[int]] = None,
+                       gain: Union[None, float, np.ndarray] = None,
+                       geometry_file: Optional[os.PathLike] = None,
+                       quadrant_positions: Sequence[Sequence[float]] = DSSC_DEFAULT_QUAD_POSITIONS,
+                       mask_asic_edges: bool = True,
+                       user_mask: Union[None, np.ndarray, os.PathLike, str] = None,
+                       common_mode: str = "none",
+                       common_mode_max_adu: Optional[float] = None,
+                       common_mode_min_pixels: int = 16,
+                       dark_file: Optional[str] = None) -> "DetObject":
+        """A detector from :class:`~smalldata.calib.dark.DarkConstants` (optionally a subset of its modules)."""
+        if modules is None:
+            idx = np.arange(len(dark.modules))
+        else:
+            idx = np.array([dark.module_index(m) for m in sorted(int(m) for m in modules)])
+        return cls(name, [int(m) for m in dark.modules[idx]], dark.pedestal[idx], dark.noise[idx],
+                   dark.cell_ids, dark.status_mask[idx], gain=gain, geometry_file=geometry_file,
+                   quadrant_positions=quadrant_positions, mask_asic_edges=mask_asic_edges,
+                   user_mask=user_mask, common_mode=common_mode, common_mode_max_adu=common_mode_max_adu,
+                   common_mode_min_pixels=common_mode_min_pixels, dark_file=dark_file, dark_run=dark.run)
+
+    @classmethod
+    def from_dark_file(cls, name: str, path: os.PathLike, modules: Optional[Sequence[int]] = None,
+                       gain: Union[None, float, np.ndarray] = None,
+                       geometry_file: Optional[os.PathLike] = None,
+                       quadrant_positions: Sequence[Sequence[float]] = DSSC_DEFAULT_QUAD_POSITIONS,
+                       mask_asic_edges: bool = True,
+                       user_mask: Union[None, np.ndarray, os.PathLike, str] = None,
+                       common_mode: str = "none",
+                       common_mode_max_adu: Optional[float] = None,
+                       common_mode_min_pixels: int = 16) -> "DetObject":
+        """A detector from a dark constants file, loading only ``modules`` (default: all in the file)."""
+        dark = read_dark_file(path, modules)
+        return cls.from_constants(name, dark, None, gain=gain, geometry_file=geometry_file,
+                                  quadrant_positions=quadrant_positions, mask_asic_edges=mask_asic_edges,
+                                  user_mask=user_mask, common_mode=common_mode,
+                                  common_mode_max_adu=common_mode_max_adu,
+                                  common_mode_min_pixels=common_mode_min_pixels, dark_file=str(path))
+
+    @classmethod
+    def from_config(cls, name: str, det_config: Mapping[str, Any], dark_constants: Union[DarkConstants, os.PathLike],
+                    modules: Optional[Sequence[int]] = None) -> "DetObject":
+        """A detector from its validated config mapping (``detectors.<name>``) and its dark constants.
+
+        ``modules`` overrides ``det_config["modules"]``; without both, all modules of the dark are used.
+        """
+        mods = modules if modules is not None else det_config.get("modules")
+        if isinstance(dark_constants, DarkConstants):
+            dark, dark_file = dark_constants, None
+        else:
+            dark, dark_file = read_dark_file(dark_constants, mods), str(dark_constants)
+        quads = det_config.get("quadrant_positions")
+        return cls.from_constants(
+            name, dark, mods, gain=det_config.get("gain"), geometry_file=det_config.get("geometry_file"),
+            quadrant_positions=DSSC_DEFAULT_QUAD_POSITIONS if quads is None else quads,
+            mask_asic_edges=det_config.get("mask_asic_edges", True), user_mask=det_config.get("user_mask"),
+            common_mode=det_config.get("common_mode", "none"),
+            common_mode_max_adu=det_config.get("common_mode_max"), dark_file=dark_file)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def pedestal(self) -> np.ndarray:
+        """(M, C, 128, 512) float32 pedestal, ADU (a view of the cell-major copy)."""
+        return self._ped_cm.transpose(1, 0, 2, 3)
+
+    @property
+    def noise(self) -> np.ndarray:
+        """(M, C, 128, 512) float32 noise, ADU."""
+        return self._noise
+
+    @property
+    def noise_in_units(self) -> np.ndarray:
+        """(M, 128, 512) float32 noise (mean over cells) in :attr:`units`."""
+        mean = self._noise.mean(axis=1)
+        return mean if self._inv_gain is None else (mean * self._inv_gain).astype(np.float32)
+
+    def module_index(self, module: int) -> int:
+        """Index of module ``module`` along axis M."""
+        if module not in self.modules:
+            raise KeyError(f"module {module} is not a module of {self.name} (modules {list(self.modules)})")
+        return self.modules.index(module)
+
+    # ------------------------------------------------------------------ calibration
+    def cell_index(self, cell_ids: np.ndarray, run_label: str = "the data") -> np.ndarray:
+        """Index into the dark's cells of each of ``cell_ids``; :class:`CalibrationError` if not covered."""
+        cells = np.asarray(cell_ids).astype(np.int64, copy=False)
+        lut = self._cell_lut
+        if len(cells) and (cells.max() >= len(lut) or (lut[cells] < 0).any()):
+            check_cells_cover(self.cell_ids, cells, run_label, self.dark_run)
+        return lut[cells]
+
+    def _module_data(self, raw: RawBatch) -> tuple:
+        """``raw.data`` and ``raw.present`` restricted to :attr:`modules`."""
+        if tuple(raw.modules) == self.modules:
+            return raw.data, raw.present
+        lacking = [m for m in self.modules if m not in raw.modules]
+        if lacking:
+            raise DataError(f"batch has modules {list(raw.modules)}, detector {self.name} needs {lacking} too")
+        pos = [tuple(raw.modules).index(m) for m in self.modules]
+        return raw.data[:, pos], raw.present[:, pos]
+
+    def calibrate(self, raw: RawBatch, region: Optional[Sequence[int]] = None) -> Frames:
+        """Calibrated frames: float32 ``(raw - pedestal[cell] - common mode) / gain``.
+
+        ``valid`` is the static :attr:`mask` and ``raw < 511`` (not saturated) and the
+        module present for that frame. ``region = (y0, y1, x0, x1)`` calibrates only that
+        box of every module (``frames.origin`` is then ``(y0, x0)``); it cannot be combined
+        with common mode, which needs whole ASIC rows.
+        """
+        data, present = self._module_data(raw)
+        if region is None:
+            box = (slice(None), slice(None))
+            origin = (0, 0)
+        else:
+            if self.common_mode != "none":
+                raise CalibrationError("common-mode correction needs whole modules; calibrate without a region")
+            y0, y1, x0, x1 = (int(v) for v in region)
+            box, origin = (slice(y0, y1), slice(x0, x1)), (y0, x0)
+            data = data[(slice(None), slice(None)) + box]
+        ped_cm, mask, inv_gain = self._constants_in(tuple(region) if region is not None else None, box)
+        ci = self.cell_index(raw.cell_ids)
+        out = np.take(ped_cm, ci, axis=0)  # (N, M, h, w) float32
+        np.subtract(data, out, out=out, dtype=np.float32)
+        valid = data < DSSC_ADC_MAX
+        if self.common_mode == "asic_row_median":
+            self._subtract_asic_row_median(out, valid)
+        valid &= mask
+        if not present.all():
+            valid &= present[:, :, None, None]
+        if inv_gain is not None:
+            out *= inv_gain
+        return Frames(data=out, valid=valid, units=self.units, train_ids=raw.train_ids,
+                      pulse_ids=raw.pulse_ids, cell_ids=raw.cell_ids, modules=self.modules, origin=origin)
+
+    def _constants_in(self, region: Optional[tuple], box: tuple) -> tuple:
+        """Pedestal (cell-major), mask and inverse gain of a region, as contiguous arrays (cached)."""
+        if region is None:
+            return self._ped_cm, self.mask, self._inv_gain
+        if getattr(self, "_region_cache", (None,))[0] != region:
+            inv_gain = self._inv_gain
+            if isinstance(inv_gain, np.ndarray) and inv_gain.ndim == 3:
+                inv_gain = np.ascontiguousarray(inv_gain[(slice(None),) + box])
+            self._region_cache = (region, np.ascontiguousarray(self._ped_cm[(slice(None), slice(None)) + box]),
+                                  np.ascontiguousarray(self.mask[(slice(None),) + box]), inv_gain)
+        return self._region_cache[1:]
+
+    def _subtract_asic_row_median(self, out: np.ndarray, unsaturated: np.ndarray) -> None:
+        """Subtract, in place, the median of each ASIC row segment's good, unlit pixels."""
+        n, n_mod = out.shape[:2]
+        seg = out.reshape(n, n_mod, DSSC_MODULE_SHAPE[0], _N_SEGMENTS, -1)
+        use = seg <= self._cm_threshold
+        use &= self._cm_good
+        use &= unsaturated.reshape(seg.shape)
+        vals = np.where(use, seg, np.float32(np.inf))
+        vals.sort(axis=-1)
+        k = use.sum(axis=-1, dtype=np.int64)[..., None]
+        lo = np.take_along_axis(vals, np.maximum(k - 1, 0) // 2, axis=-1)  # the valid values come first
+        hi = np.take_along_axis(vals, k // 2, axis=-1)
+        median = np.float32(0.5) * (lo + hi)
+        median[k < self.common_mode_min_pixels] = 0.0
+        seg -= median
+
+    def saturated_count(self, raw: RawBatch) -> np.ndarray:
+        """(N, M) int64: good pixels with a saturated raw value (>= 511) per frame and module."""
+        data, _ = self._module_data(raw)
+        return np.count_nonzero((data >= DSSC_ADC_MAX) & self.mask, axis=(2, 3)).astype(np.int64)
+
+    # ------------------------------------------------------------------ description
+    def config_arrays(self) -> Dict[str, np.ndarray]:
+        """Arrays for ``UserDataCfg/<det>``: constants, positions, masks."""
+        arrays = {
+            "pedestal": np.ascontiguousarray(self.pedestal),
+            "noise": self._noise,
+            "x": self.x, "y": self.y, "z": self.z,
+            "mask": self.mask,
+            "status_mask": self.status_mask,
+            "cell_ids": self.cell_ids,
+            "modules": np.array(self.modules, dtype=np.int64),
+        }
+        if self.gain is not None:
+            arrays["gain"] = (self.gain if isinstance(self.gain, np.ndarray)
+                              else np.full((len(self.modules),) + DSSC_MODULE_SHAPE, self.gain, np.float32))
+        for key, value in self.masks.items():
+            arrays[f"mask_{key}"] = value
+        return arrays
+
+    def config_units(self) -> Dict[str, str]:
+        """Units of the :meth:`config_arrays` that have one."""
+        return {"pedestal": "ADU", "noise": "ADU", "gain": "ADU/photon", "x": "m", "y": "m", "z": "m"}
+
+    def params(self) -> Dict[str, Any]:
+        """Scalar settings of the detector (for ``UserDataCfg``)."""
+        user_mask = self.user_mask
+        return {
+            "name": self.name,
+            "modules": list(self.modules),
+            "units": self.units,
+            "gain": (None if self.gain is None else "map" if isinstance(self.gain, np.ndarray) else self.gain),
+            "common_mode": self.common_mode,
+            "common_mode_max_adu": self.common_mode_max_adu,
+            "common_mode_min_pixels": self.common_mode_min_pixels,
+            "mask_asic_edges": self.mask_asic_edges,
+            "user_mask": (None if user_mask is None else "array" if isinstance(user_mask, np.ndarray)
+                          else str(Path(user_mask))),
+            "geometry_file": self.geometry_file,
+            "quadrant_positions": self.quadrant_positions,
+            "dark_file": self.dark_file,
+            "dark_run": self.dark_run,
+            "n_cells": int(len(self.cell_ids)),
+        }
+
+    def __repr__(self) -> str:
+        return (f"DetObject({self.name!r}, modules={list(self.modules)}, cells={len(self.cell_ids)}, "
+                f"units={self.units!r}, common_mode={self.common_mode!r})")

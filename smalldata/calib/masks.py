@@ -1,0 +1,132 @@
+"""Pixel masks of the DSSC: bad-pixel reason bits, ASIC edges, users' mask files.
+
+Boolean masks are True for a good pixel. Bad-pixel *reasons* are bit fields in a
+``uint8`` status array (0 = good), so that one pixel can have several reasons.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Dict, Optional, Sequence, Union
+
+import numpy as np
+
+from smalldata.constants import DSSC_ASIC_SHAPE, DSSC_MODULE_SHAPE, DSSC_N_MODULES
+from smalldata.errors import ConfigError
+
+# Bad-pixel reason bits of ``status_mask`` (0 = good).
+BAD_DEAD = np.uint8(1)  #: noise below ``dead_noise_max`` in some cell: the pixel does not respond
+BAD_HOT = np.uint8(2)  #: pedestal far above the module's typical pedestal (or above ``pedestal_max``)
+BAD_NOISY = np.uint8(4)  #: noise far above the module's typical noise
+BAD_PEDESTAL_RANGE = np.uint8(8)  #: pedestal outside ``[pedestal_min, pedestal_max]`` or far below typical
+
+BAD_PIXEL_BITS: Dict[str, int] = {
+    "dead": int(BAD_DEAD),
+    "hot": int(BAD_HOT),
+    "noisy": int(BAD_NOISY),
+    "pedestal_out_of_range": int(BAD_PEDESTAL_RANGE),
+}
+
+
+def describe_status(status: int) -> str:
+    """Names of the reason bits set in ``status``, e.g. ``"dead|noisy"`` (``"good"`` for 0)."""
+    names = [name for name, bit in BAD_PIXEL_BITS.items() if int(status) & bit]
+    return "|".join(names) if names else "good"
+
+
+def status_to_mask(status_mask: np.ndarray) -> np.ndarray:
+    """Boolean mask (True = good) from reason bits (0 = good)."""
+    return np.asarray(status_mask) == 0
+
+
+def asic_edge_mask(n_modules: int, width: int = 1) -> np.ndarray:
+    """(M, 128, 512) bool mask that is False on the outer ``width`` pixels of every 64 x 64 ASIC.
+
+    Pixels at ASIC borders collect charge differently (wider or shared pixels), so
+    they are usually left out of quantitative analysis.
+    """
+    if width < 0 or 2 * width >= min(DSSC_ASIC_SHAPE):
+        raise ConfigError("mask_asic_edges",
+                          f"edge width {width} must be between 0 and {min(DSSC_ASIC_SHAPE) // 2 - 1}")
+    rows = np.arange(DSSC_MODULE_SHAPE[0]) % DSSC_ASIC_SHAPE[0]
+    cols = np.arange(DSSC_MODULE_SHAPE[1]) % DSSC_ASIC_SHAPE[1]
+    good_rows = (rows >= width) & (rows < DSSC_ASIC_SHAPE[0] - width)
+    good_cols = (cols >= width) & (cols < DSSC_ASIC_SHAPE[1] - width)
+    module = good_rows[:, None] & good_cols[None, :]
+    return np.broadcast_to(module, (n_modules,) + DSSC_MODULE_SHAPE).copy()
+
+
+def _mask_from_array(arr: np.ndarray, modules: Sequence[int], origin: str) -> np.ndarray:
+    """Check a user mask array and select ``modules`` from it."""
+    arr = np.asarray(arr)
+    if arr.dtype != bool:
+        if arr.dtype.kind not in "iu" or not np.isin(arr, (0, 1)).all():
+            raise ConfigError("user_mask", f"{origin}: a mask must be boolean or 0/1 (1 = good pixel), "
+                                           f"got dtype {arr.dtype}")
+        arr = arr.astype(bool)
+    modules = list(modules)
+    shape = arr.shape
+    if shape == (len(modules),) + DSSC_MODULE_SHAPE:
+        return arr.copy()
+    if shape == (DSSC_N_MODULES,) + DSSC_MODULE_SHAPE:
+        return arr[modules].copy()
+    raise ConfigError("user_mask", f"{origin}: shape {shape} does not fit; need ({len(modules)}, 128, 512) "
+                                   f"for modules {modules} or (16, 128, 512) for the whole detector")
+
+
+def load_user_mask(mask: Union[None, np.ndarray, os.PathLike, str], modules: Sequence[int],
+                   dataset: Optional[str] = None) -> np.ndarray:
+    """A user's mask for ``modules`` as (M, 128, 512) bool, True = good.
+
+    Parameters
+    ----------
+    mask : None, ndarray or path
+        ``None`` (everything good), an array of shape (M, 128, 512) or (16, 128, 512),
+        or a ``.npy`` file or an HDF5 file (``.h5``/``.hdf5``) holding such an array.
+    modules : sequence of int
+        The detector's modules, ascending.
+    dataset : str, optional
+        Dataset in an HDF5 file; default ``mask`` if present, else the file's only dataset.
+    """
+    modules = list(modules)
+    if mask is None:
+        return np.ones((len(modules),) + DSSC_MODULE_SHAPE, dtype=bool)
+    if isinstance(mask, np.ndarray):
+        return _mask_from_array(mask, modules, "user mask array")
+    path = Path(mask)
+    if not path.is_file():
+        raise ConfigError("user_mask", f"mask file {path} does not exist; give a .npy or .h5 file "
+                                       "with a (16, 128, 512) boolean array, True = good")
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise ConfigError("user_mask", f"cannot read mask file {path}: {exc}") from None
+        return _mask_from_array(arr, modules, str(path))
+    if suffix in (".h5", ".hdf5"):
+        return _mask_from_array(_read_h5_mask(path, dataset), modules, str(path))
+    raise ConfigError("user_mask", f"mask file {path}: unknown type {suffix!r}; use .npy or .h5")
+
+
+def _read_h5_mask(path: Path, dataset: Optional[str]) -> np.ndarray:
+    """Read the mask dataset of an HDF5 mask file."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            if dataset is None:
+                names = []
+                f.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
+                if "mask" in names:
+                    dataset = "mask"
+                elif len(names) == 1:
+                    dataset = names[0]
+                else:
+                    raise ConfigError("user_mask", f"mask file {path}: no dataset 'mask' and {len(names)} "
+                                                   f"datasets {names[:5]}; name the dataset to use")
+            if dataset not in f:
+                raise ConfigError("user_mask", f"mask file {path} has no dataset {dataset!r}")
+            return f[dataset][()]
+    except OSError as exc:
+        raise ConfigError("user_mask", f"cannot read mask file {path}: {exc}") from None

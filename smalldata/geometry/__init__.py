@@ -1,0 +1,1 @@
+"""DSSC pixel positions (extra-geom) and momentum-transfer maps."""

@@ -1,0 +1,54 @@
+"""DSSC 1M pixel positions from extra-geom.
+
+Positions are in metres in the detector plane (x to the left looking along the beam,
+y up, as extra-geom defines them); z is 0 in this plane, the sample-detector distance
+is a parameter of the functions that need it.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+
+from smalldata.constants import DSSC_DEFAULT_QUAD_POSITIONS
+from smalldata.errors import ConfigError
+
+
+def default_geometry_file() -> Path:
+    """The DSSC geometry file shipped with extra-geom (``dssc_geo_june19.h5``)."""
+    import extra_geom
+
+    return Path(extra_geom.__file__).parent / "tests" / "dssc_geo_june19.h5"
+
+
+def load_dssc_geometry(geometry_file: Optional[os.PathLike] = None,
+                       quadrant_positions: Sequence[Sequence[float]] = DSSC_DEFAULT_QUAD_POSITIONS):
+    """Build an ``extra_geom.DSSC_1MGeometry``.
+
+    Parameters
+    ----------
+    geometry_file : path, optional
+        extra-geom DSSC HDF5 geometry file; default :func:`default_geometry_file`.
+    quadrant_positions : 4 x 2 floats
+        Quadrant corner positions in metres.
+    """
+    from extra_geom import DSSC_1MGeometry
+
+    path = Path(geometry_file) if geometry_file is not None else default_geometry_file()
+    if not path.is_file():
+        raise ConfigError("geometry.file", f"geometry file {path} does not exist; give an extra-geom DSSC .h5 file")
+    quads = np.asarray(quadrant_positions, dtype=float)
+    if quads.shape != (4, 2):
+        raise ConfigError("geometry.quadrant_positions",
+                          f"need 4 pairs of (x, y) in metres, got shape {quads.shape}")
+    # extra-geom reads the file and the quadrant positions in the same unit (mm by default).
+    quads_mm = [tuple(q * 1e3) for q in quads]
+    return DSSC_1MGeometry.from_h5_file_and_quad_positions(str(path), quads_mm)
+
+
+def pixel_positions(geometry, modules: Sequence[int]) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pixel centre positions x, y, z (each (M, 128, 512) float64, metres) of ``modules``."""
+    pos = geometry.get_pixel_positions()[list(modules)]
+    return pos[..., 0], pos[..., 1], pos[..., 2]

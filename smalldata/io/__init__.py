@@ -1,0 +1,1 @@
+"""Reading runs through extra-data: run access, frame index, point data."""

@@ -1,0 +1,76 @@
+"""Point data: per-train and per-pulse values aligned to every event row."""
+from __future__ import annotations
+
+import logging
+from typing import Dict, Mapping, Optional, Tuple
+
+import numpy as np
+
+from smalldata.errors import DataError
+from smalldata.io.runaccess import RunAccess
+from smalldata.plugin.frames import RawBatch
+
+log = logging.getLogger(__name__)
+
+
+class PointReader:
+    """Reads the configured point data for each batch.
+
+    Parameters
+    ----------
+    specs : mapping
+        ``(group, name) -> {source, key, per, units}`` from the config.
+    access : RunAccess
+        The run.
+    """
+
+    def __init__(self, specs: Mapping[Tuple[str, str], Mapping], access: RunAccess):
+        self.specs = dict(specs)
+        self.access = access
+        for (group, name), spec in self.specs.items():
+            if not access.has_key(spec["source"], spec["key"]):
+                what = (f"source {spec['source']!r}" if spec["source"] not in access.data.all_sources
+                        else f"key {spec['key']!r} of {spec['source']!r}")
+                raise DataError(f"config point_data.{group}.{name}: run {access.path} has no {what}; "
+                                "fix the source/key or remove the entry")
+
+    def read(self, raw: RawBatch, pulse_index: Optional[np.ndarray] = None) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
+        """Per-frame values for the frames of ``raw``.
+
+        Parameters
+        ----------
+        raw : RawBatch
+            The batch (whole trains).
+        pulse_index : ndarray, optional
+            (N,) index of each frame's X-ray pulse within its train (-1: none); default the
+            frame's position in the train.
+        """
+        outputs, units = {}, {}
+        if not self.specs:
+            return outputs, units
+        trains, frame_train = np.unique(raw.train_ids, return_inverse=True)
+        if pulse_index is None:
+            pulse_index = raw.frame_index
+        for (group, name), spec in self.specs.items():
+            values = self.access.train_values(spec["source"], spec["key"], trains)
+            path = f"{group}/{name}"
+            if spec["per"] == "train":
+                if values.ndim > 1:
+                    values = values.reshape(len(trains), -1)[:, 0]
+                per_frame = values[frame_train]
+            else:
+                per_train = values.reshape(len(trains), -1)
+                k = np.asarray(pulse_index, dtype=np.int64)
+                ok = (k >= 0) & (k < per_train.shape[1])
+                per_frame = np.full(len(raw), np.nan)
+                per_frame[ok] = per_train[frame_train[ok], k[ok]]
+            outputs[path] = per_frame.astype(np.float64)
+            units[path] = spec["units"]
+        return outputs, units
+
+    def describe(self) -> Dict[str, Dict]:
+        """The specs as a nested mapping (for UserDataCfg)."""
+        out: Dict[str, Dict] = {}
+        for (group, name), spec in self.specs.items():
+            out.setdefault(group, {})[name] = dict(spec)
+        return out

@@ -1,0 +1,261 @@
+"""Run access through extra-data: trains, frame bookkeeping, batches, point data.
+
+:class:`RunAccess` wraps an ``extra_data.DataCollection`` and answers what the event
+loop asks: which trains there are, how many frames each module has per train, the raw
+frames of a block of trains for the selected modules only, slow values per train and
+per-pulse values per train.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+
+from smalldata.constants import DSSC_MODULE_SHAPE, DSSC_N_MODULES, INSTRUMENT, dssc_source
+from smalldata.errors import DataError
+from smalldata.io.frameindex import ModuleFrameIndex
+from smalldata.plugin.frames import RawBatch
+
+log = logging.getLogger(__name__)
+
+
+def find_run_directory(proposal: int, run: int, data_root: Optional[os.PathLike] = None) -> Path:
+    """The raw run directory ``<root>/<instrument>/<cycle>/p<proposal>/raw/r<run>``.
+
+    ``data_root`` defaults to ``$EXTRA_DATA_DATA_ROOT``, then extra-data's default.
+    """
+    if data_root is None:
+        from extra_data.read_machinery import data_root_dir
+
+        data_root = data_root_dir()
+    root = Path(data_root)
+    pattern = f"*/*/p{proposal:06d}/raw/r{run:04d}"
+    matches = sorted(p for p in root.glob(pattern) if p.is_dir())
+    if not matches:
+        raise DataError(f"run {run} of proposal {proposal} not found: no directory {root / pattern}; "
+                        "check -p/-r and data_root (or $EXTRA_DATA_DATA_ROOT)")
+    preferred = [p for p in matches if p.parts[-5] == INSTRUMENT]
+    return (preferred or matches)[0]
+
+
+class RunAccess:
+    """Read access to one run.
+
+    Parameters
+    ----------
+    data : extra_data.DataCollection
+        The opened run.
+    path : Path, optional
+        Where it was opened from (for messages).
+    """
+
+    def __init__(self, data, path: Optional[Path] = None):
+        self.data = data
+        self.path = path
+        self.train_ids = np.asarray(data.train_ids, dtype=np.uint64)
+        self._counts_cache: Dict[int, np.ndarray] = {}
+        self._keydata_cache: Dict[tuple, object] = {}
+        self._frame_indexes: Dict[int, ModuleFrameIndex] = {}
+        self._blocks: Dict[tuple, tuple] = {}
+        #: trains read at once for ids and point data
+        self.block_trains = 256
+
+    # ------------------------------------------------------------------ opening
+    @classmethod
+    def open(cls, proposal: int, run: int, data_root: Optional[os.PathLike] = None) -> "RunAccess":
+        """Open run ``run`` of ``proposal`` under ``data_root``."""
+        return cls.from_directory(find_run_directory(proposal, run, data_root))
+
+    @classmethod
+    def from_directory(cls, path: os.PathLike) -> "RunAccess":
+        """Open the run in directory ``path``."""
+        from extra_data import RunDirectory
+
+        path = Path(path)
+        if not path.is_dir():
+            raise DataError(f"run directory {path} does not exist")
+        try:
+            data = RunDirectory(str(path))
+        except (OSError, ValueError, Exception) as exc:  # extra-data raises plain Exception too
+            raise DataError(f"cannot open run {path}: {exc}") from None
+        if len(data.train_ids) == 0:
+            raise DataError(f"run {path} contains no trains")
+        return cls(data, path)
+
+    # ------------------------------------------------------------------ detector bookkeeping
+    def available_modules(self) -> tuple:
+        """DSSC modules that have data in this run."""
+        sources = self.data.instrument_sources
+        return tuple(m for m in range(DSSC_N_MODULES) if dssc_source(m) in sources)
+
+    def check_modules(self, modules: Sequence[int]) -> None:
+        """Raise :class:`DataError` if none of ``modules`` is in the run; warn for the missing ones."""
+        available = set(self.available_modules())
+        missing = [m for m in modules if m not in available]
+        if len(missing) == len(modules):
+            raise DataError(f"run {self.path}: no file for DSSC module(s) {list(modules)} "
+                            f"(available: {sorted(available)}); check the detector's modules in the config")
+        if missing:
+            log.warning("run %s: no files for DSSC module(s) %s; their pixels are marked invalid",
+                        self.path, missing)
+
+    def module_frame_counts(self, module: int) -> np.ndarray:
+        """Frames per train of one module, aligned with :attr:`train_ids` (0 where missing)."""
+        if module not in self._counts_cache:
+            src = dssc_source(module)
+            if src not in self.data.instrument_sources:
+                counts = np.zeros(len(self.train_ids), dtype=np.int64)
+            else:
+                counts = np.asarray(self.data[src, "image.data"].data_counts(labelled=False), dtype=np.int64)
+            self._counts_cache[module] = counts
+        return self._counts_cache[module]
+
+    def frame_counts(self, modules: Sequence[int]) -> np.ndarray:
+        """(T, M) frames per train and module."""
+        return np.stack([self.module_frame_counts(m) for m in modules], axis=1)
+
+    def frames_per_train(self, modules: Sequence[int]) -> np.ndarray:
+        """(T,) frames per train: the most any of ``modules`` has for that train."""
+        return self.frame_counts(modules).max(axis=1)
+
+    # ------------------------------------------------------------------ reading frames
+    def read_raw(self, modules: Sequence[int], train_ids: np.ndarray) -> RawBatch:
+        """Raw frames of ``train_ids`` (ascending, of this run) for ``modules``.
+
+        Frames of a train are aligned across modules by their position in the train;
+        a module with fewer frames (or none) for a train is marked absent there.
+        """
+        modules = tuple(modules)
+        train_ids = np.asarray(train_ids, dtype=np.uint64)
+        tpos = np.searchsorted(self.train_ids, train_ids)
+        if np.any(tpos >= len(self.train_ids)) or np.any(self.train_ids[np.minimum(tpos, len(self.train_ids) - 1)]
+                                                           != train_ids):
+            raise DataError(f"train ids {train_ids} are not all in run {self.path}")
+        counts = self.frame_counts(modules)[tpos]  # (T, M)
+        per_train = counts.max(axis=1)
+        n = int(per_train.sum())
+        starts = np.concatenate([[0], np.cumsum(per_train)[:-1]]).astype(np.int64)
+        frame_train = np.repeat(train_ids, per_train)
+        frame_index = np.arange(n, dtype=np.int64) - np.repeat(starts, per_train)
+
+        complete = bool(np.all(counts == per_train[:, None]))
+        data = (np.empty if complete else np.zeros)((n, len(modules)) + DSSC_MODULE_SHAPE, dtype=np.uint16)
+        present = np.zeros((n, len(modules)), dtype=bool)
+        pulse_ids = np.zeros(n, dtype=np.uint64)
+        cell_ids = np.zeros(n, dtype=np.uint16)
+        have_ids = np.zeros(n, dtype=bool)
+        for j, module in enumerate(modules):
+            mcounts = counts[:, j]
+            total = int(mcounts.sum())
+            if total == 0:
+                continue
+            # destination rows: the first mcounts[t] frames of each train
+            rows = np.arange(n) if total == n else np.concatenate(
+                [np.arange(s, s + c) for s, c in zip(starts, mcounts) if c > 0])
+            index = self._frame_index(module)
+            try:
+                if len(modules) == 1 and total == n:
+                    index.read("data", tpos, data.reshape((n, 1) + DSSC_MODULE_SHAPE))
+                else:
+                    buf = np.empty((total, 1) + DSSC_MODULE_SHAPE, dtype=np.uint16)
+                    index.read("data", tpos, buf)
+                    data[rows, j] = buf[:, 0]
+                pids = index.read_block_cached("pulseId", tpos, np.uint64, self.block_trains)
+                cids = index.read_block_cached("cellId", tpos, np.uint16, self.block_trains)
+            except (OSError, ValueError, TypeError) as exc:
+                raise DataError(f"cannot read DSSC module {module} for trains {int(train_ids[0])}.."
+                                f"{int(train_ids[-1])} of {self.path}: {exc}; the file may be truncated") from None
+            present[rows, j] = True
+            new = ~have_ids[rows]
+            pulse_ids[rows[new]] = pids[new]
+            cell_ids[rows[new]] = cids[new]
+            have_ids[rows] = True
+        return RawBatch(train_ids=frame_train, pulse_ids=pulse_ids, cell_ids=cell_ids,
+                        frame_index=frame_index, modules=modules, data=data, present=present)
+
+    def prefetch(self, modules: Sequence[int], train_ids: np.ndarray) -> None:
+        """Start reading the frames of ``train_ids`` into the page cache (returns at once)."""
+        tpos = np.searchsorted(self.train_ids, np.asarray(train_ids, dtype=np.uint64))
+        tpos = tpos[tpos < len(self.train_ids)]
+        for module in modules:
+            if self.module_frame_counts(module).any():
+                self._frame_index(module).prefetch("data", tpos)
+
+    def _frame_index(self, module: int) -> ModuleFrameIndex:
+        """Where the module's frames are, per train (resolved once through extra-data)."""
+        if module not in self._frame_indexes:
+            self._frame_indexes[module] = ModuleFrameIndex(self.data[dssc_source(module), "image.data"],
+                                                           self.train_ids)
+        return self._frame_indexes[module]
+
+    def _block(self, source: str, key: str, train_ids: np.ndarray):
+        """Entries of ``source``/``key`` for ``train_ids`` as (entry train ids, values).
+
+        Reads blocks of :attr:`block_trains` consecutive trains at once and serves the
+        following batches from memory (bounded by the block size).
+        """
+        from extra_data import by_index
+
+        t0, t1 = train_ids[0], train_ids[-1]
+        block = self._blocks.get((source, key))
+        if block is None or not (block[0] <= t0 and t1 <= block[1]):
+            if (source, key) not in self._keydata_cache:
+                self._keydata_cache[(source, key)] = self._keydata(source, key)
+            full = self._keydata_cache[(source, key)]
+            # large entries (digitizer traces) get fewer trains per block: about 32 MB at most
+            entry_bytes = int(np.prod(full.entry_shape, dtype=np.int64)) * full.dtype.itemsize
+            ahead = int(np.clip((32 << 20) // max(entry_bytes, 1), 1, self.block_trains))
+            p0 = int(np.searchsorted(self.train_ids, t0))
+            p1 = max(int(np.searchsorted(self.train_ids, t1)) + 1, min(p0 + ahead, len(self.train_ids)))
+            kd = full.select_trains(by_index[p0:p1])
+            tids = np.asarray(kd.train_id_coordinates(), dtype=np.uint64)
+            block = (self.train_ids[p0], self.train_ids[p1 - 1], tids, kd.ndarray())
+            self._blocks[(source, key)] = block
+        _, _, tids, values = block
+        lo, hi = np.searchsorted(tids, t0, "left"), np.searchsorted(tids, t1, "right")
+        return tids[lo:hi], values[lo:hi]
+
+    def cell_ids(self, module: int, train_ids: Optional[np.ndarray] = None) -> np.ndarray:
+        """Memory cells of all frames of ``module`` (optionally only of ``train_ids``)."""
+        from extra_data import by_id
+
+        src = dssc_source(module)
+        if src not in self.data.instrument_sources:
+            return np.zeros(0, dtype=np.uint16)
+        data = self.data if train_ids is None else self.data.select_trains(by_id[np.asarray(train_ids)])
+        return data[src, "image.cellId"].ndarray().reshape(-1)
+
+    # ------------------------------------------------------------------ point data
+    def has_key(self, source: str, key: str) -> bool:
+        """Whether ``source`` with ``key`` is in the run."""
+        return source in self.data.all_sources and key in self.data[source].keys()
+
+    def train_values(self, source: str, key: str, train_ids: np.ndarray) -> np.ndarray:
+        """One value per train (slow data, or the first entry per train), NaN where missing.
+
+        Returns (T, ...) float64 aligned with ``train_ids``.
+        """
+        train_ids = np.asarray(train_ids, dtype=np.uint64)
+        if len(train_ids) == 0:
+            return np.zeros(0)
+        tids, values = self._block(source, key, train_ids)
+        # keep the first entry per train
+        uniq, first = np.unique(tids, return_index=True)
+        values = values[first].astype(np.float64)
+        out = np.full((len(train_ids),) + values.shape[1:], np.nan)
+        pos = np.searchsorted(uniq, train_ids)
+        pos = np.clip(pos, 0, max(len(uniq) - 1, 0))
+        found = (uniq[pos] == train_ids) if len(uniq) else np.zeros(len(train_ids), bool)
+        out[found] = values[pos[found]]
+        return out
+
+    def _keydata(self, source: str, key: str):
+        if source not in self.data.all_sources:
+            raise DataError(f"run {self.path} has no source {source!r}; check the point_data source names")
+        if key not in self.data[source].keys():
+            raise DataError(f"source {source!r} in run {self.path} has no key {key!r}; "
+                            f"check the point_data key")
+        return self.data[source, key]

@@ -1,0 +1,1 @@
+"""The output file: part files, merge, atomic publication."""

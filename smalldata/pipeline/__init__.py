@@ -1,0 +1,1 @@
+"""The event loop: detector set-up, function chains, MPI, progress."""

@@ -1,0 +1,81 @@
+"""Running a detector's function trees on a batch, with rejected and vetoed frames skipped.
+
+Functions run in config order on the frames still selected; a veto after a function
+(a condition on its output) removes frames from the selection for the later functions,
+as in a hit-finding chain. Skipped frames keep their rows, with fill values (NaN for
+floats, -1 for integers, False for booleans, no entries in ragged lists).
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Mapping, Sequence, Tuple
+
+import numpy as np
+
+from smalldata.output.writer import is_ragged
+from smalldata.plugin.detfunc import DetObjectFunc
+from smalldata.plugin.frames import Frames
+from smalldata.plugin.ragged import Ragged
+from smalldata.pulses.rejection import Veto, evaluate_veto, fill_value
+
+
+def spread(outputs: Mapping[str, object], selected: np.ndarray, computed: np.ndarray) -> Dict[str, object]:
+    """Outputs for all N frames from outputs computed for the frames ``computed`` (indices).
+
+    Only rows of ``computed`` that are also ``selected`` are kept; the others get fill values.
+    """
+    n = len(selected)
+    keep_rows = selected[computed]
+    targets = computed[keep_rows]
+    result: Dict[str, object] = {}
+    for key, value in outputs.items():
+        if is_ragged(value):
+            # targets ascend, so the kept events' items stay in event order
+            kept = value.subset(keep_rows)
+            full_counts = np.zeros(n, dtype=np.int64)
+            full_counts[targets] = kept.counts
+            result[key] = Ragged(values=kept.values, counts=full_counts)
+            continue
+        value = np.asarray(value)
+        fill, dtype = fill_value(value.dtype)
+        full = np.full((n,) + value.shape[1:], fill, dtype=dtype)
+        full[targets] = value[keep_rows]
+        result[key] = full
+    return result
+
+
+def run_chain(functions: Sequence[DetObjectFunc], vetoes: Sequence[Mapping], frames: Frames,
+              selected: np.ndarray) -> Tuple[Dict[str, object], np.ndarray]:
+    """Run ``functions`` on the ``selected`` frames, applying ``vetoes`` in between.
+
+    Returns
+    -------
+    outputs : dict
+        Every function's outputs for all N frames (keys ``<func>_<key>``).
+    vetoed : ndarray, (N,) bool
+        Frames removed by a veto.
+    """
+    selected = np.asarray(selected, dtype=bool).copy()
+    vetoed = np.zeros(len(selected), dtype=bool)
+    outputs: Dict[str, object] = {}
+    for func in functions:
+        if selected.all():
+            computed = np.arange(len(selected))
+            out = func.run(frames)
+        else:
+            # with nothing selected, one frame is computed to learn the output layout, then discarded
+            computed = np.flatnonzero(selected) if selected.any() else np.arange(min(1, len(selected)))
+            out = func.run(frames.subset(computed))
+        full = spread(out, selected, computed)
+        outputs.update(full)
+        for spec in vetoes:
+            if spec["after"] == func.name:
+                hit = evaluate_veto({k: v for k, v in full.items() if not is_ragged(v)},
+                                    Veto(spec["key"], spec["op"], spec["value"])) & selected
+                vetoed |= hit
+                selected &= ~hit
+    return outputs, vetoed
+
+
+def veto_specs(vetoes: List[Mapping]) -> List[Dict]:
+    """Vetoes as plain dicts (for UserDataCfg)."""
+    return [dict(v) for v in vetoes]

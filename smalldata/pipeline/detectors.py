@@ -1,0 +1,191 @@
+"""Per-run set-up of each detector: its DetObject, its function trees, the modules to read."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+from typing import Dict, List, Mapping, Optional, Tuple
+
+import numpy as np
+
+from smalldata.config.producer import ProducerConfig
+from smalldata.constants import DSSC_DEFAULT_QUAD_POSITIONS
+from smalldata.errors import CalibrationError, ConfigError
+from smalldata.io.runaccess import RunAccess
+from smalldata.pipeline.chain import run_chain
+from smalldata.plugin.detfunc import DetObjectFunc
+from smalldata.plugin.frames import Frames, RawBatch
+from smalldata.pulses.framestage import FrameInfo
+from smalldata.pulses.patterns import FramePattern, subtract_intra_darks
+from smalldata.sums.accumulate import DetectorAccumulators
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DetectorSetup:
+    """One detector of the run: calibration object, functions, vetoes, accumulators.
+
+    Attributes
+    ----------
+    name : str
+        Detector name (the output group).
+    det : DetObject
+        Calibration, masks and geometry.
+    functions : list of DetObjectFunc
+        Top-level function trees, run in order.
+    modules : tuple of int
+        Modules read for this detector.
+    vetoes : list of dict
+        ``{after, key, op, value}``: frames where the condition holds skip later functions.
+    accumulators : DetectorAccumulators or None
+        Cube and run sums.
+    dark_subtraction : dict or None
+        ``{pattern, mode, match_by}`` for intra-train dark subtraction.
+    region : tuple or None
+        ``(y0, y1, x0, x1)``: calibrate only this box of each module (see :func:`calibration_region`).
+    """
+
+    name: str
+    det: object
+    functions: List[DetObjectFunc]
+    modules: tuple
+    vetoes: List[dict] = field(default_factory=list)
+    accumulators: Optional[DetectorAccumulators] = None
+    dark_subtraction: Optional[dict] = None
+    region: Optional[tuple] = None
+
+    def calibrate(self, raw: RawBatch, frame_index: np.ndarray) -> Frames:
+        """Calibrated frames of this detector's modules, intra-darks subtracted if configured."""
+        if raw.modules != self.modules:
+            cols = [raw.modules.index(m) for m in self.modules]
+            raw = RawBatch(raw.train_ids, raw.pulse_ids, raw.cell_ids, raw.frame_index, self.modules,
+                           raw.data[:, cols], raw.present[:, cols])
+        frames = self.det.calibrate(raw, region=self.region)
+        if self.dark_subtraction is not None:
+            data, valid = subtract_intra_darks(frames.data, frames.train_ids, frame_index, **self.dark_subtraction,
+                                               valid=frames.valid)
+            frames = replace(frames, data=data, valid=valid)
+        return frames
+
+    def process(self, raw: RawBatch, info: FrameInfo,
+                points: Mapping[str, np.ndarray]) -> Tuple[Dict[str, object], Dict[str, str], np.ndarray]:
+        """Calibrate, run the functions on the kept frames, accumulate.
+
+        Returns ``{"<det>/<func>_<key>": array}``, their units, and the vetoed frames.
+        """
+        frames = self.calibrate(raw, raw.frame_index)
+        out, vetoed = run_chain(self.functions, self.vetoes, frames, info.keep)
+        if self.accumulators is not None:
+            self.accumulators.add(frames, info.label_id, points, info.keep & ~vetoed)
+        outputs = {f"{self.name}/{key}": value for key, value in out.items()}
+        units = {}
+        for func in self.functions:
+            units.update({f"{self.name}/{k}": u for k, u in func.all_output_units().items()})
+        return outputs, units, vetoed
+
+    def describe(self) -> Dict:
+        """Constants, positions, masks, every function's parameters, vetoes and sums for ``UserDataCfg``."""
+        description = dict(self.det.params())
+        description.update(with_units(self.det.config_arrays(), self.det.config_units()))
+        for func in self.functions:
+            description[func.name] = _describe_function(func)
+        if self.vetoes:
+            description["vetoes"] = {str(i): dict(v) for i, v in enumerate(self.vetoes)}
+        if self.accumulators is not None:
+            description.update(self.accumulators.describe())
+        return description
+
+
+def with_units(arrays: Mapping[str, np.ndarray], units: Mapping[str, str]) -> Dict[str, object]:
+    """Arrays paired with their unit as ``(array, unit)`` where one is known (for the writer)."""
+    return {key: (value, units[key]) if units.get(key) else value for key, value in arrays.items()}
+
+
+def _describe_function(func: DetObjectFunc) -> Dict:
+    entry = {"type": f"{type(func).__module__}:{type(func).__qualname__}"}
+    entry.update(func.params())
+    entry.update(with_units(func.config_arrays(), func.config_units()))
+    for child in func.children:
+        entry[child.name] = _describe_function(child)
+    return entry
+
+
+def modules_for(functions: List[DetObjectFunc], configured, available: tuple) -> tuple:
+    """Modules to read: the configured list, else what the functions need (None: all available)."""
+    if configured:
+        return tuple(sorted(configured))
+    needed = set()
+    for func in functions:
+        mods = func.required_modules()
+        if mods is None:
+            return tuple(available)
+        needed |= set(mods)
+    return tuple(sorted(needed)) if needed else tuple(available)
+
+
+def calibration_region(functions: List[DetObjectFunc], whole_modules_needed: bool) -> Optional[tuple]:
+    """The union of the boxes the functions read, or None when any needs whole modules."""
+    if whole_modules_needed or not functions:
+        return None
+    boxes = [func.required_region() for func in functions]
+    if any(box is None for box in boxes):
+        return None
+    y0, y1, x0, x1 = np.array(boxes).T
+    return int(y0.min()), int(y1.max()), int(x0.min()), int(x1.max())
+
+
+def build_detobject(config: ProducerConfig, name: str, proposal: int, modules: tuple, access: RunAccess):
+    """The DetObject of detector ``name`` for ``modules``, checked against the run's memory cells."""
+    from smalldata.calib.dark import check_cells_cover, find_dark_file
+    from smalldata.calib.detobject import DetObject
+
+    det_cfg = config.detectors[name]
+    try:
+        dark_path = find_dark_file(config.settings["calib_dir"], proposal, det_cfg["dark_run"], name)
+    except CalibrationError as exc:
+        raise ConfigError(f"detectors.{name}.dark_run", str(exc)) from None
+    det = DetObject.from_dark_file(
+        name, dark_path, modules=modules, gain=det_cfg["gain"], geometry_file=det_cfg["geometry_file"],
+        quadrant_positions=det_cfg["quadrant_positions"] or DSSC_DEFAULT_QUAD_POSITIONS,
+        mask_asic_edges=det_cfg["mask_asic_edges"], user_mask=det_cfg["user_mask"],
+        common_mode=det_cfg["common_mode"], common_mode_max_adu=det_cfg["common_mode_max"])
+    present = [m for m in modules if access.module_frame_counts(m).any()]
+    if present:
+        check_cells_cover(det.cell_ids, np.unique(access.cell_ids(present[0])), run_label=str(access.path),
+                          dark_run=det_cfg["dark_run"])
+    return det
+
+
+def setup_detectors(config: ProducerConfig, proposal: int, access: RunAccess,
+                    pattern: Optional[FramePattern] = None,
+                    run_train_ids: Optional[np.ndarray] = None) -> List[DetectorSetup]:
+    """Build every configured detector for this run (dark constants, geometry, functions, sums)."""
+    setups = []
+    for name, det_cfg in config.detectors.items():
+        where = f"detectors.{name}"
+        functions = config.functions(name)
+        modules = modules_for(functions, det_cfg["modules"], access.available_modules())
+        if not modules:
+            raise ConfigError(where, f"no DSSC module of the run {access.path} to read")
+        access.check_modules(modules)
+        det = build_detobject(config, name, proposal, modules, access)
+        for func in functions:
+            func.setup(det)
+        pattern = pattern or FramePattern(["image"])
+        accumulators = None
+        if det_cfg["cube"] is not None or det_cfg["sums"] is not None:
+            accumulators = DetectorAccumulators(
+                name, det_cfg["cube"], det_cfg["sums"], config.point_data, (len(modules),) + det.mask.shape[1:],
+                det.units, pattern, access, access.train_ids if run_train_ids is None else run_train_ids)
+        pattern_cfg = config.settings["pattern"] or {}
+        dark_subtraction = None
+        if pattern_cfg.get("subtract_dark", "none") != "none":
+            dark_subtraction = {"pattern": pattern, "mode": pattern_cfg["subtract_dark"],
+                                "match_by": pattern_cfg["match_by"]}
+        region = calibration_region(functions, accumulators is not None or det_cfg["common_mode"] != "none")
+        setups.append(DetectorSetup(name, det, functions, modules, det_cfg["vetoes"], accumulators,
+                                    dark_subtraction, region))
+        log.info("detector %s: modules %s, %d function(s), dark run %d%s", name, list(modules),
+                 len(functions), det_cfg["dark_run"], f", calibrating rows {region[0]}..{region[1]}, "
+                 f"columns {region[2]}..{region[3]}" if region else "")
+    return setups

@@ -1,0 +1,299 @@
+"""The MPI event loop: contiguous train blocks per rank, batches of whole trains.
+
+:func:`run_producer` is what ``smd_producer`` runs. Every rank opens the run, sets up
+the detectors and functions, processes its block of trains batch by batch and appends
+the results to its part file; rank 0 merges the parts in train order and publishes the
+output atomically. Results do not depend on the number of ranks or the batch size.
+"""
+from __future__ import annotations
+
+import datetime
+import logging
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import h5py
+import numpy as np
+
+from smalldata import __version__
+from smalldata.config.producer import ProducerConfig
+from smalldata.constants import DSSC_MODULE_SHAPE
+from smalldata.errors import SmallDataError
+from smalldata.io.pointdata import PointReader
+from smalldata.io.runaccess import RunAccess
+from smalldata.output.writer import (
+    OutputFile,
+    PartWriter,
+    check_output_path,
+    make_parts_dir,
+    merge_parts,
+    remove_parts_dir,
+    write_mapping,
+)
+from smalldata.pipeline.detectors import DetectorSetup, setup_detectors
+from smalldata.pipeline.mpi import agree, get_comm
+from smalldata.pipeline.progress import Coordinator
+from smalldata.pulses.framestage import FrameStage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Summary:
+    """What a producer run did."""
+
+    output: Path
+    rows: int
+    trains: int
+    skipped: int
+    datasets: int
+    elapsed: float
+    n_ranks: int
+    frames_per_second: float = field(init=False)
+
+    def __post_init__(self):
+        self.frames_per_second = self.rows / self.elapsed if self.elapsed > 0 else 0.0
+
+
+class StoppedByOtherRank(Exception):
+    """This rank stopped early because another rank failed."""
+
+
+def split_blocks(frames_per_train: np.ndarray, n_ranks: int) -> List[Tuple[int, int]]:
+    """Contiguous train ranges ``[start, stop)``, one per rank, balanced by frame count."""
+    n = len(frames_per_train)
+    cum = np.concatenate([[0], np.cumsum(frames_per_train, dtype=np.int64)])
+    total = cum[-1]
+    bounds = [0]
+    for r in range(1, n_ranks):
+        bounds.append(int(np.searchsorted(cum, total * r / n_ranks, side="left")))
+    bounds.append(n)
+    bounds = np.maximum.accumulate(np.clip(bounds, 0, n))
+    return [(int(bounds[r]), int(bounds[r + 1])) for r in range(n_ranks)]
+
+
+def auto_batch_size(megabytes: float, n_modules: int) -> int:
+    """Frames per batch such that the raw data of a batch take about ``megabytes`` MiB."""
+    frame_bytes = n_modules * DSSC_MODULE_SHAPE[0] * DSSC_MODULE_SHAPE[1] * 2
+    return max(1, int(megabytes * 2**20 // max(frame_bytes, 1)))
+
+
+def split_batches(frames_per_train: np.ndarray, batch_size: int) -> List[Tuple[int, int]]:
+    """Consecutive train ranges holding at most ``batch_size`` frames (at least one train each)."""
+    batches, start, count = [], 0, 0
+    for i, n in enumerate(frames_per_train):
+        if i > start and count + n > batch_size:
+            batches.append((start, i))
+            start, count = i, 0
+        count += int(n)
+    if start < len(frames_per_train):
+        batches.append((start, len(frames_per_train)))
+    return batches
+
+
+def default_output(config: ProducerConfig, run: int) -> Path:
+    """``<output_dir>/r<run>.h5``."""
+    return Path(config.settings["output_dir"]) / f"r{run:04d}.h5"
+
+
+def run_producer(config: ProducerConfig, run: int, proposal: Optional[int] = None,
+                 output: Optional[Path] = None, overwrite: bool = False, max_trains: Optional[int] = None,
+                 batch_size: Optional[int] = None, command: str = "", comm=None) -> Summary:
+    """Produce the small-data file of ``run``.
+
+    Parameters
+    ----------
+    config : ProducerConfig
+        Validated config.
+    run : int
+        Run number.
+    proposal : int, optional
+        Overrides the config's proposal.
+    output : Path, optional
+        Output file; default ``<output_dir>/r<run>.h5``.
+    overwrite : bool
+        Replace an existing output.
+    max_trains : int, optional
+        Only the first ``max_trains`` trains (a quick look).
+    batch_size : int, optional
+        Frames per batch; overrides the config.
+    command : str
+        Command line, recorded in /meta.
+    comm : MPI communicator, optional
+        Default ``MPI.COMM_WORLD``.
+    """
+    comm = get_comm(comm)
+    rank, n_ranks = comm.Get_rank(), comm.Get_size()
+    started = datetime.datetime.now(datetime.timezone.utc)
+    t0 = time.monotonic()
+    proposal = proposal or config.proposal
+    batch_size = batch_size or config.settings["batch_size"]
+    output = Path(output) if output is not None else default_output(config, run)
+
+    def prepare():
+        access = RunAccess.open(proposal, run, config.settings["data_root"])
+        run_ids = access.train_ids if max_trains is None else access.train_ids[:max_trains]
+        stage = FrameStage(config.settings["pulses"], config.settings["digitizer"], config.settings["pattern"],
+                           config.settings["rejection"], access, run_ids)
+        setups = setup_detectors(config, proposal, access, stage.pattern, run_ids)
+        points = PointReader(config.point_data, access)
+        return access, run_ids, stage, setups, points
+
+    def prepare_output():
+        if rank == 0:
+            try:
+                output.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise SmallDataError(f"cannot create output folder {output.parent}: {exc.strerror}") from None
+            check_output_path(output, overwrite)
+            return make_parts_dir(output)
+        return None
+
+    parts_dir = comm.bcast(agree(prepare_output, comm), root=0)
+    try:
+        access, train_ids, stage, setups, points = agree(prepare, comm)
+        modules_all = sorted({m for s in setups for m in s.modules})
+        if batch_size is None:
+            batch_size = auto_batch_size(config.settings["batch_megabytes"], len(modules_all))
+        frames = access.frames_per_train(modules_all)[: len(train_ids)]
+        skipped = [(int(t), "no detector frames in any module") for t in train_ids[frames == 0]]
+        keep = frames > 0
+        work_ids, work_frames = train_ids[keep], frames[keep]
+        start, stop = split_blocks(work_frames, n_ranks)[rank]
+        coordinator = Coordinator(comm, len(work_ids), int(work_frames.sum()), config.settings["progress_interval"])
+        part_path = Path(parts_dir) / f"part_{rank:05d}.h5"
+        failure = None
+        try:
+            _process_block(access, stage, setups, points, work_ids[start:stop], work_frames[start:stop],
+                           batch_size, PartWriter(part_path), coordinator)
+        except StoppedByOtherRank:
+            pass  # the failing rank reports the cause
+        except Exception as exc:  # noqa: BLE001 - reported to every rank below
+            failure = str(exc) if isinstance(exc, SmallDataError) else f"{type(exc).__name__}: {exc}"
+            log.debug("rank %d failed", rank, exc_info=True)
+            coordinator.abort()
+        except KeyboardInterrupt:
+            failure = "interrupted"
+            coordinator.abort()
+        statuses = comm.allgather((failure, coordinator.sent))
+        failed = [r for r, (f, _) in enumerate(statuses) if f is not None]
+        coordinator.finish([s for _, s in statuses], failed)
+        if failed:
+            first = statuses[failed[0]][0]
+            where = f"rank {failed[0]}: " if n_ranks > 1 else ""
+            raise SmallDataError(f"{where}{first}; no output written")
+        for s in setups:
+            if s.accumulators is not None:
+                s.accumulators.reduce(comm)
+
+        def finalize():
+            if rank != 0:
+                return None
+            return _write_output(output, overwrite, parts_dir, n_ranks, config, stage, setups, points, skipped,
+                                 access, proposal, run, train_ids, command, started, t0)
+
+        rows_datasets = comm.bcast(agree(finalize, comm), root=0)
+    finally:
+        comm.Barrier()
+        if rank == 0:
+            remove_parts_dir(Path(parts_dir))
+    rows, n_datasets = rows_datasets
+    return Summary(output=output, rows=rows, trains=len(train_ids), skipped=len(skipped), datasets=n_datasets,
+                   elapsed=time.monotonic() - t0, n_ranks=n_ranks)
+
+
+def _process_block(access: RunAccess, stage: FrameStage, setups: Sequence[DetectorSetup], points: PointReader,
+                   train_ids: np.ndarray, frames_per_train: np.ndarray, batch_size: int,
+                   writer: PartWriter, coordinator: Coordinator) -> None:
+    """Process this rank's trains batch by batch into its part file."""
+    from smalldata.pulses.rejection import Reason
+
+    modules_all = tuple(sorted({m for s in setups for m in s.modules}))
+    trains_done = frames_done = 0
+    try:
+        batches = split_batches(frames_per_train, batch_size)
+        for i, (b0, b1) in enumerate(batches):
+            if coordinator.should_stop():
+                raise StoppedByOtherRank(coordinator.aborted_by)
+            tids = train_ids[b0:b1]
+            raw = access.read_raw(modules_all, tids)
+            if i + 1 < len(batches):  # the disk reads the next batch while this one is processed
+                access.prefetch(modules_all, train_ids[batches[i + 1][0]:batches[i + 1][1]])
+            outputs: Dict[str, np.ndarray] = {
+                "trainId": raw.train_ids, "pulseId": raw.pulse_ids, "cellId": raw.cell_ids,
+            }
+            info, stage_out, units = stage.frame_info(raw)
+            outputs.update(stage_out)
+            point_out, point_units = points.read(raw, pulse_index=info.pulse_index)
+            outputs.update(point_out)
+            units.update(point_units)
+            stage.reject(raw, info, point_out)
+            for s in setups:
+                det_out, det_units, vetoed = s.process(raw, info, point_out)
+                outputs.update(det_out)
+                units.update(det_units)
+                info.reasons = info.reasons | np.where(vetoed, np.uint16(Reason.VETO), np.uint16(0))
+            outputs["rejection/reasons"] = info.reasons
+            writer.append(outputs, units)
+            trains_done += len(tids)
+            frames_done += len(raw)
+            coordinator.batch_done(trains_done, frames_done)
+    finally:
+        writer.close()
+
+
+def _write_output(output, overwrite, parts_dir, n_ranks, config, stage, setups, points, skipped, access, proposal,
+                  run, train_ids, command, started, t0) -> Tuple[int, int]:
+    out = OutputFile(output, overwrite)
+    try:
+        parts = [Path(parts_dir) / f"part_{r:05d}.h5" for r in range(n_ranks)]
+        rows = merge_parts(parts, out.file)
+        if "trainId" not in out.file:
+            raise SmallDataError(f"no frames were processed for run {run}; check --max-trains and the modules")
+        cfg = out.file.create_group("UserDataCfg")
+        for s in setups:
+            write_mapping(cfg.require_group(s.name), s.describe())
+        write_mapping(cfg.require_group("point_data"), points.describe())
+        write_mapping(cfg.require_group("frames"), stage.describe())
+        sums = None
+        for s in setups:
+            if s.accumulators is not None:
+                sums = sums or out.file.create_group("Sums")
+                s.accumulators.write(sums, s.det.geometry, s.modules)
+        meta = out.file.create_group("meta")
+        meta.attrs.update({
+            "config": config.text, "config_path": str(config.path), "version": __version__,
+            "command": command, "n_ranks": n_ranks, "proposal": proposal, "run": run,
+            "run_path": str(access.path), "start": started.isoformat(),
+            "end": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            "elapsed_s": time.monotonic() - t0, "host": socket.gethostname(),
+            "n_trains_input": len(train_ids), "n_trains_skipped": len(skipped),
+        })
+        meta.create_dataset("skipped_trainId", data=np.array([t for t, _ in skipped], dtype=np.uint64))
+        meta.create_dataset("skipped_reason", data=np.array([r for _, r in skipped], dtype=object),
+                            dtype=h5py.string_dtype())
+        incomplete = []
+        for s in setups:
+            counts = access.frame_counts(s.modules)[: len(train_ids)]
+            expected = counts.max(axis=1, keepdims=True)
+            for ti, mi in zip(*np.nonzero((counts < expected))):
+                incomplete.append((int(train_ids[ti]), int(s.modules[mi])))
+        meta.create_dataset("incomplete_trains", data=np.array(incomplete, dtype=np.uint64).reshape(-1, 2))
+        meta["incomplete_trains"].attrs["columns"] = "trainId, module: module frames missing in this train"
+        n_datasets = sum(1 for _ in _walk(out.file))
+        out.publish()
+    except BaseException:
+        out.discard()
+        raise
+    return rows, n_datasets
+
+
+def _walk(group):
+    for item in group.values():
+        if isinstance(item, h5py.Group):
+            yield from _walk(item)
+        else:
+            yield item

@@ -1,0 +1,1 @@
+"""Per-frame facts: bunch pattern, frame patterns, digitizer integrals, rejection."""

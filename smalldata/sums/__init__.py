@@ -1,0 +1,1 @@
+"""Exact run sums and binned cubes."""
