@@ -10,7 +10,7 @@ sums come from :func:`numpy.bincount` over the pixels above threshold only.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
 import numpy as np
@@ -112,8 +112,6 @@ class DropletSet:
 
     Attributes
     ----------
-    source : ndarray
-        The data array the droplets were found in.
     n_events, planes_per_event : int
     pixel_plane, pixel_row, pixel_col : ndarray (n_pix,) int64
         Plane (``event * P + p``), row and column of each droplet pixel.
@@ -131,7 +129,6 @@ class DropletSet:
         Droplets per event.
     """
 
-    source: np.ndarray
     n_events: int
     planes_per_event: int
     pixel_plane: np.ndarray
@@ -309,7 +306,7 @@ def find_droplets(data: np.ndarray, valid: np.ndarray, seed_threshold, grow_thre
     drop_plane = np.zeros(n, dtype=np.int64)
     drop_plane[lab] = plane
     event = drop_plane // n_p
-    return DropletSet(source=data, n_events=n_events, planes_per_event=n_p,
+    return DropletSet(n_events=n_events, planes_per_event=n_p,
                       pixel_plane=plane, pixel_row=row, pixel_col=col, pixel_droplet=lab, pixel_value=vals,
                       event=event, plane=drop_plane % n_p, adu=adu, row=com_row, col=com_col, npix=npix,
                       counts=np.bincount(event, minlength=n_events).astype(np.int64))
@@ -321,19 +318,13 @@ def cap_per_event(event: np.ndarray, counts: np.ndarray, cap: int) -> np.ndarray
     return (np.arange(len(event)) - offsets[event]) < cap
 
 
-@dataclass
-class DropletFrames(Frames):
-    """Frames handed on by :class:`Droplet`, carrying the droplets found in them."""
-
-    droplets: Optional[DropletSet] = None
+#: Key of the droplets a :class:`Droplet` hands to its children in ``Frames.payload``.
+DROPLETS_PAYLOAD = "droplets"
 
 
 def droplets_of(frames: Frames) -> Optional[DropletSet]:
-    """The droplets attached to ``frames`` by a parent :class:`Droplet`, if they belong to these pixels."""
-    drops = getattr(frames, "droplets", None)
-    if isinstance(drops, DropletSet) and drops.source is frames.data:
-        return drops
-    return None
+    """The droplets a parent :class:`Droplet` found in ``frames`` (None when there is no such parent)."""
+    return frames.payload.get(DROPLETS_PAYLOAD)
 
 
 class DropletThresholds:
@@ -434,7 +425,6 @@ class Droplet(DetObjectFunc):
         self._thresholds = DropletThresholds(threshold, threshold_low, threshold_unit, name)
         self._app: Optional[float] = self.adu_per_photon
         self._units = "ADU"
-        self._last: Optional[DropletSet] = None
 
     def setFromDet(self, det) -> None:
         super().setFromDet(det)
@@ -454,8 +444,17 @@ class Droplet(DetObjectFunc):
                              split_asics=frames.modules is not None)
 
     def process(self, frames: Frames) -> Dict[str, np.ndarray]:
+        return self._outputs(frames, self.find(frames))
+
+    def process_and_hand_on(self, frames: Frames):
+        """Per-event outputs, and the frames with their droplets for the children."""
         drops = self.find(frames)
-        self._last = drops
+        return self._outputs(frames, drops), frames.with_payload({DROPLETS_PAYLOAD: drops})
+
+    def child_frames(self, frames: Frames, outputs) -> Frames:
+        return frames.with_payload({DROPLETS_PAYLOAD: self.find(frames)})
+
+    def _outputs(self, frames: Frames, drops: DropletSet) -> Dict[str, np.ndarray]:
         n = len(frames)
         out = {"n_droplets": drops.counts.astype(np.int32),
                "total_adu": np.bincount(drops.event, weights=drops.adu, minlength=n)}
@@ -475,11 +474,6 @@ class Droplet(DetObjectFunc):
                 np.minimum(drops.counts, self.max_droplets_per_event))
             out["capped"] = drops.counts > self.max_droplets_per_event
         return out
-
-    def child_frames(self, frames: Frames, outputs) -> Frames:
-        drops = self._last if (self._last is not None and self._last.source is frames.data) else self.find(frames)
-        copy = {f.name: getattr(frames, f.name) for f in fields(frames) if f.name != "droplets"}
-        return DropletFrames(**copy, droplets=drops)
 
     def output_units(self) -> Dict[str, str]:
         return {"total_adu": self._units, "photons": "photon", "n_droplets": "", "capped": "",

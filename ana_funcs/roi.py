@@ -89,9 +89,18 @@ class ROI(DetObjectFunc):
         return zero_invalid(data, valid, self.threshold), valid
 
     def process(self, frames: Frames) -> Dict[str, np.ndarray]:
+        return self._statistics(*self._select(frames))
+
+    def process_and_hand_on(self, frames: Frames):
+        """Statistics of the ROI, and its pixels (invalid ones 0) for the children."""
         values, valid = self._select(frames)
-        self._last = (frames.data, values, valid)  # handed to the children of this batch
-        n = len(frames)
+        return self._statistics(values, valid), frames.derived(values, valid, zeroed=True)
+
+    def child_frames(self, frames: Frames, outputs) -> Frames:
+        return frames.derived(*self._select(frames), zeroed=True)
+
+    def _statistics(self, values: np.ndarray, valid: np.ndarray) -> Dict[str, np.ndarray]:
+        n = len(values)
         y0, _, x0, _ = self.roi
         values64 = values.astype(np.float64)
         row_sums = values64.sum(axis=2)  # (N, h)
@@ -116,11 +125,6 @@ class ROI(DetObjectFunc):
         if self.write_image:
             out["image"] = np.where(valid, values, np.float32(np.nan)).astype(np.float32)
         return out
-
-    def child_frames(self, frames: Frames, outputs) -> Frames:
-        last = getattr(self, "_last", None)
-        values, valid = last[1:] if last is not None and last[0] is frames.data else self._select(frames)
-        return frames.derived(values, valid, zeroed=True)
 
     def output_units(self) -> Dict[str, str]:
         units = self.det.units if self.det is not None else "ADU"

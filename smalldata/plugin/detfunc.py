@@ -24,7 +24,7 @@ both names (``roi_proj_sum``).
 from __future__ import annotations
 
 import inspect
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -86,12 +86,25 @@ class DetObjectFunc:
         """Frames handed to the children (None: this function cannot have children)."""
         return None
 
+    def process_and_hand_on(self, frames: Frames) -> Tuple[Dict[str, np.ndarray], Optional[Frames]]:
+        """Outputs of a batch and the frames handed to the children, in one pass.
+
+        The default is :meth:`process` then :meth:`child_frames`. Override it when the
+        children need what processing computed (an ROI's crop, the droplets found): return
+        ``frames.derived(...)`` or ``frames.with_payload({...})`` built from it, so nothing
+        of the batch is kept on the function between calls.
+        """
+        outputs = self.process(frames)
+        return outputs, self.child_frames(frames, outputs)
+
     def run(self, frames: Frames) -> Dict[str, np.ndarray]:
         """Process a batch and run the children; keys are prefixed ``<name>_``."""
-        outputs = self.process(frames)
+        if self.children:
+            outputs, sub = self.process_and_hand_on(frames)
+        else:
+            outputs, sub = self.process(frames), None
         result = {f"{self.name}_{key}": value for key, value in outputs.items()}
         if self.children:
-            sub = self.child_frames(frames, outputs)
             if sub is None:
                 raise ConfigError(self.name, f"{type(self).__name__} hands no frames on; remove its children")
             for child in self.children:

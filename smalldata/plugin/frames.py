@@ -6,8 +6,8 @@ calibrated values with a per-pixel validity mask (True = good) and the frame ids
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Optional
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping, Optional
 
 import numpy as np
 
@@ -69,6 +69,10 @@ class Frames:
     zeroed : bool
         True when ``data`` is already 0 wherever ``valid`` is False (an ROI's crop),
         so :func:`zero_invalid` has nothing to do.
+    payload : mapping
+        What a parent function computed from these very frames and hands to its children
+        with them (e.g. ``{"droplets": DropletSet}``); empty for the detector's frames.
+        :meth:`derived` and :meth:`subset` start with an empty payload unless given one.
     """
 
     data: np.ndarray
@@ -80,6 +84,7 @@ class Frames:
     modules: Optional[tuple] = None
     origin: tuple = (0, 0)
     zeroed: bool = False
+    payload: Mapping[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.train_ids)
@@ -91,10 +96,14 @@ class Frames:
         return self.modules.index(module)
 
     def derived(self, data: np.ndarray, valid: np.ndarray, units: Optional[str] = None,
-                zeroed: bool = False) -> "Frames":
+                zeroed: bool = False, payload: Optional[Mapping[str, Any]] = None) -> "Frames":
         """New frames with the same ids but other pixel values (e.g. an ROI crop)."""
         return replace(self, data=data, valid=valid, units=units or self.units, modules=None, origin=(0, 0),
-                       zeroed=zeroed)
+                       zeroed=zeroed, payload=dict(payload or {}))
+
+    def with_payload(self, payload: Mapping[str, Any]) -> "Frames":
+        """The same pixels carrying ``payload`` (added to any they carry) for a function's children."""
+        return replace(self, payload={**self.payload, **payload})
 
     def subset(self, selection: np.ndarray) -> "Frames":
         """The frames picked by a boolean mask or index array along axis 0."""
@@ -105,6 +114,7 @@ class Frames:
             train_ids=self.train_ids[selection],
             pulse_ids=self.pulse_ids[selection],
             cell_ids=self.cell_ids[selection],
+            payload={},
         )
 
 
