@@ -1,4 +1,6 @@
-"""The producer's configuration: the YAML schema, loading and validation."""
-from smalldata.config.producer import ProducerConfig
+"""The producer's configuration: the YAML schema (:mod:`.schema`), loading and validation (:mod:`.producer`).
 
-__all__ = ["ProducerConfig"]
+Nothing is imported here: :mod:`smalldata.calib.badpixels` uses the schema module while
+:mod:`.producer` uses badpixels, so importing :mod:`.producer` from this package would
+make ``smd_dark`` (which imports badpixels first) fail with a circular import.
+"""
