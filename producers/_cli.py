@@ -53,7 +53,7 @@ def run_main(body: Callable[[argparse.Namespace], int], parser: argparse.Argumen
             raise
         if report:
             print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
+        return int(getattr(exc, "exit_status", 2))
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130

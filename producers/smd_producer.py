@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import signal
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -30,11 +29,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _terminate(signum, frame):
-    """SIGTERM (scancel, a SLURM time limit) ends the run like Ctrl-C: temporary files are removed."""
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def _body(args: argparse.Namespace) -> int:
     from smalldata.config.producer import ProducerConfig
     from smalldata.errors import SmallDataError
@@ -45,7 +39,6 @@ def _body(args: argparse.Namespace) -> int:
         raise SmallDataError(f"--max-trains must be >= 1, got {args.max_trains}")
     if args.batch_size is not None and args.batch_size < 1:
         raise SmallDataError(f"--batch-size must be >= 1, got {args.batch_size}")
-    signal.signal(signal.SIGTERM, _terminate)
     comm = get_comm()
     config = ProducerConfig.from_file(args.config)
     summary = run_producer(config, args.run, proposal=args.proposal, output=args.output,

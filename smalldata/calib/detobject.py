@@ -282,8 +282,11 @@ class DetObject:
             box, origin = (slice(y0, y1), slice(x0, x1)), (y0, x0)
             data = data[(slice(None), slice(None)) + box]
         ped_cm, mask, inv_gain = self._constants_in(tuple(region) if region is not None else None, box)
-        ci = self.cell_index(raw.cell_ids)
-        out = np.take(ped_cm, ci, axis=0)  # (N, M, h, w) float32
+        if raw.module_cell_ids is None:
+            out = np.take(ped_cm, self.cell_index(raw.cell_ids), axis=0)  # (N, M, h, w) float32
+        else:  # the modules recorded different memory cells: each module takes its own cell's pedestal
+            cells = raw.select_modules(self.modules).module_cell_ids
+            out = ped_cm[self.cell_index(cells), np.arange(len(self.modules))]
         np.subtract(data, out, out=out, dtype=np.float32)
         valid = data < DSSC_ADC_MAX
         if self.common_mode == "asic_row_median":

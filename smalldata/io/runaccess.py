@@ -16,6 +16,7 @@ import numpy as np
 
 from smalldata.constants import DSSC_MODULE_SHAPE, DSSC_N_MODULES, INSTRUMENT, dssc_source
 from smalldata.errors import DataError
+from smalldata.io.faults import FaultLog, describe_mismatch
 from smalldata.io.frameindex import ModuleFrameIndex
 from smalldata.plugin.frames import RawBatch
 
@@ -60,6 +61,8 @@ class RunAccess:
         self._keydata_cache: Dict[tuple, object] = {}
         self._frame_indexes: Dict[int, ModuleFrameIndex] = {}
         self._blocks: Dict[tuple, tuple] = {}
+        #: rows not used because their ids disagree with the INDEX
+        self.faults = FaultLog()
         #: trains read at once for ids and point data
         self.block_trains = 256
 
@@ -144,9 +147,8 @@ class RunAccess:
         complete = bool(np.all(counts == per_train[:, None]))
         data = (np.empty if complete else np.zeros)((n, len(modules)) + DSSC_MODULE_SHAPE, dtype=np.uint16)
         present = np.zeros((n, len(modules)), dtype=bool)
-        pulse_ids = np.zeros(n, dtype=np.uint64)
-        cell_ids = np.zeros(n, dtype=np.uint16)
-        have_ids = np.zeros(n, dtype=bool)
+        module_pids = np.zeros((n, len(modules)), dtype=np.uint64)
+        module_cids = np.zeros((n, len(modules)), dtype=np.uint16)
         for j, module in enumerate(modules):
             mcounts = counts[:, j]
             total = int(mcounts.sum())
@@ -163,18 +165,38 @@ class RunAccess:
                     buf = np.empty((total, 1) + DSSC_MODULE_SHAPE, dtype=np.uint16)
                     index.read("data", tpos, buf)
                     data[rows, j] = buf[:, 0]
+                tids = index.read_block_cached("trainId", tpos, np.uint64, self.block_trains)
                 pids = index.read_block_cached("pulseId", tpos, np.uint64, self.block_trains)
                 cids = index.read_block_cached("cellId", tpos, np.uint16, self.block_trains)
             except (OSError, ValueError, TypeError) as exc:
                 raise DataError(f"cannot read DSSC module {module} for trains {int(train_ids[0])}.."
                                 f"{int(train_ids[-1])} of {self.path}: {exc}; the file may be truncated") from None
+            good = tids == frame_train[rows]
+            if not good.all():  # rows the INDEX gives to another train than they hold: not used
+                self._reject_rows(module, frame_train[rows][~good], tids[~good])
+                data[rows[~good], j] = 0
+                rows, pids, cids = rows[good], pids[good], cids[good]
             present[rows, j] = True
-            new = ~have_ids[rows]
-            pulse_ids[rows[new]] = pids[new]
-            cell_ids[rows[new]] = cids[new]
-            have_ids[rows] = True
+            module_pids[rows, j] = pids
+            module_cids[rows, j] = cids
+        # the frame's ids: those of the first module that has it
+        first = np.argmax(present, axis=1)
+        have = present.any(axis=1)
+        pulse_ids = np.where(have, module_pids[np.arange(n), first], 0).astype(np.uint64)
+        cell_ids = np.where(have, module_cids[np.arange(n), first], 0).astype(np.uint16)
+        np.copyto(module_cids, cell_ids[:, None], where=~present)  # absent frames: no cell of their own
+        same_cells = bool(np.all(module_cids == cell_ids[:, None]))
         return RawBatch(train_ids=frame_train, pulse_ids=pulse_ids, cell_ids=cell_ids,
-                        frame_index=frame_index, modules=modules, data=data, present=present)
+                        frame_index=frame_index, modules=modules, data=data, present=present,
+                        module_pulse_ids=module_pids, module_cell_ids=None if same_cells else module_cids)
+
+    def _reject_rows(self, module: int, expected: np.ndarray, stored: np.ndarray) -> None:
+        """Record frames whose ``image.trainId`` is not the train the INDEX gives them."""
+        trains, first = np.unique(expected, return_index=True)
+        self.faults.add(trains, f"module {module}", describe_mismatch(stored[first], trains, "image.trainId"))
+        log.debug("run %s: DSSC module %d has frames whose image.trainId differs from the INDEX in %d "
+                    "train(s) from %d on; those frames are invalid for module %d", self.path, module,
+                    len(trains), int(trains[0]), module)
 
     def prefetch(self, modules: Sequence[int], train_ids: np.ndarray) -> None:
         """Start reading the frames of ``train_ids`` into the page cache (returns at once)."""
@@ -212,11 +234,35 @@ class RunAccess:
             p1 = max(int(np.searchsorted(self.train_ids, t1)) + 1, min(p0 + ahead, len(self.train_ids)))
             kd = full.select_trains(by_index[p0:p1])
             tids = np.asarray(kd.train_id_coordinates(), dtype=np.uint64)
-            block = (self.train_ids[p0], self.train_ids[p1 - 1], tids, kd.ndarray())
+            values = kd.ndarray()
+            stored = self._stored_train_ids(source, full, by_index[p0:p1])
+            if stored is not None and len(stored) == len(tids) and not np.array_equal(stored, tids):
+                good = stored == tids  # rows the INDEX gives to another train than they hold: not used
+                bad_trains, first = np.unique(tids[~good], return_index=True)
+                self.faults.add(bad_trains, source, describe_mismatch(stored[~good][first], bad_trains,
+                                                                      self._train_key(full)))
+                log.debug("run %s: %s has entries whose %s differs from the INDEX in %d train(s) from %d on; "
+                            "their values are NaN", self.path, source, self._train_key(full), len(bad_trains),
+                            int(bad_trains[0]))
+                tids, values = tids[good], values[good]
+            block = (self.train_ids[p0], self.train_ids[p1 - 1], tids, values)
             self._blocks[(source, key)] = block
         _, _, tids, values = block
         lo, hi = np.searchsorted(tids, t0, "left"), np.searchsorted(tids, t1, "right")
         return tids[lo:hi], values[lo:hi]
+
+    @staticmethod
+    def _train_key(keydata) -> str:
+        return f"{keydata.index_group}.trainId" if keydata.index_group else "trainId"
+
+    def _stored_train_ids(self, source: str, keydata, selection) -> Optional[np.ndarray]:
+        """The train id each entry of an instrument source records (None for slow data, which has none)."""
+        if source not in self.data.instrument_sources:
+            return None
+        key = self._train_key(keydata)
+        if key not in self.data[source].keys():
+            return None
+        return np.asarray(self.data[source, key].select_trains(selection).ndarray(), dtype=np.uint64).reshape(-1)
 
     def cell_ids(self, module: int, train_ids: Optional[np.ndarray] = None) -> np.ndarray:
         """Memory cells of all frames of ``module`` (optionally only of ``train_ids``)."""

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import logging
 import os
+import glob
 import shutil
+import socket
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Iterable, Mapping, Optional
+from typing import Any, Callable, Dict, Iterable, Mapping, Optional
 
 import h5py
 import numpy as np
@@ -128,8 +130,11 @@ def _datasets(group: h5py.Group, prefix: str = "") -> Iterable[str]:
             yield path
 
 
-def merge_parts(part_paths: Iterable[Path], out: h5py.File) -> int:
-    """Concatenate part files (in the given order) into ``out``; returns the number of rows."""
+def merge_parts(part_paths: Iterable[Path], out: h5py.File, poll: Optional[Callable[[], None]] = None) -> int:
+    """Concatenate part files (in the given order) into ``out``; returns the number of rows.
+
+    ``poll`` is called between blocks (it raises to stop the merge, e.g. on a signal).
+    """
     part_paths = list(part_paths)
     layout: Dict[str, tuple] = {}
     lengths: Dict[str, int] = {}
@@ -154,6 +159,8 @@ def merge_parts(part_paths: Iterable[Path], out: h5py.File) -> int:
                 src = f[path]
                 step = max(1, COPY_BYTES // max(1, src[:1].nbytes if src.shape[0] else 1))
                 for start in range(0, src.shape[0], step):
+                    if poll is not None:
+                        poll()
                     block = src[start:start + step]
                     out[path][cursor[path]:cursor[path] + len(block)] = block
                     cursor[path] += len(block)
@@ -222,15 +229,28 @@ class OutputFile:
         self.path = Path(path)
         self.overwrite = overwrite
         check_output_path(self.path, overwrite)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".partial", dir=self.path.parent)
-        os.close(fd)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.{temp_owner()}.", suffix=".partial",
+                                   dir=self.path.parent)
+        try:
+            os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600: the proposal's group must read it
+        finally:
+            os.close(fd)
         self.tmp_path = Path(tmp)
-        self.file = h5py.File(self.tmp_path, "w")
+        try:
+            self.file = h5py.File(self.tmp_path, "w")
+        except BaseException:
+            self.tmp_path.unlink(missing_ok=True)
+            raise
 
-    def publish(self) -> Path:
-        """Close and atomically rename the temporary file to the output path."""
+    def publish(self, poll: Optional[Callable[[], None]] = None) -> Path:
+        """Close and atomically rename the temporary file to the output path.
+
+        ``poll`` is called last before the rename (it raises to stop, e.g. on a signal).
+        """
         self.file.close()
         check_output_path(self.path, self.overwrite)
+        if poll is not None:
+            poll()
         os.replace(self.tmp_path, self.path)
         return self.path
 
@@ -243,8 +263,29 @@ class OutputFile:
         self.tmp_path.unlink(missing_ok=True)
 
 
+def current_umask() -> int:
+    """The process's file mode creation mask."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # no /proc: read it by setting it, then put it back
+    os.umask(mask)
+    return mask
+
+
+def temp_owner() -> str:
+    """``<host>-<pid>``: part of every temporary name, so that a later run can tell a dead run's leftovers."""
+    return f"{socket.gethostname().split('.')[0]}-{os.getpid()}"
+
+
 def check_output_path(path: Path, overwrite: bool) -> None:
     """Refuse an existing output without ``overwrite``; require a writable folder."""
+    if path.is_dir():
+        raise SmallDataError(f"output {path} is a folder; give --output a file name (e.g. inside that folder)")
     if path.exists() and not overwrite:
         raise SmallDataError(f"output {path} exists; pass --overwrite to replace it or --output for another name")
     if not path.parent.is_dir():
@@ -255,7 +296,44 @@ def check_output_path(path: Path, overwrite: bool) -> None:
 
 def make_parts_dir(output: Path) -> Path:
     """A hidden folder next to the output for the ranks' part files (shared file system)."""
-    return Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".parts", dir=output.parent))
+    return Path(tempfile.mkdtemp(prefix=f".{output.name}.{temp_owner()}.", suffix=".parts", dir=output.parent))
+
+
+def clean_stale_temporaries(output: Path) -> list:
+    """Remove the temporaries a killed run (SIGKILL, node failure) left next to ``output``.
+
+    A temporary is removed when its name says it was made on this host by a process that
+    no longer exists; any other is reported (it may belong to a run still going on
+    another node). Returns the paths removed.
+    """
+    here = socket.gethostname().split(".")[0]
+    removed = []
+    for path in sorted(output.parent.glob(f".{glob.escape(output.name)}.*")):
+        if not path.name.endswith((".parts", ".partial")):
+            continue
+        owner = path.name[len(output.name) + 2:].split(".")[0]
+        host, _, pid = owner.rpartition("-")
+        if host == here and pid.isdigit() and not _process_alive(int(pid)):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path)
+            log.warning("removed %s, left by a killed run (process %s on %s)", path, pid, host)
+        else:
+            log.warning("%s is a temporary of another run of this output (%s) that may still be going on; "
+                        "delete it if that run is over", path, owner if host else "owner unknown")
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def remove_parts_dir(path: Path) -> None:

@@ -56,10 +56,7 @@ class DetectorSetup:
 
     def calibrate(self, raw: RawBatch, frame_index: np.ndarray) -> Frames:
         """Calibrated frames of this detector's modules, intra-darks subtracted if configured."""
-        if raw.modules != self.modules:
-            cols = [raw.modules.index(m) for m in self.modules]
-            raw = RawBatch(raw.train_ids, raw.pulse_ids, raw.cell_ids, raw.frame_index, self.modules,
-                           raw.data[:, cols], raw.present[:, cols])
+        raw = raw.select_modules(self.modules)
         frames = self.det.calibrate(raw, region=self.region)
         if self.dark_subtraction is not None:
             data, valid = subtract_intra_darks(frames.data, frames.train_ids, frame_index, **self.dark_subtraction,
@@ -150,9 +147,9 @@ def build_detobject(config: ProducerConfig, name: str, proposal: int, modules: t
         mask_asic_edges=det_cfg["mask_asic_edges"], user_mask=det_cfg["user_mask"],
         common_mode=det_cfg["common_mode"], common_mode_max_adu=det_cfg["common_mode_max"])
     present = [m for m in modules if access.module_frame_counts(m).any()]
-    if present:
-        check_cells_cover(det.cell_ids, np.unique(access.cell_ids(present[0])), run_label=str(access.path),
-                          dark_run=det_cfg["dark_run"])
+    for module in present:  # every module's own cells: a module whose cells differ is calibrated with its own
+        check_cells_cover(det.cell_ids, np.unique(access.cell_ids(module)), run_label=f"module {module} of "
+                          f"{access.path}", dark_run=det_cfg["dark_run"])
     return det
 
 

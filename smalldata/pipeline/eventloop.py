@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import os
 import socket
 import time
 from dataclasses import dataclass, field
@@ -28,14 +29,17 @@ from smalldata.output.writer import (
     OutputFile,
     PartWriter,
     check_output_path,
+    clean_stale_temporaries,
     make_parts_dir,
     merge_parts,
     remove_parts_dir,
     write_mapping,
 )
+from smalldata.output.losses import LossSummary
 from smalldata.pipeline.detectors import DetectorSetup, setup_detectors
-from smalldata.pipeline.mpi import agree, get_comm
-from smalldata.pipeline.progress import Coordinator
+from smalldata.pipeline.mpi import agree, failure_of, get_comm, raise_agreed
+from smalldata.pipeline.progress import Coordinator, StoppedByOtherRank
+from smalldata.pipeline.shutdown import Interrupted, received, signals_set_flag
 from smalldata.pulses.framestage import FrameStage
 
 log = logging.getLogger(__name__)
@@ -56,10 +60,6 @@ class Summary:
 
     def __post_init__(self):
         self.frames_per_second = self.rows / self.elapsed if self.elapsed > 0 else 0.0
-
-
-class StoppedByOtherRank(Exception):
-    """This rank stopped early because another rank failed."""
 
 
 def split_blocks(frames_per_train: np.ndarray, n_ranks: int) -> List[Tuple[int, int]]:
@@ -126,6 +126,16 @@ def run_producer(config: ProducerConfig, run: int, proposal: Optional[int] = Non
         Default ``MPI.COMM_WORLD``.
     """
     comm = get_comm(comm)
+    coordinator = Coordinator(comm, interval=config.settings["progress_interval"])
+    with signals_set_flag():
+        try:
+            return _run(config, run, proposal, output, overwrite, max_trains, batch_size, command, comm, coordinator)
+        finally:
+            coordinator.drain()
+
+
+def _run(config, run, proposal, output, overwrite, max_trains, batch_size, command, comm,
+         coordinator: Coordinator) -> Summary:
     rank, n_ranks = comm.Get_rank(), comm.Get_size()
     started = datetime.datetime.now(datetime.timezone.utc)
     t0 = time.monotonic()
@@ -149,12 +159,13 @@ def run_producer(config: ProducerConfig, run: int, proposal: Optional[int] = Non
             except OSError as exc:
                 raise SmallDataError(f"cannot create output folder {output.parent}: {exc.strerror}") from None
             check_output_path(output, overwrite)
+            clean_stale_temporaries(output)
             return make_parts_dir(output)
         return None
 
-    parts_dir = comm.bcast(agree(prepare_output, comm), root=0)
+    parts_dir = comm.bcast(agree(prepare_output, comm, coordinator), root=0)
     try:
-        access, train_ids, stage, setups, points = agree(prepare, comm)
+        access, train_ids, stage, setups, points = agree(prepare, comm, coordinator)
         modules_all = sorted({m for s in setups for m in s.modules})
         if batch_size is None:
             batch_size = auto_batch_size(config.settings["batch_megabytes"], len(modules_all))
@@ -163,28 +174,25 @@ def run_producer(config: ProducerConfig, run: int, proposal: Optional[int] = Non
         keep = frames > 0
         work_ids, work_frames = train_ids[keep], frames[keep]
         start, stop = split_blocks(work_frames, n_ranks)[rank]
-        coordinator = Coordinator(comm, len(work_ids), int(work_frames.sum()), config.settings["progress_interval"])
+        coordinator.set_work(len(work_ids), int(work_frames.sum()))
         part_path = Path(parts_dir) / f"part_{rank:05d}.h5"
         failure = None
         try:
             _process_block(access, stage, setups, points, work_ids[start:stop], work_frames[start:stop],
-                           batch_size, PartWriter(part_path), coordinator)
-        except StoppedByOtherRank:
-            pass  # the failing rank reports the cause
-        except Exception as exc:  # noqa: BLE001 - reported to every rank below
-            failure = str(exc) if isinstance(exc, SmallDataError) else f"{type(exc).__name__}: {exc}"
-            log.debug("rank %d failed", rank, exc_info=True)
-            coordinator.abort()
-        except KeyboardInterrupt:
-            failure = "interrupted"
-            coordinator.abort()
-        statuses = comm.allgather((failure, coordinator.sent))
-        failed = [r for r, (f, _) in enumerate(statuses) if f is not None]
-        coordinator.finish([s for _, s in statuses], failed)
-        if failed:
-            first = statuses[failed[0]][0]
-            where = f"rank {failed[0]}: " if n_ranks > 1 else ""
-            raise SmallDataError(f"{where}{first}; no output written")
+                           batch_size, part_path, coordinator)
+        except BaseException as exc:  # noqa: BLE001 - every failure (SystemExit too) is agreed on below
+            failure = failure_of(exc)
+            if not isinstance(exc, (StoppedByOtherRank, Interrupted)):
+                log.debug("rank %d failed", rank, exc_info=True)
+                coordinator.abort(failure[0])
+        coordinator.wait_for_all()
+        if failure is None and received() is not None:
+            failure = failure_of(Interrupted(received()))
+        statuses = comm.allgather((failure, coordinator.sent, access.faults.entries()))
+        coordinator.finish([s for _, s, _ in statuses])
+        raise_agreed([f for f, _, _ in statuses], comm)
+        for _, _, entries in statuses:
+            access.faults.extend(entries)
         for s in setups:
             if s.accumulators is not None:
                 s.accumulators.reduce(comm)
@@ -193,13 +201,15 @@ def run_producer(config: ProducerConfig, run: int, proposal: Optional[int] = Non
             if rank != 0:
                 return None
             return _write_output(output, overwrite, parts_dir, n_ranks, config, stage, setups, points, skipped,
-                                 access, proposal, run, train_ids, command, started, t0)
+                                 access, proposal, run, train_ids, command, started, t0, coordinator)
 
-        rows_datasets = comm.bcast(agree(finalize, comm), root=0)
+        rows_datasets = comm.bcast(agree(finalize, comm, coordinator, check_signals=False), root=0)
     finally:
-        comm.Barrier()
+        coordinator.wait_for_all()
         if rank == 0:
             remove_parts_dir(Path(parts_dir))
+    if received() is not None and rank == 0:
+        log.warning("a stop signal arrived after the output was complete; %s is published", output)
     rows, n_datasets = rows_datasets
     return Summary(output=output, rows=rows, trains=len(train_ids), skipped=len(skipped), datasets=n_datasets,
                    elapsed=time.monotonic() - t0, n_ranks=n_ranks)
@@ -207,17 +217,17 @@ def run_producer(config: ProducerConfig, run: int, proposal: Optional[int] = Non
 
 def _process_block(access: RunAccess, stage: FrameStage, setups: Sequence[DetectorSetup], points: PointReader,
                    train_ids: np.ndarray, frames_per_train: np.ndarray, batch_size: int,
-                   writer: PartWriter, coordinator: Coordinator) -> None:
+                   part_path: Path, coordinator: Coordinator) -> None:
     """Process this rank's trains batch by batch into its part file."""
     from smalldata.pulses.rejection import Reason
 
     modules_all = tuple(sorted({m for s in setups for m in s.modules}))
     trains_done = frames_done = 0
+    writer = PartWriter(part_path)
     try:
         batches = split_batches(frames_per_train, batch_size)
         for i, (b0, b1) in enumerate(batches):
-            if coordinator.should_stop():
-                raise StoppedByOtherRank(coordinator.aborted_by)
+            coordinator.poll()
             tids = train_ids[b0:b1]
             raw = access.read_raw(modules_all, tids)
             if i + 1 < len(batches):  # the disk reads the next batch while this one is processed
@@ -246,11 +256,11 @@ def _process_block(access: RunAccess, stage: FrameStage, setups: Sequence[Detect
 
 
 def _write_output(output, overwrite, parts_dir, n_ranks, config, stage, setups, points, skipped, access, proposal,
-                  run, train_ids, command, started, t0) -> Tuple[int, int]:
+                  run, train_ids, command, started, t0, coordinator) -> Tuple[int, int]:
     out = OutputFile(output, overwrite)
     try:
         parts = [Path(parts_dir) / f"part_{r:05d}.h5" for r in range(n_ranks)]
-        rows = merge_parts(parts, out.file)
+        rows = merge_parts(parts, out.file, poll=coordinator.poll)
         if "trainId" not in out.file:
             raise SmallDataError(f"no frames were processed for run {run}; check --max-trains and the modules")
         cfg = out.file.create_group("UserDataCfg")
@@ -263,6 +273,7 @@ def _write_output(output, overwrite, parts_dir, n_ranks, config, stage, setups, 
             if s.accumulators is not None:
                 sums = sums or out.file.create_group("Sums")
                 s.accumulators.write(sums, s.det.geometry, s.modules)
+        coordinator.poll()
         meta = out.file.create_group("meta")
         meta.attrs.update({
             "config": config.text, "config_path": str(config.path), "version": __version__,
@@ -275,20 +286,47 @@ def _write_output(output, overwrite, parts_dir, n_ranks, config, stage, setups, 
         meta.create_dataset("skipped_trainId", data=np.array([t for t, _ in skipped], dtype=np.uint64))
         meta.create_dataset("skipped_reason", data=np.array([r for _, r in skipped], dtype=object),
                             dtype=h5py.string_dtype())
-        incomplete = []
+        incomplete, n_pairs = [], 0
+        out_trains = np.unique(out.file["trainId"][()])
         for s in setups:
             counts = access.frame_counts(s.modules)[: len(train_ids)]
             expected = counts.max(axis=1, keepdims=True)
             for ti, mi in zip(*np.nonzero((counts < expected))):
                 incomplete.append((int(train_ids[ti]), int(s.modules[mi])))
+            n_pairs += len(out_trains) * len(s.modules)
         meta.create_dataset("incomplete_trains", data=np.array(incomplete, dtype=np.uint64).reshape(-1, 2))
         meta["incomplete_trains"].attrs["columns"] = "trainId, module: module frames missing in this train"
+        faults = access.faults.entries()
+        meta.create_dataset("invalid_trainId", data=np.array([t for t, _, _ in faults], dtype=np.uint64))
+        for name, column in (("invalid_where", 1), ("invalid_reason", 2)):
+            meta.create_dataset(name, data=np.array([f[column] for f in faults], dtype=object),
+                                dtype=h5py.string_dtype())
+        meta["invalid_trainId"].attrs["meaning"] = ("trains whose rows of a module or source were not used: the "
+                                                    "ids they hold disagree with the file's INDEX")
+        losses = LossSummary.from_output(
+            out.file, [(f"{g}/{n}", spec["per"]) for (g, n), spec in points.specs.items()], len(train_ids),
+            len(skipped), len(incomplete), n_pairs, access.faults.by_place())
+        losses.write(meta)
+        losses.check_usable()
         n_datasets = sum(1 for _ in _walk(out.file))
-        out.publish()
+        _test_merge_delay(coordinator)
+        out.publish(poll=coordinator.poll)
     except BaseException:
         out.discard()
         raise
+    for line in losses.lines():
+        log.info("loss: %s", line)
+    losses.warn()
     return rows, n_datasets
+
+
+def _test_merge_delay(coordinator: Coordinator) -> None:
+    """Tests of the shutdown protocol need a merge that lasts: ``$SMALLDATA_TEST_MERGE_DELAY`` seconds."""
+    delay = float(os.environ.get("SMALLDATA_TEST_MERGE_DELAY", "0") or 0)
+    end = time.monotonic() + delay
+    while time.monotonic() < end:
+        coordinator.poll()
+        time.sleep(0.05)
 
 
 def _walk(group):

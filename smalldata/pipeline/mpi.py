@@ -119,26 +119,72 @@ def sum_reduce(array: np.ndarray, comm=None, root: Optional[int] = 0) -> np.ndar
     return array
 
 
-def agree(action: Callable[[], object], comm=None):
+def failure_of(exc: BaseException) -> tuple:
+    """What a rank tells the others about its failure: ``(message, signal number or None, stopped)``.
+
+    ``stopped`` is True when the rank only stopped because another one failed.
+    """
+    from smalldata.pipeline.progress import StoppedByOtherRank
+    from smalldata.pipeline.shutdown import Interrupted
+
+    if isinstance(exc, StoppedByOtherRank):
+        return (exc.reason, exc.signum, True)
+    if isinstance(exc, Interrupted):
+        return (str(exc), exc.signum, False)
+    if isinstance(exc, SmallDataError):
+        return (str(exc), None, False)
+    return (f"{type(exc).__name__}: {exc}", None, False)
+
+
+def raise_agreed(failures: list, comm=None) -> None:
+    """Raise, on every rank alike, the first real failure in ``failures`` (one entry per rank, None: fine).
+
+    A failure caused by a signal raises :class:`~smalldata.pipeline.shutdown.Interrupted`
+    (exit status 128 + signal), any other :class:`~smalldata.errors.SmallDataError`
+    prefixed by the failing rank (when there are several).
+    """
+    from smalldata.pipeline.shutdown import Interrupted
+
+    n_ranks = len(failures)
+    real = [(r, f) for r, f in enumerate(failures) if f is not None and not f[2]]
+    chosen = real or [(r, f) for r, f in enumerate(failures) if f is not None]
+    if not chosen:
+        return
+    r, (message, signum, stopped) = chosen[0]
+    where = f" on rank {r}" if n_ranks > 1 and not stopped else ""
+    if signum is not None:
+        raise Interrupted(signum, where)
+    raise SmallDataError(message if stopped or n_ranks == 1 else f"rank {r}: {message}")
+
+
+def agree(action: Callable[[], object], comm=None, coordinator=None, check_signals: bool = True):
     """Run ``action`` on every rank; if it fails on any rank, raise that failure on all ranks.
 
-    Keeps the other ranks from waiting forever in a later collective. A failure is
-    re-raised as :class:`~smalldata.errors.SmallDataError` (prefixed by the failing rank
-    when there are several ranks); a single rank re-raises the original exception.
+    Keeps the other ranks from waiting forever in a later collective: every exception,
+    ``SystemExit`` and ``KeyboardInterrupt`` included, is caught and shared. With a
+    :class:`~smalldata.pipeline.progress.Coordinator`, ranks wait for each other in a
+    polling barrier that passes a stop signal on to a rank still busy (e.g. rank 0
+    merging); with ``check_signals`` a signal received during ``action`` or the wait
+    stops every rank here (leave it False where one rank may already have published).
+    A single rank re-raises the original exception.
     """
+    from smalldata.pipeline import shutdown
+
     comm = get_comm(comm)
     if comm.Get_size() == 1:
-        return action()
-    result, error = None, None
+        result = action()
+        if check_signals:
+            shutdown.check()
+        return result
+    result, failure = None, None
     try:
         result = action()
-    except SmallDataError as exc:
-        error = str(exc)
-    except Exception as exc:  # noqa: BLE001 - any failure must reach the other ranks
-        error = f"{type(exc).__name__}: {exc}"
+    except BaseException as exc:  # noqa: BLE001 - any failure must reach the other ranks
+        failure = failure_of(exc)
         log.debug("rank %d failed", comm.Get_rank(), exc_info=True)
-    errors = comm.allgather(error)
-    for r, message in enumerate(errors):
-        if message is not None:
-            raise SmallDataError(f"rank {r}: {message}")
+    if coordinator is not None:
+        coordinator.wait_for_all()
+    if failure is None and check_signals and shutdown.received() is not None:
+        failure = failure_of(shutdown.Interrupted(shutdown.received()))
+    raise_agreed(comm.allgather(failure), comm)
     return result

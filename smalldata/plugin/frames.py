@@ -29,7 +29,11 @@ class RawBatch:
     data : ndarray, (N, M, 128, 512) uint16
         Raw ADC values; zero where the module has no data for that frame.
     present : ndarray, (N, M) bool
-        False where a module file missed the frame's train.
+        False where a module file missed the frame's train, or where the frame's ids
+        read from the module disagree with the train it was indexed for.
+    module_pulse_ids, module_cell_ids : ndarray, (N, M), optional
+        Pulse ids and memory cells as each module recorded them (0 where absent);
+        ``module_cell_ids`` is None when every present module agrees with ``cell_ids``.
     """
 
     train_ids: np.ndarray
@@ -39,9 +43,23 @@ class RawBatch:
     modules: tuple
     data: np.ndarray
     present: np.ndarray
+    module_pulse_ids: Optional[np.ndarray] = None
+    module_cell_ids: Optional[np.ndarray] = None
 
     def __len__(self) -> int:
         return len(self.train_ids)
+
+    def select_modules(self, modules: tuple) -> "RawBatch":
+        """The same frames restricted to ``modules`` (all in :attr:`modules`)."""
+        modules = tuple(modules)
+        if modules == tuple(self.modules):
+            return self
+        cols = [tuple(self.modules).index(m) for m in modules]
+
+        def take(a):
+            return None if a is None else a[:, cols]
+        return replace(self, modules=modules, data=self.data[:, cols], present=self.present[:, cols],
+                       module_pulse_ids=take(self.module_pulse_ids), module_cell_ids=take(self.module_cell_ids))
 
 
 @dataclass
