@@ -25,6 +25,7 @@ import scipy.sparse
 
 from smalldata.calib.masks import load_user_mask
 from smalldata.errors import ConfigError, DataError
+from smalldata.fused.plan import fused_results
 from smalldata.geometry import qmap
 from smalldata.plugin.detfunc import DetObjectFunc
 from smalldata.plugin.frames import Frames
@@ -310,16 +311,31 @@ class AzimuthalBinning(DetObjectFunc):
         log.info("%s: %d of %d pixels in %d x %d (phi x q) bins, q %.4g..%.4g m^-1, %d bins without pixels",
                  self.name, used.sum(), used.size, self.n_phi, self.n_q, self.q_edges[0], self.q_edges[-1], n_empty)
 
+    def fuse(self, plan) -> bool:
+        """Take the fused path: the kernel sums the binned pixels in its pass (:mod:`smalldata.fused`)."""
+        if self._sums is None or plan.shape != self._shape:
+            return False
+        plan.add_azimuthal(self, self._sums.bin_of_pixel, self._sums.weights, self._sums.n_bins)
+        return True
+
     # ------------------------------------------------------------------ processing
     def process(self, frames: Frames) -> Dict[str, np.ndarray]:
         """Binned mean (or sum) and valid-pixel count of each frame, (N, n_phi, n_q)."""
         if self._sums is None:
             raise RuntimeError(f"{self.name}: setFromDet() was not called")
+        fused = fused_results(frames, self)
+        if fused is not None:
+            weight_sums = self._sums.weight_all - fused.weight_bad
+            weight_sums[fused.counts == 0] = 0.0
+            return self._outputs(fused.sums, fused.counts, weight_sums)
         if frames.modules is not None and tuple(frames.modules) != self._modules:
             raise DataError(f"{self.name}: frames hold modules {frames.modules}, the detector {self._modules}")
         if frames.data.shape[1:] != self._shape:
             raise DataError(f"{self.name}: frames of shape {frames.data.shape[1:]}, expected {self._shape}")
-        sums, counts, weight_sums = self._sums(frames.data, frames.valid)
+        return self._outputs(*self._sums(frames.data, frames.valid))
+
+    def _outputs(self, sums: np.ndarray, counts: np.ndarray, weight_sums: np.ndarray) -> Dict[str, np.ndarray]:
+        """Outputs from per-frame bin sums, counts and weight sums, each (N, n_bins)."""
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = sums / weight_sums
         empty = counts == 0
@@ -329,7 +345,7 @@ class AzimuthalBinning(DetObjectFunc):
         else:
             value = mean * counts
             value[empty] = 0.0
-        shape = (len(frames), self.n_phi, self.n_q)
+        shape = (len(counts), self.n_phi, self.n_q)
         return {self.normalise: value.astype(np.float32).reshape(shape),
                 "count": counts.astype(np.int32).reshape(shape)}
 

@@ -7,6 +7,7 @@ import numpy as np
 
 from smalldata.constants import DSSC_MODULE_SHAPE
 from smalldata.errors import ConfigError
+from smalldata.fused.plan import fused_results
 from smalldata.plugin.detfunc import DetObjectFunc
 from smalldata.plugin.frames import Frames, zero_invalid
 
@@ -48,7 +49,28 @@ class Projection(DetObjectFunc):
     def required_modules(self):
         return None if self.module is None else (self.module,)
 
+    def fuse(self, plan) -> bool:
+        """Take the fused path on a whole module: the kernel sums its rows and columns."""
+        if self.module is None:
+            return False
+        plan.add_roi(self, self.module, [0, DSSC_MODULE_SHAPE[0], 0, DSSC_MODULE_SHAPE[1]], self.threshold)
+        return True
+
+    def fuse_child(self, plan, roi_index: int) -> bool:
+        """As the child of a fused ROI: the profile is the ROI's row or column sums (no own threshold)."""
+        if self.threshold is not None:
+            return False
+        plan.bind(self, "roi_child", roi_index)
+        return True
+
     def process(self, frames: Frames) -> Dict[str, np.ndarray]:
+        fused = fused_results(frames, self)
+        if fused is not None:
+            if self.axis == 0:
+                profile, npix = fused.col_sums, fused.col_npix
+            else:
+                profile, npix = fused.row_sums, fused.row_npix
+            return self._outputs(profile, npix)
         if frames.modules is not None:
             if self.module is None:
                 raise ConfigError(self.name, "a projection of the whole detector needs 'module', "
@@ -60,8 +82,11 @@ class Projection(DetObjectFunc):
             values = data  # invalid pixels are already 0 (an ROI's crop)
         else:
             values = zero_invalid(data, valid, self.threshold)
-        profile = values.sum(axis=1 + self.axis, dtype=np.float64)
-        npix = valid.sum(axis=1 + self.axis, dtype=np.int32)
+        return self._outputs(values.sum(axis=1 + self.axis, dtype=np.float64),
+                             valid.sum(axis=1 + self.axis, dtype=np.int32))
+
+    def _outputs(self, profile: np.ndarray, npix: np.ndarray) -> Dict[str, np.ndarray]:
+        """Outputs from the float64 line sums and valid pixels per line."""
         if self.mean:
             with np.errstate(invalid="ignore", divide="ignore"):
                 profile = np.where(npix > 0, profile / np.maximum(npix, 1), np.nan)

@@ -7,6 +7,7 @@ import numpy as np
 
 from smalldata.constants import DSSC_MODULE_SHAPE, DSSC_N_MODULES
 from smalldata.errors import ConfigError
+from smalldata.fused.plan import fused_results
 from smalldata.plugin.detfunc import DetObjectFunc
 from smalldata.plugin.frames import Frames, zero_invalid
 
@@ -88,37 +89,66 @@ class ROI(DetObjectFunc):
             valid = valid & (data <= self.threshold_max)
         return zero_invalid(data, valid, self.threshold), valid
 
+    def fuse(self, plan) -> bool:
+        """Take the fused path: the kernel sums the ROI's rows and columns in its pass.
+
+        Children that are not fused themselves get the ROI's pixels, written by the kernel.
+        """
+        index = plan.add_roi(self, self.module, self.roi, self.threshold, self.threshold_max)
+        for child in self.children:
+            join = getattr(child, "fuse_child", None)
+            if join is None or not join(plan, index):
+                plan.need_crop(index)
+        if self.write_image:
+            plan.need_crop(index)
+        return True
+
     def process(self, frames: Frames) -> Dict[str, np.ndarray]:
+        fused = fused_results(frames, self)
+        if fused is not None:
+            return self._fused_statistics(fused)
         return self._statistics(*self._select(frames))
 
     def process_and_hand_on(self, frames: Frames):
         """Statistics of the ROI, and its pixels (invalid ones 0) for the children."""
+        fused = fused_results(frames, self)
+        if fused is not None:  # the kernel's crop (if a child reads pixels) and the sums for fused children
+            return self._fused_statistics(fused), frames.derived(fused.values, fused.valid, zeroed=True,
+                                                                 fused=frames.fused)
         values, valid = self._select(frames)
         return self._statistics(values, valid), frames.derived(values, valid, zeroed=True)
 
     def child_frames(self, frames: Frames, outputs) -> Frames:
-        return frames.derived(*self._select(frames), zeroed=True)
+        return self.process_and_hand_on(frames)[1]
+
+    def _fused_statistics(self, fused) -> Dict[str, np.ndarray]:
+        npix = fused.row_npix.sum(axis=1, dtype=np.int32)
+        return self._outputs(fused.row_sums, fused.col_sums, npix, fused.vmax, fused.values, fused.valid)
 
     def _statistics(self, values: np.ndarray, valid: np.ndarray) -> Dict[str, np.ndarray]:
         n = len(values)
-        y0, _, x0, _ = self.roi
         values64 = values.astype(np.float64)
         row_sums = values64.sum(axis=2)  # (N, h)
         col_sums = values64.sum(axis=1)  # (N, w)
-        total = row_sums.sum(axis=1)
         npix = np.count_nonzero(valid.reshape(n, -1), axis=1).astype(np.int32)
         vmax = values.reshape(n, -1).max(axis=1) if values.size else np.full(n, np.nan, np.float32)
         # invalid pixels are 0 in values: recompute the (rare) frames whose good pixels are all below 0
         redo = np.flatnonzero((vmax <= 0) & (npix > 0))
         if len(redo):
             vmax[redo] = np.max(values[redo], axis=(1, 2), where=valid[redo], initial=-np.inf)
+        return self._outputs(row_sums, col_sums, npix, vmax, values, valid)
+
+    def _outputs(self, row_sums, col_sums, npix, vmax, values, valid) -> Dict[str, np.ndarray]:
+        """Outputs from float64 row and column sums, valid pixels and maximum per frame."""
+        y0, _, x0, _ = self.roi
+        total = row_sums.sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = np.where(npix > 0, total / np.maximum(npix, 1), np.nan)
             vmax = np.where(npix > 0, vmax, np.nan).astype(np.float32)
             # row-wise multiply and sum (not a BLAS product): the result of a frame must not
             # depend on how many frames share the batch
-            rows = np.arange(values.shape[1], dtype=np.float64) + y0
-            cols = np.arange(values.shape[2], dtype=np.float64) + x0
+            rows = np.arange(row_sums.shape[1], dtype=np.float64) + y0
+            cols = np.arange(col_sums.shape[1], dtype=np.float64) + x0
             com_y = np.where(total > 0, (row_sums * rows).sum(axis=1) / total, np.nan)
             com_x = np.where(total > 0, (col_sums * cols).sum(axis=1) / total, np.nan)
         out = {"sum": total, "mean": mean, "max": vmax, "com_y": com_y, "com_x": com_x, "npix": npix}

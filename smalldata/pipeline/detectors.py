@@ -10,6 +10,7 @@ import numpy as np
 from smalldata.config.producer import ProducerConfig
 from smalldata.constants import DSSC_DEFAULT_QUAD_POSITIONS
 from smalldata.errors import CalibrationError, ConfigError
+from smalldata.fused.detector import build_plan, process_fused
 from smalldata.io.runaccess import RunAccess
 from smalldata.pipeline.chain import run_chain
 from smalldata.plugin.detfunc import DetObjectFunc
@@ -43,6 +44,8 @@ class DetectorSetup:
         ``{pattern, mode, match_by}`` for intra-train dark subtraction.
     region : tuple or None
         ``(y0, y1, x0, x1)``: calibrate only this box of each module (see :func:`calibration_region`).
+    plan : FusedPlan or None
+        The fused hot path (:mod:`smalldata.fused`); None: the numpy path.
     """
 
     name: str
@@ -53,6 +56,7 @@ class DetectorSetup:
     accumulators: Optional[DetectorAccumulators] = None
     dark_subtraction: Optional[dict] = None
     region: Optional[tuple] = None
+    plan: Optional[object] = None
 
     def calibrate(self, raw: RawBatch, frame_index: np.ndarray) -> Frames:
         """Calibrated frames of this detector's modules, intra-darks subtracted if configured."""
@@ -70,10 +74,13 @@ class DetectorSetup:
 
         Returns ``{"<det>/<func>_<key>": array}``, their units, and the vetoed frames.
         """
-        frames = self.calibrate(raw, raw.frame_index)
-        out, vetoed = run_chain(self.functions, self.vetoes, frames, info.keep)
-        if self.accumulators is not None:
-            self.accumulators.add(frames, info.label_id, points, info.keep & ~vetoed)
+        if self.plan is not None:
+            out, vetoed = process_fused(self, raw, info, points)
+        else:
+            frames = self.calibrate(raw, raw.frame_index)
+            out, vetoed = run_chain(self.functions, self.vetoes, frames, info.keep)
+            if self.accumulators is not None:
+                self.accumulators.add(frames, info.label_id, points, info.keep & ~vetoed)
         outputs = {f"{self.name}/{key}": value for key, value in out.items()}
         units = {}
         for func in self.functions:
@@ -180,8 +187,9 @@ def setup_detectors(config: ProducerConfig, proposal: int, access: RunAccess,
             dark_subtraction = {"pattern": pattern, "mode": pattern_cfg["subtract_dark"],
                                 "match_by": pattern_cfg["match_by"]}
         region = calibration_region(functions, accumulators is not None or det_cfg["common_mode"] != "none")
+        plan = build_plan(det, functions, accumulators, dark_subtraction)
         setups.append(DetectorSetup(name, det, functions, modules, det_cfg["vetoes"], accumulators,
-                                    dark_subtraction, region))
+                                    dark_subtraction, region, plan))
         log.info("detector %s: modules %s, %d function(s), dark run %d%s", name, list(modules),
                  len(functions), det_cfg["dark_run"], f", calibrating rows {region[0]}..{region[1]}, "
                  f"columns {region[2]}..{region[3]}" if region else "")

@@ -91,6 +91,10 @@ class Frames:
         What a parent function computed from these very frames and hands to its children
         with them (e.g. ``{"droplets": DropletSet}``); empty for the detector's frames.
         :meth:`derived` and :meth:`subset` start with an empty payload unless given one.
+    fused : FusedBatch or None
+        The fused pass's results for the built-in functions of this batch
+        (:mod:`smalldata.fused.plan`); with it, ``data`` and ``valid`` may be None when
+        no function of the detector needs the calibrated pixels.
     """
 
     data: np.ndarray
@@ -103,6 +107,7 @@ class Frames:
     origin: tuple = (0, 0)
     zeroed: bool = False
     payload: Mapping[str, Any] = field(default_factory=dict)
+    fused: Optional[object] = None
 
     def __len__(self) -> int:
         return len(self.train_ids)
@@ -114,10 +119,11 @@ class Frames:
         return self.modules.index(module)
 
     def derived(self, data: np.ndarray, valid: np.ndarray, units: Optional[str] = None,
-                zeroed: bool = False, payload: Optional[Mapping[str, Any]] = None) -> "Frames":
+                zeroed: bool = False, payload: Optional[Mapping[str, Any]] = None,
+                fused: Optional[object] = None) -> "Frames":
         """New frames with the same ids but other pixel values (e.g. an ROI crop)."""
         return replace(self, data=data, valid=valid, units=units or self.units, modules=None, origin=(0, 0),
-                       zeroed=zeroed, payload=dict(payload or {}))
+                       zeroed=zeroed, payload=dict(payload or {}), fused=fused)
 
     def with_payload(self, payload: Mapping[str, Any]) -> "Frames":
         """The same pixels carrying ``payload`` (added to any they carry) for a function's children."""
@@ -127,12 +133,13 @@ class Frames:
         """The frames picked by a boolean mask or index array along axis 0."""
         return replace(
             self,
-            data=self.data[selection],
-            valid=self.valid[selection],
+            data=None if self.data is None else self.data[selection],
+            valid=None if self.valid is None else self.valid[selection],
             train_ids=self.train_ids[selection],
             pulse_ids=self.pulse_ids[selection],
             cell_ids=self.cell_ids[selection],
             payload={},
+            fused=None if self.fused is None else self.fused.subset(selection),
         )
 
 

@@ -81,6 +81,23 @@ class DetectorAccumulators:
         elif self.sums is not None:
             self.sums.add(frames.data, valid=frames.valid, keep=keep)
 
+    def fused_inputs(self, n_frames: int, label_id: np.ndarray, points: Mapping[str, np.ndarray],
+                     keep: np.ndarray) -> Dict[str, object]:
+        """Count the kept frames of a batch; the arguments of :meth:`FusedPlan.run
+        <smalldata.fused.plan.FusedPlan.run>` that add their pixels in the kernel's pass."""
+        out: Dict[str, object] = {}
+        n = n_frames
+        if self.cube is not None:
+            scan = self.cube_cfg["scan"]
+            bins = self.binning.assign(points[scan] if scan else None, n_frames=n)
+            xgm = points[self.cube_cfg["xgm"]] if self.cube_cfg["xgm"] else None
+            out["cube"], out["cube_group"] = self.cube, self.cube.add_frames(bins, label_id, xgm, keep)
+        if self.sums is not None:
+            keep = np.asarray(keep, dtype=bool)
+            self.sums._n_frames[0] += int(np.count_nonzero(keep))
+            out["sums"], out["sums_keep"] = self.sums, keep
+        return out
+
     def reduce(self, comm) -> None:
         """Sum over the MPI ranks (collective; the totals end on rank 0)."""
         if self.cube is not None:

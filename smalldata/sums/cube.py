@@ -292,28 +292,14 @@ class CubeAccumulator:
             raise DataError(f"valid {np.shape(valid)} and images {images.shape} differ in shape")
         if n > MAX_ROWS:  # keeps every float64 partial sum of a pixel block exact
             raise DataError(f"a batch of {n} frames is too large; add at most {MAX_ROWS} frames at a time")
-        take = np.ones(n, dtype=bool) if keep is None else np.asarray(keep, dtype=bool).reshape(-1)
-        self._no_bin += np.bincount(lab[take & (bins < 0)], minlength=len(self.labels))
-        take = take & (bins >= 0)  # never modify the caller's keep in place
-        group = bins * len(self.labels) + lab
-        sel = np.flatnonzero(take)
-        sel = sel[np.argsort(group[sel], kind="stable")]
+        group = self.add_frames(bins, lab, xgm, keep)
+        sel = np.flatnonzero(group >= 0)
         if sums is not None and (len(sel) == 0 or sums.image_shape != self.image_shape
                                  or sums.scale_bits != self.scale_bits):
             sums.add(images, valid=valid, keep=keep)  # nothing to share
             sums = None
         if len(sel) == 0:
             return
-        g = group[sel]
-        starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
-        gid = g[starts]
-        self._count[gid] += np.diff(np.r_[starts, len(g)])
-        if xgm is not None:
-            xv = np.asarray(xgm, dtype=np.float64).reshape(-1)[sel]
-            qx, okx, n_bad = to_fixed(xv, self.xgm_scale_bits, ~np.isnan(xv))  # NaN = no XGM value: not bad
-            self._n_bad[0] += n_bad
-            self._xgm_sum[gid] += np.add.reduceat(qx, starts)
-            self._xgm_count[gid] += np.add.reduceat(okx.astype(np.int64), starts)
         flat = images.reshape(n, -1)
         vflat = None if valid is None else np.asarray(valid, dtype=bool).reshape(n, -1)
         shared = None
@@ -338,6 +324,36 @@ class CubeAccumulator:
         if self._n_bad[0]:
             log.debug("cube: %d pixel values so far were not finite or beyond +-%g", self._n_bad[0],
                       value_limit(self.scale_bits))
+
+    def add_frames(self, bins: np.ndarray, label_ids: np.ndarray, xgm: Optional[np.ndarray] = None,
+                   keep: Optional[np.ndarray] = None) -> np.ndarray:
+        """Count the frames of a batch and sum their XGM values; the pixels are added by the caller.
+
+        Returns the group (``bin * n_labels + label``) of each frame, -1 where it is not added
+        (not kept, or in no bin). :meth:`add` and the fused pass
+        (:meth:`smalldata.fused.plan.FusedPlan.run`) share it.
+        """
+        bins = np.asarray(bins, dtype=np.int64).reshape(-1)
+        lab = np.asarray(label_ids, dtype=np.int64).reshape(-1)
+        n = len(bins)
+        take = np.ones(n, dtype=bool) if keep is None else np.asarray(keep, dtype=bool).reshape(-1)
+        self._no_bin += np.bincount(lab[take & (bins < 0)], minlength=len(self.labels))
+        take = take & (bins >= 0)  # never modify the caller's keep in place
+        group = bins * len(self.labels) + lab
+        sel = np.flatnonzero(take)
+        sel = sel[np.argsort(group[sel], kind="stable")]
+        if len(sel):
+            g = group[sel]
+            starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+            gid = g[starts]
+            self._count[gid] += np.diff(np.r_[starts, len(g)])
+            if xgm is not None:
+                xv = np.asarray(xgm, dtype=np.float64).reshape(-1)[sel]
+                qx, okx, n_bad = to_fixed(xv, self.xgm_scale_bits, ~np.isnan(xv))  # NaN = no XGM value: not bad
+                self._n_bad[0] += n_bad
+                self._xgm_sum[gid] += np.add.reduceat(qx, starts)
+                self._xgm_count[gid] += np.add.reduceat(okx.astype(np.int64), starts)
+        return np.where(take, group, -1)
 
     def merge(self, other: "CubeAccumulator") -> "CubeAccumulator":
         """Add another accumulator of the same layout into this one; returns self."""

@@ -1,0 +1,205 @@
+"""The compiled per-pixel pass: calibration fused with the built-in functions' accumulations.
+
+One call of :func:`fused_pass` walks a batch of raw frames once, module row by module
+row and, inside each row, frame by frame, so the constants of a row (inverse gain,
+bin indices) and the run-sum accumulators of a row stay in the CPU cache while every
+frame of the batch goes through them. Each raw pixel is read once per frame and
+calibrated once::
+
+    value = (float32(raw) - pedestal[cell]) * inverse_gain      (float32, as numpy does it)
+    valid = module present and raw < 511 and the pixel is good  (NaN inverse gain = bad pixel)
+
+then handed, in the same pass, to every consumer the plan asked for (arrays of size 0
+switch a consumer off; every argument has one fixed type, so there is one compilation,
+cached on disk by numba):
+
+- the calibrated frames themselves (for functions that are not fused);
+- azimuthal bins: per frame and bin the float64 sum of valid values and their count,
+  and the summed weights of the binned pixels that are *not* valid in that frame;
+- ROIs: per frame float64 row and column sums of the thresholded values, valid pixels
+  per row and column, the maximum, and optionally the thresholded crop;
+- run sums and the cube: exact int64 fixed-point sums ``rint(value * 2**scale_bits)``,
+  pixel counts, maxima, above-threshold counts and squares, as
+  :mod:`smalldata.sums.runsums` defines them.
+
+No fast-math: every float operation is the one numpy performs, so calibrated values
+are the same bit for bit and the results do not depend on the batch.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+#: A raw value at or above this is saturated (the DSSC's 9-bit ADC).
+ADC_MAX = 511
+
+
+@njit(cache=True, nogil=True)
+def fused_pass(raw, present, cell, ped, invg, mod_box,
+               frame_box, frames_out, valid_out,
+               az_bins, az_weight, az_sum, az_cnt, az_wbad,
+               roi_def, roi_thr, roi_row, roi_col, roi_rown, roi_coln, roi_max, roi_crop_off, crop_vals, crop_valid,
+               rs_keep, rs_sum, rs_cnt, rs_max, rs_above, rs_thr,
+               cb_group, cb_sum, cb_cnt, cb_sq, fixed, sq_bits, n_bad):
+    """Calibrate a batch and feed every consumer in one pass (see the module docstring).
+
+    Parameters
+    ----------
+    raw : (N, M, H, W) uint16
+    present : (N, M) bool
+    cell : (N,) int64
+        Index of each frame's memory cell into ``ped``.
+    ped : (C, M, H, W) float32
+        Pedestal, cell-major.
+    invg : (M, H, W) float32
+        Inverse gain (1 without a gain), NaN where the static mask is bad.
+    mod_box : (M, 4) int64
+        Rows ``[y0, y1)`` and columns ``[x0, x1)`` of each module that any consumer reads.
+    frame_box : (4,) int64
+        Box written to ``frames_out`` / ``valid_out`` (N, M, y1 - y0, x1 - x0); size 0: none.
+    az_bins : (K, M, H, W) int32
+        Bin of each pixel for each of K azimuthal consumers, -1 = not used.
+    az_weight : (K, M, H, W) float64
+        Weight of each pixel (read only where a binned pixel is not valid).
+    az_sum, az_wbad : (N, K, B) float64
+    az_cnt : (N, K, B) int32
+    roi_def : (R, 5) int64
+        Module index, y0, y1, x0, x1 of each ROI.
+    roi_thr : (R, 2) float32
+        Low threshold (values below count as 0; -inf: none) and high threshold (values
+        above are not valid; +inf: none).
+    roi_row, roi_col : (N, R, H) and (N, R, W) float64
+        Sums of the thresholded valid values per ROI row and column.
+    roi_rown, roi_coln : (N, R, H) and (N, R, W) int32
+        Valid pixels per ROI row and column.
+    roi_max : (N, R) float32
+        Largest thresholded valid value (-inf without one).
+    roi_crop_off : (R,) int64
+        Offset of each ROI's (N, h, w) crop in ``crop_vals`` / ``crop_valid``; -1: no crop.
+    rs_keep : (N,) bool
+        Frames added to the run sums (size 0: no run sums).
+    rs_sum, rs_cnt, rs_above : (M*H*W,) int64 (``rs_above`` size 0: no threshold)
+    rs_max : (M*H*W,) float32
+    rs_thr : float32
+    cb_group : (N,) int64
+        Cube group of each frame, -1 = not added (size 0: no cube).
+    cb_sum, cb_sq : (G, M*H*W) int64 (``cb_sq`` size 0: no squares)
+    cb_cnt : (G, M*H*W) int32
+    fixed : (4,) float32
+        ``2**scale_bits`` of the run sums and of the cube, then their value limits
+        ``2**(31 - scale_bits)``.
+    sq_bits : int
+        ``scale_bits`` of the cube (squares are rounded back to it).
+    n_bad : (1,) int64
+        Incremented for each valid cube value that is not finite or beyond the limit.
+    """
+    n_frames, n_mod, height, width = raw.shape
+    n_az = az_bins.shape[0]
+    n_roi = roi_def.shape[0]
+    do_frames = frames_out.size > 0
+    do_sums = rs_keep.size > 0
+    do_above = rs_above.size > 0
+    do_cube = cb_group.size > 0
+    do_sq = cb_sq.size > 0
+    fy0, fy1, fx0, fx1 = frame_box[0], frame_box[1], frame_box[2], frame_box[3]
+    rs_scale, cb_scale, rs_limit, cb_limit = fixed[0], fixed[1], fixed[2], fixed[3]
+    sq_half = (1 << (sq_bits - 1)) if sq_bits > 0 else 0
+    vals = np.empty(width, dtype=np.float32)
+    ok = np.empty(width, dtype=np.bool_)
+    for m in range(n_mod):
+        y0, y1, x0, x1 = mod_box[m, 0], mod_box[m, 1], mod_box[m, 2], mod_box[m, 3]
+        for y in range(y0, y1):
+            gain_row = invg[m, y]
+            pix0 = (m * height + y) * width
+            for f in range(n_frames):
+                raw_row = raw[f, m, y]
+                ped_row = ped[cell[f], m, y]
+                here = present[f, m]
+                for x in range(x0, x1):  # calibration (vectorised by LLVM)
+                    r = raw_row[x]
+                    g = gain_row[x]
+                    vals[x] = (np.float32(r) - ped_row[x]) * g
+                    ok[x] = here and r < ADC_MAX and g == g
+                if do_frames and fy0 <= y < fy1:
+                    for x in range(fx0, fx1):
+                        v = vals[x]
+                        frames_out[f, m, y - fy0, x - fx0] = v if v == v else np.float32(0.0)
+                        valid_out[f, m, y - fy0, x - fx0] = ok[x]
+                for k in range(n_az):
+                    bins_row = az_bins[k, m, y]
+                    acc = 0.0
+                    cnt = 0
+                    prev = -1
+                    for x in range(x0, x1):
+                        b = bins_row[x]
+                        if b != prev:  # runs of one bin along a row: one scatter per run
+                            if prev >= 0:
+                                az_sum[f, k, prev] += acc
+                                az_cnt[f, k, prev] += cnt
+                            acc = 0.0
+                            cnt = 0
+                            prev = b
+                        if b >= 0:
+                            if ok[x]:
+                                acc += np.float64(vals[x])
+                                cnt += 1
+                            else:
+                                az_wbad[f, k, b] += az_weight[k, m, y, x]
+                    if prev >= 0:
+                        az_sum[f, k, prev] += acc
+                        az_cnt[f, k, prev] += cnt
+                for i in range(n_roi):
+                    if roi_def[i, 0] != m or y < roi_def[i, 1] or y >= roi_def[i, 2]:
+                        continue
+                    ry = y - roi_def[i, 1]
+                    rx0, rx1 = roi_def[i, 3], roi_def[i, 4]
+                    low, high = roi_thr[i, 0], roi_thr[i, 1]
+                    off = roi_crop_off[i]
+                    w = rx1 - rx0
+                    if off >= 0:
+                        base = off + (f * (roi_def[i, 2] - roi_def[i, 1]) + ry) * w
+                    row_acc = 0.0
+                    row_n = 0
+                    vmax = roi_max[f, i]
+                    for x in range(rx0, rx1):
+                        v = vals[x]
+                        good = ok[x] and v <= high
+                        if not good or v < low:
+                            v = np.float32(0.0)
+                        if good:
+                            row_n += 1
+                            roi_coln[f, i, x - rx0] += 1
+                            if v > vmax:
+                                vmax = v
+                            row_acc += np.float64(v)
+                            roi_col[f, i, x - rx0] += np.float64(v)
+                        if off >= 0:
+                            crop_vals[base + x - rx0] = v
+                            crop_valid[base + x - rx0] = good
+                    roi_row[f, i, ry] += row_acc
+                    roi_rown[f, i, ry] += row_n
+                    roi_max[f, i] = vmax
+                keep = do_sums and rs_keep[f]
+                grp = cb_group[f] if do_cube else -1
+                if keep or grp >= 0:
+                    for x in range(x0, x1):
+                        if not ok[x]:
+                            continue
+                        v = vals[x]
+                        p = pix0 + x
+                        if keep and abs(v) < rs_limit:  # False if not finite or beyond the fixed-point range
+                            rs_sum[p] += np.int64(np.rint(v * rs_scale))
+                            rs_cnt[p] += 1
+                            if v > rs_max[p]:
+                                rs_max[p] = v
+                            if do_above and v > rs_thr:
+                                rs_above[p] += 1
+                        if grp >= 0:
+                            if not abs(v) < cb_limit:
+                                n_bad[0] += 1
+                                continue
+                            q = np.int64(np.rint(v * cb_scale))
+                            cb_sum[grp, p] += q
+                            cb_cnt[grp, p] += 1
+                            if do_sq:
+                                cb_sq[grp, p] += (q * q + sq_half) >> sq_bits
