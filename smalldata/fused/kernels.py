@@ -47,8 +47,8 @@ def fused_pass(raw, present, cell, ped, invg, mod_box,
     ----------
     raw : (N, M, H, W) uint16
     present : (N, M) bool
-    cell : (N,) int64
-        Index of each frame's memory cell into ``ped``.
+    cell : (N, M) int64
+        Index of each frame's and module's memory cell into ``ped``.
     ped : (C, M, H, W) float32
         Pedestal, cell-major.
     invg : (M, H, W) float32
@@ -113,7 +113,7 @@ def fused_pass(raw, present, cell, ped, invg, mod_box,
             pix0 = (m * height + y) * width
             for f in range(n_frames):
                 raw_row = raw[f, m, y]
-                ped_row = ped[cell[f], m, y]
+                ped_row = ped[cell[f, m], m, y]
                 here = present[f, m]
                 for x in range(x0, x1):  # calibration (vectorised by LLVM)
                     r = raw_row[x]

@@ -286,7 +286,11 @@ class FusedPlan:
         data = np.ascontiguousarray(data)
         present = np.ascontiguousarray(present, dtype=bool)
         n = len(raw)
-        cell = np.ascontiguousarray(det.cell_index(raw.cell_ids), dtype=np.int64)
+        if raw.module_cell_ids is None:
+            cell = np.repeat(det.cell_index(raw.cell_ids)[:, None], self.shape[0], axis=1)
+        else:  # the modules recorded different memory cells: each module takes its own cell's pedestal
+            cell = det.cell_index(raw.select_modules(det.modules).module_cell_ids)
+        cell = np.ascontiguousarray(cell, dtype=np.int64)
         if self.frame_box is not None and functions:
             fy0, fy1, fx0, fx1 = self.frame_box
             frames_out = np.empty((n, self.shape[0], fy1 - fy0, fx1 - fx0), dtype=np.float32)
