@@ -33,17 +33,22 @@ def _body(args: argparse.Namespace) -> int:
     from smalldata.config.producer import ProducerConfig
     from smalldata.errors import SmallDataError
     from smalldata.pipeline.eventloop import run_producer
+    from smalldata.pipeline import shutdown
     from smalldata.pipeline.mpi import get_comm
 
     if args.max_trains is not None and args.max_trains < 1:
         raise SmallDataError(f"--max-trains must be >= 1, got {args.max_trains}")
     if args.batch_size is not None and args.batch_size < 1:
         raise SmallDataError(f"--batch-size must be >= 1, got {args.batch_size}")
+    shutdown.install()  # a signal stops the run at its next check, never half-way through a step
     comm = get_comm()
     config = ProducerConfig.from_file(args.config)
     summary = run_producer(config, args.run, proposal=args.proposal, output=args.output,
                            overwrite=args.overwrite, max_trains=args.max_trains, batch_size=args.batch_size,
                            command=shlex.join(sys.argv), comm=comm)
+    if shutdown.received() is not None and comm.Get_rank() == 0:
+        print(f"smd_producer: a stop signal came after {summary.output} was complete; it is published",
+              file=sys.stderr)
     if comm.Get_rank() == 0 and not args.quiet:
         print(f"wrote {summary.output}: {summary.rows} rows from {summary.trains} trains "
               f"({summary.skipped} skipped), {summary.datasets} datasets, {summary.n_ranks} rank(s), "

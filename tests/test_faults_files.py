@@ -2,17 +2,20 @@
 import os
 import socket
 import stat
+import subprocess
 from contextlib import contextmanager
+from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 from faults import fault_config
-from helpers import DATA_RUN, calib_dir  # noqa: F401
+from helpers import DATA_RUN, calib_dir, tool  # noqa: F401
 
 from smalldata.config.producer import ProducerConfig
 from smalldata.errors import SmallDataError
-from smalldata.output.writer import OutputFile, clean_stale_temporaries, make_parts_dir
+from smalldata.output.files import clean_stale_temporaries
+from smalldata.output.writer import OutputFile, make_parts_dir
 from smalldata.pipeline.eventloop import run_producer
 
 
@@ -77,3 +80,54 @@ def test_output_naming_a_folder_is_refused_before_the_run(tmp_path, sim_root, ca
     with pytest.raises(SmallDataError, match="is a folder"):
         run_producer(cfg, DATA_RUN, output=folder)
     assert list(folder.iterdir()) == []
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real small file system (tmpfs, as root here and in CI): ``mount(size, read_only=False)``."""
+    mounted = []
+
+    def mount(size: str, read_only: bool = False) -> Path:
+        point = tmp_path / f"disk{len(mounted)}"
+        point.mkdir()
+        options = f"size={size}" + (",ro" if read_only else "")
+        result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)],
+                                capture_output=True, text=True)
+        assert result.returncode == 0, f"cannot mount a small tmpfs (needs root): {result.stderr}"
+        mounted.append(point)
+        return point
+
+    yield mount
+    for point in mounted:
+        subprocess.run(["umount", str(point)], check=False)
+
+
+def cli(*args):
+    return subprocess.run([tool(args[0])] + [str(a) for a in args[1:]], capture_output=True, text=True, timeout=120)
+
+
+def one_error_line(result):
+    lines = [line for line in result.stderr.strip().splitlines() if not line.startswith("INFO ")]
+    assert "Traceback" not in result.stderr and len(lines) == 1, result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("size", ["100k", "1m"])  # full while writing parts / before the merge
+def test_producer_on_a_full_disk(tmp_path, sim_root, calib_dir, small_disk, size):
+    disk = small_disk(size)
+    cfg = fault_config(tmp_path, sim_root, calib_dir, extra=lambda c: c.update(output_dir=str(disk)))
+    result = cli("smd_producer", "-r", DATA_RUN, "-c", cfg, "--batch-size", "4")
+    assert result.returncode == 2
+    line = one_error_line(result)
+    assert f"no space left in {disk}" in line and "MB needed" in line and "MB free" in line, line
+    assert list(disk.iterdir()) == []
+
+
+def test_dark_on_a_full_or_read_only_disk(tmp_path, sim_root, small_disk):
+    from helpers import DARK_RUN, PROPOSAL
+
+    for disk, expect in ((small_disk("1m"), "no space left in"), (small_disk("1m", read_only=True), "not writable")):
+        result = cli("smd_dark", "-p", PROPOSAL, "-r", DARK_RUN, "--data-root", sim_root, "--calib-dir", disk)
+        assert result.returncode == 2, result.stderr  # not 139 (a segfault)
+        assert expect in one_error_line(result) and str(disk) in result.stderr
+        assert list(disk.iterdir()) == []

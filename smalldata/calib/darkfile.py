@@ -20,6 +20,7 @@ from smalldata import __version__
 from smalldata.calib.badpixels import DarkThresholds
 from smalldata.constants import DSSC_MODULE_SHAPE
 from smalldata.errors import CalibrationError, DataError
+from smalldata.output.files import SPACE_MARGIN, check_free_space
 
 #: File name of dark constants inside ``calib_dir``.
 DARK_FILE_PATTERN = "dark_p{proposal:06d}_r{run:04d}_{det}.h5"
@@ -116,9 +117,20 @@ class DarkFileWriter:
         self.path = Path(path)
         if self.path.exists() and not overwrite:
             raise DataError(f"dark constants {self.path} exist already; pass --overwrite to replace them")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DataError(f"cannot create the calib folder {self.path.parent}: {exc.strerror}; "
+                            "choose another with --calib-dir") from None
+        if not os.access(self.path.parent, os.W_OK):
+            raise DataError(f"calib folder {self.path.parent} is not writable; choose another with --calib-dir "
+                            "(or calib_dir in the config)")
         self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
         n_mod, n_cells = len(modules), len(cell_ids)
+        #: bytes of one module's constants; the whole file is about n_mod times that
+        self.module_bytes = n_cells * int(np.prod(DSSC_MODULE_SHAPE)) * 8 + int(np.prod(DSSC_MODULE_SHAPE))
+        # HDF5 cannot recover from a write that fails on a full disk: check before writing anything
+        check_free_space(self.path.parent, n_mod * self.module_bytes + SPACE_MARGIN)
         self._file = h5py.File(self.tmp, "w")
         f = self._file
         per_cell = (n_mod, n_cells) + DSSC_MODULE_SHAPE
@@ -140,6 +152,7 @@ class DarkFileWriter:
     def write_module(self, index: int, pedestal: np.ndarray, noise: np.ndarray, status_mask: np.ndarray,
                      n_frames: np.ndarray) -> None:
         """Store the constants of the module at position ``index`` ((C, 128, 512) arrays, (C,) counts)."""
+        check_free_space(self.path.parent, self.module_bytes + SPACE_MARGIN)  # another writer may have filled it
         f = self._file
         f["pedestal"][index] = np.asarray(pedestal, dtype=np.float32)
         f["noise"][index] = np.asarray(noise, dtype=np.float32)
@@ -153,11 +166,14 @@ class DarkFileWriter:
         return self.path
 
     def abort(self) -> None:
-        """Drop the partial file."""
-        if self._file.id.valid:
-            self._file.close()
-        if self.tmp.exists():
-            self.tmp.unlink()
+        """Drop the partial file (also when closing it fails)."""
+        try:
+            if self._file.id.valid:
+                self._file.close()
+        except Exception:  # noqa: BLE001 - the file is deleted whatever went wrong with it
+            pass
+        finally:
+            self.tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> "DarkFileWriter":
         return self

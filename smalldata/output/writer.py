@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-import glob
 import shutil
-import socket
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Mapping, Optional
@@ -20,6 +18,7 @@ import h5py
 import numpy as np
 
 from smalldata.errors import SmallDataError
+from smalldata.output.files import SPACE_MARGIN, check_free_space, current_umask, temp_owner
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +55,8 @@ class PartWriter:
         self._pending: Dict[str, list] = {}
         self._pending_bytes = 0
         self._datasets: Dict[str, h5py.Dataset] = {}
+        #: bytes of output per row (from the first batch), for estimates of the space needed
+        self.bytes_per_row = 0.0
 
     def append(self, outputs: Mapping[str, Any], units: Optional[Mapping[str, str]] = None) -> None:
         """Append one batch: ``{path: (N, ...) array or ragged}``, all with the same N."""
@@ -81,6 +82,8 @@ class PartWriter:
                                  f"{path}/count")
             else:
                 self._buffer(path, np.asarray(value), units.get(path, ""), None)
+        if not self.rows:
+            self.bytes_per_row = self._pending_bytes / n_rows
         self.rows += n_rows
         if self._pending_bytes >= self.flush_bytes:
             self.flush()
@@ -100,7 +103,13 @@ class PartWriter:
         self._pending_bytes += array.nbytes
 
     def flush(self) -> None:
-        """Write the buffered rows."""
+        """Write the buffered rows.
+
+        Checks the free space first: HDF5 cannot recover from a write that fails on a
+        full disk (closing the file can crash), so the run stops cleanly before that.
+        """
+        if self._pending_bytes:
+            check_free_space(self.path.parent, int(1.2 * self._pending_bytes) + SPACE_MARGIN)
         for path, arrays in self._pending.items():
             if not arrays:
                 continue
@@ -114,11 +123,15 @@ class PartWriter:
         self._pending_bytes = 0
 
     def close(self) -> None:
-        """Write what is buffered and close the part file."""
+        """Write what is buffered and close the part file (closed also when the write fails)."""
         if self.file:
-            self.flush()
-            self.file.close()
-            self.file = None
+            try:
+                self.flush()
+            finally:
+                try:
+                    self.file.close()
+                finally:
+                    self.file = None
 
 
 def _datasets(group: h5py.Group, prefix: str = "") -> Iterable[str]:
@@ -255,31 +268,13 @@ class OutputFile:
         return self.path
 
     def discard(self) -> None:
-        """Close and delete the temporary file."""
+        """Close and delete the temporary file (also when closing fails, e.g. on a full disk)."""
         try:
             self.file.close()
-        except (ValueError, RuntimeError):
-            pass
-        self.tmp_path.unlink(missing_ok=True)
-
-
-def current_umask() -> int:
-    """The process's file mode creation mask."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)  # no /proc: read it by setting it, then put it back
-    os.umask(mask)
-    return mask
-
-
-def temp_owner() -> str:
-    """``<host>-<pid>``: part of every temporary name, so that a later run can tell a dead run's leftovers."""
-    return f"{socket.gethostname().split('.')[0]}-{os.getpid()}"
+        except Exception as exc:  # noqa: BLE001 - the file is deleted whatever went wrong with it
+            log.debug("closing %s failed: %s", self.tmp_path, exc)
+        finally:
+            self.tmp_path.unlink(missing_ok=True)
 
 
 def check_output_path(path: Path, overwrite: bool) -> None:
@@ -297,43 +292,6 @@ def check_output_path(path: Path, overwrite: bool) -> None:
 def make_parts_dir(output: Path) -> Path:
     """A hidden folder next to the output for the ranks' part files (shared file system)."""
     return Path(tempfile.mkdtemp(prefix=f".{output.name}.{temp_owner()}.", suffix=".parts", dir=output.parent))
-
-
-def clean_stale_temporaries(output: Path) -> list:
-    """Remove the temporaries a killed run (SIGKILL, node failure) left next to ``output``.
-
-    A temporary is removed when its name says it was made on this host by a process that
-    no longer exists; any other is reported (it may belong to a run still going on
-    another node). Returns the paths removed.
-    """
-    here = socket.gethostname().split(".")[0]
-    removed = []
-    for path in sorted(output.parent.glob(f".{glob.escape(output.name)}.*")):
-        if not path.name.endswith((".parts", ".partial")):
-            continue
-        owner = path.name[len(output.name) + 2:].split(".")[0]
-        host, _, pid = owner.rpartition("-")
-        if host == here and pid.isdigit() and not _process_alive(int(pid)):
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
-            removed.append(path)
-            log.warning("removed %s, left by a killed run (process %s on %s)", path, pid, host)
-        else:
-            log.warning("%s is a temporary of another run of this output (%s) that may still be going on; "
-                        "delete it if that run is over", path, owner if host else "owner unknown")
-    return removed
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def remove_parts_dir(path: Path) -> None:

@@ -29,12 +29,12 @@ from smalldata.output.writer import (
     OutputFile,
     PartWriter,
     check_output_path,
-    clean_stale_temporaries,
     make_parts_dir,
     merge_parts,
     remove_parts_dir,
     write_mapping,
 )
+from smalldata.output.files import SPACE_MARGIN, DiskFullError, check_free_space, clean_stale_temporaries, is_disk_full
 from smalldata.output.losses import LossSummary
 from smalldata.pipeline.detectors import DetectorSetup, setup_detectors
 from smalldata.pipeline.mpi import agree, failure_of, get_comm, raise_agreed
@@ -251,21 +251,32 @@ def _process_block(access: RunAccess, stage: FrameStage, setups: Sequence[Detect
             trains_done += len(tids)
             frames_done += len(raw)
             coordinator.batch_done(trains_done, frames_done)
-    finally:
         writer.close()
+    except BaseException as exc:
+        try:
+            writer.close()
+        except Exception as close_exc:  # noqa: BLE001 - the first failure is the one reported
+            log.debug("closing %s after a failure: %s", part_path, close_exc)
+        if is_disk_full(exc):  # the parts and the output need about twice the output's size
+            raise DiskFullError(part_path.parent.parent, 2 * max(writer.bytes_per_row, 1.0) *
+                                coordinator.total_frames + SPACE_MARGIN) from None
+        raise
 
 
 def _write_output(output, overwrite, parts_dir, n_ranks, config, stage, setups, points, skipped, access, proposal,
                   run, train_ids, command, started, t0, coordinator) -> Tuple[int, int]:
+    parts = [Path(parts_dir) / f"part_{r:05d}.h5" for r in range(n_ranks)]
+    descriptions = [s.describe() for s in setups]
+    needed = sum(p.stat().st_size for p in parts if p.exists()) + _array_bytes(descriptions) + (1 << 20)
+    check_free_space(output.parent, needed)
     out = OutputFile(output, overwrite)
     try:
-        parts = [Path(parts_dir) / f"part_{r:05d}.h5" for r in range(n_ranks)]
         rows = merge_parts(parts, out.file, poll=coordinator.poll)
         if "trainId" not in out.file:
             raise SmallDataError(f"no frames were processed for run {run}; check --max-trains and the modules")
         cfg = out.file.create_group("UserDataCfg")
-        for s in setups:
-            write_mapping(cfg.require_group(s.name), s.describe())
+        for s, description in zip(setups, descriptions):
+            write_mapping(cfg.require_group(s.name), description)
         write_mapping(cfg.require_group("point_data"), points.describe())
         write_mapping(cfg.require_group("frames"), stage.describe())
         sums = None
@@ -311,13 +322,26 @@ def _write_output(output, overwrite, parts_dir, n_ranks, config, stage, setups, 
         n_datasets = sum(1 for _ in _walk(out.file))
         _test_merge_delay(coordinator)
         out.publish(poll=coordinator.poll)
-    except BaseException:
+    except BaseException as exc:
         out.discard()
+        if is_disk_full(exc):
+            raise DiskFullError(output.parent, needed) from None
         raise
     for line in losses.lines():
         log.info("loss: %s", line)
     losses.warn()
     return rows, n_datasets
+
+
+def _array_bytes(value) -> int:
+    """Bytes of the arrays in nested mappings and lists (``(array, unit)`` pairs included)."""
+    if isinstance(value, np.ndarray):
+        return int(value.nbytes)
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_array_bytes(v) for v in value)
+    return 0
 
 
 def _test_merge_delay(coordinator: Coordinator) -> None:

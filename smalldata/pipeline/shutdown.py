@@ -63,10 +63,25 @@ def check(where: str = "") -> None:
         raise Interrupted(_received, where)
 
 
+def install() -> None:
+    """From now on, for the life of the process, SIGINT and SIGTERM only set the flag (main thread only).
+
+    What a command line does first: then a signal that arrives after the output was
+    published (e.g. while MPI shuts down) cannot turn a complete run into a failed exit status.
+    """
+    if threading.current_thread() is threading.main_thread():
+        for s in STOP_SIGNALS:
+            signal.signal(s, _flag)
+
+
 @contextlib.contextmanager
 def signals_set_flag() -> Iterator[None]:
-    """Within the block, SIGINT and SIGTERM set the flag instead of interrupting (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
+    """Within the block, SIGINT and SIGTERM set the flag instead of interrupting (main thread only).
+
+    When :func:`install` is in force already, the flag is kept as it is (a signal that came
+    before the block stops the run at its first check).
+    """
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is _flag:
         yield
         return
     reset()

@@ -1,0 +1,120 @@
+"""Signals and failures end every rank in every phase: no hang, no half-written or unreported output.
+
+A slow user function stretches the processing phase and ``SMALLDATA_TEST_MERGE_DELAY`` rank 0's
+merge; the signal goes to rank 0, rank 1 or mpiexec. Outcome: the job ends within 30 s, with a
+non-zero exit status and no final file, or exit status 0 and a complete file; no temporaries.
+"""
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import h5py
+import pytest
+from faults import fault_config
+from helpers import DATA_RUN, calib_dir, mpiexec, tool  # noqa: F401
+
+SLOW_FUNC = '''
+import os, sys, time
+import numpy as np
+from smalldata.plugin.detfunc import DetObjectFunc
+class Slow(DetObjectFunc):
+    def __init__(self, name: str = "slow", sleep: float = 0.0, exit_on_rank: int = -1):
+        super().__init__(name)
+        self.sleep = sleep
+        self.exit_on_rank = exit_on_rank
+        rank = os.environ.get("PMI_RANK", "0")
+        with open(os.path.join(os.environ["PID_DIR"], f"rank{rank}"), "w") as f:
+            f.write(str(os.getpid()))
+    def process(self, frames):
+        time.sleep(self.sleep)
+        if int(os.environ.get("PMI_RANK", "0")) == self.exit_on_rank:
+            sys.exit(3)
+        return {"n": np.ones(len(frames), np.int32)}
+'''
+
+# each target and each signal in both phases, in six runs
+CASES = [("rank0", "SIGTERM", "merge"), ("rank0", "SIGINT", "processing"),
+         ("rank1", "SIGTERM", "processing"), ("rank1", "SIGINT", "merge"),
+         ("mpiexec", "SIGTERM", "merge"), ("mpiexec", "SIGINT", "processing")]
+
+
+def start(tmp_path, sim_root, calib_dir, phase, sleep=0.0, exit_on_rank=-1, ranks=2):
+    (tmp_path / "slowmod.py").write_text(SLOW_FUNC)
+    (tmp_path / "pids").mkdir()
+    func = {"type": "slowmod:Slow", "sleep": sleep, "exit_on_rank": exit_on_rank}
+    cfg = fault_config(tmp_path, sim_root, calib_dir, functions=[
+        {"type": "roi", "name": "m2", "module": 2, "roi": [0, 128, 0, 512]}, func])
+    env = dict(os.environ, PYTHONPATH=str(tmp_path), PID_DIR=str(tmp_path / "pids"),
+               SMALLDATA_TEST_MERGE_DELAY="60" if phase == "merge" else "0")
+    return subprocess.Popen(mpiexec(ranks) + [tool("smd_producer"), "-r", str(DATA_RUN), "-c", str(cfg),
+                                              "--batch-size", "4"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def names(folder: Path):
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def check_outcome(proc, out: Path, sent_at: float):
+    try:
+        stdout, stderr = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise AssertionError("the job did not end within 30 s of the signal")
+    assert time.monotonic() - sent_at < 30
+    final = out / f"r{DATA_RUN:04d}.h5"
+    if proc.returncode == 0:
+        with h5py.File(final) as f:
+            assert "meta" in f and len(f["trainId"]) > 0
+        assert names(out) == [final.name]
+    else:
+        assert names(out) == [], names(out)
+    assert "Traceback" not in stderr
+    return proc.returncode, stderr
+
+
+def reached(folder: Path, phase: str) -> bool:
+    """Whether the run in ``folder`` is merging (rank 0's hidden output file exists) or processing
+    (both ranks' part files exist)."""
+    out = folder / "out"
+    if phase == "merge":
+        return any(n.endswith(".partial") for n in names(out))
+    parts = [p for p in out.glob(".*.parts")] if out.exists() else []
+    return bool(parts) and len(names(parts[0])) == 2 and len(names(folder / "pids")) == 2
+
+
+@pytest.mark.mpi
+def test_signals_in_every_phase(tmp_path, sim_root, calib_dir):
+    """The six cases run side by side (most of their time is waiting), each in its own folder."""
+    runs = {}
+    for target, signame, phase in CASES:
+        folder = tmp_path / f"{target}_{signame}_{phase}"
+        folder.mkdir()
+        runs[(target, signame, phase)] = (folder, start(folder, sim_root, calib_dir, phase,
+                                                        sleep=0.5 if phase == "processing" else 0.0))
+    sent = {}
+    end = time.monotonic() + 120
+    while len(sent) < len(runs) and time.monotonic() < end:
+        for (target, signame, phase), (folder, proc) in runs.items():
+            if (target, signame, phase) not in sent and reached(folder, phase):
+                pid = proc.pid if target == "mpiexec" else int((folder / "pids" / target).read_text())
+                os.kill(pid, getattr(signal, signame))
+                sent[(target, signame, phase)] = time.monotonic()
+        time.sleep(0.02)
+    results = {case: check_outcome(proc, folder / "out", sent.get(case, time.monotonic()))
+               for case, (folder, proc) in runs.items()}
+    assert set(sent) == set(runs), f"runs never reached their phase: {set(runs) - set(sent)}"
+    for case, (status, stderr) in results.items():
+        # every case stops the run: the signal arrives long before the end of processing or merge
+        assert status != 0, (case, stderr)
+        assert "interrupted by" in stderr and "no output written" in stderr, (case, stderr)
+
+
+@pytest.mark.mpi
+def test_system_exit_on_one_rank_stops_all(tmp_path, sim_root, calib_dir):
+    proc = start(tmp_path, sim_root, calib_dir, "processing", exit_on_rank=1)
+    status, stderr = check_outcome(proc, tmp_path / "out", time.monotonic())
+    assert status == 2 and "rank 1: SystemExit: 3" in stderr, stderr
