@@ -1,62 +1,126 @@
-"""runSmallDataAna: an interactive IPython session on a run's small-data file."""
+"""runSmallDataAna: an interactive IPython session on a run's small-data file.
+
+IPython starts with matplotlib enabled (``%matplotlib``: the user's backend, plots appear at
+once and the prompt stays free) and ``ana``, ``plt`` and ``np`` ready. Headless (``--save-dir``
+or a non-interactive backend such as ``MPLBACKEND=Agg``) every plot is also written as a PNG
+and its path printed.
+"""
 from __future__ import annotations
 
 import argparse
-import code
+import logging
+import os
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 from ._cli import add_common_arguments, run_main
 
-BANNER = """smalldata interactive session, run {run}: {ana}
-  ana.keys()                                  per-event datasets
-  ana["dssc/roi_spec_sum"]                    one of them as an array
-  sel = ana.cut("xgm/sa3_intensity", 500)     event selection
-  ana.binned("dssc/roi_spec_sum", by="scan/delay", bins=10, normalise_by="xgm/sa3_intensity")
-  img = ana.AvImage("dssc", selection=sel)    average calibrated image from the raw data
-  ana.plotAvImage(img); ana.roi_stats(img, module=3, roi=[0, 64, 0, 128])
-"""
+NON_INTERACTIVE_BACKENDS = ("agg", "pdf", "ps", "svg", "cairo", "template")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="runSmallDataAna",
-        description="Open the small-data file of a run in an IPython session with 'ana' (a SmallDataAna) "
-                    "ready: select events, bin against scan variables, average detector images from the raw "
-                    "data to tune ROIs, centres and masks.")
+        description="Open the small-data file of a run in an IPython session with 'ana' (a SmallDataAna), "
+                    "'plt' and 'np' ready and matplotlib enabled: select events, bin and plot against scan "
+                    "variables, average detector images from the raw data, tune ROIs, the beam centre, masks and "
+                    "frame cuts, and write them into the producer config.")
     parser.add_argument("-r", "--run", type=int, required=True, help="run number")
     parser.add_argument("-p", "--proposal", type=int, help="proposal (default: from the config)")
     parser.add_argument("-c", "--config", type=Path, default=Path("producer.yaml"),
-                        help="producer config (default: producer.yaml)")
+                        help="producer config (default: producer.yaml); its geometry is used for images")
     parser.add_argument("--output", type=Path, help="small-data file (default: the config's output_dir/r<run>.h5)")
+    parser.add_argument("--save-dir", type=Path,
+                        help="also write every plot as a PNG into this folder and print its path (headless use; "
+                             "with MPLBACKEND=Agg the default is ./r<run>_plots)")
     parser.add_argument("--no-shell", action="store_true", help="print the summary and exit (for scripts)")
     add_common_arguments(parser)
     return parser
 
 
+def banner(ana) -> str:
+    """The session's greeting, with examples that use datasets of this file."""
+    keys = ana.event_keys()
+    det_keys = [k for k in keys if len(ana.info[k]["shape"]) == 1 and k.count("/") == 1
+                and k.split("/")[0] in (ana.config.get("detectors") or {})]
+    points = [k for k in keys if k.split("/")[0] in (ana.config.get("point_data") or {})]
+    scans = [k for k in points if k.startswith("scan/")]
+    det = next(iter(ana.config.get("detectors") or {"dssc": None}))
+    value = det_keys[0] if det_keys else (keys[0] if keys else "trainId")
+    cut_on = next((k for k in points if k.startswith("xgm/")), points[0] if points else value)
+    lines = [f"smalldata interactive session, run {ana.run}: {ana}",
+             "  ana.keys()                                  datasets; 'plt' and 'np' are imported",
+             f'  ana["{value}"]{" " * max(1, 35 - len(value))}one of them as an array',
+             f'  sel = ana.cut("{cut_on}", low, high)        event selection; ana.addCut(...) for named cuts',
+             f'  ana.plotVar("{cut_on}")                     histogram (two names: 2-D)']
+    if scans:
+        lines.append(f'  ana.plotScan("{value}", by="{scans[0]}")   pumped / unpumped / difference')
+    lines += [f'  img = ana.AvImage("{det}", selection=sel)    average calibrated image from the raw data',
+              "  ana.plotAvImage(img); ana.FitCircle(img, threshold=...); ana.AzInt(img, refine=True)",
+              "  ana.SelectRegion(img, ...); ana.MakeMask(img, ...); ana.pixelHistogram()",
+              "  ana.write_config('tuned.yaml'); ds = ana.to_xarray()"]
+    return "\n".join(lines) + "\n"
+
+
+def headless_dir(args: argparse.Namespace) -> Optional[Path]:
+    """Where plots are written: --save-dir, or ./r<run>_plots with a non-interactive MPLBACKEND."""
+    if args.save_dir is not None:
+        return args.save_dir
+    if os.environ.get("MPLBACKEND", "").lower() in NON_INTERACTIVE_BACKENDS:
+        return Path(f"r{args.run:04d}_plots")
+    return None
+
+
+def _announce_plots() -> None:
+    """Print the paths of written PNGs on the terminal, as they are, without the log prefix."""
+    plots_log = logging.getLogger("smalldata.ana.plots")
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    plots_log.addHandler(handler)
+    plots_log.setLevel(logging.INFO)
+    plots_log.propagate = False
+
+
+def ipython_config():
+    """IPython configuration: matplotlib enabled with the user's backend (Agg when headless)."""
+    from traitlets.config import Config
+
+    config = Config()
+    config.InteractiveShellApp.matplotlib = "auto"
+    config.TerminalInteractiveShell.confirm_exit = False
+    config.TerminalIPythonApp.display_banner = False
+    return config
+
+
 def _body(args: argparse.Namespace) -> int:
     from smalldata.ana.session import SmallDataAna
 
-    ana = SmallDataAna.from_run(args.run, args.config, args.output)
+    save_dir = headless_dir(args)
+    ana = SmallDataAna.from_run(args.run, args.config, args.output, plot_dir=save_dir)
     if args.proposal is not None and args.proposal != ana.proposal:
         from smalldata.errors import SmallDataError
 
         raise SmallDataError(f"{ana.path} is of proposal {ana.proposal}, not {args.proposal}")
-    banner = BANNER.format(run=args.run, ana=ana)
+    text = banner(ana)
+    if save_dir is not None:
+        text += f"  headless: every plot is also written to {save_dir}/\n"
     if args.no_shell:
-        print(banner)
+        print(text)
         return 0
+    _announce_plots()
     import numpy as np
 
-    namespace = {"ana": ana, "np": np}
-    try:
-        from IPython import start_ipython
-    except ImportError:
-        code.interact(banner=banner, local=namespace)
-        return 0
-    print(banner)
-    start_ipython(argv=[], user_ns=namespace, display_banner=False)
+    from smalldata.ana.plotting import pyplot
+
+    if save_dir is not None and not os.environ.get("DISPLAY") and "MPLBACKEND" not in os.environ:
+        os.environ["MPLBACKEND"] = "Agg"
+    namespace = {"ana": ana, "np": np, "plt": pyplot()}
+    from IPython import start_ipython
+
+    print(text)
+    argv: List[str] = []
+    start_ipython(argv=argv, user_ns=namespace, config=ipython_config())
     return 0
 
 

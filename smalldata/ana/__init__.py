@@ -1,1 +1,1 @@
-"""The interactive analysis session on an output file."""
+"""The interactive analysis session on an output file (:class:`~smalldata.ana.session.SmallDataAna`)."""

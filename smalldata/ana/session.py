@@ -1,126 +1,148 @@
 """SmallDataAna: the interactive view of a run's small-data file (``runSmallDataAna``).
 
-Load the output, select events with cuts, bin a quantity against a scan variable, and
-compute average calibrated detector images from the raw data of selected events to tune
-ROIs, centres and masks::
+Load the output, select events with cuts, bin and plot against scan variables, average
+calibrated detector images from the raw data and tune ROIs, the beam centre, masks and frame
+cuts on them, then write them into the producer config::
 
     ana = SmallDataAna.from_run(614, config="producer.yaml")
     sel = ana.cut("xgm/sa3_intensity", 500, None)
     img = ana.AvImage("dssc", selection=sel, max_trains=20)
     ana.plotAvImage(img)
-    print(ana.roi_stats(img, module=3, roi=[0, 64, 0, 128]))
+    roi = ana.SelectRegion(img, module=3, roi=[0, 64, 0, 128], name="spec")
+    ana.write_config("producer_tuned.yaml")
+
+The features live in one module each (images, regions, scans, histograms, azimuthal, config
+write-back, export); :class:`SmallDataAna` combines them with the file access below.
 """
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Iterator, List, Optional
 
 import h5py
 import numpy as np
 import yaml
 
+from smalldata.ana.azint import AzIntMixin
+from smalldata.ana.configwrite import ConfigWriteMixin
+from smalldata.ana.cuts import CutsMixin
+from smalldata.ana.export import ExportMixin
+from smalldata.ana.histograms import HistogramsMixin
+from smalldata.ana.images import ImagesMixin
+from smalldata.ana.plotting import PlotOutput
+from smalldata.ana.regions import RegionsMixin
+from smalldata.ana.scans import ScansMixin
 from smalldata.constants import DSSC_DEFAULT_QUAD_POSITIONS
 from smalldata.errors import DataError, SmallDataError
 
 log = logging.getLogger(__name__)
 
+#: top-level groups of the output that do not hold per-event data
+NOT_EVENT_GROUPS = ("UserDataCfg", "meta", "Sums", "Cubes")
 
-class SmallDataAna:
-    """Read access and quick analysis of one small-data output file.
+
+class SmallDataAna(ImagesMixin, RegionsMixin, ScansMixin, HistogramsMixin, AzIntMixin, CutsMixin,
+                   ConfigWriteMixin, ExportMixin):
+    """Read access, quick analysis and parameter tuning on one small-data output file.
 
     Parameters
     ----------
     path : path
         The output file of ``smd_producer``.
     config_path : path, optional
-        Config to use for raw-data access (default: the one recorded in the file).
+        Producer config for raw-data access, geometry and :meth:`write_config` (default: the
+        one recorded in the file).
+    plot_dir : path, optional
+        Also write every plot as a PNG into this folder (headless use).
     """
 
-    def __init__(self, path, config_path: Optional[Path] = None):
+    def __init__(self, path, config_path: Optional[Path] = None, plot_dir: Optional[Path] = None):
         self.path = Path(path)
         if not self.path.is_file():
             raise DataError(f"small-data file {self.path} does not exist; run smd_producer first")
         with h5py.File(self.path, "r") as f:
             meta = dict(f["meta"].attrs)
-            self.events: List[str] = []
-            f.visititems(lambda name, obj: self.events.append(name)
-                         if isinstance(obj, h5py.Dataset) and not name.startswith(("UserDataCfg", "meta", "Sums",
-                                                                                    "Cubes")) else None)
+            self.info: Dict[str, dict] = {}
+            f.visititems(self._visit)
         self.meta = meta
         self.run = int(meta["run"])
         self.proposal = int(meta["proposal"])
         self.config = yaml.safe_load(meta["config"])
+        self.config_given = config_path is not None
         self.config_path = Path(config_path or meta["config_path"])
+        self.events: List[str] = list(self.info)
+        self.plots = PlotOutput(plot_dir)
+        self.cuts: Dict[str, list] = {}
+        self.log = log
         self._cache: Dict[str, np.ndarray] = {}
-        self.image_modules: tuple = ()
+        self._geometries: Dict[str, object] = {}
+        self._tuned: Dict[str, dict] = {}
+
+    def _visit(self, name: str, obj) -> None:
+        if isinstance(obj, h5py.Dataset) and not name.startswith(NOT_EVENT_GROUPS):
+            from smalldata.output.writer import RAGGED_ATTR
+
+            self.info[name] = {"shape": obj.shape, "dtype": obj.dtype, "units": str(obj.attrs.get("units", "")),
+                               "ragged": RAGGED_ATTR in obj.attrs}
 
     @classmethod
-    def from_run(cls, run: int, config: Path, output: Optional[Path] = None) -> "SmallDataAna":
+    def from_run(cls, run: int, config: Path, output: Optional[Path] = None,
+                 plot_dir: Optional[Path] = None) -> "SmallDataAna":
         """Open the output of ``run`` as configured in ``config`` (or the file ``output``)."""
         from smalldata.config.producer import ProducerConfig
         from smalldata.pipeline.eventloop import default_output
 
         cfg = ProducerConfig.from_file(config)
-        return cls(output or default_output(cfg, run), config_path=cfg.path)
+        return cls(output or default_output(cfg, run), config_path=cfg.path, plot_dir=plot_dir)
 
     # ------------------------------------------------------------------ per-event data
     def keys(self) -> List[str]:
-        """Per-event datasets (and ragged fields)."""
+        """Every dataset of the file outside ``UserDataCfg``, ``meta`` and ``Sums`` (ragged fields too)."""
         return list(self.events)
 
+    def event_keys(self) -> List[str]:
+        """Datasets with one row per event (what :meth:`to_xarray` returns)."""
+        n = len(self)
+        return [k for k, v in self.info.items() if not v["ragged"] and len(v["shape"]) and v["shape"][0] == n]
+
+    def __contains__(self, name) -> bool:
+        return isinstance(name, str) and name.lstrip("/") in self.info
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.events)
+
     def __getitem__(self, name: str) -> np.ndarray:
-        """A per-event dataset as an array (cached)."""
+        """A dataset as an array (cached)."""
+        if not isinstance(name, str):
+            raise KeyError(f"datasets are named by path, e.g. 'trainId', not {name!r}")
         name = name.lstrip("/")
         if name not in self._cache:
-            with h5py.File(self.path, "r") as f:
-                if name not in f:
-                    from smalldata.config.schema import did_you_mean
+            if name not in self.info:
+                from smalldata.config.schema import did_you_mean
 
-                    raise KeyError(f"{name!r} is not in {self.path}{did_you_mean(name, self.events)}")
+                raise KeyError(f"{name!r} is not in {self.path}{did_you_mean(name, self.events)}")
+            with h5py.File(self.path, "r") as f:
                 self._cache[name] = f[name][()]
         return self._cache[name]
 
+    def units(self, name: str) -> str:
+        """The ``units`` attribute of a dataset ('' when it has none)."""
+        if name.lstrip("/") not in self.info:
+            self[name]  # raises with a suggestion
+        return self.info[name.lstrip("/")]["units"]
+
     def __len__(self) -> int:
-        return len(self["trainId"])
+        return int(self.info["trainId"]["shape"][0]) if "trainId" in self.info else 0
 
-    def cut(self, name: str, low: Optional[float] = None, high: Optional[float] = None,
-            selection: Optional[np.ndarray] = None) -> np.ndarray:
-        """Boolean event selection ``low <= name <= high`` (NaN excluded), combined with ``selection``."""
-        values = self[name]
-        keep = np.isfinite(values) if values.dtype.kind == "f" else np.ones(len(values), bool)
-        if low is not None:
-            keep &= values >= low
-        if high is not None:
-            keep &= values <= high
-        return keep if selection is None else keep & selection
-
-    def binned(self, name: str, by: str, bins, selection: Optional[np.ndarray] = None,
-               normalise_by: Optional[str] = None) -> Dict[str, np.ndarray]:
-        """Mean of ``name`` in bins of ``by`` (e.g. an ROI sum against the delay).
-
-        Parameters
-        ----------
-        bins : int or sequence
-            Bin edges, or a number of equal bins over the selected range.
-        normalise_by : str, optional
-            Divide the bin's sum of ``name`` by the sum of this dataset (e.g. the XGM).
-        """
-        sel = np.ones(len(self), bool) if selection is None else selection
-        x, y = self[by][sel], self[name][sel].astype(np.float64)
-        ok = np.isfinite(x) & np.isfinite(y)
-        weights = self[normalise_by][sel].astype(np.float64) if normalise_by else np.ones_like(y)
-        ok &= np.isfinite(weights)
-        edges = np.histogram_bin_edges(x[ok], bins=bins) if np.isscalar(bins) else np.asarray(bins, float)
-        idx = np.digitize(x[ok], edges) - 1
-        inside = (idx >= 0) & (idx < len(edges) - 1)
-        n = len(edges) - 1
-        counts = np.bincount(idx[inside], minlength=n)
-        sums = np.bincount(idx[inside], weights=y[ok][inside], minlength=n)
-        norm = np.bincount(idx[inside], weights=weights[ok][inside], minlength=n)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = sums / norm
-        return {"centres": 0.5 * (edges[1:] + edges[:-1]), "edges": edges, "mean": mean, "count": counts}
+    def user_data(self, path: str):
+        """An entry of ``/UserDataCfg`` (dataset as array, group as dict of its attributes)."""
+        with h5py.File(self.path, "r") as f:
+            key = f"UserDataCfg/{path.strip('/')}"
+            if key not in f:
+                raise SmallDataError(f"{self.path} has no /{key}")
+            obj = f[key]
+            return obj[()] if isinstance(obj, h5py.Dataset) else dict(obj.attrs)
 
     # ------------------------------------------------------------------ run sums and cubes
     def run_sums(self, det: str = "dssc") -> Dict[str, np.ndarray]:
@@ -146,98 +168,27 @@ class SmallDataAna:
                                      f"detectors.{det} in the config")
             return CubeAccumulator.read(f[f"Sums/{det}_cube"])
 
-    # ------------------------------------------------------------------ images from raw data
-    def AvImage(self, det: str = "dssc", selection: Optional[np.ndarray] = None, max_trains: int = 50,
-                statistic: str = "mean", modules: Optional[Sequence[int]] = None) -> np.ndarray:
-        """Average (or max) calibrated image of the selected events, from the raw data.
+    def det_modules(self, det: str = "dssc") -> tuple:
+        """The modules the producer processed for ``det`` (from ``/UserDataCfg``)."""
+        return tuple(int(m) for m in self.user_data(f"{det}/modules"))
 
-        Reads the raw frames of at most ``max_trains`` trains that hold selected events, for
-        ``modules`` (default: every module of the run). Returns (M, 128, 512) float32 in the
-        detector's units, NaN where a pixel was never good; :attr:`image_modules` says which
-        modules the M entries are.
-        """
-        from smalldata.config.producer import ProducerConfig
-        from smalldata.io.runaccess import RunAccess
-        from smalldata.pipeline.detectors import build_detobject
+    # ------------------------------------------------------------------ settings of the config or file
+    def _geometry_settings(self, det: str):
+        """(geometry_file, quadrant_positions) of ``det``: the ``-c`` config's if given, else the file's."""
+        if self.config_given:
+            from smalldata.config.producer import ProducerConfig
 
-        if statistic not in ("mean", "max"):
-            raise SmallDataError(f"statistic must be 'mean' or 'max', got {statistic!r}")
-        config = ProducerConfig.from_file(self.config_path)
-        if det not in config.detectors:
-            raise SmallDataError(f"no detector {det!r} in {self.config_path}; detectors: {list(config.detectors)}")
-        access = RunAccess.open(self.proposal, self.run, config.settings["data_root"])
-        modules = tuple(sorted(modules)) if modules is not None else access.available_modules()
-        detobj = build_detobject(config, det, self.proposal, modules, access)
-        tids, pids = self["trainId"], self["pulseId"]
-        sel = np.ones(len(tids), bool) if selection is None else np.asarray(selection, bool)
-        trains = np.unique(tids[sel])[:max_trains]
-        if len(trains) == 0:
-            raise SmallDataError("the selection holds no events")
-        wanted = set(zip(tids[sel].tolist(), pids[sel].tolist()))
-        total = count = None
-        for start in range(0, len(trains), 8):
-            raw = access.read_raw(modules, trains[start:start + 8])
-            frames = detobj.calibrate(raw)
-            pick = np.array([(t, p) in wanted for t, p in zip(raw.train_ids.tolist(), raw.pulse_ids.tolist())])
-            data = np.where(frames.valid[pick], frames.data[pick], np.nan)
-            if statistic == "max":
-                block = np.fmax.reduce(data, axis=0)
-                total = block if total is None else np.fmax(total, block)
-            else:
-                s = np.nansum(data, axis=0, dtype=np.float64)
-                c = np.isfinite(data).sum(axis=0)
-                total = s if total is None else total + s
-                count = c if count is None else count + c
-        self.image_modules = modules
-        if statistic == "max":
-            return total.astype(np.float32)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return (total / count).astype(np.float32)
-
-    def assemble(self, image: np.ndarray, det: str = "dssc") -> np.ndarray:
-        """Assemble (16, 128, 512) module images into one 2-D image with the detector geometry."""
-        from smalldata.geometry.positions import load_dssc_geometry
-
-        det_cfg = self.config["detectors"][det]
-        geom = load_dssc_geometry(det_cfg.get("geometry_file"),
-                                  det_cfg.get("quadrant_positions") or DSSC_DEFAULT_QUAD_POSITIONS)
-        if image.shape[0] != 16:
-            full = np.full((16,) + image.shape[1:], np.nan, dtype=np.float32)
-            full[list(getattr(self, "image_modules", range(image.shape[0])))] = image
-            image = full
-        assembled, _ = geom.position_modules(image)
-        return assembled
-
-    def plotAvImage(self, image: np.ndarray, det: str = "dssc", ax=None, vmin=None, vmax=None):
-        """Show an average image assembled with the geometry (needs matplotlib)."""
-        try:
-            import matplotlib.pyplot as plt
-        except ImportError:
-            raise SmallDataError("plotting needs matplotlib: pip install 'smalldata[interactive]'") from None
-        assembled = self.assemble(image, det)
-        if ax is None:
-            _, ax = plt.subplots(figsize=(8, 8))
-        finite = assembled[np.isfinite(assembled)]
-        lo, hi = (np.percentile(finite, [1, 99.5]) if finite.size else (0, 1))
-        ax.imshow(assembled, origin="lower", vmin=vmin if vmin is not None else lo,
-                  vmax=vmax if vmax is not None else hi)
-        ax.set_title(f"run {self.run} {det}")
-        return ax
-
-    @staticmethod
-    def roi_stats(image: np.ndarray, module: int, roi: Sequence[int], modules: Optional[Sequence[int]] = None) -> Dict:
-        """Sum, mean, max and centre of mass of ``roi`` = [y0, y1, x0, x1] of an average image."""
-        j = list(modules).index(module) if modules is not None else module
-        y0, y1, x0, x1 = roi
-        crop = image[j, y0:y1, x0:x1]
-        good = np.isfinite(crop)
-        values = np.where(good, crop, 0.0)
-        total = values.sum()
-        rows, cols = np.mgrid[y0:y1, x0:x1]
-        return {"sum": float(total), "mean": float(values.sum() / max(good.sum(), 1)),
-                "max": float(values.max()) if good.any() else float("nan"), "npix": int(good.sum()),
-                "com_y": float((values * rows).sum() / total) if total > 0 else float("nan"),
-                "com_x": float((values * cols).sum() / total) if total > 0 else float("nan")}
+            config = ProducerConfig.from_file(self.config_path)
+            if det not in config.detectors:
+                raise SmallDataError(f"no detector {det!r} in {self.config_path}; detectors: {list(config.detectors)}")
+            cfg = config.detectors[det]
+            return cfg["geometry_file"], cfg["quadrant_positions"] or DSSC_DEFAULT_QUAD_POSITIONS
+        attrs = self.user_data(det)
+        geometry_file = attrs.get("geometry_file")
+        quads = attrs.get("quadrant_positions")
+        geometry_file = None if geometry_file in (None, "None") else str(geometry_file)
+        quads = DSSC_DEFAULT_QUAD_POSITIONS if quads is None or isinstance(quads, str) else np.asarray(quads, float)
+        return geometry_file, quads
 
     def __repr__(self) -> str:
         return f"SmallDataAna(run {self.run}, {len(self)} events, {len(self.events)} datasets, {self.path})"

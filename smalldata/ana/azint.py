@@ -1,0 +1,265 @@
+"""Beam centre and rings on an image: FitCircle and AzInt (azimuthal integration, centre refinement).
+
+FitCircle fits a circle to the bright pixels of a ring (intensity weighted, outliers clipped)
+or to points clicked or given on the assembled image. AzInt runs the producer's own azimuthal
+function (:class:`smalldata.funcs.azimuthal.AzimuthalBinning`) on an image, optionally after
+refining the centre so that the ring is sharpest. Both keep the centre for ``write_config``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Dict, Optional, Sequence, Tuple
+
+import numpy as np
+
+from smalldata.ana.images import DetImage, as_detimage
+from smalldata.ana.plotting import click_points
+from smalldata.errors import SmallDataError
+from smalldata.geometry import qmap
+
+
+@dataclass
+class CircleFit:
+    """A fitted circle.
+
+    Attributes
+    ----------
+    center : (float, float)
+        Centre (x, y) in metres (extra-geom frame, the producer's ``center``).
+    radius : float
+        Radius in metres.
+    center_pixel : (float, float)
+        Centre in assembled-image (row, col).
+    n_points : int
+        Pixels or points used in the final fit.
+    """
+
+    center: Tuple[float, float]
+    radius: float
+    center_pixel: Tuple[float, float]
+    n_points: int
+
+
+def fit_circle(x: np.ndarray, y: np.ndarray, weights: Optional[np.ndarray] = None,
+               clip: float = 3.0, iterations: int = 4) -> Tuple[float, float, float, np.ndarray]:
+    """Weighted least-squares circle through points, with outliers beyond ``clip`` spreads dropped.
+
+    Starts from the algebraic (Kasa) fit and minimises ``sum w (|p - c| - R)^2``.
+    Returns ``cx, cy, R`` and the bool array of points used.
+    """
+    from scipy.optimize import least_squares
+
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    w = np.ones_like(x) if weights is None else np.asarray(weights, float)
+    used = np.isfinite(x) & np.isfinite(y) & (w > 0)
+    if used.sum() < 3:
+        raise SmallDataError("a circle needs at least 3 points")
+    x0, y0 = np.average(x[used], weights=w[used]), np.average(y[used], weights=w[used])
+    for _ in range(iterations):
+        dx, dy, ww = x[used] - x0, y[used] - y0, w[used]
+        a = np.column_stack([dx, dy, np.ones_like(dx)]) * np.sqrt(ww)[:, None]
+        b = (dx ** 2 + dy ** 2) * np.sqrt(ww)
+        (p, q, r), *_ = np.linalg.lstsq(a, b, rcond=None)
+        cx, cy = x0 + p / 2, y0 + q / 2
+        radius = np.sqrt(r + (p ** 2 + q ** 2) / 4)
+        sw = np.sqrt(ww)
+
+        def residual(params):
+            return sw * (np.hypot(x[used] - params[0], y[used] - params[1]) - params[2])
+
+        cx, cy, radius = least_squares(residual, [cx, cy, radius], x_scale="jac").x
+        dist = np.hypot(x - cx, y - cy) - radius
+        spread = np.sqrt(np.average(dist[used] ** 2, weights=w[used]))
+        new_used = np.isfinite(x) & np.isfinite(y) & (w > 0) & (np.abs(dist) <= clip * spread)
+        x0, y0 = cx, cy
+        if np.array_equal(new_used, used):
+            break
+        used = new_used
+    return float(cx), float(cy), float(abs(radius)), used
+
+
+@dataclass
+class AzIntResult:
+    """An azimuthal integration of an image.
+
+    Attributes
+    ----------
+    q : ndarray
+        Bin centres, m^-1.
+    phi : ndarray
+        Azimuth bin centres, radians.
+    intensity : ndarray, (n_phi, n_q)
+        Mean corrected intensity per bin (NaN: empty), in the image's units.
+    count : ndarray, (n_phi, n_q)
+        Pixels per bin.
+    center : (float, float)
+        Centre used, metres.
+    distance, photon_energy : float
+        Metres, eV.
+    function : AzimuthalBinning
+        The producer's function, set up for the image's modules.
+    """
+
+    q: np.ndarray
+    phi: np.ndarray
+    intensity: np.ndarray
+    count: np.ndarray
+    center: Tuple[float, float]
+    distance: float
+    photon_energy: float
+    function: object = field(repr=False, default=None)
+
+    @property
+    def peak_q(self) -> float:
+        """q of the highest bin of the azimuthal mean, m^-1."""
+        profile = np.nanmean(self.intensity, axis=0) if self.intensity.ndim == 2 else self.intensity
+        return float(self.q[np.nanargmax(profile)])
+
+
+class AzIntMixin:
+    """FitCircle and AzInt of ``SmallDataAna``."""
+
+    def FitCircle(self, image, threshold: Optional[float] = None, points: Optional[Sequence[Sequence[float]]] = None,
+                  det: Optional[str] = None, clip: float = 3.0) -> CircleFit:
+        """Fit a circle to a ring: the beam centre.
+
+        Parameters
+        ----------
+        image : DetImage
+            E.g. an :meth:`AvImage` showing a ring.
+        threshold : float, optional
+            Fit the pixels above this value (image units), weighted by their value, dropping
+            those more than ``clip`` spreads off the circle (e.g. a speckle spot).
+        points : list of (row, col), optional
+            Fit these assembled-image points instead. With neither: click points on the ring
+            (GUI backend), Enter to finish.
+        """
+        img = as_detimage(image, self.geometry(det or "dssc"), det or "dssc")
+        det = det or img.det
+        geometry = img.geometry
+        if threshold is None and points is None:
+            fig = self._image_axes(img, title="FitCircle: click points on the ring, Enter to finish").figure
+            points = click_points(fig, -1, "FitCircle", "threshold=... or points=[(row, col), ...]")
+        if threshold is not None:
+            x, y = geometry.positions(img.modules)
+            with np.errstate(invalid="ignore"):
+                bright = np.isfinite(img.data) & (img.data > threshold)
+            if bright.sum() < 3:
+                raise SmallDataError(f"FitCircle: {bright.sum()} pixels above {threshold}; lower the threshold")
+            cx, cy, radius, used = fit_circle(x[bright], y[bright], img.data[bright], clip)
+        else:
+            pts = np.asarray(points, dtype=float)
+            x, y = geometry.pixel_to_metres(pts[:, 0], pts[:, 1])
+            cx, cy, radius, used = fit_circle(x, y, clip=np.inf)
+        row, col = geometry.metres_to_pixel(cx, cy)
+        fit = CircleFit((cx, cy), radius, (float(row), float(col)), int(used.sum()))
+        self._tuned.setdefault("center", {})[det] = fit.center
+        ax = self._image_axes(img, title=f"FitCircle: centre ({cx * 1e3:.3f}, {cy * 1e3:.3f}) mm, "
+                                         f"R {radius * 1e3:.2f} mm")
+        angle = np.linspace(0, 2 * np.pi, 361)
+        rows, cols = geometry.metres_to_pixel(cx + radius * np.cos(angle), cy + radius * np.sin(angle))
+        ax.plot(cols, rows, "r-", lw=0.8)
+        ax.plot([col], [row], "r+", ms=12)
+        self.plots.finish(ax.figure, "FitCircle")
+        return fit
+
+    def _azimuthal_defaults(self, det: str) -> Dict[str, object]:
+        """center, distance, photon_energy of the config's first azimuthal function of ``det`` (or {})."""
+        for spec in (self.config.get("detectors", {}).get(det, {}) or {}).get("functions", []) or []:
+            if spec.get("type") == "azimuthal":
+                return {k: spec[k] for k in ("center", "distance", "photon_energy") if k in spec}
+        return {}
+
+    def AzInt(self, image, center: Optional[Sequence[float]] = None, distance: Optional[float] = None,
+              photon_energy: Optional[float] = None, q_bins=100, q_range: Optional[Sequence[float]] = None,
+              phi_bins=1, refine: bool = False, det: Optional[str] = None, ax=None) -> AzIntResult:
+        """Azimuthal integration of an image with the producer's azimuthal function.
+
+        Parameters
+        ----------
+        image : DetImage
+            E.g. an :meth:`AvImage`.
+        center, distance, photon_energy
+            Metres, metres, eV; defaults: the session's fitted centre, then the config's first
+            azimuthal function of the detector.
+        q_bins, q_range, phi_bins
+            As the ``azimuthal`` function's config keys (m^-1).
+        refine : bool
+            First move the centre to where the ring is sharpest (largest variance of the
+            profile between q bins); the refined centre is kept for :meth:`write_config`.
+        """
+        from smalldata.funcs.azimuthal import AzimuthalBinning
+        from smalldata.plugin.frames import Frames
+
+        img = as_detimage(image, self.geometry(det or "dssc"), det or "dssc")
+        det = det or img.det
+        defaults = self._azimuthal_defaults(det)
+        center = center if center is not None else self._tuned.get("center", {}).get(det, defaults.get("center"))
+        distance = distance if distance is not None else defaults.get("distance")
+        photon_energy = photon_energy if photon_energy is not None else defaults.get("photon_energy")
+        if center is None or distance is None or photon_energy is None:
+            raise SmallDataError("AzInt needs center=(x, y) m, distance= m and photon_energy= eV (no azimuthal "
+                                 f"function of {det!r} in the config to take them from)")
+        x, y = img.geometry.positions(img.modules)
+        z = np.zeros_like(x)
+        good = np.isfinite(img.data)
+        if refine:
+            center = self._refine_center(img.data, good, x, y, center, float(distance), float(photon_energy),
+                                         q_range)
+            self._tuned.setdefault("center", {})[det] = center
+        func = AzimuthalBinning("azint", center=tuple(center), distance=distance, photon_energy=photon_energy,
+                                q_bins=q_bins, q_range=q_range, phi_bins=phi_bins, solid_angle=False)
+        func.setFromDet(SimpleNamespace(modules=img.modules, x=x, y=y, z=z, mask=good, units=img.units or "ADU"))
+        empty = np.zeros(1, dtype=np.uint64)
+        frames = Frames(np.nan_to_num(img.data)[None], good[None], img.units or "ADU", empty, empty,
+                        np.zeros(1, np.uint16), modules=img.modules)
+        out = func.process(frames)
+        result = AzIntResult(func.q_centers, func.phi_centers, out["mean"][0], out["count"][0],
+                             (float(center[0]), float(center[1])), float(distance), float(photon_energy), func)
+        self._draw_azint(result, img, ax)
+        return result
+
+    @staticmethod
+    def _refine_center(data, good, x, y, center, distance, photon_energy, q_range, n_bins: int = 200):
+        """The centre (x, y) that maximises the variance between q bins of the ring profile."""
+        from scipy.optimize import minimize
+
+        values = np.where(good, data, 0.0).astype(np.float64)[good]
+        xs, ys = x[good], y[good]
+        energy = photon_energy
+
+        def profile_variance(c):
+            two_theta, _ = qmap.scattering_angles(xs, ys, 0.0, (c[0], c[1]), distance)
+            q = qmap.momentum_transfer(two_theta, energy)
+            lo, hi = q_range if q_range is not None else np.percentile(q, [1, 99])
+            idx = qmap.digitize(q, np.linspace(lo, hi, n_bins + 1))
+            inside = idx >= 0
+            n = np.bincount(idx[inside], minlength=n_bins)
+            s = np.bincount(idx[inside], weights=values[inside], minlength=n_bins)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                mean = np.where(n > 0, s / n, 0.0)
+            total = s.sum() / max(n.sum(), 1)
+            return -float((n * (mean - total) ** 2).sum() / max(n.sum(), 1))
+
+        start = np.asarray(center, dtype=float)
+        step = 2e-3
+        simplex = np.array([start, start + [step, 0], start + [0, step]])
+        best = minimize(profile_variance, start, method="Nelder-Mead",
+                        options={"initial_simplex": simplex, "xatol": 1e-6, "fatol": 0, "maxiter": 300})
+        return float(best.x[0]), float(best.x[1])
+
+    def _draw_azint(self, result: AzIntResult, img: DetImage, ax) -> None:
+        fig, ax = self.plots.subplots(figsize=(6, 4.5), ax=ax)
+        intensity = result.intensity
+        if intensity.shape[0] == 1:
+            ax.plot(result.q * 1e-9, intensity[0], "-")
+            ax.set_ylabel(f"mean intensity ({img.units or '-'})")
+        else:
+            mesh = ax.pcolormesh(result.q * 1e-9, result.phi, intensity, shading="nearest")
+            fig.colorbar(mesh, ax=ax, label=img.units or None)
+            ax.set_ylabel("phi (rad)")
+        ax.set_xlabel("q (1/nm)")
+        cx, cy = result.center
+        ax.set_title(f"AzInt: centre ({cx * 1e3:.3f}, {cy * 1e3:.3f}) mm, peak q {result.peak_q * 1e-9:.3f} 1/nm")
+        self.plots.finish(fig, "AzInt")

@@ -1,0 +1,257 @@
+"""Detector images of the session: AvImage from the raw data, assembly with the geometry, plotAvImage.
+
+An image is a :class:`DetImage`: the module images (M, 128, 512) together with the modules they
+are and the geometry they are drawn with, so every feature that takes an image places and
+converts its pixels the same way, whatever was computed before.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Iterator, Optional, Sequence, Tuple
+
+import numpy as np
+
+from smalldata.ana.geometry import ImageGeometry
+from smalldata.ana.plotting import robust_limits
+from smalldata.constants import DSSC_MODULE_SHAPE, DSSC_N_MODULES
+from smalldata.errors import SmallDataError
+
+log = logging.getLogger(__name__)
+
+
+class DetImage:
+    """Module images with the modules they are and the geometry that places them.
+
+    Behaves as a numpy array of the module images (``np.asarray(img)``, ``img.shape``,
+    ``img[0]``) and knows how to draw itself (:meth:`assembled`).
+
+    Parameters
+    ----------
+    data : ndarray, (M, 128, 512)
+        Pixel values (NaN: no good value).
+    modules : sequence of int
+        Detector module of each of the M images.
+    geometry : ImageGeometry
+        Geometry used to assemble and convert coordinates.
+    det : str
+        Detector name.
+    units : str
+        Unit of the values (``photon``, ``ADU``, ...).
+    n_frames : int
+        Frames averaged.
+    statistic : str
+        ``mean``, ``max`` or what made the image.
+    """
+
+    def __init__(self, data: np.ndarray, modules: Sequence[int], geometry: ImageGeometry, det: str = "dssc",
+                 units: str = "", n_frames: int = 0, statistic: str = "mean"):
+        data = np.asarray(data, dtype=np.float32)
+        modules = tuple(int(m) for m in modules)
+        if data.ndim != 3 or data.shape[1:] != DSSC_MODULE_SHAPE or data.shape[0] != len(modules):
+            raise SmallDataError(f"image of shape {data.shape} does not match modules {list(modules)}")
+        self.data = data
+        self.modules = modules
+        self.geometry = geometry
+        self.det = det
+        self.units = units
+        self.n_frames = int(n_frames)
+        self.statistic = statistic
+
+    def __array__(self, dtype=None, copy=None):
+        return self.data if dtype is None else self.data.astype(dtype)
+
+    def __getitem__(self, item):
+        return self.data[item]
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    @property
+    def shape(self) -> Tuple[int, ...]:
+        """Shape of the module images, (M, 128, 512)."""
+        return self.data.shape
+
+    def module(self, module: int) -> np.ndarray:
+        """The (128, 512) image of detector module ``module``."""
+        if module not in self.modules:
+            raise SmallDataError(f"module {module} is not in this image (modules {list(self.modules)}); "
+                                 f"make one with AvImage(modules=[..., {module}])")
+        return self.data[self.modules.index(module)]
+
+    def assembled(self) -> np.ndarray:
+        """The 2-D image with every module at its place in the geometry."""
+        return self.geometry.assemble(self.data, self.modules)
+
+    def with_geometry(self, geometry: ImageGeometry) -> "DetImage":
+        """The same pixel values drawn with another geometry (e.g. new quadrant positions)."""
+        return DetImage(self.data, self.modules, geometry, self.det, self.units, self.n_frames, self.statistic)
+
+    def __repr__(self) -> str:
+        return (f"DetImage({self.det}, modules {list(self.modules)}, {self.statistic} of {self.n_frames} frames, "
+                f"units {self.units or '-'})")
+
+
+def as_detimage(image, geometry: ImageGeometry, det: str = "dssc",
+                modules: Optional[Sequence[int]] = None) -> DetImage:
+    """``image`` as a :class:`DetImage`: itself, or an array with its ``modules`` (16 images need none)."""
+    if isinstance(image, DetImage):
+        return image
+    data = np.asarray(image)
+    if modules is None:
+        if data.ndim == 3 and data.shape[0] == DSSC_N_MODULES:
+            modules = range(DSSC_N_MODULES)
+        else:
+            raise SmallDataError(f"an array of {data.shape[0] if data.ndim == 3 else '?'} module images does not say "
+                                 "which modules they are; pass modules=[...] or use the DetImage of AvImage")
+    return DetImage(data, modules, geometry, det)
+
+
+class ImagesMixin:
+    """AvImage, assemble and plotAvImage of :class:`~smalldata.ana.session.SmallDataAna`."""
+
+    def geometry(self, det: str = "dssc") -> ImageGeometry:
+        """The geometry of ``det``: the ``-c`` config's when given, the file's otherwise.
+
+        :meth:`set_geometry` replaces it (e.g. to iterate the quadrant positions).
+        """
+        if det not in self._geometries:
+            geometry_file, quads = self._geometry_settings(det)
+            self._geometries[det] = ImageGeometry(geometry_file, quads)
+        return self._geometries[det]
+
+    def set_geometry(self, det: str = "dssc", quadrant_positions: Optional[Sequence[Sequence[float]]] = None,
+                     geometry_file: Optional[str] = None) -> ImageGeometry:
+        """Use other quadrant positions (metres) or geometry file for ``det`` from now on.
+
+        Images made afterwards carry it; ``img.with_geometry(ana.geometry(det))`` redraws an
+        older one; :meth:`write_config` writes it into the config.
+        """
+        current = self.geometry(det)
+        quads = current.quadrant_positions if quadrant_positions is None else quadrant_positions
+        self._geometries[det] = ImageGeometry(geometry_file or current.geometry_file, quads)
+        self._tuned.setdefault("geometry", {})[det] = self._geometries[det]
+        return self._geometries[det]
+
+    def calibrated_frames(self, det: str = "dssc", selection: Optional[np.ndarray] = None, max_trains: int = 50,
+                          modules: Optional[Sequence[int]] = None, trains_per_read: int = 8) -> Iterator:
+        """Calibrated frames of the selected events, read from the raw data, as the producer makes them.
+
+        Yields ``(frames, pick)`` per block of trains: :class:`~smalldata.plugin.frames.Frames` of
+        whole trains (dark constants, gain, masks, the pattern's intra-dark subtraction) and the
+        bool array of the frames that are selected events. At most ``max_trains`` trains with
+        selected events are read.
+        """
+        from smalldata.config.producer import ProducerConfig
+        from smalldata.io.runaccess import RunAccess
+        from smalldata.pipeline.detectors import DetectorSetup, build_detobject
+        from smalldata.pulses.patterns import FramePattern
+
+        config = ProducerConfig.from_file(self.config_path)
+        if det not in config.detectors:
+            raise SmallDataError(f"no detector {det!r} in {self.config_path}; detectors: {list(config.detectors)}")
+        access = RunAccess.open(self.proposal, self.run, config.settings["data_root"])
+        modules = tuple(sorted(modules)) if modules is not None else access.available_modules()
+        detobj = build_detobject(config, det, self.proposal, modules, access)
+        pattern_cfg = config.settings["pattern"] or {}
+        dark_subtraction = None
+        if pattern_cfg.get("subtract_dark", "none") != "none":
+            dark_subtraction = {"pattern": FramePattern(pattern_cfg["labels"]), "mode": pattern_cfg["subtract_dark"],
+                                "match_by": pattern_cfg["match_by"]}
+        setup = DetectorSetup(det, detobj, [], modules, dark_subtraction=dark_subtraction)
+        tids, pids = self["trainId"], self["pulseId"]
+        sel = np.ones(len(tids), bool) if selection is None else np.asarray(selection, bool)
+        if sel.shape != tids.shape:
+            raise SmallDataError(f"selection has {sel.size} entries, the run {len(tids)} events")
+        trains = np.unique(tids[sel])[:max_trains]
+        if len(trains) == 0:
+            raise SmallDataError("the selection holds no events")
+        wanted = set(zip(tids[sel].tolist(), pids[sel].tolist()))
+        for start in range(0, len(trains), trains_per_read):
+            raw = access.read_raw(modules, trains[start:start + trains_per_read])
+            frames = setup.calibrate(raw, raw.frame_index)
+            pick = np.array([(t, p) in wanted for t, p in zip(raw.train_ids.tolist(), raw.pulse_ids.tolist())],
+                            dtype=bool)
+            yield frames, pick
+
+    def AvImage(self, det: str = "dssc", selection: Optional[np.ndarray] = None, max_trains: int = 50,
+                statistic: str = "mean", modules: Optional[Sequence[int]] = None) -> DetImage:
+        """Average (or max) calibrated image of the selected events, from the raw data.
+
+        Reads the raw frames of at most ``max_trains`` trains that hold selected events, for
+        ``modules`` (default: every module of the run), calibrated as the producer does (intra-
+        train darks subtracted when the config's ``pattern.subtract_dark`` says so). Returns a
+        :class:`DetImage` (M, 128, 512) in the detector's units, NaN where a pixel was never good;
+        it carries its modules and the session's current geometry of ``det``.
+        """
+        if statistic not in ("mean", "max"):
+            raise SmallDataError(f"statistic must be 'mean' or 'max', got {statistic!r}")
+        total = count = None
+        n_frames, units, used = 0, "", ()
+        for frames, pick in self.calibrated_frames(det, selection, max_trains, modules):
+            data = np.where(frames.valid[pick], frames.data[pick], np.nan)
+            n_frames += int(pick.sum())
+            units, used = frames.units, frames.modules
+            if statistic == "max":
+                block = np.fmax.reduce(data, axis=0) if len(data) else None
+                if block is not None:
+                    total = block if total is None else np.fmax(total, block)
+            else:
+                s = np.nansum(data, axis=0, dtype=np.float64)
+                c = np.isfinite(data).sum(axis=0)
+                total = s if total is None else total + s
+                count = c if count is None else count + c
+        if statistic == "max":
+            image = total
+        else:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                image = total / count
+        return DetImage(image, used, self.geometry(det), det, units, n_frames, statistic)
+
+    def assemble(self, image, det: str = "dssc", modules: Optional[Sequence[int]] = None) -> np.ndarray:
+        """The 2-D image of module images placed with their geometry.
+
+        ``image`` is a :class:`DetImage` (drawn with its own modules and geometry), or an array
+        of 16 module images, or of M images with ``modules=[...]`` (drawn with the geometry of ``det``).
+        """
+        return as_detimage(image, self.geometry(det), det, modules).assembled()
+
+    def plotAvImage(self, image, det: str = "dssc", ax=None, vmin: Optional[float] = None,
+                    vmax: Optional[float] = None, modules: Optional[Sequence[int]] = None,
+                    geometry: Optional[ImageGeometry] = None, title: Optional[str] = None):
+        """Show an image assembled with its geometry; axes in assembled-image pixels.
+
+        Parameters
+        ----------
+        image : DetImage or ndarray
+            Usually the result of :meth:`AvImage` (its modules and geometry are used).
+        vmin, vmax : float, optional
+            Colour limits (default: 1st and 99.5th percentile).
+        geometry : ImageGeometry, optional
+            Draw with this geometry instead of the image's (e.g. ``ana.set_geometry(...)``'s).
+        """
+        img = as_detimage(image, self.geometry(det), det, modules)
+        if geometry is not None:
+            img = img.with_geometry(geometry)
+        ax = self._image_axes(img, ax, vmin, vmax, title)
+        self.plots.finish(ax.figure, "AvImage")
+        return ax
+
+    def _image_axes(self, img: DetImage, ax=None, vmin: Optional[float] = None, vmax: Optional[float] = None,
+                    title: Optional[str] = None):
+        """Draw ``img`` assembled on new (or given) axes, without finishing the figure."""
+        assembled = img.assembled()
+        fig, ax = self.plots.subplots(figsize=(6.5, 6), ax=ax)
+        lo, hi = robust_limits(assembled, vmin, vmax)
+        shown = ax.imshow(assembled, origin="lower", vmin=lo, vmax=hi, interpolation="nearest")
+        fig.colorbar(shown, ax=ax, label=img.units or None, shrink=0.8)
+        ax.set_xlabel("column (assembled pixels)")
+        ax.set_ylabel("row (assembled pixels)")
+        ax.set_title(title or f"run {self.run} {img.det} modules {_module_text(img.modules)}")
+        return ax
+
+
+def _module_text(modules: Sequence[int]) -> str:
+    modules = list(modules)
+    if modules == list(range(modules[0], modules[-1] + 1)) and len(modules) > 2:
+        return f"{modules[0]}-{modules[-1]}"
+    return ",".join(str(m) for m in modules)
