@@ -80,9 +80,12 @@ class SmallDataAna(ImagesMixin, RegionsMixin, ScansMixin, HistogramsMixin, AzInt
         self._tuned: Dict[str, dict] = {}
 
     def _visit(self, name: str, obj) -> None:
-        if isinstance(obj, h5py.Dataset) and not name.startswith(NOT_EVENT_GROUPS):
-            from smalldata.output.writer import RAGGED_ATTR
+        from smalldata.output.writer import NETCDF_DIMENSION_ONLY, RAGGED_ATTR
 
+        scale_name = obj.attrs.get("NAME", b"") if isinstance(obj, h5py.Dataset) else b""
+        if isinstance(scale_name, bytes) and scale_name.startswith(NETCDF_DIMENSION_ONLY.encode()):
+            return  # a netCDF dimension without values (axis label), not data
+        if isinstance(obj, h5py.Dataset) and not name.startswith(NOT_EVENT_GROUPS):
             self.info[name] = {"shape": obj.shape, "dtype": obj.dtype, "units": str(obj.attrs.get("units", "")),
                                "ragged": RAGGED_ATTR in obj.attrs}
 

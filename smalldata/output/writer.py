@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 #: attribute marking datasets that are flat ragged values (not one row per event)
 RAGGED_ATTR = "ragged_values_of"
 COPY_BYTES = 2 * 2**20
+#: netCDF-4's name of a dimension scale that is not a variable (a dimension without values)
+NETCDF_DIMENSION_ONLY = "This is a netCDF dimension but not a netCDF variable."
 
 
 def is_ragged(value) -> bool:
@@ -177,7 +179,33 @@ def merge_parts(part_paths: Iterable[Path], out: h5py.File, poll: Optional[Calla
                     block = src[start:start + step]
                     out[path][cursor[path]:cursor[path] + len(block)] = block
                     cursor[path] += len(block)
+    attach_event_scale(out)
     return lengths.get("trainId", 0)
+
+
+def attach_event_scale(out: h5py.Group) -> None:
+    """Label the axes of the per-event datasets with HDF5 dimension scales (netCDF-4 conventions).
+
+    Axis 0 gets ``/trainId`` as its scale, so netCDF readers (xarray with h5netcdf) align the
+    datasets on ``trainId``; each further axis of length L gets a dimension without values,
+    ``/dim_<L>`` (netCDF readers need every axis of a dataset labelled once one is). Ragged
+    value arrays (not one row per event) are left without.
+    """
+    if "trainId" not in out:
+        return
+    scale = out["trainId"]
+    scale.make_scale("trainId")
+    for path in list(_datasets(out)):
+        ds = out[path]
+        if path == "trainId" or not ds.ndim or ds.shape[0] != scale.shape[0] or RAGGED_ATTR in ds.attrs:
+            continue
+        ds.dims[0].attach_scale(scale)
+        for axis, length in enumerate(ds.shape[1:], start=1):
+            name = f"dim_{length}"
+            if name not in out:
+                out.create_dataset(name, shape=(length,), dtype="f4").make_scale(
+                    f"{NETCDF_DIMENSION_ONLY}{length:10d}")
+            ds.dims[axis].attach_scale(out[name])
 
 
 def write_mapping(group: h5py.Group, mapping: Mapping[str, Any]) -> None:
