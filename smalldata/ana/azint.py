@@ -15,6 +15,7 @@ import numpy as np
 
 from smalldata.ana.images import DetImage, as_detimage
 from smalldata.ana.plotting import click_points
+from smalldata.constants import wavelength_m
 from smalldata.errors import SmallDataError
 from smalldata.geometry import qmap
 
@@ -41,11 +42,19 @@ class CircleFit:
     n_points: int
 
 
+def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
+    order = np.argsort(values)
+    cum = np.cumsum(weights[order])
+    return float(values[order][np.searchsorted(cum, 0.5 * cum[-1])])
+
+
 def fit_circle(x: np.ndarray, y: np.ndarray, weights: Optional[np.ndarray] = None,
-               clip: float = 3.0, iterations: int = 4) -> Tuple[float, float, float, np.ndarray]:
+               clip: float = 3.0, iterations: int = 8) -> Tuple[float, float, float, np.ndarray]:
     """Weighted least-squares circle through points, with outliers beyond ``clip`` spreads dropped.
 
-    Starts from the algebraic (Kasa) fit and minimises ``sum w (|p - c| - R)^2``.
+    Starts from the algebraic (Kasa) fit and minimises ``sum w (|p - c| - R)^2``; the spread is
+    the weighted median absolute distance from the circle (x 1.4826), so scattered bright
+    pixels away from the ring (noise, a speckle spot) are dropped rather than widen it.
     Returns ``cx, cy, R`` and the bool array of points used.
     """
     from scipy.optimize import least_squares
@@ -70,13 +79,27 @@ def fit_circle(x: np.ndarray, y: np.ndarray, weights: Optional[np.ndarray] = Non
 
         cx, cy, radius = least_squares(residual, [cx, cy, radius], x_scale="jac").x
         dist = np.hypot(x - cx, y - cy) - radius
-        spread = np.sqrt(np.average(dist[used] ** 2, weights=w[used]))
+        spread = 1.4826 * _weighted_median(np.abs(dist[used]), w[used])
         new_used = np.isfinite(x) & np.isfinite(y) & (w > 0) & (np.abs(dist) <= clip * spread)
         x0, y0 = cx, cy
         if np.array_equal(new_used, used):
             break
         used = new_used
     return float(cx), float(cy), float(abs(radius)), used
+
+
+def _smoothed(data: np.ndarray, half_width: int) -> np.ndarray:
+    """Mean of each module pixel's finite neighbours within ``half_width`` rows and columns."""
+    if half_width <= 0:
+        return data
+    from scipy.ndimage import uniform_filter
+
+    size = (1, 2 * half_width + 1, 2 * half_width + 1)
+    finite = np.isfinite(data)
+    total = uniform_filter(np.where(finite, data, 0.0), size=size, mode="constant")
+    count = uniform_filter(finite.astype(float), size=size, mode="constant")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(finite, total / count, np.nan)
 
 
 @dataclass
@@ -121,7 +144,7 @@ class AzIntMixin:
     """FitCircle and AzInt of ``SmallDataAna``."""
 
     def FitCircle(self, image, threshold: Optional[float] = None, points: Optional[Sequence[Sequence[float]]] = None,
-                  det: Optional[str] = None, clip: float = 3.0) -> CircleFit:
+                  det: Optional[str] = None, clip: float = 3.0, smooth: int = 1) -> CircleFit:
         """Fit a circle to a ring: the beam centre.
 
         Parameters
@@ -129,11 +152,16 @@ class AzIntMixin:
         image : DetImage
             E.g. an :meth:`AvImage` showing a ring.
         threshold : float, optional
-            Fit the pixels above this value (image units), weighted by their value, dropping
-            those more than ``clip`` spreads off the circle (e.g. a speckle spot).
+            Fit the pixels above this value (image units), dropping those more than ``clip``
+            spreads off the circle (noise, a speckle spot).
         points : list of (row, col), optional
             Fit these assembled-image points instead. With neither: click points on the ring
             (GUI backend), Enter to finish.
+        clip : float
+            Drop pixels farther from the circle than this many robust spreads (and refit).
+        smooth : int
+            Before thresholding, average each pixel with its neighbours within this many rows and
+            columns of its module (0: none); averaging cuts the noise that crosses the threshold.
         """
         img = as_detimage(image, self.geometry(det or "dssc"), det or "dssc")
         det = det or img.det
@@ -143,11 +171,14 @@ class AzIntMixin:
             points = click_points(fig, -1, "FitCircle", "threshold=... or points=[(row, col), ...]")
         if threshold is not None:
             x, y = geometry.positions(img.modules)
+            values = _smoothed(img.data, smooth)
             with np.errstate(invalid="ignore"):
-                bright = np.isfinite(img.data) & (img.data > threshold)
+                bright = np.isfinite(values) & (values > threshold)
             if bright.sum() < 3:
                 raise SmallDataError(f"FitCircle: {bright.sum()} pixels above {threshold}; lower the threshold")
-            cx, cy, radius, used = fit_circle(x[bright], y[bright], img.data[bright], clip)
+            # every bright pixel counts once: weighting by value would let a bright spot off the
+            # ring (a speckle region) pull the first fit before clipping can drop it
+            cx, cy, radius, used = fit_circle(x[bright], y[bright], None, clip)
         else:
             pts = np.asarray(points, dtype=float)
             x, y = geometry.pixel_to_metres(pts[:, 0], pts[:, 1])
@@ -222,19 +253,29 @@ class AzIntMixin:
 
     @staticmethod
     def _refine_center(data, good, x, y, center, distance, photon_energy, q_range, n_bins: int = 200):
-        """The centre (x, y) that maximises the variance between q bins of the ring profile."""
+        """The centre (x, y) that maximises the variance between radial bins of the ring profile.
+
+        Rings of constant q are circles of constant radius on the (untilted) detector plane, so
+        the profile is binned in radius: the q range converted to radii, in ``n_bins`` bins.
+        """
         from scipy.optimize import minimize
 
-        values = np.where(good, data, 0.0).astype(np.float64)[good]
+        if q_range is None:
+            two_theta, _ = qmap.scattering_angles(x[good], y[good], 0.0, tuple(center), distance)
+            q_range = np.percentile(qmap.momentum_transfer(two_theta, photon_energy), [1, 99])
+        wavelength = wavelength_m(photon_energy)
+        r_lo, r_hi = (distance * np.tan(2 * np.arcsin(q * wavelength / (4 * np.pi))) for q in q_range)
+        start = np.asarray(center, dtype=float)
+        # pixels that can enter the radius range while the centre moves by up to 5 mm
+        r_start = np.hypot(x - start[0], y - start[1])
+        good = good & (r_start > r_lo - 5e-3) & (r_start < r_hi + 5e-3)
+        values = data[good].astype(np.float64)
         xs, ys = x[good], y[good]
-        energy = photon_energy
+        scale = n_bins / (r_hi - r_lo)
 
         def profile_variance(c):
-            two_theta, _ = qmap.scattering_angles(xs, ys, 0.0, (c[0], c[1]), distance)
-            q = qmap.momentum_transfer(two_theta, energy)
-            lo, hi = q_range if q_range is not None else np.percentile(q, [1, 99])
-            idx = qmap.digitize(q, np.linspace(lo, hi, n_bins + 1))
-            inside = idx >= 0
+            idx = ((np.hypot(xs - c[0], ys - c[1]) - r_lo) * scale).astype(np.int64)
+            inside = (idx >= 0) & (idx < n_bins)
             n = np.bincount(idx[inside], minlength=n_bins)
             s = np.bincount(idx[inside], weights=values[inside], minlength=n_bins)
             with np.errstate(invalid="ignore", divide="ignore"):
@@ -242,11 +283,10 @@ class AzIntMixin:
             total = s.sum() / max(n.sum(), 1)
             return -float((n * (mean - total) ** 2).sum() / max(n.sum(), 1))
 
-        start = np.asarray(center, dtype=float)
         step = 2e-3
         simplex = np.array([start, start + [step, 0], start + [0, step]])
         best = minimize(profile_variance, start, method="Nelder-Mead",
-                        options={"initial_simplex": simplex, "xatol": 1e-6, "fatol": 0, "maxiter": 300})
+                        options={"initial_simplex": simplex, "xatol": 2e-6, "fatol": 0, "maxiter": 200})
         return float(best.x[0]), float(best.x[1])
 
     def _draw_azint(self, result: AzIntResult, img: DetImage, ax) -> None:

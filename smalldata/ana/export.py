@@ -119,7 +119,7 @@ class ExportMixin:
         ds = xr.Dataset(data_vars, coords=coords,
                         attrs={"run": self.run, "proposal": self.proposal, "source": str(self.path)})
         if by == "train":
-            ds = ds.set_index(event=["trainId", "pulse"]).unstack("event")
+            ds = ds.set_index(event=["trainId", "pulse"]).unstack("event").transpose("trainId", "pulse", ...)
         return ds
 
     def to_dataframe(self, keys: Optional[Sequence[str]] = None):
