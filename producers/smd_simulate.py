@@ -21,7 +21,7 @@ from smalldata.simulate.config import parse_int_list
 
 log = logging.getLogger("smalldata.smd_simulate")
 
-PRESETS = {"small": SimulationConfig.small, "demo": SimulationConfig.demo}
+PRESETS = {"small": SimulationConfig.small, "demo": SimulationConfig.demo, "pump_probe": SimulationConfig.pump_probe}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,8 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-r", "--run", type=int, required=True, help="data run number, e.g. 614")
     parser.add_argument("--dark-run", type=int, default=None, help="also write a dark run with this number")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="demo",
-                        help="starting configuration: small (2 modules, 24 trains x 4 frames) or demo "
-                             "(16 modules, 60 trains x 20 frames; default)")
+                        help="starting configuration: small (2 modules, 24 trains x 4 frames), demo "
+                             "(16 modules, 60 trains x 20 frames; default) or pump_probe (module 2, 12 trains x 8 "
+                             "X-ray frames, the laser set by --laser)")
     parser.add_argument("--modules", default=None, help="DSSC modules, e.g. 0,3,15 or 0-15")
     parser.add_argument("--trains", type=int, default=None, help="trains in the data run")
     parser.add_argument("--frames-per-train", type=int, default=None, help="frames (memory cells) per train")
@@ -52,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pattern", default=None,
                         help="repeating frame labels, e.g. pumped,unpumped,dark ('dark' in a label: no X-rays; "
                              "label starting with 'pumped': pump laser)")
+    parser.add_argument("--laser", default=None, metavar="FIRST:PERIOD",
+                        help="the pump laser's real timing: first pulse on X-ray pulse FIRST (0-based), then every "
+                             "PERIOD X-ray pulses, e.g. 2:2 (the table's PPL bits start at slot 0 either way)")
+    parser.add_argument("--bunch-table-length", type=int, default=None, help="slots per bunch-pattern row (2700)")
     parser.add_argument("--seed", type=int, default=None, help="seed of the per-run randomness")
     parser.add_argument("--detector-seed", type=int, default=None,
                         help="seed of the detector constants (shared by dark and data runs)")
@@ -70,7 +75,8 @@ def config_from_args(args: argparse.Namespace) -> SimulationConfig:
         changes["modules"] = parse_int_list(args.modules, "--modules")
     simple = {"trains": "n_trains", "frames_per_train": "frames_per_train", "dark_trains": "dark_trains",
               "sequence_trains": "sequence_trains", "seed": "seed", "detector_seed": "detector_seed",
-              "photon_energy": "photon_energy", "delay_steps": "delay_steps"}
+              "photon_energy": "photon_energy", "delay_steps": "delay_steps",
+              "bunch_table_length": "bunch_table_length"}
     for arg, field in simple.items():
         if getattr(args, arg) is not None:
             changes[field] = getattr(args, arg)
@@ -81,6 +87,11 @@ def config_from_args(args: argparse.Namespace) -> SimulationConfig:
         if len(values) != 2:
             raise SmallDataError(f"--frames-change {args.frames_change!r}: give TRAIN:COUNT, e.g. 16:3")
         changes["frames_per_train_change"] = tuple(values)
+    if args.laser is not None:
+        values = parse_int_list(args.laser.replace(":", ","), "--laser")
+        if len(values) != 2:
+            raise SmallDataError(f"--laser {args.laser!r}: give FIRST:PERIOD, e.g. 2:2")
+        changes["laser_pulses"] = tuple(values)
     missing = {}
     for item in args.missing:
         module, sep, trains = item.partition(":")

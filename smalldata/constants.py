@@ -33,12 +33,15 @@ def dssc_aggregator(module: int) -> str:
 DSSC_IMAGE_KEYS = ("image.data", "image.trainId", "image.pulseId", "image.cellId")
 
 # Pulse-resolved and slow sources at SCS.
-XGM_SCS_SOURCE = "SCS_BLU_XGM/XGM/DOOCS:output"
+XGM_SCS_DEVICE = "SCS_BLU_XGM/XGM/DOOCS"  # the XGM's control source (settings, pulse counts)
+XGM_SCS_SOURCE = XGM_SCS_DEVICE + ":output"
 XGM_SCS_KEY = "data.intensitySa3TD"
 XGM_TUNNEL_SOURCE = "SA3_XTD10_XGM/XGM/DOOCS:output"
 XGM_N_ENTRIES = 1000
-BUNCH_PATTERN_SOURCE = "SCS_RR_UTC/TSYS/TIMESERVER:outputBunchPattern"
+TIMESERVER_DEVICE = "SCS_RR_UTC/TSYS/TIMESERVER"  # the timeserver's control source
+BUNCH_PATTERN_SOURCE = TIMESERVER_DEVICE + ":outputBunchPattern"
 BUNCH_PATTERN_KEY = "data.bunchPatternTable"
+# Slots per bunch-pattern row in the recorded data so far; readers take the length from the data.
 BUNCH_PATTERN_LENGTH = 2700
 DELAY_SOURCE = "SCS_ILH_LAS/DOOCS/PPL_OPT_DELAY"
 DELAY_KEY = "actualPosition.value"

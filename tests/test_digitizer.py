@@ -106,6 +106,7 @@ def test_simulated_run_planted_integrals(tmp_path_factory):
 
     from smalldata.constants import BUNCH_PATTERN_KEY, BUNCH_PATTERN_SOURCE, DIGITIZER_SOURCE, DIGITIZER_TRACE_KEY
     from smalldata.pulses.bunchpattern import sase_pulse_slots, train_rows
+    from smalldata.pulses.laser import LaserAnchor
 
     cfg, path, truth = simulated_pulse_run(tmp_path_factory)
     run = RunDirectory(str(path))
@@ -118,7 +119,9 @@ def test_simulated_run_planted_integrals(tmp_path_factory):
     integ = PulseIntegration(cfg.first_slot, cfg.digitizer_first_sample, cfg.digitizer_samples_per_slot,
                              baseline_window=(-w - 40, -w), peak_window=(-w, w + 1))
     per_pulse = integ(traces.values, slots)
-    info = frame_pulse_info(bpt.values, truth["frames_per_train"], cfg.first_slot, cfg.slot_spacing)
+    # the run's pump-laser bits start at slot 0 (facility convention): anchor them on the first X-ray pulse
+    info = frame_pulse_info(bpt.values, truth["frames_per_train"], cfg.first_slot, cfg.slot_spacing,
+                            laser_anchor=LaserAnchor(bunch_table_offset=0))
     got = align_per_pulse(per_pulse, info["pulse_index"], train_rows(truth["frame_train_id"], traces.trainId.values))
     x = truth["frame_xray"]
     planted = truth["frame_digitizer_integral"][x]

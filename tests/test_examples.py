@@ -18,7 +18,7 @@ def test_custom_function_and_analysis_script(tmp_path, sim_root, calib_dir, monk
     monkeypatch.syspath_prepend(str(EXAMPLES))
     cfg = {
         "proposal": PROPOSAL, "data_root": str(sim_root), "calib_dir": str(calib_dir),
-        "output_dir": str(tmp_path), "pulses": {}, "pattern": {"labels": ["pumped", "unpumped"]},
+        "output_dir": str(tmp_path), "pulses": {"laser_pulse_offset": 0}, "pattern": {"labels": ["pumped", "unpumped"]},
         "point_data": {
             "xgm": {"sa3_intensity": {"source": "SCS_BLU_XGM/XGM/DOOCS:output", "key": "data.intensitySa3TD",
                                       "per": "pulse", "units": "uJ"}},

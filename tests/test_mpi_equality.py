@@ -19,7 +19,7 @@ def full_config(tmp_path, sim_root, calib_dir):
                                       "per": "pulse", "units": "uJ"}},
             "scan": {"delay": {"source": "SCS_ILH_LAS/DOOCS/PPL_OPT_DELAY", "key": "actualPosition.value",
                                "units": "mm"}}},
-        "pulses": {},
+        "pulses": {"laser_pulse_offset": 0},  # PPL bits start at slot 0; the laser is on the first X-ray pulse
         "digitizer": {"first_slot": 200, "first_sample": 1000, "samples_per_slot": 440.0},
         "pattern": {"labels": ["pumped", "unpumped"]},
         "rejection": {"xgm": "xgm/sa3_intensity", "xgm_min": 500.0},

@@ -58,7 +58,8 @@ def darks_run(sim_root, sim_config):
 @pytest.fixture(scope="module")
 def cube_output(tmp_path_factory, sim_root, calib_dir):
     tmp = tmp_path_factory.mktemp("cube")
-    config = make_config(tmp, sim_root, calib_dir, pulses={}, pattern={"labels": ["pumped", "unpumped"]},
+    config = make_config(tmp, sim_root, calib_dir, pulses={"laser_pulse_offset": 0},
+                         pattern={"labels": ["pumped", "unpumped"]},
                          detector={"cube": {"scan": "scan/delay", "unique": True, "xgm": "xgm/sa3_intensity"},
                                    "sums": {"threshold": 7.5}})
     return config, run_producer(config, DATA_RUN).output
@@ -140,7 +141,7 @@ def test_cube_two_ranks_equal_one(tmp_path, cube_output):
 @pytest.fixture(scope="module")
 def darks_output(tmp_path_factory, sim_root, calib_dir, darks_run):
     tmp = tmp_path_factory.mktemp("darks")
-    common = dict(pulses={"first_slot": 200, "slot_spacing": 24},
+    common = dict(pulses={"first_slot": 200, "slot_spacing": 24, "laser_bunch_table_offset": 0},
                   digitizer={"first_slot": 200, "first_sample": 1000, "samples_per_slot": 440.0,
                              "baseline_window": [-40, -20], "peak_window": [-20, 20]})
     plain = make_config(tmp, sim_root, calib_dir, "plain.yaml", pattern={"labels": PATTERN4}, **common)

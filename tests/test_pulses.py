@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from smalldata.errors import ConfigError, DataError
+from smalldata.pulses.laser import LaserAnchor, LaserAnchorError
 from smalldata.pulses.bunchpattern import (
     align_frames,
     align_per_pulse,
@@ -60,9 +61,9 @@ def test_slots_and_spacing():
 def test_frames_equal_pulses_inferred_alignment():
     bpt = table(2)
     bpt[0, 200:200 + 10 * 24:24] |= SASE3
-    bpt[0, 200:200 + 10 * 24:48] |= LASER      # pumped, unpumped, ...
+    bpt[0, 0:10 * 24:48] |= LASER      # PPL bits start at 0; the laser is on pulses 0, 2, 4, ...
     bpt[1, 300:300 + 6 * 16:16] |= SASE3
-    info = frame_pulse_info(bpt, np.array([10, 6]))
+    info = frame_pulse_info(bpt, np.array([10, 6]), laser_anchor=LaserAnchor(pulse_offset=0))
     assert info["slot"].tolist() == list(range(200, 440, 24)) + list(range(300, 396, 16))
     assert info["xray_on"].all() and info["aligned"].all()
     assert info["pulse_index"].tolist() == list(range(10)) + list(range(6))
@@ -75,8 +76,9 @@ def test_intra_darks_between_pulses():
     # frames every 12 slots, X-rays every 24: pattern [image, dark]; laser on every 4th frame
     bpt = table(2)
     bpt[:, 100:100 + 8 * 12:24] |= SASE3
-    bpt[:, 100:100 + 8 * 12:48] |= LASER
-    info = frame_pulse_info(bpt, np.array([8, 5]), first_slot=100, slot_spacing=12)
+    bpt[:, 0:8 * 12:48] |= LASER    # PPL bits start at 0; the laser's first pulse is at slot 100
+    info = frame_pulse_info(bpt, np.array([8, 5]), first_slot=100, slot_spacing=12,
+                            laser_anchor=LaserAnchor(bunch_table_position=100))
     assert info["xray_on"].tolist() == [True, False] * 4 + [True, False, True, False, True]
     assert info["pulse_index"].tolist() == [0, -1, 1, -1, 2, -1, 3, -1] + [0, -1, 1, -1, 2]
     assert info["laser_on"].tolist() == [True, False, False, False] * 2 + [True, False, False, False, True]
@@ -138,14 +140,62 @@ def test_align_per_pulse_n_valid_and_errors():
 
 def test_bad_parameters():
     bpt = table(1)
-    for kw in (dict(first_slot=-1), dict(first_slot=2700), dict(slot_spacing=0), dict(slot_spacing=1.5),
+    for kw in (dict(first_slot=-1), dict(slot_spacing=0), dict(slot_spacing=1.5),
                dict(laser="LP_XYZ"), dict(sase=4)):
         with pytest.raises(ConfigError):
             frame_pulse_info(bpt, np.array([2]), **kw)
     with pytest.raises(DataError):
-        frame_pulse_info(np.zeros((1, 100), np.uint32), np.array([2]))
+        frame_pulse_info(np.zeros((1, 2, 100), np.uint32), np.array([2]))
     with pytest.raises(DataError):
         frame_pulse_info(bpt, np.array([2, 3]))
+
+
+def test_laser_anchors_place_ppl_bits():
+    # X-rays every 24 slots from 200; laser at half the X-ray rate from the 3rd X-ray pulse (slot 248)
+    bpt = table(3)
+    bpt[:, 200:200 + 8 * 24:24] |= SASE3
+    bpt[:, 0:6 * 24:48] |= LASER                  # 3 laser pulses, bits from slot 0
+    bpt[1] &= ~np.uint32(SASE3)                   # train 1: beam off, the laser runs on
+    expected = np.zeros(8, bool)
+    expected[[2, 4, 6]] = True
+    for anchor in (LaserAnchor(bunch_table_position=248), LaserAnchor(bunch_table_offset=48),
+                   LaserAnchor(pulse_offset=2)):
+        info = frame_pulse_info(bpt, np.array([8, 8, 8]), first_slot=200, slot_spacing=24, laser_anchor=anchor)
+        assert info["laser_first_slot"].tolist() == [248, 248, 248]     # train 1 extrapolated from train 0
+        assert info["laser_on"].tolist() == expected.tolist() * 3
+    # a fractional pulse offset is truncated to whole slots, as EXtra does
+    info = frame_pulse_info(bpt, np.array([8, 8, 8]), first_slot=200, slot_spacing=24,
+                            laser_anchor=LaserAnchor(pulse_offset=0.6))
+    assert info["laser_first_slot"].tolist() == [214] * 3 and not info["laser_on"].any()
+
+
+def test_unanchored_laser_refused_with_the_keys():
+    bpt = table(2)
+    bpt[:, 200:300:24] |= SASE3
+    bpt[1, 0] |= LASER
+    with pytest.raises(LaserAnchorError, match="laser_bunch_table_position.*laser_bunch_table_offset.*"
+                                               "laser_pulse_offset"):
+        frame_pulse_info(bpt, np.array([4, 4]))
+    bpt[1, 200:300:24] = LASER * (np.arange(200, 300, 24) == 0)   # train 1: no X-rays, laser bit only
+    info = frame_pulse_info(bpt, np.array([4, 4]), first_slot=200, slot_spacing=24,
+                            laser_anchor=LaserAnchor(bunch_table_offset=0))
+    assert info["laser_on"].tolist() == [False] * 4 + [True, False, False, False]   # anchored by train 0
+    with pytest.raises(LaserAnchorError, match="laser_bunch_table_position"):
+        frame_pulse_info(bpt[1:], np.array([4]), first_slot=200, slot_spacing=24,
+                         laser_anchor=LaserAnchor(bunch_table_offset=0))
+    with pytest.raises(ConfigError, match="keep one"):
+        LaserAnchor(bunch_table_position=3, pulse_offset=1)
+    with pytest.raises(ConfigError, match="laser_pulse_offset"):
+        LaserAnchor()
+
+
+def test_other_table_length():
+    bpt = np.zeros((2, 4096), np.uint32)
+    bpt[:, 3000:3000 + 4 * 300:300] |= SASE3      # pulses beyond slot 2700
+    bpt[:, 0:4 * 300:600] |= LASER
+    info = frame_pulse_info(bpt, np.array([4, 4]), laser_anchor=LaserAnchor(pulse_offset=0))
+    assert info["slot"].tolist() == [3000, 3300, 3600, 3900] * 2 and info["xray_on"].all()
+    assert info["laser_on"].tolist() == [True, False] * 4
 
 
 def test_helpers():
@@ -183,7 +233,8 @@ def test_simulated_run_truth_recovered_exactly(tmp_path_factory):
     xgm = run.get_array(XGM_SCS_SOURCE, XGM_SCS_KEY)
     counts = truth["frames_per_train"]
     assert np.array_equal(bp.trainId.values, truth["train_ids"])
-    info = frame_pulse_info(bp.values, counts, first_slot=cfg.first_slot, slot_spacing=cfg.slot_spacing)
+    info = frame_pulse_info(bp.values, counts, first_slot=cfg.first_slot, slot_spacing=cfg.slot_spacing,
+                            laser_anchor=LaserAnchor(bunch_table_offset=int(truth["laser_bunch_table_offset"])))
     assert np.array_equal(info["slot"], truth["frame_pulse_id"].astype(np.int64))
     assert np.array_equal(info["xray_on"], truth["frame_xray"])
     assert np.array_equal(info["laser_on"], truth["frame_laser"])

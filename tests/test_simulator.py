@@ -52,8 +52,12 @@ def _truth_frames(truth, module):
 # ---------------------------------------------------------------------- file format
 def test_open_run_sources_keys_shapes(sim_env):
     run = open_run(PROPOSAL, DATA_RUN)
-    assert run.all_sources == {C.dssc_source(2), C.dssc_source(3), C.XGM_SCS_SOURCE, C.BUNCH_PATTERN_SOURCE,
-                               C.DIGITIZER_SOURCE, C.DELAY_SOURCE, C.PHOTON_ENERGY_SOURCE}
+    assert run.all_sources == {C.dssc_source(2), C.dssc_source(3), C.XGM_SCS_SOURCE, C.XGM_SCS_DEVICE,
+                               C.BUNCH_PATTERN_SOURCE, C.TIMESERVER_DEVICE, C.DIGITIZER_SOURCE, C.DELAY_SOURCE,
+                               C.PHOTON_ENERGY_SOURCE}
+    # facility tools find the devices by their control source's class
+    assert run[C.XGM_SCS_DEVICE].device_class == "DoocsXGM"
+    assert run[C.TIMESERVER_DEVICE].device_class == "TimeServer"
     assert len(run.train_ids) == 24 and run.train_ids[0] == 1_000_000_000
     src = run[C.dssc_source(3)]
     assert {"image.data", "image.trainId", "image.pulseId", "image.cellId", "header.pulseCount",
@@ -119,7 +123,10 @@ def test_bunch_pattern_decodes_to_planted_pulses(data_dc, truth):
         sel = truth["frame_train_id"] == tid
         pids = truth["frame_pulse_id"][sel]
         np.testing.assert_array_equal(indices_at_sase(bpt[t], 3), pids[truth["frame_xray"][sel]])
-        np.testing.assert_array_equal(indices_at_laser(bpt[t], PPL_BITS.LP_SCS), pids[truth["frame_laser"][sel]])
+        # the facility's convention: PPL bits start at slot 0; the laser's real slots are in the truth
+        laser_bits = indices_at_laser(bpt[t], PPL_BITS.LP_SCS)
+        assert laser_bits[0] == 0
+        np.testing.assert_array_equal(laser_bits + truth["train_laser_first_slot"][t], pids[truth["frame_laser"][sel]])
         assert len(indices_at_sase(bpt[t], 1)) == 0
     assert truth["frame_laser"][:4].tolist() == [True, False, True, False]
 
@@ -336,7 +343,7 @@ def test_energy_steps_and_cleanup_on_failure(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("smalldata.simulate.runs._write_other", broken)
+    monkeypatch.setattr("smalldata.simulate.facility.write_other_train", broken)
     with pytest.raises(OSError, match="disk full"):
         simulate_data_run(tmp_path, PROPOSAL, 9, cfg)
     raw_dir = run_path(tmp_path, PROPOSAL, 9).parent
@@ -381,7 +388,8 @@ def test_cli_writes_runs_and_refuses_overwrite(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("bad, culprit", [(["--modules", "1,x"], "--modules"), (["--modules", "16"], "modules"),
-                                          (["--missing", "3"], "--missing"), (["--trains", "0"], "n_trains")])
+                                          (["--missing", "3"], "--missing"), (["--trains", "0"], "n_trains"),
+                                          (["--laser", "2"], "--laser"), (["--laser", "0:0"], "laser_pulses")])
 def test_cli_bad_values_one_line(tmp_path, capsys, bad, culprit):
     rc = smd_simulate.main(["--root", str(tmp_path), "-p", "1", "-r", "2", "--preset", "small", *bad])
     err = capsys.readouterr().err.strip().splitlines()

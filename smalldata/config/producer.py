@@ -98,6 +98,13 @@ PULSES_SCHEMA: Dict[str, Field] = {
                                              "SASE3 pulse", "slot", check=non_negative),
     "slot_spacing": Field(Optional[int], None, "slots between frames; default: the SASE3 pulse spacing",
                           "slot", check=positive),
+    "laser_bunch_table_position": Field(Optional[int], None, "pump-laser anchor (one of three, needed when the "
+                                        "bunch pattern has laser bits): slot of the first laser pulse", "slot",
+                                        check=non_negative),
+    "laser_bunch_table_offset": Field(Optional[int], None, "pump-laser anchor: slots from the train's first X-ray "
+                                      "pulse to the first laser pulse", "slot"),
+    "laser_pulse_offset": Field(Optional[float], None, "pump-laser anchor: X-ray pulse spacings from the train's "
+                                "first X-ray pulse to the first laser pulse (0: on the first X-ray pulse)", "pulse"),
 }
 
 DIGITIZER_SCHEMA: Dict[str, Field] = {
@@ -122,6 +129,8 @@ PATTERN_SCHEMA: Dict[str, Field] = {
                            check=one_of("none", "matching", "matching_mean", "train_mean")),
     "match_by": Field(str, "next", "matching dark of a label: the next dark label in the pattern, or by name "
                                    "(pumped -> pumped_dark)", check=one_of("next", "name")),
+    "from_pulses": Field(bool, False, "label frames by the bunch pattern instead: pumped (X-rays and laser), "
+                                      "unpumped (X-rays only), dark (no X-rays); needs a pulses section"),
 }
 
 REJECTION_SCHEMA: Dict[str, Field] = {
@@ -176,8 +185,8 @@ DETECTOR_SCHEMA: Dict[str, Field] = {
     "mask_asic_edges": Field(bool, True, "mask the outermost pixel rows/columns of every ASIC"),
     "user_mask": Field(Optional[str], None, "mask file (.npy or .h5 'mask', (M,128,512) or (16,128,512) bool, "
                                             "True = good)"),
-    "geometry_file": Field(Optional[str], None, "extra-geom DSSC geometry file; default extra-geom's "
-                                                "dssc_geo_june19.h5"),
+    "geometry_file": Field(Optional[str], None, "extra-geom DSSC geometry file; default the one shipped with "
+                                                "smalldata (DSSC 1M, June 2019, see docs/geometry.md)"),
     "quadrant_positions": Field(Optional[List[List[float]]], None,
                                 "quadrant corner positions [[x, y] x 4]; default the SCS example", "m",
                                 check=_quadrants),
@@ -194,6 +203,8 @@ POINT_SCHEMA: Dict[str, Field] = {
     "per": Field(str, "train", "'train': one value per train; 'pulse': the train's array, "
                                "entry k for its k-th X-ray frame", check=one_of("train", "pulse")),
     "units": Field(str, "", "unit written to the dataset's units attribute"),
+    "filler": Field(Optional[float], None, "per-pulse entries equal to this value are not pulses (NaN): 1.0 "
+                                           "for the XGM, which writes it beyond the train's pulses"),
 }
 
 

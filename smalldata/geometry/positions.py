@@ -16,11 +16,14 @@ from smalldata.constants import DSSC_DEFAULT_QUAD_POSITIONS
 from smalldata.errors import ConfigError
 
 
-def default_geometry_file() -> Path:
-    """The DSSC geometry file shipped with extra-geom (``dssc_geo_june19.h5``)."""
-    import extra_geom
+#: The DSSC 1M geometry file shipped with smalldata (module and tile positions in mm, June 2019;
+#: its attributes say where the numbers come from; see docs/geometry.md).
+DEFAULT_GEOMETRY_NAME = "dssc_1m_geometry_2019-06.h5"
 
-    return Path(extra_geom.__file__).parent / "tests" / "dssc_geo_june19.h5"
+
+def default_geometry_file() -> Path:
+    """The DSSC 1M geometry file shipped with smalldata (``smalldata/geometry/dssc_1m_geometry_2019-06.h5``)."""
+    return Path(__file__).with_name(DEFAULT_GEOMETRY_NAME)
 
 
 def load_dssc_geometry(geometry_file: Optional[os.PathLike] = None,

@@ -19,7 +19,7 @@ class PointReader:
     Parameters
     ----------
     specs : mapping
-        ``(group, name) -> {source, key, per, units}`` from the config.
+        ``(group, name) -> {source, key, per, units, filler}`` from the config.
     access : RunAccess
         The run.
     """
@@ -64,6 +64,8 @@ class PointReader:
                 ok = (k >= 0) & (k < per_train.shape[1])
                 per_frame = np.full(len(raw), np.nan)
                 per_frame[ok] = per_train[frame_train[ok], k[ok]]
+                if spec.get("filler") is not None:  # entries beyond the train's pulses, as EXtra's XGM reads them
+                    per_frame[per_frame == spec["filler"]] = np.nan
             outputs[path] = per_frame.astype(np.float64)
             units[path] = spec["units"]
         return outputs, units

@@ -1,11 +1,13 @@
 """Bunch pattern decoding and the alignment of detector frames to pulses.
 
-The bunch pattern table has one row of 2700 uint32 words per train, one word per
-4.5 MHz slot (bunch). :func:`decode_bunch_pattern` turns a batch of rows into
-boolean slot maps of SASE3 X-ray pulses and pump-laser pulses with the
-``euxfel_bunch_pattern`` package. :func:`align_frames` (or its per-train-count
-form :func:`frame_pulse_info`) places detector frame ``f`` of a train at slot
-``first_slot + f * slot_spacing`` and reports per frame whether X-rays and the
+The bunch pattern table has one row of uint32 words per train (2700 in the data so
+far; the length is taken from the data), one word per 4.5 MHz slot (bunch).
+:func:`decode_bunch_pattern` turns a batch of rows into boolean slot maps of SASE3
+X-ray pulses and of the table's pump-laser (PPL) bits with the ``euxfel_bunch_pattern``
+package; the PPL bits start at slot 0 and are placed at the laser's real slots by a
+:class:`~smalldata.pulses.laser.LaserAnchor`. :func:`align_frames` (or its
+per-train-count form :func:`frame_pulse_info`) places detector frame ``f`` of a train
+at slot ``first_slot + f * slot_spacing`` and reports per frame whether X-rays and the
 pump laser were there, and which SASE3 pulse of the train it saw.
 :func:`align_per_pulse` then picks per-pulse values (XGM entries, digitizer
 integrals: entry ``k`` belongs to the ``k``-th SASE3 pulse of the train) for the
@@ -19,8 +21,8 @@ from typing import Dict, Optional, Tuple
 import euxfel_bunch_pattern as ebp
 import numpy as np
 
-from smalldata.constants import BUNCH_PATTERN_LENGTH
 from smalldata.errors import ConfigError, DataError
+from smalldata.pulses.laser import LaserAnchor, anchored_laser
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +44,8 @@ def _check_rows(bunch_pattern_rows: np.ndarray) -> np.ndarray:
     rows = np.asarray(bunch_pattern_rows)
     if rows.ndim == 1:
         rows = rows[np.newaxis]
-    if rows.ndim != 2 or rows.shape[1] != BUNCH_PATTERN_LENGTH:
-        raise DataError(f"bunch pattern rows have shape {rows.shape}; expected (trains, {BUNCH_PATTERN_LENGTH})")
+    if rows.ndim != 2 or rows.shape[1] < 1:
+        raise DataError(f"bunch pattern rows have shape {rows.shape}; expected (trains, slots)")
     if not np.issubdtype(rows.dtype, np.integer):
         raise DataError(f"bunch pattern rows have dtype {rows.dtype}; expected uint32")
     return rows.astype(np.uint32, copy=False)
@@ -51,12 +53,12 @@ def _check_rows(bunch_pattern_rows: np.ndarray) -> np.ndarray:
 
 def decode_bunch_pattern(bunch_pattern_rows: np.ndarray, sase: int = 3,
                          laser: str = "LP_SCS") -> Tuple[np.ndarray, np.ndarray]:
-    """Slot maps of X-ray and pump-laser pulses.
+    """Slot maps of X-ray pulses and of the table's pump-laser bits.
 
     Parameters
     ----------
-    bunch_pattern_rows : ndarray, (T, 2700) uint32
-        Bunch pattern table rows of T trains.
+    bunch_pattern_rows : ndarray, (T, L) uint32
+        Bunch pattern table rows of T trains (L slots, 2700 in the data so far).
     sase : int
         SASE whose pulses count as X-rays (1, 2 or 3; SCS is behind SASE3).
     laser : str
@@ -64,8 +66,9 @@ def decode_bunch_pattern(bunch_pattern_rows: np.ndarray, sase: int = 3,
 
     Returns
     -------
-    xray, laser_on : ndarray, (T, 2700) bool
-        True at the slots with an X-ray pulse / a pump-laser pulse.
+    xray, laser_bits : ndarray, (T, L) bool
+        True at the slots with an X-ray pulse / a pump-laser bit. The laser bits start
+        at slot 0 whatever the laser's timing (see :mod:`smalldata.pulses.laser`).
     """
     if sase not in (1, 2, 3):
         raise ConfigError("sase", f"{sase!r} is not a SASE; use 1, 2 or 3")
@@ -79,7 +82,7 @@ def slots_of(slot_map: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
 
     Parameters
     ----------
-    slot_map : ndarray, (T, 2700) bool
+    slot_map : ndarray, (T, L) bool
         E.g. the ``xray`` map of :func:`decode_bunch_pattern`.
 
     Returns
@@ -149,22 +152,20 @@ def _check_slot_param(name: str, value: Optional[int], minimum: int) -> Optional
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ConfigError(name, f"{value!r} is not valid; use an integer >= {minimum} (in 4.5 MHz bunch slots) "
                                 "or null to take it from the SASE3 pulses")
-    if value >= BUNCH_PATTERN_LENGTH:
-        raise ConfigError(name, f"{value} is beyond the bunch pattern ({BUNCH_PATTERN_LENGTH} slots); "
-                                f"use a value below {BUNCH_PATTERN_LENGTH}")
     return int(value)
 
 
 def align_frames(bunch_pattern_rows: np.ndarray, train_of_frame: np.ndarray, frame_index: np.ndarray,
                  first_slot: Optional[int] = None, slot_spacing: Optional[int] = None,
-                 sase: int = 3, laser: str = "LP_SCS") -> Dict[str, np.ndarray]:
+                 sase: int = 3, laser: str = "LP_SCS", laser_anchor: Optional[LaserAnchor] = None,
+                 previous_laser_slot: int = -1, train_ids: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
     """Per-frame pulse information for frames of trains with known bunch pattern rows.
 
     Frame ``f`` of a train sits at slot ``first_slot + f * slot_spacing``.
 
     Parameters
     ----------
-    bunch_pattern_rows : ndarray, (T, 2700) uint32
+    bunch_pattern_rows : ndarray, (T, L) uint32
         One bunch pattern row per train of the batch.
     train_of_frame : ndarray, (F,) int
         Row of ``bunch_pattern_rows`` for each frame; -1 where the train has no
@@ -184,6 +185,14 @@ def align_frames(bunch_pattern_rows: np.ndarray, train_of_frame: np.ndarray, fra
         SASE of the X-rays (3 at SCS).
     laser : str
         Pump-laser bit name (``"LP_SCS"``).
+    laser_anchor : LaserAnchor, optional
+        Places the table's laser bits (which start at slot 0) at the laser's real
+        slots; required when a train has laser bits (:class:`LaserAnchorError` otherwise).
+    previous_laser_slot : int
+        First laser slot of the last anchored train before these rows, for trains that
+        lack the X-ray pulses the anchor needs (-1: none).
+    train_ids : ndarray, optional
+        Train id of each row, for messages.
 
     Returns
     -------
@@ -191,12 +200,15 @@ def align_frames(bunch_pattern_rows: np.ndarray, train_of_frame: np.ndarray, fra
         ``train_of_frame``, ``frame_index`` (int64, as given); ``slot`` (int64,
         -1 if not aligned); ``aligned``, ``xray_on``, ``laser_on`` (bool);
         ``pulse_index`` (int64): index of the frame's X-ray pulse among the
-        train's SASE3 pulses, -1 if the frame has no X-rays.
+        train's SASE3 pulses, -1 if the frame has no X-rays. Also, per row (T,),
+        ``laser_first_slot`` (int64): the real slot of the train's first laser pulse
+        (-1 where the train has no anchor).
     """
     first_slot = _check_slot_param("first_slot", first_slot, 0)
     slot_spacing = _check_slot_param("slot_spacing", slot_spacing, 1)
-    xray, laser_map = decode_bunch_pattern(bunch_pattern_rows, sase=sase, laser=laser)
-    n_trains = xray.shape[0]
+    xray, laser_bits = decode_bunch_pattern(bunch_pattern_rows, sase=sase, laser=laser)
+    laser_map, laser_first = anchored_laser(xray, laser_bits, laser_anchor, previous_laser_slot, train_ids)
+    n_trains, length = xray.shape
     tof = np.asarray(train_of_frame, dtype=np.int64)
     fidx = np.asarray(frame_index, dtype=np.int64)
     if tof.shape != fidx.shape or tof.ndim != 1:
@@ -234,10 +246,10 @@ def align_frames(bunch_pattern_rows: np.ndarray, train_of_frame: np.ndarray, fra
         spacing = np.full(n_trains, slot_spacing, dtype=np.int64)
 
     slot = first[row] + fidx * spacing[row]
-    inside = slot < BUNCH_PATTERN_LENGTH
+    inside = slot < length
     if np.any(has_train & ~inside):
         log.warning("%d frames fall beyond slot %d of the bunch pattern and are not aligned",
-                    int(np.sum(has_train & ~inside)), BUNCH_PATTERN_LENGTH - 1)
+                    int(np.sum(has_train & ~inside)), length - 1)
     aligned = has_train & train_ok[row] & inside
     slot = np.where(aligned, slot, -1)
     safe = np.where(aligned, slot, 0)
@@ -254,12 +266,14 @@ def align_frames(bunch_pattern_rows: np.ndarray, train_of_frame: np.ndarray, fra
         "xray_on": xray_on,
         "laser_on": laser_on,
         "pulse_index": pulse_index,
+        "laser_first_slot": laser_first,
     }
 
 
 def frame_pulse_info(bunch_pattern_rows: np.ndarray, frames_per_train: np.ndarray,
                      first_slot: Optional[int] = None, slot_spacing: Optional[int] = None,
-                     sase: int = 3, laser: str = "LP_SCS") -> Dict[str, np.ndarray]:
+                     sase: int = 3, laser: str = "LP_SCS",
+                     laser_anchor: Optional[LaserAnchor] = None) -> Dict[str, np.ndarray]:
     """:func:`align_frames` for trains holding frames ``0 .. frames_per_train[t] - 1``.
 
     Frames are ordered by train, then frame; F = ``frames_per_train.sum()``.
@@ -270,7 +284,7 @@ def frame_pulse_info(bunch_pattern_rows: np.ndarray, frames_per_train: np.ndarra
         raise DataError(f"frames_per_train has shape {counts.shape}; expected ({rows.shape[0]},), one per row")
     train_of_frame, frame_index = frames_to_trains(counts)
     return align_frames(rows, train_of_frame, frame_index, first_slot=first_slot,
-                        slot_spacing=slot_spacing, sase=sase, laser=laser)
+                        slot_spacing=slot_spacing, sase=sase, laser=laser, laser_anchor=laser_anchor)
 
 
 def align_per_pulse(values: np.ndarray, pulse_index: np.ndarray, train_of_frame: np.ndarray,

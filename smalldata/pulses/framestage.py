@@ -17,9 +17,13 @@ import numpy as np
 from smalldata.errors import ConfigError, DataError
 from smalldata.io.runaccess import RunAccess
 from smalldata.plugin.frames import RawBatch
+from smalldata.pulses.laser import ANCHOR_KEYS, LaserAnchor, LaserAnchorError
 from smalldata.pulses.patterns import FramePattern
 
 log = logging.getLogger(__name__)
+
+#: Labels of ``pattern.from_pulses`` (label ids 0, 1, 2).
+PULSE_LABELS = ("pumped", "unpumped", "dark")
 
 
 @dataclass
@@ -78,20 +82,33 @@ class FrameStage:
         self.pulses = dict(pulses) if pulses else None
         self.digitizer = dict(digitizer) if digitizer else None
         self.pattern_cfg = dict(pattern) if pattern else {"labels": ["image"], "subtract_dark": "none",
-                                                          "match_by": "next"}
+                                                          "match_by": "next", "from_pulses": False}
+        self.from_pulses = bool(self.pattern_cfg.get("from_pulses", False))
         self.rejection_cfg = dict(rejection) if rejection else {}
         self.access = access
         if self.digitizer and not self.pulses:
             raise ConfigError("digitizer", "digitizer integrals need the bunch pattern: add a 'pulses' section")
+        if self.from_pulses and not self.pulses:
+            raise ConfigError("pattern.from_pulses", "labels from the bunch pattern need a 'pulses' section")
+        if self.from_pulses and self.pattern_cfg["subtract_dark"] != "none":
+            raise ConfigError("pattern.subtract_dark", "intra-dark subtraction pairs frames by pattern position; "
+                                                       "use from_pulses: false or subtract_dark: none")
         try:
-            self.pattern = FramePattern(self.pattern_cfg["labels"])
+            self.pattern = FramePattern(PULSE_LABELS if self.from_pulses else self.pattern_cfg["labels"])
         except ConfigError as exc:
             raise ConfigError(f"pattern.{exc.path}", exc.message) from None
         if self.pattern_cfg["subtract_dark"] != "none" and not self.pattern.dark_labels:
             raise ConfigError("pattern.subtract_dark", f"the pattern {self.pattern_cfg['labels']} has no dark label "
                                                        "(a label containing 'dark'); add one or use 'none'")
+        self.laser_anchor = None
+        self.run_train_ids = np.asarray(run_train_ids, dtype=np.uint64)
         if self.pulses:
             self._require(self.pulses["source"], self.pulses["key"], "pulses")
+            anchors = {k[len("laser_"):]: self.pulses.get(k) for k in ANCHOR_KEYS}
+            if any(v is not None for v in anchors.values()):
+                self.laser_anchor = LaserAnchor(**anchors)
+            else:
+                self._refuse_unanchored_laser()
         self.integration = None
         if self.digitizer:
             self._require(self.digitizer["source"], self.digitizer["key"], "digitizer")
@@ -114,6 +131,40 @@ class FrameStage:
             raise DataError(f"config {section}: run {self.access.path} has no {source!r} / {key!r}; "
                             f"fix {section}.source and {section}.key or remove the section")
 
+    def _rows(self, train_ids: np.ndarray) -> np.ndarray:
+        """Bunch-pattern rows of ``train_ids`` (zeros where a train has none) and whether each has one."""
+        rows = self.access.train_values(self.pulses["source"], self.pulses["key"], train_ids)
+        have = np.all(np.isfinite(rows), axis=1)
+        return np.where(np.isfinite(rows), rows, 0).astype(np.uint32), have
+
+    def _refuse_unanchored_laser(self) -> None:
+        """Without an anchor, refuse a run whose first trains' bunch pattern has pump-laser bits."""
+        from smalldata.pulses.bunchpattern import decode_bunch_pattern
+
+        head = self.run_train_ids[:self.access.block_trains]
+        rows, _ = self._rows(head)
+        _, bits = decode_bunch_pattern(rows, sase=self.pulses["sase"], laser=self.pulses["laser"])
+        if bits.any():
+            tid = int(head[np.flatnonzero(bits.any(axis=1))[0]])
+            raise LaserAnchorError(f"run {self.access.path}: train {tid} has {self.pulses['laser']} pump-laser bits "
+                                   "but the laser's timing is not anchored; set one of pulses."
+                                   + ", pulses.".join(ANCHOR_KEYS) + " (see docs/pulses.md)")
+
+    def _previous_laser_slot(self, train_id: int) -> int:
+        """First laser slot of the last train before ``train_id`` whose X-ray pulses anchor the laser (-1: none)."""
+        from smalldata.pulses.bunchpattern import decode_bunch_pattern
+
+        pos = int(np.searchsorted(self.run_train_ids, train_id))
+        while pos > 0:
+            lo = max(0, pos - 64)
+            rows, have = self._rows(self.run_train_ids[lo:pos])
+            xray, _ = decode_bunch_pattern(rows, sase=self.pulses["sase"], laser=self.pulses["laser"])
+            first = np.where(have, self.laser_anchor.first_slots(xray), -1)
+            if np.any(first >= 0):
+                return int(first[first >= 0][-1])
+            pos = lo
+        return -1
+
     # ------------------------------------------------------------------ per batch
     def frame_info(self, raw: RawBatch) -> Tuple[FrameInfo, Dict[str, np.ndarray], Dict[str, str]]:
         """Pulse, pattern and digitizer information of a batch, and its per-event outputs."""
@@ -125,12 +176,20 @@ class FrameStage:
         units: Dict[str, str] = {}
         digitizer = None
         if self.pulses:
-            rows = self.access.train_values(self.pulses["source"], self.pulses["key"], trains)
-            have = np.all(np.isfinite(rows), axis=1)
-            rows = np.where(np.isfinite(rows), rows, 0).astype(np.uint32)
+            rows, have = self._rows(trains)
             tof = np.where(have[train_of_frame], train_of_frame, -1)
-            info = align_frames(rows, tof, raw.frame_index, self.pulses["first_slot"], self.pulses["slot_spacing"],
-                                sase=self.pulses["sase"], laser=self.pulses["laser"])
+            align = dict(sase=self.pulses["sase"], laser=self.pulses["laser"], laser_anchor=self.laser_anchor,
+                         train_ids=trains)
+            try:
+                info = align_frames(rows, tof, raw.frame_index, self.pulses["first_slot"],
+                                    self.pulses["slot_spacing"], **align)
+            except LaserAnchorError:
+                if self.laser_anchor is None:
+                    raise
+                # the batch starts with trains its anchor cannot place: extrapolate from earlier trains
+                info = align_frames(rows, tof, raw.frame_index, self.pulses["first_slot"],
+                                    self.pulses["slot_spacing"], previous_laser_slot=self._previous_laser_slot(
+                                        int(trains[0])), **align)
             pulse_index, xray_on, laser_on = info["pulse_index"], info["xray_on"], info["laser_on"]
             outputs.update({"pulses/slot": info["slot"], "pulses/aligned": info["aligned"]})
             if self.integration is not None:
@@ -144,8 +203,12 @@ class FrameStage:
             pulse_index = raw.frame_index.astype(np.int64)
             xray_on = np.ones(n, dtype=bool)
             laser_on = np.zeros(n, dtype=bool)
-        label_id = self.pattern.label_ids(raw.frame_index)
-        is_dark = self.pattern.is_dark(raw.frame_index)
+        if self.from_pulses:
+            label_id = np.where(xray_on, np.where(laser_on, 0, 1), 2).astype(np.int64)
+            is_dark = ~xray_on
+        else:
+            label_id = self.pattern.label_ids(raw.frame_index)
+            is_dark = self.pattern.is_dark(raw.frame_index)
         if self.pulses:
             outputs.update({"pulses/pulse_index": pulse_index, "pulses/xray_on": xray_on, "pulses/laser_on": laser_on})
         outputs["pattern/label_id"] = label_id.astype(np.int16)
@@ -171,7 +234,8 @@ class FrameStage:
         from smalldata.pulses.rejection import reason_table
 
         out: Dict[str, Any] = {"pattern": {"labels": list(self.pattern.unique_labels),
-                                           "repeat": list(self.pattern_cfg["labels"]),
+                                           "repeat": list(self.pattern.labels),
+                                           "from_pulses": self.from_pulses,
                                            "subtract_dark": self.pattern_cfg["subtract_dark"],
                                            "match_by": self.pattern_cfg["match_by"]},
                                "rejection": {**{k: v for k, v in self.rejection_cfg.items()},

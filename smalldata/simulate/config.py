@@ -47,9 +47,16 @@ class SimulationConfig:
         Frames per train of a dark run; None = the most frames a data-run train has.
     pattern : tuple of str
         Repeating frame labels. Labels containing ``"dark"`` get no X-rays; labels
-        starting with ``"pumped"`` get the pump laser.
+        starting with ``"pumped"`` get the pump laser (unless ``laser_pulses`` is set).
     first_slot, slot_spacing : int
         Frame f sits at bunch-pattern slot ``first_slot + f * slot_spacing`` (its pulseId).
+    laser_pulses : (first, period) or None
+        The pump laser's real timing in X-ray pulses: its first pulse on X-ray pulse
+        ``first`` (0-based) of the train, then every ``period`` X-ray pulse spacings.
+        None: the laser is on the frames whose label starts with ``"pumped"``. Either way
+        the table's PPL bits start at slot 0 (the facility's convention).
+    bunch_table_length : int
+        Slots (words) per bunch-pattern table row (2700 in the recorded data so far).
 
     Seeds
     -----
@@ -69,7 +76,7 @@ class SimulationConfig:
     Geometry and beam
     -----------------
     geometry_file : str or None
-        extra-geom DSSC geometry file; None = the one shipped with extra-geom.
+        extra-geom DSSC geometry file; None = the one shipped with smalldata.
     quadrant_positions : 4 x (x, y) metres
     distance : float
         Sample-detector distance, m.
@@ -127,6 +134,8 @@ class SimulationConfig:
     pattern: Tuple[str, ...] = ("pumped", "unpumped")
     first_slot: int = 200
     slot_spacing: int = 24
+    laser_pulses: Optional[Tuple[int, int]] = None
+    bunch_table_length: int = BUNCH_PATTERN_LENGTH
     # seeds
     seed: int = 1
     detector_seed: int = 1234
@@ -186,6 +195,8 @@ class SimulationConfig:
             self.frames_per_train_change = tuple(int(v) for v in self.frames_per_train_change)
         if self.photon_energy_steps is not None:
             self.photon_energy_steps = tuple(float(e) for e in self.photon_energy_steps)
+        if self.laser_pulses is not None:
+            self.laser_pulses = tuple(int(v) for v in self.laser_pulses)
         self.speckle_roi = tuple(int(v) for v in self.speckle_roi)
         self.beam_center = tuple(float(v) for v in self.beam_center)
         self.quadrant_positions = tuple(tuple(float(v) for v in q) for q in self.quadrant_positions)
@@ -205,6 +216,17 @@ class SimulationConfig:
         """All 16 modules, 60 trains of 20 frames, a dark of 100 trains (100 frames per cell)."""
         base = dict(modules=tuple(range(DSSC_N_MODULES)), n_trains=60, frames_per_train=20,
                     sequence_trains=30, dark_trains=100, delay_steps=6)
+        base.update(changes)
+        return cls(**base)
+
+    @classmethod
+    def pump_probe(cls, laser_first: int = 0, laser_period: int = 1, **changes) -> "SimulationConfig":
+        """A pump-probe run: module 2, 12 trains of 8 X-ray frames (every 24 slots), the pump
+        laser's first pulse on X-ray pulse ``laser_first`` (0-based), then one every
+        ``laser_period`` X-ray pulses (``laser_period=2``: the laser at half the X-ray rate)."""
+        base = dict(modules=(2,), n_trains=12, frames_per_train=8, sequence_trains=12, dark_trains=20,
+                    pattern=("image",), laser_pulses=(laser_first, laser_period), delay_steps=3,
+                    delay_start=3.0, delay_stop=6.0)
         base.update(changes)
         return cls(**base)
 
@@ -270,10 +292,15 @@ class SimulationConfig:
         most = max(self.max_frames_per_train, self.dark_frames)
         if most > DSSC_MAX_CELLS:
             bad("frames_per_train", f"{most} frames per train exceed the {DSSC_MAX_CELLS} DSSC memory cells")
+        if self.bunch_table_length < 1:
+            bad("bunch_table_length", f"{self.bunch_table_length} must be at least 1")
         if self.first_slot < 0 or self.slot_spacing < 1 \
-                or self.first_slot + (most - 1) * self.slot_spacing >= BUNCH_PATTERN_LENGTH:
+                or self.first_slot + (most - 1) * self.slot_spacing >= self.bunch_table_length:
             bad("slot_spacing", f"frames at slots {self.first_slot} + f * {self.slot_spacing} for {most} frames "
-                f"do not fit the {BUNCH_PATTERN_LENGTH} bunch-pattern slots")
+                f"do not fit the {self.bunch_table_length} bunch-pattern slots")
+        if self.laser_pulses is not None and (len(self.laser_pulses) != 2 or self.laser_pulses[0] < 0
+                                              or self.laser_pulses[1] < 1):
+            bad("laser_pulses", f"{self.laser_pulses}: give (first X-ray pulse >= 0, period in X-ray pulses >= 1)")
         positive = ("gain_adu_per_photon", "distance", "photon_energy", "xgm_mean_uj", "ring_q", "ring_sigma_q",
                     "noise_min_adu", "pump_tau", "digitizer_pulse_sigma_samples", "noisy_factor")
         for name in positive:

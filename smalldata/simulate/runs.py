@@ -25,10 +25,10 @@ from smalldata import constants as C
 from smalldata.errors import SmallDataError
 from smalldata.geometry.positions import load_dssc_geometry, pixel_positions
 
-from . import physics
+from . import facility, physics
 from .config import SimulationConfig
 from .detector import N_PIXELS, DetectorModel
-from .timing import bunch_pattern_table, scan_values, train_layout
+from .timing import scan_values, train_layout
 from .truth import run_path, truth_path, write_truth
 from .xfel_files import AggregatorWriter, KeySpec, karabo_units
 
@@ -41,8 +41,6 @@ EPOCH_NS = 1_767_225_600 * 10 ** 9
 TRAIN_PERIOD_NS = 100_000_000
 DETECTOR_DATA_SIZE = 416
 OTHER_AGGREGATOR = "DA01"
-_DELAY = C.DELAY_KEY.rsplit(".", 1)[0]            # "actualPosition"
-_ENERGY = C.PHOTON_ENERGY_KEY.rsplit(".", 1)[0]   # "actualEnergy"
 _FRAME_KEYS = ("frame_train_id", "frame_index", "frame_pulse_id", "frame_cell_id", "frame_xray", "frame_laser",
                "frame_label", "frame_xgm", "frame_delay", "frame_pump_factor", "frame_photons",
                "frame_speckle_photons", "frame_digitizer_integral")
@@ -96,21 +94,6 @@ def _module_sources(module: int) -> Dict[str, Dict[str, KeySpec]]:
         "trailer.status": KeySpec(np.uint64, ()),
         "detector.data": KeySpec(np.uint8, (DETECTOR_DATA_SIZE,)),
     }}
-
-
-def _other_sources(n_samples: int):
-    instrument = {
-        C.XGM_SCS_SOURCE: {C.XGM_SCS_KEY: KeySpec(np.float32, (C.XGM_N_ENTRIES,),
-                                                  attrs=karabo_units("J", "joule", "u", "micro"))},
-        C.BUNCH_PATTERN_SOURCE: {C.BUNCH_PATTERN_KEY: KeySpec(np.uint32, (C.BUNCH_PATTERN_LENGTH,))},
-        C.DIGITIZER_SOURCE: {C.DIGITIZER_TRACE_KEY: KeySpec(np.int16, (n_samples,), chunk_entries=1),
-                             C.DIGITIZER_INTEGRAL_KEY: KeySpec(np.float32, (C.XGM_N_ENTRIES,))},
-    }
-    control = {
-        C.DELAY_SOURCE: {_DELAY: KeySpec(np.float64, attrs=karabo_units("m", "meter", "m", "milli"))},
-        C.PHOTON_ENERGY_SOURCE: {_ENERGY: KeySpec(np.float64, attrs=karabo_units("eV", "electronvolt"))},
-    }
-    return instrument, control
 
 
 # ---------------------------------------------------------------------- planted photons
@@ -221,13 +204,22 @@ class _RunSimulation:
                 self.plans[e] = _RingPlan(cfg, x, y, self.det, e, roi_mask)
 
         self.n_samples = cfg.digitizer_trace_length()
-        instrument, control = _other_sources(self.n_samples)
-        run_values = {C.DELAY_SOURCE: {_DELAY: self.delays[0]}, C.PHOTON_ENERGY_SOURCE: {_ENERGY: self.energies[0]}}
+        instrument, control, run_only = facility.other_sources(self.n_samples, cfg.bunch_table_length)
+        first = self._layout(0)
+        run_values = facility.run_values(self.delays[0], self.energies[0], cfg.xgm_mean_uj, int(first.xray.sum()))
         self.writers = [AggregatorWriter(run_dir, proposal, run, C.dssc_aggregator(m), cfg.sequence_trains,
                                          instrument=_module_sources(m)) for m in modules]
         self.other = AggregatorWriter(run_dir, proposal, run, OTHER_AGGREGATOR, cfg.sequence_trains,
-                                      instrument=instrument, control=control, run_values=run_values)
+                                      instrument=instrument, control=control, run_values=run_values,
+                                      run_only=run_only)
         self.frames: Dict[str, List[np.ndarray]] = {k: [] for k in _FRAME_KEYS}
+        #: per train: real slot of the first laser pulse, slots of the first two X-ray pulses (-1: none)
+        self.train_slots = np.full((n_trains, 3), -1, np.int64)
+
+    def _layout(self, t: int):
+        cfg = self.cfg
+        return train_layout(self.counts[t], cfg.pattern, cfg.first_slot, cfg.slot_spacing, beam_off=self.dark,
+                            laser_pulses=cfg.laser_pulses)
 
     def _rng(self, stream: int, *idx: int) -> np.random.Generator:
         return np.random.default_rng([self.cfg.seed, self.run, stream, *idx])
@@ -237,8 +229,10 @@ class _RunSimulation:
         cfg, modules = self.cfg, self.modules
         tid, n = int(self.train_ids[t]), self.counts[t]
         ts = EPOCH_NS + self.run * 3600 * 10 ** 9 + t * TRAIN_PERIOD_NS
-        lay = train_layout(n, cfg.pattern, cfg.first_slot, cfg.slot_spacing, beam_off=self.dark)
+        lay = self._layout(t)
         xi = np.flatnonzero(lay.xray)
+        xs = lay.slots[xi].astype(np.int64)
+        self.train_slots[t] = lay.laser_first_slot, xs[0] if len(xs) else -1, xs[1] if len(xs) > 1 else -1
         xgm = np.zeros(n)
         xgm[xi] = physics.xgm_pulse_energies(len(xi), cfg.xgm_mean_uj, cfg.xgm_log_sigma, self._rng(_S_XGM, t))
         rel = xgm / cfg.xgm_mean_uj
@@ -274,7 +268,7 @@ class _RunSimulation:
                 "trailer.status": np.zeros(1, np.uint64),
                 "detector.data": np.zeros((1, DETECTOR_DATA_SIZE), np.uint8),
             }})
-        integrals = _write_other(self.other, cfg, self._rng(_S_DIGITIZER, t), tid, ts, lay, xi, xgm,
+        integrals = facility.write_other_train(self.other, cfg, self._rng(_S_DIGITIZER, t), tid, ts, lay, xi, xgm,
                                  self.delays[t], self.energies[t], self.n_samples)
         for key, value in zip(_FRAME_KEYS, (
                 np.full(n, tid, np.uint64), np.arange(n), lay.slots, lay.cells, lay.xray, lay.laser,
@@ -314,35 +308,12 @@ class _RunSimulation:
         datasets = _truth_datasets(self.cfg, self.det, self.modules, self.train_ids, self.counts, self.missing,
                                    self.delays, self.energies, self.plans, self.speckle_i, self.roi_pixels,
                                    self.dark)
+        datasets["train_laser_first_slot"] = self.train_slots[:, 0]
         if not self.dark:
             datasets.update({k: np.concatenate(v) for k, v in self.frames.items()})
-        return datasets, _truth_attrs(self.cfg, self.proposal, self.run, self.kind, self.n_samples)
-
-
-def _write_other(writer: AggregatorWriter, cfg: SimulationConfig, rng: np.random.Generator, tid: int, ts: int,
-                 lay, xi: np.ndarray, xgm: np.ndarray, delay: float, energy: float, n_samples: int) -> np.ndarray:
-    """Write the train of the DA01 sources; return the planted digitizer integral per frame."""
-    xgm_row = np.ones(C.XGM_N_ENTRIES, np.float32)
-    xgm_row[:len(xi)] = xgm[xi]
-    positions = physics.digitizer_pulse_positions(lay.slots[xi], cfg.first_slot, cfg.digitizer_first_sample,
-                                                  cfg.digitizer_samples_per_slot)
-    depths = cfg.digitizer_adu_per_uj * xgm[xi]
-    trace = physics.digitizer_trace(n_samples, positions, depths, cfg.digitizer_pulse_sigma_samples,
-                                    cfg.digitizer_baseline_adu, cfg.digitizer_noise_adu, rng)
-    device = np.zeros(C.XGM_N_ENTRIES, np.float32)
-    device[:len(xi)] = physics.device_pulse_integrals(trace, positions, cfg.digitizer_pulse_sigma_samples,
-                                                      cfg.digitizer_first_sample // 2)
-    planted = np.zeros(len(lay))
-    planted[xi] = physics.planted_pulse_integral(depths, cfg.digitizer_pulse_sigma_samples)
-    writer.write_train(tid, ts, {
-        C.XGM_SCS_SOURCE: {C.XGM_SCS_KEY: xgm_row[None]},
-        C.BUNCH_PATTERN_SOURCE: {C.BUNCH_PATTERN_KEY: bunch_pattern_table(lay)[None]},
-        C.DIGITIZER_SOURCE: {C.DIGITIZER_TRACE_KEY: trace[None], C.DIGITIZER_INTEGRAL_KEY: device[None]},
-    }, {
-        C.DELAY_SOURCE: {_DELAY: float(delay)},
-        C.PHOTON_ENERGY_SOURCE: {_ENERGY: float(energy)},
-    })
-    return planted
+        attrs = _truth_attrs(self.cfg, self.proposal, self.run, self.kind, self.n_samples)
+        attrs.update(facility.laser_anchors(*self.train_slots.T))
+        return datasets, attrs
 
 
 def _truth_datasets(cfg, det, modules, train_ids, counts, missing, delays, energies, plans, speckle_i,
@@ -386,6 +357,8 @@ def _truth_attrs(cfg: SimulationConfig, proposal: int, run: int, kind: str, n_sa
         "delay_units": "mm", "xgm_mean_uj": cfg.xgm_mean_uj, "xgm_log_sigma": cfg.xgm_log_sigma,
         "seed": cfg.seed, "detector_seed": cfg.detector_seed, "pattern": list(cfg.pattern),
         "first_slot": cfg.first_slot, "slot_spacing": cfg.slot_spacing,
+        "laser_pulses": np.array(cfg.laser_pulses if cfg.laser_pulses is not None else (-1, -1)),
+        "bunch_table_length": cfg.bunch_table_length,
         "sequence_trains": cfg.sequence_trains, "first_train_id": cfg.first_train_id,
         "digitizer_first_sample": cfg.digitizer_first_sample,
         "digitizer_samples_per_slot": cfg.digitizer_samples_per_slot, "digitizer_n_samples": n_samples,

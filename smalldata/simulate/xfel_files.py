@@ -15,7 +15,8 @@ Layout of a file::
     INDEX/<device>/{first,count}                                       CONTROL sources
     INDEX/<device>:<channel>/<group>/{first,count}                     INSTRUMENT sources
     CONTROL/<device>/<key path>/{value,timestamp}                      one entry per train
-    RUN/<device>/<key path>/{value,timestamp}                          value at run start
+    RUN/<device>/<key path>/{value,timestamp}                          value at run start; RUN-only
+                                                                       keys too (classId, ...)
     INSTRUMENT/<device>:<channel>/<group>/<key path>                   (entries, ...)
     INSTRUMENT/<device>:<channel>/<group>/trainId                      (entries,)
 
@@ -91,7 +92,8 @@ class _SequenceFile:
     def __init__(self, path: Path, proposal: int, run: int, sequence: int,
                  instrument: Mapping[str, Mapping[str, KeySpec]],
                  control: Mapping[str, Mapping[str, KeySpec]],
-                 run_values: Mapping[str, Mapping[str, object]]):
+                 run_values: Mapping[str, Mapping[str, object]],
+                 run_only: Mapping[str, Mapping[str, object]]):
         self.path = path
         self.proposal, self.run, self.sequence = proposal, run, sequence
         self.file = h5py.File(path, "w")
@@ -106,6 +108,7 @@ class _SequenceFile:
         self._buffers: Dict[str, Tuple[h5py.Dataset, list]] = {}
         self._create_instrument()
         self._create_control(run_values)
+        self._create_run_only(run_only)
 
     # ------------------------------------------------------------------ layout
     def _create_instrument(self) -> None:
@@ -148,6 +151,20 @@ class _SequenceFile:
                 rgrp.create_dataset("timestamp", data=np.zeros(1, np.uint64), maxshape=(None,))
             self.index[(device, "")] = ([], [])
             self.n_entries[(device, "")] = 0
+
+    def _create_run_only(self, run_only: Mapping[str, Mapping[str, object]]) -> None:
+        """RUN keys without CONTROL data (the device's ``classId``, a DOOCS ``location``, ...)."""
+        for device, keys in run_only.items():
+            if device not in self.control:
+                raise KeyError(f"RUN-only keys of {device}: it is not a declared control source")
+            for key, value in keys.items():
+                grp = self.file.create_group(f"RUN/{device}/{key.replace('.', '/')}")
+                if isinstance(value, str):
+                    grp.create_dataset("value", data=[value.encode()], dtype=_VLEN_BYTES, maxshape=(None,))
+                else:
+                    value = np.asarray(value)
+                    grp.create_dataset("value", data=value[np.newaxis], maxshape=(None,) + value.shape)
+                grp.create_dataset("timestamp", data=np.zeros(1, np.uint64), maxshape=(None,))
 
     # ------------------------------------------------------------------ writing
     def _append(self, ds: h5py.Dataset, values: np.ndarray) -> None:
@@ -265,18 +282,23 @@ class AggregatorWriter:
         {"actualPosition": KeySpec(np.float64)}}``.
     run_values : dict {device: {key: value}}
         Values at the start of the run (RUN section) of the control keys.
+    run_only : dict {device: {key: value}}
+        RUN keys of control sources that have no CONTROL data, e.g. ``{"classId": "DoocsXGM"}``
+        (extra-data's ``SourceData.device_class``); strings or numbers.
     """
 
     def __init__(self, run_dir: Path, proposal: int, run: int, aggregator: str, sequence_trains: int = 200,
                  instrument: Optional[Mapping[str, Mapping[str, KeySpec]]] = None,
                  control: Optional[Mapping[str, Mapping[str, KeySpec]]] = None,
-                 run_values: Optional[Mapping[str, Mapping[str, object]]] = None):
+                 run_values: Optional[Mapping[str, Mapping[str, object]]] = None,
+                 run_only: Optional[Mapping[str, Mapping[str, object]]] = None):
         self.run_dir = Path(run_dir)
         self.proposal, self.run, self.aggregator = int(proposal), int(run), aggregator
         self.sequence_trains = int(sequence_trains)
         self.instrument = {s: dict(k) for s, k in (instrument or {}).items()}
         self.control = {d: dict(k) for d, k in (control or {}).items()}
         self.run_values = run_values or {}
+        self.run_only = run_only or {}
         self.n_trains = 0
         self.paths = []
         self._current: Optional[_SequenceFile] = None
@@ -302,7 +324,7 @@ class AggregatorWriter:
             seq = self.n_trains // self.sequence_trains
             path = self.run_dir / run_file_name(self.run, self.aggregator, seq)
             self._current = _SequenceFile(path, self.proposal, self.run, seq, self.instrument, self.control,
-                                          self.run_values)
+                                          self.run_values, self.run_only)
             self.paths.append(path)
         self._current.write_train(train_id, timestamp_ns, instrument_data or {}, control_data or {})
         self.n_trains += 1
