@@ -79,7 +79,8 @@ def test_gap_in_point_source_index(tmp_path, sim_root, calib_dir, reference, sou
 
     def extra(cfg):
         cfg["digitizer"] = {"source": DIGITIZER, "key": "digitizers.channel_1_A.raw.samples", "name": "mcp"}
-        cfg["pulses"] = {"source": "SCS_RR_UTC/TSYS/TIMESERVER:outputBunchPattern", "key": "data.bunchPatternTable"}
+        cfg["pulses"] = {"source": "SCS_RR_UTC/TSYS/TIMESERVER:outputBunchPattern", "key": "data.bunchPatternTable",
+                         "laser_pulse_offset": 0}  # the simulated PPL bits start at slot 0
     output = produce(tmp_path, tmp_path / "root", calib_dir, extra if "digitizer" in output_key else None)
     out = read_all(output)
     values = out[output_key]
