@@ -14,6 +14,7 @@ BUILTIN_FUNCTIONS = {
     "droplet": "smalldata.funcs.droplet:Droplet",
     "photons": "smalldata.funcs.photons:Photons",
     "autocorrelation": "smalldata.funcs.autocorrelation:Autocorrelation",
+    "boz": "smalldata.funcs.boz:BOZ",
 }
 
 

@@ -136,13 +136,14 @@ def _prepare_dirs(root, proposal: int, run: int, overwrite: bool):
 
 
 def _simulate(root, proposal: int, run: int, cfg: SimulationConfig, dark: bool, overwrite: bool,
-              threads: Optional[int]) -> Path:
+              threads: Optional[int], simulation=None) -> Path:
+    """Write one run; ``simulation`` builds the run plan (default :class:`_RunSimulation`, presets subclass it)."""
     cfg.validate()
     proposal, run = int(proposal), int(run)
     final, truth_file, partial = _prepare_dirs(root, proposal, run, overwrite)
     t_start = time.monotonic()
     try:
-        sim = _RunSimulation(cfg, proposal, run, dark, partial)
+        sim = (simulation or _RunSimulation)(cfg, proposal, run, dark, partial)
         log.info("simulating %s run %d: modules %s, %d trains, %d frames -> %s", sim.kind, run, list(cfg.modules),
                  sim.n_trains, sum(sim.counts), final)
         log_every = max(1, sim.n_trains // 10)

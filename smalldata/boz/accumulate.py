@@ -1,0 +1,186 @@
+"""The MPI passes of ``smd_boz`` over one module of a run.
+
+Every rank reads a contiguous block of trains (module only) in batches; sums are
+integers (exact, so the result does not depend on the number of ranks) and per-frame
+arrays are gathered on every rank in train order.
+
+- :func:`mean_image_pass`: the dark-corrected mean image of all frames (finds the ROIs);
+- :func:`roi_pass`: per frame the saturation flag and the raw-value histogram of each
+  ROI (for the non-linearity fit); per pixel the raw-value histogram over the
+  unsaturated frames (mean images with any lookup table, for the flat field).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Iterator, Mapping, Optional, Sequence
+
+import numpy as np
+
+from smalldata.boz import ORDERS
+from smalldata.boz.rois import crop
+from smalldata.constants import DSSC_MODULE_SHAPE
+from smalldata.pipeline import mpi
+
+log = logging.getLogger(__name__)
+
+N_VALUES = 512
+
+
+class EtaLog:
+    """Progress of rank 0's share with an estimated time to completion, as log lines."""
+
+    def __init__(self, label: str, total: int, interval: float = 5.0):
+        self.label, self.total, self.interval = label, max(int(total), 1), interval
+        self.start = self.last = time.monotonic()
+
+    def update(self, done: int) -> None:
+        """Log ``done`` of the total (at most every ``interval`` seconds, and at the end)."""
+        now = time.monotonic()
+        if now - self.last < self.interval and done < self.total:
+            return
+        self.last = now
+        elapsed = now - self.start
+        eta = elapsed * (self.total - done) / done if done else float("nan")
+        log.info("%s: %d/%d trains (%.0f%%), %.1f s, ETA %.0f s", self.label, done, self.total,
+                 100.0 * done / self.total, elapsed, eta)
+
+
+def iter_batches(access, module: int, train_ids: np.ndarray, batch_frames: int = 512) -> Iterator:
+    """RawBatches of ``module`` over ``train_ids``, about ``batch_frames`` frames each, with trains done so far."""
+    counts = access.module_frame_counts(module)
+    pos = np.searchsorted(access.train_ids, train_ids)
+    per_train = max(int(counts[pos].max()) if len(pos) else 1, 1)
+    step = max(1, batch_frames // per_train)
+    for start in range(0, len(train_ids), step):
+        chunk = train_ids[start:start + step]
+        batch = access.read_raw((module,), chunk)
+        keep = batch.present[:, 0]
+        yield batch, keep, start + len(chunk)
+
+
+def local_trains(access, module: int, comm, max_trains: Optional[int] = None) -> np.ndarray:
+    """This rank's contiguous block of the trains where ``module`` has frames."""
+    tids = access.train_ids[access.module_frame_counts(module) > 0]
+    if max_trains is not None:
+        tids = tids[:max_trains]
+    a, b = mpi.block_range(len(tids), comm)
+    return tids[a:b]
+
+
+def mean_image_pass(access, module: int, pedestal: np.ndarray, cell_index, comm=None,
+                    max_trains: Optional[int] = None, batch_frames: int = 512):
+    """Dark-corrected mean image of all frames of ``module``.
+
+    Parameters
+    ----------
+    access : RunAccess
+    module : int
+    pedestal : (C, 128, 512) float32
+        Pedestal per memory cell of the dark.
+    cell_index : callable
+        Cell ids -> index along C (``DetObject.cell_index``).
+
+    Returns
+    -------
+    (mean (128, 512) float64, n_frames int)
+    """
+    comm = mpi.get_comm(comm)
+    trains = local_trains(access, module, comm, max_trains)
+    raw_sum = np.zeros(DSSC_MODULE_SHAPE, np.int64)
+    cells = np.zeros(pedestal.shape[0], np.int64)
+    eta = EtaLog("mean image", len(trains))
+    for batch, keep, done in iter_batches(access, module, trains, batch_frames):
+        data = batch.data[keep, 0]
+        raw_sum += data.sum(axis=0, dtype=np.int64)
+        cells += np.bincount(cell_index(batch.cell_ids[keep]), minlength=len(cells))
+        eta.update(done)
+    mpi.sum_reduce(raw_sum, comm, root=None)
+    mpi.sum_reduce(cells, comm, root=None)
+    n = int(cells.sum())
+    if n == 0:
+        return np.zeros(DSSC_MODULE_SHAPE), 0
+    ped_sum = np.tensordot(cells.astype(np.float64), pedestal.astype(np.float64), axes=1)
+    return (raw_sum - ped_sum) / n, n
+
+
+@dataclass
+class RoiData:
+    """What :func:`roi_pass` collects.
+
+    Attributes
+    ----------
+    hist : (F, 3, 512) uint16
+        Raw-value histogram of the good pixels of the n, 0, p ROIs, per frame.
+    ped_sums : (F, 3) float64
+        Sum of those pixels' pedestals for the frame's cell.
+    saturated : (F,) bool
+        A good ROI pixel reached ``sat_level``.
+    train_ids, pulse_ids : (F,) uint64
+    pixel_hist : (3, P, 512) int32
+        Raw-value histogram per good pixel over the unsaturated frames.
+    pixel_ped : (3, P) float64
+        Mean pedestal of those pixels over the unsaturated frames.
+    n_unsaturated : int
+    """
+
+    hist: np.ndarray
+    ped_sums: np.ndarray
+    saturated: np.ndarray
+    train_ids: np.ndarray
+    pulse_ids: np.ndarray
+    pixel_hist: np.ndarray
+    pixel_ped: np.ndarray
+    n_unsaturated: int
+
+
+def roi_pixels(data: np.ndarray, rois: Mapping[str, Sequence[int]], common: np.ndarray) -> np.ndarray:
+    """(N, 3, P) values of the good pixels (``common``, ROI-shaped) of the n, 0, p ROIs."""
+    return np.stack([crop(data, rois, o)[:, common] for o in ORDERS], axis=1)
+
+
+def roi_pass(access, module: int, rois: Mapping[str, Sequence[int]], common: np.ndarray, pedestal: np.ndarray,
+             cell_index, sat_level: int, comm=None, max_trains: Optional[int] = None,
+             batch_frames: int = 512) -> RoiData:
+    """Per-frame ROI histograms and saturation, per-pixel histograms of unsaturated frames (see module doc)."""
+    comm = mpi.get_comm(comm)
+    trains = local_trains(access, module, comm, max_trains)
+    n_pix = int(common.sum())
+    ped_roi = roi_pixels(pedestal.astype(np.float64), rois, common)  # (C, 3, P)
+    ped_cell_sums = ped_roi.sum(axis=2)  # (C, 3)
+    pixel_hist = np.zeros(3 * n_pix * N_VALUES, np.int32)
+    cell_counts = np.zeros(pedestal.shape[0], np.int64)
+    hists, peds, sats, tids, pids = [], [], [], [], []
+    offsets = (np.arange(3 * n_pix, dtype=np.int64) * N_VALUES).reshape(3, n_pix)
+    eta = EtaLog("ROI histograms", len(trains))
+    for batch, keep, done in iter_batches(access, module, trains, batch_frames):
+        vals = roi_pixels(batch.data[keep, 0], rois, common).astype(np.int64)  # (N, 3, P)
+        n = len(vals)
+        ci = cell_index(batch.cell_ids[keep])
+        sat = (vals >= sat_level).any(axis=(1, 2))
+        frame_off = (np.arange(n * 3, dtype=np.int64) * N_VALUES).reshape(n, 3, 1)
+        h = np.bincount((vals + frame_off).ravel(), minlength=n * 3 * N_VALUES).reshape(n, 3, N_VALUES)
+        hists.append(h.astype(np.uint16))
+        peds.append(ped_cell_sums[ci])
+        sats.append(sat)
+        tids.append(batch.train_ids[keep])
+        pids.append(batch.pulse_ids[keep])
+        if (~sat).any():
+            pixel_hist += np.bincount((vals[~sat] + offsets).ravel(), minlength=pixel_hist.size).astype(np.int32)
+            cell_counts += np.bincount(ci[~sat], minlength=len(cell_counts))
+        eta.update(done)
+    mpi.sum_reduce(pixel_hist, comm, root=None)
+    mpi.sum_reduce(cell_counts, comm, root=None)
+
+    def gathered(parts, empty_shape, dtype):
+        local = np.concatenate(parts) if parts else np.zeros(empty_shape, dtype)
+        return np.concatenate(comm.allgather(local)) if comm.Get_size() > 1 else local
+
+    hist = gathered(hists, (0, 3, N_VALUES), np.uint16)
+    n_unsat = int(cell_counts.sum())
+    pixel_ped = np.tensordot(cell_counts.astype(np.float64), ped_roi, axes=1) / max(n_unsat, 1)
+    return RoiData(hist=hist, ped_sums=gathered(peds, (0, 3), np.float64),
+                   saturated=gathered(sats, (0,), bool), train_ids=gathered(tids, (0,), np.uint64),
+                   pulse_ids=gathered(pids, (0,), np.uint64),
+                   pixel_hist=pixel_hist.reshape(3, n_pix, N_VALUES), pixel_ped=pixel_ped, n_unsaturated=n_unsat)

@@ -1,0 +1,225 @@
+"""The BOZ correction determination behind ``smd_boz``: ROIs, flat field, non-linearity.
+
+Steps (all ranks take part; the results are the same on every rank):
+
+1. the dark-corrected mean image of all frames (:func:`~.accumulate.mean_image_pass`)
+   and the three ROIs found above a threshold (or given);
+2. per frame the ROI histograms and saturation, per pixel the histograms of the
+   unsaturated frames (:func:`~.accumulate.roi_pass`);
+3. a first flat field on the uncorrected mean of unsaturated frames;
+4. the non-linearity fit on the per-frame histograms;
+5. the flat field again, on the mean corrected by the fitted table.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from smalldata.boz import ORDERS
+from smalldata.boz.accumulate import RoiData, mean_image_pass, roi_pass
+from smalldata.boz.corrections import BozCorrections
+from smalldata.boz.flatfield import fit_flat_field
+from smalldata.boz.nonlinearity import (NonLinearity, check_low, corrected_mean_image, fit_nonlinearity,
+                                        intensity_deciles, roi_sums, basis)
+from smalldata.boz.rois import check_rois, crop, find_rois, roi_shape
+from smalldata.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BozSettings:
+    """Parameters of a correction determination (all recorded in the corrections file).
+
+    Attributes
+    ----------
+    module : int
+        DSSC module with the three beams.
+    photons_per_adu : float
+        DSSC gain, photons per ADU bin (``-g``).
+    rois_threshold : float
+        ADU; mean-image pixels above it are beam pixels (``-t``).
+    rois : dict or None
+        Given ROIs (from the config) instead of finding them.
+    sat_level : int
+        Raw value from which a pixel is saturated (``-s``); frames with one in the ROIs are excluded.
+    ff_symmetric : bool
+        Mirror-symmetric flat-field planes for n and p.
+    ff_prod_th : (low, high)
+        Flat-field domain: product of the orders as a fraction of its 99.9th percentile.
+    ff_ratio_th : (low, high)
+        Flat-field domain: ratio of the orders.
+    nl_points : int
+        Control points of the lookup table.
+    nl_low, nl_high : float
+        Raw-value range corrected by the table.
+    nl_alpha : float
+        Weight of the linearity penalty.
+    min_frames : int
+        Fewest unsaturated frames for a determination.
+    max_trains : int or None
+        Use only the first trains of the run.
+    batch_frames : int
+        Frames read at once per rank.
+    """
+
+    module: int = 15
+    photons_per_adu: float = 1.0
+    rois_threshold: float = 1.0
+    rois: Optional[Dict[str, List[int]]] = None
+    sat_level: int = 500
+    ff_symmetric: bool = False
+    ff_prod_th: Tuple[float, float] = (0.05, float("inf"))
+    ff_ratio_th: Tuple[float, float] = (0.2, 5.0)
+    nl_points: int = 16
+    nl_low: float = 80.0
+    nl_high: float = 511.0
+    nl_alpha: float = 1e-9
+    min_frames: int = 100
+    max_trains: Optional[int] = None
+    batch_frames: int = 512
+
+    def __post_init__(self):
+        if not 0 <= self.module <= 15:
+            raise ConfigError("module", f"{self.module} is not a DSSC module 0..15 (-m)")
+        if not self.photons_per_adu > 0:
+            raise ConfigError("gain", f"-g must be > 0 photons per ADU, got {self.photons_per_adu}")
+        if not 0 < self.sat_level <= 511:
+            raise ConfigError("sat_level", f"-s must be within 1..511, got {self.sat_level}")
+        if self.rois is not None:
+            self.rois = check_rois(self.rois, "rois")
+
+
+@dataclass
+class Determination:
+    """Result of :func:`determine_corrections`: the corrections and the diagnostics for the figures."""
+
+    corrections: BozCorrections
+    mean_image: np.ndarray
+    mean_unsaturated: Dict[str, np.ndarray] = field(default_factory=dict)
+    common_mask: Optional[np.ndarray] = None
+    deciles: Dict[str, Dict[str, np.ndarray]] = field(default_factory=dict)
+    roi_data: Optional[RoiData] = None
+    timings: Dict[str, float] = field(default_factory=dict)
+
+
+def common_good_mask(mask: np.ndarray, rois) -> np.ndarray:
+    """(h, w) bool: pixels good in all three ROIs at the same place (so the ratios compare like with like)."""
+    return np.logical_and.reduce([crop(mask, rois, o) for o in ORDERS])
+
+
+def roi_mean_images(data: RoiData, common: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    """(128, 512) mean of ``lut[raw] - pedestal`` over unsaturated frames inside the ROIs (NaN elsewhere)."""
+    mean = corrected_mean_image(data.pixel_hist, data.n_unsaturated, lut) - data.pixel_ped  # (3, P)
+    return mean
+
+
+def _module_image(values: np.ndarray, rois, common: np.ndarray) -> np.ndarray:
+    img = np.full((128, 512), np.nan)
+    for k, o in enumerate(ORDERS):
+        y0, y1, x0, x1 = rois[o]
+        box = np.full(common.shape, np.nan)
+        box[common] = values[k]
+        img[y0:y1, x0:x1] = box
+    return img
+
+
+def determine_corrections(access, det, settings: BozSettings, proposal: int, run: int, dark_run: int,
+                          detector: str = "dssc", comm=None, context: Optional[dict] = None) -> Determination:
+    """Determine the BOZ corrections of ``run`` (see the module doc).
+
+    Parameters
+    ----------
+    access : RunAccess
+        The empty-membrane run.
+    det : DetObject
+        The detector with the dark of ``dark_run`` (its pedestal, cells and mask of ``settings.module``).
+    settings : BozSettings
+    proposal, run, dark_run : int
+    detector : str
+    comm : MPI communicator, optional
+    context : dict, optional
+        Recorded in the file's settings (command line, config path and text).
+
+    Returns
+    -------
+    Determination
+    """
+    timings = {}
+    t0 = time.monotonic()
+    j = det.module_index(settings.module)
+    pedestal = det.pedestal[j]  # (C, 128, 512)
+    mask = det.mask[j]
+
+    mean, n_frames = mean_image_pass(access, settings.module, pedestal, det.cell_index, comm,
+                                     settings.max_trains, settings.batch_frames)
+    if n_frames == 0:
+        raise DataError(f"run {run} has no frames of module {settings.module}; check -m and the run")
+    timings["mean_image_s"] = time.monotonic() - t0
+    if settings.rois is not None:
+        rois, source = settings.rois, "config"
+    else:
+        rois, source = find_rois(mean, settings.rois_threshold), "found"
+    log.info("ROIs (%s): %s", source, rois)
+    common = common_good_mask(mask, rois)
+    ped_max = max(float(crop(pedestal, rois, o)[:, common].max()) for o in ORDERS)
+    check_low(ped_max, settings.nl_low)
+
+    t1 = time.monotonic()
+    data = roi_pass(access, settings.module, rois, common, pedestal, det.cell_index, settings.sat_level, comm,
+                    settings.max_trains, settings.batch_frames)
+    timings["roi_pass_s"] = time.monotonic() - t1
+    n_unsat = data.n_unsaturated
+    if n_unsat < settings.min_frames:
+        raise DataError(f"only {n_unsat} of {len(data.saturated)} frames of run {run} are unsaturated (no ROI "
+                        f"pixel >= sat_level {settings.sat_level}); need at least {settings.min_frames}: raise -s, "
+                        "use a run with weaker pulses, or lower --min-frames")
+
+    t2 = time.monotonic()
+    identity = np.arange(512, dtype=np.float64)
+    mean_lin = _module_image(roi_mean_images(data, common, identity), rois, common)
+    ff_kw = dict(symmetric=settings.ff_symmetric, prod_th=settings.ff_prod_th, ratio_th=settings.ff_ratio_th)
+    ff_linear = fit_flat_field(mean_lin, rois, None, **ff_kw)
+    unsat = ~data.saturated
+    nl = fit_nonlinearity(data.hist[unsat], data.ped_sums[unsat], settings.nl_points, settings.nl_low,
+                          settings.nl_high, settings.nl_alpha)
+    mean_nl = _module_image(roi_mean_images(data, common, nl.lut), rois, common)
+    ff = fit_flat_field(mean_nl, rois, None, **ff_kw)
+    timings["fits_s"] = time.monotonic() - t2
+    timings["total_s"] = time.monotonic() - t0
+    log.info("non-linearity: %d frames, control values %s ADU", nl.n_frames, np.round(nl.values, 2).tolist())
+    log.info("flat field: n %s, p %s", np.round(ff.n, 6).tolist(), np.round(ff.p, 6).tolist())
+
+    deciles = ratio_deciles(data, unsat, nl)
+    summary = {"n_frames": n_frames, "n_unsaturated": n_unsat, "n_saturated": int(data.saturated.sum()),
+               "rois_source": source, "common_pixels": int(common.sum()), "timings_s": timings,
+               "pedestal_max_adu": ped_max,
+               "ratio_deciles_after": {k: v["after"]["ratio"].tolist() for k, v in deciles.items()},
+               "ratio_deciles_before": {k: v["before"]["ratio"].tolist() for k, v in deciles.items()}}
+    recorded = asdict(settings)
+    recorded["rois"] = settings.rois
+    recorded.update(context or {})
+    corr = BozCorrections(proposal, run, dark_run, settings.module, detector, settings.photons_per_adu,
+                          settings.sat_level, rois, ff, nl, ff_linear, recorded, summary)
+    return Determination(corr, mean, {"linear": mean_lin, "corrected": mean_nl}, common, deciles, data, timings)
+
+
+def ratio_deciles(data: RoiData, unsat: np.ndarray, nl: NonLinearity) -> Dict[str, dict]:
+    """ROI-sum ratios n/0 and p/0 (normalised by their median) in deciles of the 0 intensity, without and
+    with the table (flat-field independent: the flat field only rescales them)."""
+    bas = basis(len(nl.values), nl.low, nl.high)
+    lin, h = roi_sums(data.hist[unsat], data.ped_sums[unsat], bas)
+    out = {}
+    for k, order in ((0, "n"), (2, "p")):
+        res = {}
+        for label, d in (("before", np.zeros(len(nl.values))), ("after", nl.values)):
+            s = lin + h @ d
+            ok = s[:, 1] > 0
+            ratio = s[ok, k] / s[ok, 1]
+            res[label] = intensity_deciles(s[ok, 1], ratio / np.median(ratio))
+        out[order] = res
+    return out
