@@ -48,12 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default 0.05 inf)")
     parser.add_argument("--ff-ratio-th", type=float, nargs=2, default=(0.2, 5.0), metavar=("LOW", "HIGH"),
                         help="flat-field domain: ratio of the orders (default 0.2 5)")
-    parser.add_argument("--nl-points", type=int, default=16, help="control points of the lookup table (default 16)")
-    parser.add_argument("--nl-low", type=float, default=80.0,
-                        help="raw value up to which the response is linear (above the pedestals; default 80)")
+    parser.add_argument("--nl-points", type=int, default=12, help="control points of the lookup table (default 12)")
+    parser.add_argument("--nl-low", type=float, default=100.0,
+                        help="raw value up to which the response is linear (above the pedestals; default 100)")
     parser.add_argument("--nl-high", type=float, default=511.0, help="upper end point of the table (default 511)")
-    parser.add_argument("--nl-alpha", type=float, default=1e-9,
-                        help="weight of the penalty on the deviation from a linear response (default 1e-9)")
+    parser.add_argument("--nl-alpha", type=float, default=1e-11,
+                        help="weight of the penalty on the deviation from a linear response (default 1e-11)")
     parser.add_argument("--min-frames", type=int, default=100, help="fewest unsaturated frames (default 100)")
     parser.add_argument("--max-trains", type=int, default=None, help="use only the first K trains")
     parser.add_argument("--detector", help="detector name in the config (default: the only one, else dssc)")
@@ -142,8 +142,8 @@ def _body(args: argparse.Namespace) -> int:
         c = result.corrections
         if not args.quiet:
             dec = {k: max(abs(v - 1) for v in d) for k, d in c.summary["ratio_deciles_after"].items()}
-            print(f"wrote {out}: ROIs {c.rois}, flat field n {[round(v, 5) for v in c.flat_field.n]} "
-                  f"p {[round(v, 5) for v in c.flat_field.p]}, table up to "
+            print(f"wrote {out}: ROIs {c.rois}, flat field n {[round(float(v), 5) for v in c.flat_field.n]} "
+                  f"p {[round(float(v), 5) for v in c.flat_field.p]}, table up to "
                   f"{abs(c.nonlinearity.values).max():.1f} ADU from {c.summary['n_unsaturated']} unsaturated frames; "
                   f"ratio deciles within {100 * max(dec.values()):.2f}% of their median; "
                   f"{time.monotonic() - t0:.1f} s")

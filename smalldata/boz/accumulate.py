@@ -111,9 +111,9 @@ class RoiData:
 
     Attributes
     ----------
-    hist : (F, 3, 512) uint16
-        Raw-value histogram of the good pixels of the n, 0, p ROIs, per frame.
-    ped_sums : (F, 3) float64
+    hist : (F, 3, C, 512) uint16
+        Raw-value histogram of the good pixels of the n, 0, p ROIs per pixel class, per frame.
+    ped_sums : (F, 3, C) float64
         Sum of those pixels' pedestals for the frame's cell.
     saturated : (F,) bool
         A good ROI pixel reached ``sat_level``.
@@ -142,13 +142,18 @@ def roi_pixels(data: np.ndarray, rois: Mapping[str, Sequence[int]], common: np.n
 
 def roi_pass(access, module: int, rois: Mapping[str, Sequence[int]], common: np.ndarray, pedestal: np.ndarray,
              cell_index, sat_level: int, comm=None, max_trains: Optional[int] = None,
-             batch_frames: int = 512) -> RoiData:
-    """Per-frame ROI histograms and saturation, per-pixel histograms of unsaturated frames (see module doc)."""
+             batch_frames: int = 512, classes: Optional[np.ndarray] = None) -> RoiData:
+    """Per-frame ROI histograms and saturation, per-pixel histograms of unsaturated frames (see module doc).
+
+    ``classes`` (P,) assigns each good ROI pixel position to a class 0..C-1 (default one class).
+    """
     comm = mpi.get_comm(comm)
     trains = local_trains(access, module, comm, max_trains)
     n_pix = int(common.sum())
     ped_roi = roi_pixels(pedestal.astype(np.float64), rois, common)  # (C, 3, P)
-    ped_cell_sums = ped_roi.sum(axis=2)  # (C, 3)
+    classes = np.zeros(n_pix, np.int64) if classes is None else np.asarray(classes, np.int64)
+    n_cls = int(classes.max()) + 1 if n_pix else 1
+    ped_cell_sums = np.stack([ped_roi[:, :, classes == c].sum(axis=2) for c in range(n_cls)], axis=2)
     pixel_hist = np.zeros(3 * n_pix * N_VALUES, np.int32)
     cell_counts = np.zeros(pedestal.shape[0], np.int64)
     hists, peds, sats, tids, pids = [], [], [], [], []
@@ -159,8 +164,9 @@ def roi_pass(access, module: int, rois: Mapping[str, Sequence[int]], common: np.
         n = len(vals)
         ci = cell_index(batch.cell_ids[keep])
         sat = (vals >= sat_level).any(axis=(1, 2))
-        frame_off = (np.arange(n * 3, dtype=np.int64) * N_VALUES).reshape(n, 3, 1)
-        h = np.bincount((vals + frame_off).ravel(), minlength=n * 3 * N_VALUES).reshape(n, 3, N_VALUES)
+        frame_off = (np.arange(n * 3, dtype=np.int64) * n_cls).reshape(n, 3, 1) + classes
+        h = np.bincount((vals + frame_off * N_VALUES).ravel(), minlength=n * 3 * n_cls * N_VALUES)
+        h = h.reshape(n, 3, n_cls, N_VALUES)
         hists.append(h.astype(np.uint16))
         peds.append(ped_cell_sums[ci])
         sats.append(sat)
@@ -177,10 +183,10 @@ def roi_pass(access, module: int, rois: Mapping[str, Sequence[int]], common: np.
         local = np.concatenate(parts) if parts else np.zeros(empty_shape, dtype)
         return np.concatenate(comm.allgather(local)) if comm.Get_size() > 1 else local
 
-    hist = gathered(hists, (0, 3, N_VALUES), np.uint16)
+    hist = gathered(hists, (0, 3, n_cls, N_VALUES), np.uint16)
     n_unsat = int(cell_counts.sum())
     pixel_ped = np.tensordot(cell_counts.astype(np.float64), ped_roi, axes=1) / max(n_unsat, 1)
-    return RoiData(hist=hist, ped_sums=gathered(peds, (0, 3), np.float64),
+    return RoiData(hist=hist, ped_sums=gathered(peds, (0, 3, n_cls), np.float64),
                    saturated=gathered(sats, (0,), bool), train_ids=gathered(tids, (0,), np.uint64),
                    pulse_ids=gathered(pids, (0,), np.uint64),
                    pixel_hist=pixel_hist.reshape(3, n_pix, N_VALUES), pixel_ped=pixel_ped, n_unsaturated=n_unsat)

@@ -59,6 +59,8 @@ class BozSettings:
         Raw-value range corrected by the table.
     nl_alpha : float
         Weight of the linearity penalty.
+    nl_classes : int
+        Classes of pixel positions (by brightness in the mean image) whose ratios are fitted separately.
     min_frames : int
         Fewest unsaturated frames for a determination.
     max_trains : int or None
@@ -75,10 +77,11 @@ class BozSettings:
     ff_symmetric: bool = False
     ff_prod_th: Tuple[float, float] = (0.05, float("inf"))
     ff_ratio_th: Tuple[float, float] = (0.2, 5.0)
-    nl_points: int = 16
-    nl_low: float = 80.0
+    nl_points: int = 12
+    nl_low: float = 100.0
     nl_high: float = 511.0
-    nl_alpha: float = 1e-9
+    nl_alpha: float = 1e-11
+    nl_classes: int = 3
     min_frames: int = 100
     max_trains: Optional[int] = None
     batch_frames: int = 512
@@ -86,6 +89,8 @@ class BozSettings:
     def __post_init__(self):
         if not 0 <= self.module <= 15:
             raise ConfigError("module", f"{self.module} is not a DSSC module 0..15 (-m)")
+        if self.nl_classes < 1:
+            raise ConfigError("nl_classes", f"need at least 1 pixel class, got {self.nl_classes}")
         if not self.photons_per_adu > 0:
             raise ConfigError("gain", f"-g must be > 0 photons per ADU, got {self.photons_per_adu}")
         if not 0 < self.sat_level <= 511:
@@ -169,9 +174,12 @@ def determine_corrections(access, det, settings: BozSettings, proposal: int, run
     ped_max = max(float(crop(pedestal, rois, o)[:, common].max()) for o in ORDERS)
     check_low(ped_max, settings.nl_low)
 
+    zero = crop(mean, rois, "0")[common]
+    edges = np.quantile(zero, np.linspace(0, 1, settings.nl_classes + 1)[1:-1])
+    classes = np.searchsorted(edges, zero, side="right")
     t1 = time.monotonic()
     data = roi_pass(access, settings.module, rois, common, pedestal, det.cell_index, settings.sat_level, comm,
-                    settings.max_trains, settings.batch_frames)
+                    settings.max_trains, settings.batch_frames, classes)
     timings["roi_pass_s"] = time.monotonic() - t1
     n_unsat = data.n_unsaturated
     if n_unsat < settings.min_frames:
@@ -212,7 +220,7 @@ def ratio_deciles(data: RoiData, unsat: np.ndarray, nl: NonLinearity) -> Dict[st
     """ROI-sum ratios n/0 and p/0 (normalised by their median) in deciles of the 0 intensity, without and
     with the table (flat-field independent: the flat field only rescales them)."""
     bas = basis(len(nl.values), nl.low, nl.high)
-    lin, h = roi_sums(data.hist[unsat], data.ped_sums[unsat], bas)
+    lin, h = roi_sums(data.hist[unsat].sum(axis=2), data.ped_sums[unsat].sum(axis=2), bas)
     out = {}
     for k, order in ((0, "n"), (2, "p")):
         res = {}

@@ -79,7 +79,7 @@ class NonLinearity:
     alpha : float
         Weight of the linearity penalty.
     ratio_scale : dict
-        Fitted ``K_n`` and ``K_p`` (corrected ROI-sum ratios, before the flat field).
+        Fitted ``K_n`` and ``K_p`` per pixel class (corrected ROI-sum ratios, before the flat field).
     n_frames : int
         Frames used.
     cost : float
@@ -105,7 +105,7 @@ class NonLinearity:
         return {"points": control_points(len(self.values), self.low, self.high).tolist(),
                 "values": [float(v) for v in self.values], "errors": [float(v) for v in self.errors],
                 "low": float(self.low), "high": float(self.high), "alpha": float(self.alpha),
-                "ratio_scale": {k: float(v) for k, v in self.ratio_scale.items()}, "n_frames": int(self.n_frames),
+                "ratio_scale": dict(self.ratio_scale), "n_frames": int(self.n_frames),
                 "cost": float(self.cost), "lut": [float(v) for v in self.lut]}
 
     @classmethod
@@ -126,31 +126,35 @@ def roi_sums(hist: np.ndarray, ped_sums: np.ndarray, bas: np.ndarray):
 
     Parameters
     ----------
-    hist : (F, 3, 512) integer
-        Raw-value histograms of each frame's n, 0, p ROI (good pixels).
-    ped_sums : (F, 3) float
+    hist : (F, 3, [C,] 512) integer
+        Raw-value histograms of each frame's n, 0, p ROI (good pixels; optionally per pixel class).
+    ped_sums : (F, 3, [C]) float
         Sum of the pedestals of those pixels for the frame's memory cell.
     bas : (512, N)
         :func:`basis`.
 
     Returns
     -------
-    L : (F, 3) float64, H : (F, 3, N) float64
+    L : (F, 3, [C]) float64, H : (F, 3, [C,] N) float64
     """
     h = hist.astype(np.float64)
     lin = h @ np.arange(N_VALUES, dtype=np.float64) - ped_sums
     return lin, h @ bas
 
 
-def fit_nonlinearity(hist: np.ndarray, ped_sums: np.ndarray, n_points: int = 16, low: float = 80.0,
-                     high: float = 511.0, alpha: float = 1e-9, n_bins: int = 64,
+def fit_nonlinearity(hist: np.ndarray, ped_sums: np.ndarray, n_points: int = 12, low: float = 100.0,
+                     high: float = 511.0, alpha: float = 1e-11, n_bins: int = 64,
                      max_nfev: int = 200) -> NonLinearity:
     """Fit the control values so that ``n/0`` and ``p/0`` do not depend on the intensity.
 
     Parameters
     ----------
-    hist, ped_sums
-        Per-frame ROI histograms and pedestal sums of unsaturated frames (:func:`roi_sums`).
+    hist : (F, 3, 512) or (F, 3, C, 512) integer
+        Per-frame raw-value histograms of the n, 0, p ROIs of unsaturated frames, optionally split
+        into ``C`` classes of pixels (the same pixel positions in the three ROIs, e.g. by brightness);
+        the ratios are taken class by class, which ties dim pixels near ``low`` to bright ones.
+    ped_sums : (F, 3) or (F, 3, C) float
+        Pedestal sums of those pixels (:func:`roi_sums`).
     n_points : int
         Control points ``N``.
     low, high : float
@@ -170,10 +174,14 @@ def fit_nonlinearity(hist: np.ndarray, ped_sums: np.ndarray, n_points: int = 16,
 
     if alpha < 0:
         raise ConfigError("nl_alpha", f"must be >= 0, got {alpha}")
+    if hist.ndim == 3:
+        hist, ped_sums = hist[:, :, None], ped_sums[:, :, None]
+    n_cls = hist.shape[2]
     bas = basis(n_points, low, high)
-    lin, h = roi_sums(hist, ped_sums, bas)
-    keep = lin[:, 1] > 0
-    lin, h = lin[keep], h[keep]
+    lin, h = roi_sums(hist, ped_sums, bas)  # (F, 3, C), (F, 3, C, N)
+    total0 = lin[:, 1].sum(axis=1)
+    keep = (lin[:, 1] > 0).all(axis=1)
+    lin, h, total0 = lin[keep], h[keep], total0[keep]
     n_frames = len(lin)
     n_bins = min(int(n_bins), n_frames // 2)
     if n_bins < n_points + 2:
@@ -181,52 +189,57 @@ def fit_nonlinearity(hist: np.ndarray, ped_sums: np.ndarray, n_points: int = 16,
                         "use fewer points (--nl-points) or more frames")
     # frames summed in bins of intensity: the ratio of summed ROI sums has little noise, so the fit is not
     # pulled towards tables that damp the noise of single-frame ratios
-    edges = np.quantile(lin[:, 1], np.linspace(0, 1, n_bins + 1))
-    idx = np.clip(np.searchsorted(edges, lin[:, 1], side="right") - 1, 0, n_bins - 1)
-    weight = np.sqrt(np.bincount(idx, minlength=n_bins).astype(np.float64))
-    lin = np.stack([np.bincount(idx, lin[:, r], minlength=n_bins) for r in range(3)], axis=1)
-    h = np.stack([np.stack([np.bincount(idx, h[:, r, k], minlength=n_bins) for k in range(n_points)], axis=1)
-                  for r in range(3)], axis=1)
-    used = weight > 0
-    lin, h, weight = lin[used], h[used], weight[used]
+    edges = np.quantile(total0, np.linspace(0, 1, n_bins + 1))
+    idx = np.clip(np.searchsorted(edges, total0, side="right") - 1, 0, n_bins - 1)
+    counts = np.bincount(idx, minlength=n_bins)
+    lin = np.stack([np.bincount(idx, v, minlength=n_bins) for v in lin.reshape(n_frames, -1).T], axis=1)
+    h = np.stack([np.bincount(idx, v, minlength=n_bins) for v in h.reshape(n_frames, -1).T], axis=1)
+    used = counts > 0
+    weight = np.sqrt(counts[used].astype(np.float64))[:, None, None]
+    lin = lin[used].reshape(-1, 3, n_cls)
+    h = h[used].reshape(-1, 3, n_cls, n_points)
     n_res = len(lin)
-    pen = np.sqrt(alpha * 2 * n_frames / n_points)
+    n_groups = 2 * n_cls
+    pen = np.sqrt(alpha * n_groups * n_frames / n_points)
 
     def split(q):
-        return q[:n_points], q[n_points:]
+        return q[:n_points], q[n_points:].reshape(2, n_cls)
 
     def residuals(q):
         d, k = split(q)
-        s = lin + h @ d  # (F, 3)
-        return np.concatenate([weight * (s[:, 0] / s[:, 1] - k[0]), weight * (s[:, 2] / s[:, 1] - k[1]),
-                               pen * d])
+        s = lin + h @ d  # (B, 3, C)
+        r = weight * (s[:, 0::2] / s[:, 1:2] - k[None])  # (B, 2, C)
+        return np.concatenate([r.ravel(), pen * d])
 
     def jacobian(q):
         d, k = split(q)
         s = lin + h @ d
-        jac = np.zeros((2 * n_res + n_points, n_points + 2))
-        s0 = s[:, 1][:, None]
-        for j, r in enumerate((0, 2)):
-            rows = slice(j * n_res, (j + 1) * n_res)
-            jac[rows, :n_points] = weight[:, None] * (h[:, r] * s0 - s[:, r][:, None] * h[:, 1]) / (s0 * s0)
-            jac[rows, n_points + j] = -weight
-        jac[2 * n_res:, :n_points] = pen * np.eye(n_points)
+        s0 = s[:, 1:2, :, None]  # (B, 1, C, 1)
+        jd = weight[..., None] * (h[:, 0::2] * s0 - s[:, 0::2, :, None] * h[:, 1:2]) / (s0 * s0)
+        jac = np.zeros((n_res * n_groups + n_points, n_points + n_groups))
+        jac[:n_res * n_groups, :n_points] = jd.reshape(-1, n_points)
+        jk = np.zeros((n_res, 2, n_cls, n_groups))
+        for g in range(n_groups):
+            jk[:, g // n_cls, g % n_cls, g] = -weight[:, 0, 0]
+        jac[:n_res * n_groups, n_points:] = jk.reshape(-1, n_groups)
+        jac[n_res * n_groups:, :n_points] = pen * np.eye(n_points)
         return jac
 
-    start = np.concatenate([np.zeros(n_points), [np.median(lin[:, 0] / lin[:, 1]),
-                                                  np.median(lin[:, 2] / lin[:, 1])]])
+    ratio0 = lin[:, 0::2] / lin[:, 1:2]
+    start = np.concatenate([np.zeros(n_points), np.median(ratio0, axis=0).ravel()])
     res = least_squares(residuals, start, jac=jacobian, method="trf", x_scale="jac", max_nfev=max_nfev)
     d, k = split(res.x)
-    resid = res.fun[:2 * n_res]
-    dof = max(2 * n_res - n_points - 2, 1)
+    resid = res.fun[:n_res * n_groups]
+    dof = max(n_res * n_groups - n_points - n_groups, 1)
     s2 = float(resid @ resid) / dof
     try:
         cov = np.linalg.inv(res.jac.T @ res.jac) * s2
         errors = np.sqrt(np.clip(np.diag(cov)[:n_points], 0, None))
     except np.linalg.LinAlgError:
         errors = np.full(n_points, np.nan)
-    return NonLinearity(d, errors, float(low), float(high), float(alpha), {"n": float(k[0]), "p": float(k[1])},
-                        n_frames, float(np.sum(resid ** 2) / n_frames))
+    scale = {"n": [float(v) for v in k[0]], "p": [float(v) for v in k[1]]}
+    return NonLinearity(d, errors, float(low), float(high), float(alpha), scale, n_frames,
+                        float(np.sum(resid ** 2) / n_frames))
 
 
 def corrected_mean_image(pixel_hist: np.ndarray, n_frames: int, lut: np.ndarray) -> np.ndarray:
