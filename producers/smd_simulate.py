@@ -22,6 +22,8 @@ from smalldata.simulate.config import parse_int_list
 log = logging.getLogger("smalldata.smd_simulate")
 
 PRESETS = {"small": SimulationConfig.small, "demo": SimulationConfig.demo, "pump_probe": SimulationConfig.pump_probe}
+#: BOZ presets (smalldata.simulate.boz): three zone-plate beams on one module; the name gives the variant.
+BOZ_PRESETS = {"boz-empty": "empty", "boz-sample": "sample"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,10 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-p", "--proposal", type=int, required=True, help="proposal number, e.g. 2937")
     parser.add_argument("-r", "--run", type=int, required=True, help="data run number, e.g. 614")
     parser.add_argument("--dark-run", type=int, default=None, help="also write a dark run with this number")
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="demo",
+    parser.add_argument("--preset", choices=sorted(PRESETS) + sorted(BOZ_PRESETS), default="demo",
                         help="starting configuration: small (2 modules, 24 trains x 4 frames), demo "
-                             "(16 modules, 60 trains x 20 frames; default) or pump_probe (module 2, 12 trains x 8 "
-                             "X-ray frames, the laser set by --laser)")
+                             "(16 modules, 60 trains x 20 frames; default), pump_probe (module 2, 12 trains x 8 "
+                             "X-ray frames, the laser set by --laser), or BOZ runs of one module "
+                             "(boz-empty: three empty membranes; boz-sample: an absorption edge and a pump "
+                             "effect on n; see docs/boz.md; --modules, --trains, --frames-per-train, "
+                             "--dark-trains, --seed, --detector-seed, --pattern and --delay-steps apply)")
     parser.add_argument("--modules", default=None, help="DSSC modules, e.g. 0,3,15 or 0-15")
     parser.add_argument("--trains", type=int, default=None, help="trains in the data run")
     parser.add_argument("--frames-per-train", type=int, default=None, help="frames (memory cells) per train")
@@ -103,10 +108,47 @@ def config_from_args(args: argparse.Namespace) -> SimulationConfig:
     return PRESETS[args.preset](**changes)
 
 
+def boz_config_from_args(args: argparse.Namespace):
+    """The BOZ preset with the options that apply to it."""
+    from smalldata.simulate.boz import BozSimConfig
+
+    changes = {"variant": BOZ_PRESETS[args.preset]}
+    if args.modules is not None:
+        modules = parse_int_list(args.modules, "--modules")
+        if len(modules) != 1:
+            raise SmallDataError(f"--modules {args.modules!r}: the BOZ presets simulate one module")
+        changes["module"] = modules[0]
+    simple = {"trains": "n_trains", "frames_per_train": "frames_per_train", "dark_trains": "dark_trains",
+              "sequence_trains": "sequence_trains", "seed": "seed", "detector_seed": "detector_seed",
+              "delay_steps": "delay_steps"}
+    for arg, field in simple.items():
+        if getattr(args, arg) is not None:
+            changes[field] = getattr(args, arg)
+    if args.pattern is not None:
+        changes["pattern"] = tuple(p.strip() for p in args.pattern.split(","))
+    return BozSimConfig(**changes)
+
+
+def _boz_body(args: argparse.Namespace) -> int:
+    from smalldata.simulate.boz import simulate_boz_runs
+
+    cfg = boz_config_from_args(args)
+    t0 = time.monotonic()
+    written = simulate_boz_runs(args.root, args.proposal, args.run, args.dark_run, cfg, overwrite=args.overwrite,
+                                threads=args.threads)
+    for path in written:
+        print(f"run {path.name}: {path}")
+    print(f"simulated {len(written)} BOZ run(s) ({cfg.variant}) of module {cfg.module} in "
+          f"{time.monotonic() - t0:.1f} s; open with EXTRA_DATA_DATA_ROOT={args.root}")
+    return 0
+
+
 def _body(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)
     if args.dark_run is not None and args.dark_run == args.run:
         raise SmallDataError(f"--dark-run {args.dark_run} is the same as -r/--run; give another run number")
+    if args.preset in BOZ_PRESETS:
+        return _boz_body(args)
+    cfg = config_from_args(args)
     log.debug("configuration: %s", dataclasses.asdict(cfg))
     t0 = time.monotonic()
     written = []

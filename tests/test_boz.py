@@ -299,3 +299,17 @@ def test_cli_errors_one_line(boz_root, tmp_path):
         assert res.returncode == 2, res.stderr
         lines = res.stderr.strip().splitlines()
         assert len(lines) == 1 and message in lines[0], res.stderr
+
+
+def test_session_xas(outputs, boz_root):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from smalldata.ana.session import SmallDataAna
+
+    ana = SmallDataAna(outputs["sample"])
+    res = ana.xas(scan="scan/delay")
+    assert set(res) >= {"pumped", "unpumped", "difference"}
+    assert res["pumped"]["counts"].sum() + res["unpumped"]["counts"].sum() == (~ana["dssc/boz_saturated"]).sum()
+    ax = ana.plotXAS(res)
+    assert len(ax.lines) >= 1

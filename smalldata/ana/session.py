@@ -193,5 +193,24 @@ class SmallDataAna(ImagesMixin, RegionsMixin, ScansMixin, HistogramsMixin, AzInt
         quads = DSSC_DEFAULT_QUAD_POSITIONS if quads is None or isinstance(quads, str) else np.asarray(quads, float)
         return geometry_file, quads
 
+    # ------------------------------------------------------------------ BOZ XAS
+    def xas(self, scan: str = "scan/photon_energy", det: str = "dssc", func: str = "boz", order: str = "n",
+            bins="unique", quantity: str = "absorbance", by_label: bool = True,
+            selection: Optional[np.ndarray] = None) -> Dict:
+        """BOZ spectrum of ``order``/0 versus ``scan`` per frame label, and pumped minus unpumped.
+
+        Unsaturated frames only; three estimators per bin (``direct``, ``weighted``, ``mean``) with
+        ``mean``, ``std``, ``stderr`` and ``counts``. See :func:`smalldata.boz.session.xas`.
+        """
+        from smalldata.boz.session import xas
+
+        return xas(self, scan, det, func, order, bins, quantity, by_label=by_label, selection=selection)
+
+    def plotXAS(self, result: Dict, method: str = "direct", ax=None):
+        """Plot the result of :meth:`xas` with standard errors (needs matplotlib)."""
+        from smalldata.boz.session import plot_xas
+
+        return plot_xas(result, method, ax)
+
     def __repr__(self) -> str:
         return f"SmallDataAna(run {self.run}, {len(self)} events, {len(self.events)} datasets, {self.path})"
