@@ -140,6 +140,8 @@ def _body(args: argparse.Namespace) -> int:
     if proposal is None:
         where = f"in {args.config}" if args.config else "without a config (-c)"
         raise ConfigError("proposal", f"no proposal number {where}; pass -p or set 'proposal:' in the config")
+    if args.proposal is not None and args.proposal < 1:
+        raise SmallDataError(f"-p/--proposal must be a positive proposal number, got {args.proposal}")
     if args.chunk_frames < 1:
         raise SmallDataError(f"--chunk-frames must be >= 1, got {args.chunk_frames}")
     data_root = args.data_root or settings.data_root

@@ -36,6 +36,8 @@ def _body(args: argparse.Namespace) -> int:
     from smalldata.pipeline import shutdown
     from smalldata.pipeline.mpi import get_comm
 
+    if args.proposal is not None and args.proposal < 1:
+        raise SmallDataError(f"-p/--proposal must be a positive proposal number, got {args.proposal}")
     if args.max_trains is not None and args.max_trains < 1:
         raise SmallDataError(f"--max-trains must be >= 1, got {args.max_trains}")
     if args.batch_size is not None and args.batch_size < 1:
@@ -53,6 +55,8 @@ def _body(args: argparse.Namespace) -> int:
         print(f"wrote {summary.output}: {summary.rows} rows from {summary.trains} trains "
               f"({summary.skipped} skipped), {summary.datasets} datasets, {summary.n_ranks} rank(s), "
               f"{summary.elapsed:.1f} s, {summary.frames_per_second:.0f} frames/s")
+        for line in summary.losses:
+            print(f"  lost: {line}")
     return 0
 
 

@@ -35,6 +35,7 @@ from smalldata.ana.regions import RegionsMixin
 from smalldata.ana.scans import ScansMixin
 from smalldata.constants import DSSC_DEFAULT_QUAD_POSITIONS
 from smalldata.errors import DataError, SmallDataError
+from smalldata.output.files import check_output_file
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ class SmallDataAna(ImagesMixin, RegionsMixin, ScansMixin, HistogramsMixin, AzInt
         self.path = Path(path)
         if not self.path.is_file():
             raise DataError(f"small-data file {self.path} does not exist; run smd_producer first")
+        check_output_file(self.path)
         with h5py.File(self.path, "r") as f:
             meta = dict(f["meta"].attrs)
             self.info: Dict[str, dict] = {}

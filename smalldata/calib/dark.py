@@ -382,8 +382,9 @@ def characterise_dark_to_file(run, path: os.PathLike, modules: Optional[Sequence
     status, counts = [], []
     try:
         for part in iter_module_darks(plan, thresholds, comm, chunk_frames, 0, progress):
-            mpi.agree(lambda part=part: writer.write_module(part.index, part.pedestal, part.noise,
-                                                            part.status_mask, part.n_frames)
+            mpi.agree(lambda part=part: (check_dark_quality(part, plan.label),
+                                         writer.write_module(part.index, part.pedestal, part.noise,
+                                                             part.status_mask, part.n_frames))
                       if writing else None, comm)
             status.append(part.status_mask if writing else None)
             counts.append(part.n_frames)
@@ -424,6 +425,22 @@ def _accumulate_module(data, module: int, train_ids: np.ndarray, cells: np.ndarr
                             f"{int(chunk[0])}..{int(chunk[-1])}, index says {n}")
         acc.add(raw.reshape((n,) + DSSC_MODULE_SHAPE), cell.reshape(-1))
     return acc
+
+
+#: Above this fraction of bad pixels in a module, a dark run is suspect (beam on, detector misconfigured).
+SUSPECT_BAD_FRACTION = 0.02
+
+
+def check_dark_quality(part: "ModuleDark", label: str) -> None:
+    """Refuse a module whose every pixel is bad (no usable dark: all zeros, no signal); warn when many are."""
+    bad = float(np.count_nonzero(part.status_mask)) / part.status_mask.size
+    if bad >= 1.0:
+        raise DataError(f"{label}: every pixel of module {part.module} is bad (dead, hot, noisy or pedestal out "
+                        "of range); the dark data are unusable (all zeros? detector off?); choose another dark run")
+    if bad > SUSPECT_BAD_FRACTION:
+        log.warning("%s: %.1f%% of the pixels of module %d are bad, more than a dark run should have; was the "
+                    "beam on (X-rays) or the detector misconfigured? Check the run before using these constants",
+                    label, 100 * bad, part.module)
 
 
 def _check_frames(counts: np.ndarray, cells: np.ndarray, min_frames: int, label: str, module: int) -> None:

@@ -8,6 +8,7 @@ same folder and renamed when complete, so a reader never sees a partial file.
 """
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ from smalldata.output.files import SPACE_MARGIN, check_free_space
 DARK_FILE_PATTERN = "dark_p{proposal:06d}_r{run:04d}_{det}.h5"
 DARK_DATASETS = ("pedestal", "noise", "status_mask", "modules", "cell_ids", "n_frames")
 STATUS_BITS_DOC = "1 dead, 2 hot, 4 noisy, 8 pedestal out of range; 0 = good"
+
+log = logging.getLogger(__name__)
 
 
 def utc_now() -> str:
@@ -230,16 +233,41 @@ def read_dark_file(path: os.PathLike, modules: Optional[Sequence[int]] = None) -
                 out[order] = part
                 return out
 
+            _check_layout(f, path)
             attrs = {k: _plain(v) for k, v in f.attrs.items()}
             thresholds = DarkThresholds(**{k: attrs[k] for k in DarkThresholds().as_dict() if k in attrs})
+            pedestal, noise, status_mask = take("pedestal"), take("noise"), take("status_mask")
+            _mask_non_finite(pedestal, noise, status_mask, path)
             return DarkConstants(
-                pedestal=take("pedestal"), noise=take("noise"), status_mask=take("status_mask"),
+                pedestal=pedestal, noise=noise, status_mask=status_mask,
                 modules=file_modules[idx], cell_ids=f["cell_ids"][()].astype(np.uint16), n_frames=take("n_frames"),
                 proposal=int(attrs.get("proposal", 0)), run=int(attrs.get("run", 0)),
                 detector=str(attrs.get("detector", "")), thresholds=thresholds,
                 version=str(attrs.get("version", "")), created=str(attrs.get("created", "")))
     except OSError as exc:
         raise CalibrationError(f"cannot read dark constants {path}: {exc}") from None
+
+
+def _check_layout(f, path: Path) -> None:
+    """:class:`CalibrationError` when the datasets of a dark file do not fit each other."""
+    n_mod, n_cells = len(f["modules"]), len(f["cell_ids"])
+    expected = {"pedestal": (n_mod, n_cells) + DSSC_MODULE_SHAPE, "noise": (n_mod, n_cells) + DSSC_MODULE_SHAPE,
+                "status_mask": (n_mod,) + DSSC_MODULE_SHAPE, "n_frames": (n_mod, n_cells)}
+    for name, shape in expected.items():
+        if f[name].shape != shape:
+            raise CalibrationError(f"dark constants {path} are inconsistent: {name} has shape {f[name].shape}, "
+                                   f"{n_mod} module(s) and {n_cells} cell(s) need {shape}; make the file again "
+                                   "with smd_dark")
+
+
+def _mask_non_finite(pedestal: np.ndarray, noise: np.ndarray, status_mask: np.ndarray, path: Path) -> None:
+    """Pixels with a NaN or infinite pedestal or noise in any cell get the 'pedestal out of range' bit."""
+    bad = ~(np.isfinite(pedestal).all(axis=1) & np.isfinite(noise).all(axis=1))
+    n_new = int(np.count_nonzero(bad & (status_mask == 0)))
+    if bad.any():
+        status_mask[bad] |= np.uint8(8)
+        log.warning("dark constants %s: %d pixel(s) with a non-finite pedestal or noise are masked (%d newly)",
+                    path, int(np.count_nonzero(bad)), n_new)
 
 
 def _plain(value):

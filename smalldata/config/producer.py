@@ -42,6 +42,9 @@ def log_veto_last(where: str, index: int) -> None:
 
 
 def _module_list(value) -> Optional[str]:
+    if not value:
+        return "an empty list reads no module; list module numbers 0..15 or remove the key (default: what the " \
+               "functions need)"
     bad = [m for m in value if not 0 <= m <= 15]
     if bad:
         return f"module numbers must be 0..15, got {bad}"
@@ -209,7 +212,19 @@ POINT_SCHEMA: Dict[str, Field] = {
 
 
 class _Loader(yaml.SafeLoader):
-    """Safe YAML loader that also reads ``1e8`` and ``6.0e7`` as numbers (YAML 1.1 wants ``6.0e+7``)."""
+    """Safe YAML loader that also reads ``1e8`` and ``6.0e7`` as numbers (YAML 1.1 wants ``6.0e+7``)
+    and refuses a key given twice in one mapping (YAML would keep the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} given twice (lines {seen[key] + 1} and {key_node.start_mark.line + 1}); "
+                    "keep one", key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
 
 
 _Loader.add_implicit_resolver(
@@ -235,8 +250,12 @@ def load_yaml(path: os.PathLike) -> Dict[str, Any]:
         raise ConfigError("", f"{path} does not exist; pass -c with a YAML file "
                               "(configs/producer.yaml is an example)")
     try:
-        with open(path) as fh:
+        with open(path, encoding="utf-8") as fh:
             raw = yaml.load(fh, Loader=_Loader)
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[:exc.start].count(b"\n") + 1
+        raise ConfigError("", f"{path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} on line {line}); "
+                              "save it as UTF-8") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import math
 import typing
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Mapping, Optional
@@ -139,8 +140,8 @@ def schema_markdown(schema: Dict[str, Field], prefix: str = "") -> str:
 
 
 def positive(value) -> Optional[str]:
-    """Check: value > 0."""
-    return None if value > 0 else f"must be > 0, got {value}"
+    """Check: value > 0 and finite."""
+    return None if value > 0 and math.isfinite(value) else f"must be a finite number > 0, got {value}"
 
 
 def non_negative(value) -> Optional[str]:

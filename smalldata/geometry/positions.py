@@ -48,7 +48,11 @@ def load_dssc_geometry(geometry_file: Optional[os.PathLike] = None,
                           f"need 4 pairs of (x, y) in metres, got shape {quads.shape}")
     # extra-geom reads the file and the quadrant positions in the same unit (mm by default).
     quads_mm = [tuple(q * 1e3) for q in quads]
-    return DSSC_1MGeometry.from_h5_file_and_quad_positions(str(path), quads_mm)
+    try:
+        return DSSC_1MGeometry.from_h5_file_and_quad_positions(str(path), quads_mm)
+    except (OSError, KeyError, ValueError, TypeError, IndexError) as exc:
+        raise ConfigError("geometry_file", f"{path} is not an extra-geom DSSC geometry file ({type(exc).__name__}: "
+                                           f"{exc}); give one such as extra_geom's dssc_geo_june19.h5") from None
 
 
 def pixel_positions(geometry, modules: Sequence[int]) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -78,6 +78,10 @@ def polarization_factor(two_theta: np.ndarray, phi: np.ndarray, horizontal_fract
     return 0.5 * (1.0 + cos2 - factor * np.cos(2.0 * phi) * (1.0 - cos2))
 
 
+#: Most equal bins a bin count may ask for (a pixel's resolution is far coarser: 1M pixels in all).
+MAX_BINS = 100_000
+
+
 def bin_edges(param: str, bins: BinSpec, value_range: Optional[Sequence[float]],
               values: Optional[np.ndarray] = None, limits: Tuple[float, float] = (0.0, np.inf)) -> np.ndarray:
     """Bin edges from a bin count and range, or from explicit edges.
@@ -108,6 +112,9 @@ def bin_edges(param: str, bins: BinSpec, value_range: Optional[Sequence[float]],
     if isinstance(bins, Integral):
         if bins < 1:
             raise ConfigError(param, f"{bins} bins; need a positive number of bins or a list of edges")
+        if bins > MAX_BINS:  # each bin costs 8 bytes per frame in the output, more in the sums and tables
+            raise ConfigError(param, f"{bins} bins would need about {8 * bins / 2**30:.1f} GiB per frame of output "
+                                     f"and more for the bin tables; use at most {MAX_BINS} bins")
         if value_range is None:
             if values is None or values.size == 0:
                 raise ConfigError(range_param, "no good pixel to take the default range from; "

@@ -63,6 +63,8 @@ class RunAccess:
         self._blocks: Dict[tuple, tuple] = {}
         #: rows not used because their ids disagree with the INDEX
         self.faults = FaultLog()
+        #: files of the run directory extra-data could not open
+        self.unreadable_files: list = []
         #: trains read at once for ids and point data
         self.block_trains = 256
 
@@ -86,7 +88,14 @@ class RunAccess:
             raise DataError(f"cannot open run {path}: {exc}") from None
         if len(data.train_ids) == 0:
             raise DataError(f"run {path} contains no trains")
-        return cls(data, path)
+        opened = {Path(f.filename).name for f in data.files}
+        unreadable = sorted(p.name for p in path.glob("*.h5") if p.name not in opened)
+        if unreadable:  # extra-data skips files it cannot open (truncated, damaged): their trains are missing
+            log.warning("run %s: cannot read %s (truncated or damaged?); their trains are missing for those "
+                        "sources and counted as losses", path, ", ".join(unreadable))
+        access = cls(data, path)
+        access.unreadable_files = unreadable
+        return access
 
     # ------------------------------------------------------------------ detector bookkeeping
     def available_modules(self) -> tuple:

@@ -116,3 +116,19 @@ def _process_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def check_output_file(path: os.PathLike) -> None:
+    """:class:`SmallDataError` unless ``path`` is a readable, complete smalldata output file."""
+    import h5py
+
+    path = Path(path)
+    try:
+        with h5py.File(path, "r") as f:
+            missing = [name for name in ("trainId", "meta") if name not in f]
+            if missing or "run" not in f["meta"].attrs:
+                raise SmallDataError(f"{path} is not a smalldata output (no {', '.join(missing) or '/meta run'}); "
+                                     "give a file written by smd_producer")
+    except OSError as exc:
+        raise SmallDataError(f"cannot read {path} as HDF5 ({exc}); the file is truncated or not a smalldata "
+                             "output: produce it again with smd_producer") from None

@@ -148,11 +148,17 @@ def build_detobject(config: ProducerConfig, name: str, proposal: int, modules: t
         dark_path = find_dark_file(config.settings["calib_dir"], proposal, det_cfg["dark_run"], name)
     except CalibrationError as exc:
         raise ConfigError(f"detectors.{name}.dark_run", str(exc)) from None
-    det = DetObject.from_dark_file(
-        name, dark_path, modules=modules, gain=det_cfg["gain"], geometry_file=det_cfg["geometry_file"],
-        quadrant_positions=det_cfg["quadrant_positions"] or DSSC_DEFAULT_QUAD_POSITIONS,
-        mask_asic_edges=det_cfg["mask_asic_edges"], user_mask=det_cfg["user_mask"],
-        common_mode=det_cfg["common_mode"], common_mode_max_adu=det_cfg["common_mode_max"])
+    try:
+        det = DetObject.from_dark_file(
+            name, dark_path, modules=modules, gain=det_cfg["gain"], geometry_file=det_cfg["geometry_file"],
+            quadrant_positions=det_cfg["quadrant_positions"] or DSSC_DEFAULT_QUAD_POSITIONS,
+            mask_asic_edges=det_cfg["mask_asic_edges"], user_mask=det_cfg["user_mask"],
+            common_mode=det_cfg["common_mode"], common_mode_max_adu=det_cfg["common_mode_max"])
+    except ConfigError as exc:
+        if exc.path.startswith("detectors."):
+            raise
+        raise ConfigError(f"detectors.{name}.{exc.path.replace('geometry.file', 'geometry_file')}",
+                          exc.message) from None
     present = [m for m in modules if access.module_frame_counts(m).any()]
     for module in present:  # every module's own cells: a module whose cells differ is calibrated with its own
         check_cells_cover(det.cell_ids, np.unique(access.cell_ids(module)), run_label=f"module {module} of "

@@ -36,6 +36,7 @@ from smalldata.output.writer import (
 )
 from smalldata.output.files import SPACE_MARGIN, DiskFullError, check_free_space, clean_stale_temporaries, is_disk_full
 from smalldata.output.losses import LossSummary
+from smalldata.pipeline.checks import check_config_against_run, check_setups
 from smalldata.pipeline.detectors import DetectorSetup, setup_detectors
 from smalldata.pipeline.mpi import agree, failure_of, get_comm, raise_agreed
 from smalldata.pipeline.progress import Coordinator, StoppedByOtherRank
@@ -56,6 +57,7 @@ class Summary:
     datasets: int
     elapsed: float
     n_ranks: int
+    losses: List[str] = field(default_factory=list)
     frames_per_second: float = field(init=False)
 
     def __post_init__(self):
@@ -146,9 +148,11 @@ def _run(config, run, proposal, output, overwrite, max_trains, batch_size, comma
     def prepare():
         access = RunAccess.open(proposal, run, config.settings["data_root"])
         run_ids = access.train_ids if max_trains is None else access.train_ids[:max_trains]
+        check_config_against_run(config, access, run_ids)
         stage = FrameStage(config.settings["pulses"], config.settings["digitizer"], config.settings["pattern"],
                            config.settings["rejection"], access, run_ids)
         setups = setup_detectors(config, proposal, access, stage.pattern, run_ids)
+        check_setups(config, setups, access, run_ids, proposal)
         points = PointReader(config.point_data, access)
         return access, run_ids, stage, setups, points
 
@@ -210,9 +214,9 @@ def _run(config, run, proposal, output, overwrite, max_trains, batch_size, comma
             remove_parts_dir(Path(parts_dir))
     if received() is not None and rank == 0:
         log.warning("a stop signal arrived after the output was complete; %s is published", output)
-    rows, n_datasets = rows_datasets
+    rows, n_datasets, losses = rows_datasets
     return Summary(output=output, rows=rows, trains=len(train_ids), skipped=len(skipped), datasets=n_datasets,
-                   elapsed=time.monotonic() - t0, n_ranks=n_ranks)
+                   elapsed=time.monotonic() - t0, n_ranks=n_ranks, losses=losses)
 
 
 def _process_block(access: RunAccess, stage: FrameStage, setups: Sequence[DetectorSetup], points: PointReader,
@@ -264,7 +268,7 @@ def _process_block(access: RunAccess, stage: FrameStage, setups: Sequence[Detect
 
 
 def _write_output(output, overwrite, parts_dir, n_ranks, config, stage, setups, points, skipped, access, proposal,
-                  run, train_ids, command, started, t0, coordinator) -> Tuple[int, int]:
+                  run, train_ids, command, started, t0, coordinator) -> Tuple[int, int, List[str]]:
     parts = [Path(parts_dir) / f"part_{r:05d}.h5" for r in range(n_ranks)]
     descriptions = [s.describe() for s in setups]
     needed = sum(p.stat().st_size for p in parts if p.exists()) + _array_bytes(descriptions) + (1 << 20)
@@ -318,6 +322,8 @@ def _write_output(output, overwrite, parts_dir, n_ranks, config, stage, setups, 
             out.file, [(f"{g}/{n}", spec["per"]) for (g, n), spec in points.specs.items()], len(train_ids),
             len(skipped), len(incomplete), n_pairs, access.faults.by_place())
         losses.write(meta)
+        if access.unreadable_files:
+            meta.attrs["unreadable_files"] = access.unreadable_files
         losses.check_usable()
         n_datasets = sum(1 for _ in _walk(out.file))
         _test_merge_delay(coordinator)
@@ -327,10 +333,8 @@ def _write_output(output, overwrite, parts_dir, n_ranks, config, stage, setups, 
         if is_disk_full(exc):
             raise DiskFullError(output.parent, needed) from None
         raise
-    for line in losses.lines():
-        log.info("loss: %s", line)
     losses.warn()
-    return rows, n_datasets
+    return rows, n_datasets, losses.lines()
 
 
 def _array_bytes(value) -> int:

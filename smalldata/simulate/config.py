@@ -207,7 +207,7 @@ class SimulationConfig:
     def small(cls, **changes) -> "SimulationConfig":
         """Two modules (2, 3), 24 trains of 4 frames, 10 trains per sequence file; ~30 MB per data run."""
         base = dict(modules=(2, 3), n_trains=24, frames_per_train=4, sequence_trains=10,
-                    dark_trains=50, delay_steps=4, speckle_module=3)
+                    dark_trains=100, delay_steps=4, speckle_module=3)
         base.update(changes)
         return cls(**base)
 
