@@ -20,7 +20,6 @@ import numpy as np
 
 from smalldata.boz import ORDERS
 from smalldata.boz.corrections import BozCorrections
-from smalldata.boz.flatfield import evaluate_plane
 from smalldata.boz.nonlinearity import NonLinearity
 from smalldata.boz.rois import check_rois, crop, roi_shape, union_box
 from smalldata.constants import DSSC_ADC_MAX, DSSC_N_MODULES

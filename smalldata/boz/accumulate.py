@@ -1,13 +1,15 @@
 """The MPI passes of ``smd_boz`` over one module of a run.
 
 Every rank reads a contiguous block of trains (module only) in batches; sums are
-integers (exact, so the result does not depend on the number of ranks) and per-frame
-arrays are gathered on every rank in train order.
+integers (exact, so the result does not depend on the number of ranks); the only
+per-frame array is one integer per frame (the intensity proxy), gathered in train order.
 
-- :func:`mean_image_pass`: the dark-corrected mean image of all frames (finds the ROIs);
-- :func:`roi_pass`: per frame the saturation flag and the raw-value histogram of each
-  ROI (for the non-linearity fit); per pixel the raw-value histogram over the
-  unsaturated frames (mean images with any lookup table, for the flat field).
+- :func:`mean_image_pass`: the dark-corrected mean image of all frames (finds the ROIs)
+  and each frame's summed raw values (to bin the frames by intensity);
+- :func:`roi_pass`: the raw-value histograms of each ROI (per pixel class) summed over the
+  unsaturated frames of each intensity bin (for the non-linearity fit), and per pixel the
+  raw-value histogram over the unsaturated frames (mean images with any lookup table, for
+  the flat field).
 """
 from __future__ import annotations
 
@@ -69,9 +71,14 @@ def local_trains(access, module: int, comm, max_trains: Optional[int] = None) ->
     return tids[a:b]
 
 
+def frame_intensity(data: np.ndarray) -> np.ndarray:
+    """(N,) int64 sum of each frame's raw values: the intensity proxy that bins the frames."""
+    return data.reshape(len(data), -1).sum(axis=1, dtype=np.int64)
+
+
 def mean_image_pass(access, module: int, pedestal: np.ndarray, cell_index, comm=None,
                     max_trains: Optional[int] = None, batch_frames: int = 512):
-    """Dark-corrected mean image of all frames of ``module``.
+    """Dark-corrected mean image of all frames of ``module``, and every frame's intensity proxy.
 
     Parameters
     ----------
@@ -84,40 +91,45 @@ def mean_image_pass(access, module: int, pedestal: np.ndarray, cell_index, comm=
 
     Returns
     -------
-    (mean (128, 512) float64, n_frames int)
+    (mean (128, 512) float64, n_frames int, intensity (F,) int64 of all ranks' frames)
     """
     comm = mpi.get_comm(comm)
     trains = local_trains(access, module, comm, max_trains)
     raw_sum = np.zeros(DSSC_MODULE_SHAPE, np.int64)
     cells = np.zeros(pedestal.shape[0], np.int64)
+    intensity = []
     eta = EtaLog("mean image", len(trains))
     for batch, keep, done in iter_batches(access, module, trains, batch_frames):
         data = batch.data[keep, 0]
         raw_sum += data.sum(axis=0, dtype=np.int64)
+        intensity.append(frame_intensity(data))
         cells += np.bincount(cell_index(batch.cell_ids[keep]), minlength=len(cells))
         eta.update(done)
     mpi.sum_reduce(raw_sum, comm, root=None)
     mpi.sum_reduce(cells, comm, root=None)
+    local = np.concatenate(intensity) if intensity else np.zeros(0, np.int64)
+    intensity = np.concatenate(comm.allgather(local)) if comm.Get_size() > 1 else local
     n = int(cells.sum())
     if n == 0:
-        return np.zeros(DSSC_MODULE_SHAPE), 0
+        return np.zeros(DSSC_MODULE_SHAPE), 0, intensity
     ped_sum = np.tensordot(cells.astype(np.float64), pedestal.astype(np.float64), axes=1)
-    return (raw_sum - ped_sum) / n, n
+    return (raw_sum - ped_sum) / n, n, intensity
 
 
 @dataclass
 class RoiData:
-    """What :func:`roi_pass` collects.
+    """What :func:`roi_pass` collects (integer sums: the same for any number of ranks).
 
     Attributes
     ----------
-    hist : (F, 3, C, 512) uint16
-        Raw-value histogram of the good pixels of the n, 0, p ROIs per pixel class, per frame.
-    ped_sums : (F, 3, C) float64
-        Sum of those pixels' pedestals for the frame's cell.
-    saturated : (F,) bool
-        A good ROI pixel reached ``sat_level``.
-    train_ids, pulse_ids : (F,) uint64
+    hist : (B, 3, C, 512) int64
+        Raw-value histograms of the good pixels of the n, 0, p ROIs per pixel class, summed over
+        the unsaturated frames of each intensity bin.
+    ped_sums : (B, 3, C) float64
+        Sum of those pixels' pedestals over the same frames (each frame's memory cell).
+    counts : (B,) int64
+        Unsaturated frames per bin.
+    n_frames, n_saturated : int
     pixel_hist : (3, P, 512) int32
         Raw-value histogram per good pixel over the unsaturated frames.
     pixel_ped : (3, P) float64
@@ -127,9 +139,9 @@ class RoiData:
 
     hist: np.ndarray
     ped_sums: np.ndarray
-    saturated: np.ndarray
-    train_ids: np.ndarray
-    pulse_ids: np.ndarray
+    counts: np.ndarray
+    n_frames: int
+    n_saturated: int
     pixel_hist: np.ndarray
     pixel_ped: np.ndarray
     n_unsaturated: int
@@ -141,52 +153,50 @@ def roi_pixels(data: np.ndarray, rois: Mapping[str, Sequence[int]], common: np.n
 
 
 def roi_pass(access, module: int, rois: Mapping[str, Sequence[int]], common: np.ndarray, pedestal: np.ndarray,
-             cell_index, sat_level: int, comm=None, max_trains: Optional[int] = None,
+             cell_index, sat_level: int, edges: np.ndarray, comm=None, max_trains: Optional[int] = None,
              batch_frames: int = 512, classes: Optional[np.ndarray] = None) -> RoiData:
-    """Per-frame ROI histograms and saturation, per-pixel histograms of unsaturated frames (see module doc).
+    """Binned ROI histograms of unsaturated frames, per-pixel histograms (see the module doc).
 
-    ``classes`` (P,) assigns each good ROI pixel position to a class 0..C-1 (default one class).
+    ``edges`` (B + 1,) bin the frames by :func:`frame_intensity`; ``classes`` (P,) assigns each
+    good ROI pixel position to a class 0..C-1 (default one class). Memory is bounded by the
+    bins and the ROI pixels, not by the run length.
     """
     comm = mpi.get_comm(comm)
     trains = local_trains(access, module, comm, max_trains)
     n_pix = int(common.sum())
-    ped_roi = roi_pixels(pedestal.astype(np.float64), rois, common)  # (C, 3, P)
+    n_bins = len(edges) - 1
+    ped_roi = roi_pixels(pedestal.astype(np.float64), rois, common)  # (cells, 3, P)
     classes = np.zeros(n_pix, np.int64) if classes is None else np.asarray(classes, np.int64)
     n_cls = int(classes.max()) + 1 if n_pix else 1
     ped_cell_sums = np.stack([ped_roi[:, :, classes == c].sum(axis=2) for c in range(n_cls)], axis=2)
     pixel_hist = np.zeros(3 * n_pix * N_VALUES, np.int32)
-    cell_counts = np.zeros(pedestal.shape[0], np.int64)
-    hists, peds, sats, tids, pids = [], [], [], [], []
+    bin_hist = np.zeros(n_bins * 3 * n_cls * N_VALUES, np.int64)
+    bin_cells = np.zeros((n_bins, pedestal.shape[0]), np.int64)
+    n_total = np.zeros(2, np.int64)  # frames, saturated frames
     offsets = (np.arange(3 * n_pix, dtype=np.int64) * N_VALUES).reshape(3, n_pix)
+    slot = (np.arange(3, dtype=np.int64)[:, None] * n_cls + classes) * N_VALUES  # (3, P)
     eta = EtaLog("ROI histograms", len(trains))
     for batch, keep, done in iter_batches(access, module, trains, batch_frames):
-        vals = roi_pixels(batch.data[keep, 0], rois, common).astype(np.int64)  # (N, 3, P)
-        n = len(vals)
+        data = batch.data[keep, 0]
+        vals = roi_pixels(data, rois, common).astype(np.int64)  # (N, 3, P)
         ci = cell_index(batch.cell_ids[keep])
         sat = (vals >= sat_level).any(axis=(1, 2))
-        frame_off = (np.arange(n * 3, dtype=np.int64) * n_cls).reshape(n, 3, 1) + classes
-        h = np.bincount((vals + frame_off * N_VALUES).ravel(), minlength=n * 3 * n_cls * N_VALUES)
-        h = h.reshape(n, 3, n_cls, N_VALUES)
-        hists.append(h.astype(np.uint16))
-        peds.append(ped_cell_sums[ci])
-        sats.append(sat)
-        tids.append(batch.train_ids[keep])
-        pids.append(batch.pulse_ids[keep])
-        if (~sat).any():
-            pixel_hist += np.bincount((vals[~sat] + offsets).ravel(), minlength=pixel_hist.size).astype(np.int32)
-            cell_counts += np.bincount(ci[~sat], minlength=len(cell_counts))
+        b = np.clip(np.searchsorted(edges, frame_intensity(data), side="right") - 1, 0, n_bins - 1)
+        n_total += (len(vals), int(sat.sum()))
+        ok = ~sat
+        if ok.any():
+            u = vals[ok]
+            idx = u + slot + (b[ok] * 3 * n_cls * N_VALUES)[:, None, None]
+            bin_hist += np.bincount(idx.ravel(), minlength=bin_hist.size)
+            np.add.at(bin_cells, (b[ok], ci[ok]), 1)
+            pixel_hist += np.bincount((u + offsets).ravel(), minlength=pixel_hist.size).astype(np.int32)
         eta.update(done)
-    mpi.sum_reduce(pixel_hist, comm, root=None)
-    mpi.sum_reduce(cell_counts, comm, root=None)
-
-    def gathered(parts, empty_shape, dtype):
-        local = np.concatenate(parts) if parts else np.zeros(empty_shape, dtype)
-        return np.concatenate(comm.allgather(local)) if comm.Get_size() > 1 else local
-
-    hist = gathered(hists, (0, 3, n_cls, N_VALUES), np.uint16)
+    for arr in (pixel_hist, bin_hist, bin_cells, n_total):
+        mpi.sum_reduce(arr, comm, root=None)
+    cell_counts = bin_cells.sum(axis=0)
     n_unsat = int(cell_counts.sum())
     pixel_ped = np.tensordot(cell_counts.astype(np.float64), ped_roi, axes=1) / max(n_unsat, 1)
-    return RoiData(hist=hist, ped_sums=gathered(peds, (0, 3, n_cls), np.float64),
-                   saturated=gathered(sats, (0,), bool), train_ids=gathered(tids, (0,), np.uint64),
-                   pulse_ids=gathered(pids, (0,), np.uint64),
+    return RoiData(hist=bin_hist.reshape(n_bins, 3, n_cls, N_VALUES),
+                   ped_sums=np.tensordot(bin_cells.astype(np.float64), ped_cell_sums, axes=1),
+                   counts=bin_cells.sum(axis=1), n_frames=int(n_total[0]), n_saturated=int(n_total[1]),
                    pixel_hist=pixel_hist.reshape(3, n_pix, N_VALUES), pixel_ped=pixel_ped, n_unsaturated=n_unsat)

@@ -24,8 +24,8 @@ from smalldata.boz.accumulate import RoiData, mean_image_pass, roi_pass
 from smalldata.boz.corrections import BozCorrections
 from smalldata.boz.flatfield import fit_flat_field
 from smalldata.boz.nonlinearity import (NonLinearity, check_low, corrected_mean_image, fit_nonlinearity,
-                                        intensity_deciles, roi_sums, basis)
-from smalldata.boz.rois import check_rois, crop, find_rois, roi_shape
+                                        roi_sums, basis)
+from smalldata.boz.rois import check_rois, crop, find_rois
 from smalldata.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,8 @@ class BozSettings:
         Weight of the linearity penalty.
     nl_classes : int
         Classes of pixel positions (by brightness in the mean image) whose ratios are fitted separately.
+    nl_bins : int
+        Intensity bins (quantiles of the frames' summed raw values) whose frames are summed for the fit.
     min_frames : int
         Fewest unsaturated frames for a determination.
     max_trains : int or None
@@ -82,6 +84,7 @@ class BozSettings:
     nl_high: float = 511.0
     nl_alpha: float = 1e-11
     nl_classes: int = 3
+    nl_bins: int = 64
     min_frames: int = 100
     max_trains: Optional[int] = None
     batch_frames: int = 512
@@ -118,9 +121,8 @@ def common_good_mask(mask: np.ndarray, rois) -> np.ndarray:
 
 
 def roi_mean_images(data: RoiData, common: np.ndarray, lut: np.ndarray) -> np.ndarray:
-    """(128, 512) mean of ``lut[raw] - pedestal`` over unsaturated frames inside the ROIs (NaN elsewhere)."""
-    mean = corrected_mean_image(data.pixel_hist, data.n_unsaturated, lut) - data.pixel_ped  # (3, P)
-    return mean
+    """(3, P) mean of ``lut[raw] - pedestal`` over the unsaturated frames, per good ROI pixel."""
+    return corrected_mean_image(data.pixel_hist, data.n_unsaturated, lut) - data.pixel_ped
 
 
 def _module_image(values: np.ndarray, rois, common: np.ndarray) -> np.ndarray:
@@ -160,8 +162,8 @@ def determine_corrections(access, det, settings: BozSettings, proposal: int, run
     pedestal = det.pedestal[j]  # (C, 128, 512)
     mask = det.mask[j]
 
-    mean, n_frames = mean_image_pass(access, settings.module, pedestal, det.cell_index, comm,
-                                     settings.max_trains, settings.batch_frames)
+    mean, n_frames, intensity = mean_image_pass(access, settings.module, pedestal, det.cell_index, comm,
+                                                settings.max_trains, settings.batch_frames)
     if n_frames == 0:
         raise DataError(f"run {run} has no frames of module {settings.module}; check -m and the run")
     timings["mean_image_s"] = time.monotonic() - t0
@@ -177,13 +179,14 @@ def determine_corrections(access, det, settings: BozSettings, proposal: int, run
     zero = crop(mean, rois, "0")[common]
     edges = np.quantile(zero, np.linspace(0, 1, settings.nl_classes + 1)[1:-1])
     classes = np.searchsorted(edges, zero, side="right")
+    edges = np.quantile(intensity, np.linspace(0, 1, settings.nl_bins + 1))
     t1 = time.monotonic()
-    data = roi_pass(access, settings.module, rois, common, pedestal, det.cell_index, settings.sat_level, comm,
-                    settings.max_trains, settings.batch_frames, classes)
+    data = roi_pass(access, settings.module, rois, common, pedestal, det.cell_index, settings.sat_level, edges,
+                    comm, settings.max_trains, settings.batch_frames, classes)
     timings["roi_pass_s"] = time.monotonic() - t1
     n_unsat = data.n_unsaturated
     if n_unsat < settings.min_frames:
-        raise DataError(f"only {n_unsat} of {len(data.saturated)} frames of run {run} are unsaturated (no ROI "
+        raise DataError(f"only {n_unsat} of {data.n_frames} frames of run {run} are unsaturated (no ROI "
                         f"pixel >= sat_level {settings.sat_level}); need at least {settings.min_frames}: raise -s, "
                         "use a run with weaker pulses, or lower --min-frames")
 
@@ -192,9 +195,8 @@ def determine_corrections(access, det, settings: BozSettings, proposal: int, run
     mean_lin = _module_image(roi_mean_images(data, common, identity), rois, common)
     ff_kw = dict(symmetric=settings.ff_symmetric, prod_th=settings.ff_prod_th, ratio_th=settings.ff_ratio_th)
     ff_linear = fit_flat_field(mean_lin, rois, None, **ff_kw)
-    unsat = ~data.saturated
-    nl = fit_nonlinearity(data.hist[unsat], data.ped_sums[unsat], settings.nl_points, settings.nl_low,
-                          settings.nl_high, settings.nl_alpha)
+    nl = fit_nonlinearity(data.hist, data.ped_sums, settings.nl_points, settings.nl_low, settings.nl_high,
+                          settings.nl_alpha, counts=data.counts)
     mean_nl = _module_image(roi_mean_images(data, common, nl.lut), rois, common)
     ff = fit_flat_field(mean_nl, rois, None, **ff_kw)
     timings["fits_s"] = time.monotonic() - t2
@@ -202,8 +204,8 @@ def determine_corrections(access, det, settings: BozSettings, proposal: int, run
     log.info("non-linearity: %d frames, control values %s ADU", nl.n_frames, np.round(nl.values, 2).tolist())
     log.info("flat field: n %s, p %s", np.round(ff.n, 6).tolist(), np.round(ff.p, 6).tolist())
 
-    deciles = ratio_deciles(data, unsat, nl)
-    summary = {"n_frames": n_frames, "n_unsaturated": n_unsat, "n_saturated": int(data.saturated.sum()),
+    deciles = ratio_deciles(data, nl)
+    summary = {"n_frames": n_frames, "n_unsaturated": n_unsat, "n_saturated": data.n_saturated,
                "rois_source": source, "common_pixels": int(common.sum()), "timings_s": timings,
                "pedestal_max_adu": ped_max,
                "ratio_deciles_after": {k: v["after"]["ratio"].tolist() for k, v in deciles.items()},
@@ -216,18 +218,24 @@ def determine_corrections(access, det, settings: BozSettings, proposal: int, run
     return Determination(corr, mean, {"linear": mean_lin, "corrected": mean_nl}, common, deciles, data, timings)
 
 
-def ratio_deciles(data: RoiData, unsat: np.ndarray, nl: NonLinearity) -> Dict[str, dict]:
-    """ROI-sum ratios n/0 and p/0 (normalised by their median) in deciles of the 0 intensity, without and
-    with the table (flat-field independent: the flat field only rescales them)."""
+def ratio_deciles(data: RoiData, nl: NonLinearity, n_groups: int = 10) -> Dict[str, dict]:
+    """ROI-sum ratios n/0 and p/0 (relative to their overall value) in ``n_groups`` groups of the intensity
+    bins (deciles for equal bins), without and with the table; the flat field only rescales them."""
     bas = basis(len(nl.values), nl.low, nl.high)
-    lin, h = roi_sums(data.hist[unsat].sum(axis=2), data.ped_sums[unsat].sum(axis=2), bas)
+    used = data.counts > 0
+    lin, h = roi_sums(data.hist[used].sum(axis=2), data.ped_sums[used].sum(axis=2), bas)
+    counts = data.counts[used]
+    group = (np.cumsum(counts) - 0.5 * counts) * n_groups // counts.sum()
+    group = np.minimum(group.astype(np.int64), n_groups - 1)
     out = {}
     for k, order in ((0, "n"), (2, "p")):
         res = {}
         for label, d in (("before", np.zeros(len(nl.values))), ("after", nl.values)):
             s = lin + h @ d
-            ok = s[:, 1] > 0
-            ratio = s[ok, k] / s[ok, 1]
-            res[label] = intensity_deciles(s[ok, 1], ratio / np.median(ratio))
+            sums = np.stack([np.bincount(group, s[:, r], minlength=n_groups) for r in range(3)], axis=1)
+            n = np.bincount(group, counts, minlength=n_groups)
+            ratio = sums[:, k] / sums[:, 1]
+            res[label] = {"intensity": sums[:, 1] / np.maximum(n, 1), "ratio": ratio / (s[:, k].sum() / s[:, 1].sum()),
+                          "counts": n}
         out[order] = res
     return out

@@ -144,7 +144,7 @@ def roi_sums(hist: np.ndarray, ped_sums: np.ndarray, bas: np.ndarray):
 
 def fit_nonlinearity(hist: np.ndarray, ped_sums: np.ndarray, n_points: int = 12, low: float = 100.0,
                      high: float = 511.0, alpha: float = 1e-11, n_bins: int = 64,
-                     max_nfev: int = 200) -> NonLinearity:
+                     counts: Optional[np.ndarray] = None, max_nfev: int = 200) -> NonLinearity:
     """Fit the control values so that ``n/0`` and ``p/0`` do not depend on the intensity.
 
     Parameters
@@ -163,6 +163,8 @@ def fit_nonlinearity(hist: np.ndarray, ped_sums: np.ndarray, n_points: int = 12,
         Weight of the penalty ``mean_k d_k^2`` (ADU^2) against the mean squared ratio residual.
     n_bins : int
         Intensity bins (quantiles of the uncorrected ``0`` sum) whose frames are summed before the ratios.
+    counts : (F,) int, optional
+        When given, the rows of ``hist`` are already sums over ``counts`` frames of one intensity bin.
     max_nfev : int
         Most function evaluations of the optimiser.
 
@@ -179,21 +181,28 @@ def fit_nonlinearity(hist: np.ndarray, ped_sums: np.ndarray, n_points: int = 12,
     n_cls = hist.shape[2]
     bas = basis(n_points, low, high)
     lin, h = roi_sums(hist, ped_sums, bas)  # (F, 3, C), (F, 3, C, N)
-    total0 = lin[:, 1].sum(axis=1)
-    keep = (lin[:, 1] > 0).all(axis=1)
-    lin, h, total0 = lin[keep], h[keep], total0[keep]
-    n_frames = len(lin)
-    n_bins = min(int(n_bins), n_frames // 2)
-    if n_bins < n_points + 2:
-        raise DataError(f"non-linearity fit: {n_frames} usable frames for {n_points} control points; "
-                        "use fewer points (--nl-points) or more frames")
-    # frames summed in bins of intensity: the ratio of summed ROI sums has little noise, so the fit is not
-    # pulled towards tables that damp the noise of single-frame ratios
-    edges = np.quantile(total0, np.linspace(0, 1, n_bins + 1))
-    idx = np.clip(np.searchsorted(edges, total0, side="right") - 1, 0, n_bins - 1)
-    counts = np.bincount(idx, minlength=n_bins)
-    lin = np.stack([np.bincount(idx, v, minlength=n_bins) for v in lin.reshape(n_frames, -1).T], axis=1)
-    h = np.stack([np.bincount(idx, v, minlength=n_bins) for v in h.reshape(n_frames, -1).T], axis=1)
+    if counts is None:
+        # single frames: sum them in bins of intensity; the ratio of summed ROI sums has little noise, so
+        # the fit is not pulled towards tables that damp the noise of single-frame ratios
+        total0 = lin[:, 1].sum(axis=1)
+        keep = (lin[:, 1] > 0).all(axis=1)
+        lin, h, total0 = lin[keep], h[keep], total0[keep]
+        n_frames = len(lin)
+        n_bins = max(1, min(int(n_bins), n_frames // 2))
+        edges = np.quantile(total0, np.linspace(0, 1, n_bins + 1))
+        idx = np.clip(np.searchsorted(edges, total0, side="right") - 1, 0, n_bins - 1)
+        counts = np.bincount(idx, minlength=n_bins)
+        lin = np.stack([np.bincount(idx, v, minlength=n_bins) for v in lin.reshape(n_frames, -1).T], axis=1)
+        h = np.stack([np.bincount(idx, v, minlength=n_bins) for v in h.reshape(n_frames, -1).T], axis=1)
+    else:
+        counts = np.asarray(counts)
+        good = (counts > 0) & (lin[:, 1] > 0).all(axis=1)
+        counts = np.where(good, counts, 0)
+        n_frames = int(counts.sum())
+        lin, h = lin.reshape(len(lin), -1), h.reshape(len(h), -1)
+    if int((counts > 0).sum()) < n_points + 2:
+        raise DataError(f"non-linearity fit: {n_frames} usable frames in {int((counts > 0).sum())} intensity "
+                        f"bins for {n_points} control points; use fewer points (--nl-points) or more frames")
     used = counts > 0
     weight = np.sqrt(counts[used].astype(np.float64))[:, None, None]
     lin = lin[used].reshape(-1, 3, n_cls)

@@ -7,7 +7,7 @@ columns), ``0`` the middle one, ``p`` the rightmost.
 """
 from __future__ import annotations
 
-from typing import Dict, Mapping, Optional, Sequence
+from typing import Dict, Mapping, Sequence
 
 import numpy as np
 
