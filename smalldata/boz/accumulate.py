@@ -21,6 +21,7 @@ from typing import Iterator, Mapping, Optional, Sequence
 import numpy as np
 
 from smalldata.boz import ORDERS
+from smalldata.boz.kernels import accumulate_histograms
 from smalldata.boz.rois import crop
 from smalldata.constants import DSSC_MODULE_SHAPE
 from smalldata.pipeline import mpi
@@ -169,34 +170,27 @@ def roi_pass(access, module: int, rois: Mapping[str, Sequence[int]], common: np.
     classes = np.zeros(n_pix, np.int64) if classes is None else np.asarray(classes, np.int64)
     n_cls = int(classes.max()) + 1 if n_pix else 1
     ped_cell_sums = np.stack([ped_roi[:, :, classes == c].sum(axis=2) for c in range(n_cls)], axis=2)
-    pixel_hist = np.zeros(3 * n_pix * N_VALUES, np.int32)
-    bin_hist = np.zeros(n_bins * 3 * n_cls * N_VALUES, np.int64)
+    pixel_hist = np.zeros((3, n_pix, N_VALUES), np.int32)
+    bin_hist = np.zeros((n_bins, 3, n_cls, N_VALUES), np.int64)
     bin_cells = np.zeros((n_bins, pedestal.shape[0]), np.int64)
     n_total = np.zeros(2, np.int64)  # frames, saturated frames
-    offsets = (np.arange(3 * n_pix, dtype=np.int64) * N_VALUES).reshape(3, n_pix)
-    slot = (np.arange(3, dtype=np.int64)[:, None] * n_cls + classes) * N_VALUES  # (3, P)
     eta = EtaLog("ROI histograms", len(trains))
     for batch, keep, done in iter_batches(access, module, trains, batch_frames):
         data = batch.data[keep, 0]
-        vals = roi_pixels(data, rois, common).astype(np.int64)  # (N, 3, P)
+        vals = np.ascontiguousarray(roi_pixels(data, rois, common))  # (N, 3, P) uint16
         ci = cell_index(batch.cell_ids[keep])
-        sat = (vals >= sat_level).any(axis=(1, 2))
         b = np.clip(np.searchsorted(edges, frame_intensity(data), side="right") - 1, 0, n_bins - 1)
+        sat = np.zeros(len(vals), bool)
+        accumulate_histograms(vals, int(sat_level), b.astype(np.int64), classes, pixel_hist, bin_hist, sat)
         n_total += (len(vals), int(sat.sum()))
-        ok = ~sat
-        if ok.any():
-            u = vals[ok]
-            idx = u + slot + (b[ok] * 3 * n_cls * N_VALUES)[:, None, None]
-            bin_hist += np.bincount(idx.ravel(), minlength=bin_hist.size)
-            np.add.at(bin_cells, (b[ok], ci[ok]), 1)
-            pixel_hist += np.bincount((u + offsets).ravel(), minlength=pixel_hist.size).astype(np.int32)
+        np.add.at(bin_cells, (b[~sat], ci[~sat]), 1)
         eta.update(done)
     for arr in (pixel_hist, bin_hist, bin_cells, n_total):
         mpi.sum_reduce(arr, comm, root=None)
     cell_counts = bin_cells.sum(axis=0)
     n_unsat = int(cell_counts.sum())
     pixel_ped = np.tensordot(cell_counts.astype(np.float64), ped_roi, axes=1) / max(n_unsat, 1)
-    return RoiData(hist=bin_hist.reshape(n_bins, 3, n_cls, N_VALUES),
+    return RoiData(hist=bin_hist,
                    ped_sums=np.tensordot(bin_cells.astype(np.float64), ped_cell_sums, axes=1),
                    counts=bin_cells.sum(axis=1), n_frames=int(n_total[0]), n_saturated=int(n_total[1]),
-                   pixel_hist=pixel_hist.reshape(3, n_pix, N_VALUES), pixel_ped=pixel_ped, n_unsaturated=n_unsat)
+                   pixel_hist=pixel_hist, pixel_ped=pixel_ped, n_unsaturated=n_unsat)
