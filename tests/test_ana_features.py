@@ -5,6 +5,7 @@ into the config and used by the producer's next run, plotScan's pump effect, his
 xarray export and the real runSmallDataAna in a pseudo-terminal.
 """
 import os
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -226,3 +227,56 @@ def test_session_in_a_terminal(session, tmp_path):
         child.close(force=True)
     assert child.exitstatus == 0
     assert png.startswith(str(tmp_path / "png")) and open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_to_xarray_on_the_demo_config(tmp_path, sim_root, calib_dir):
+    """Every function of the demo's config (ragged droplets and photons, cube, sums) through to_xarray."""
+    import xarray as xr
+
+    from smalldata.config.producer import load_yaml
+
+    cfg = load_yaml(Path(__file__).resolve().parents[1] / "configs" / "producer.yaml")
+    cfg.update(data_root=str(sim_root), calib_dir=str(calib_dir), output_dir=str(tmp_path))
+    path = tmp_path / "demo.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    run_producer(ProducerConfig.from_file(path), DATA_RUN, max_trains=6)
+    ana = SmallDataAna.from_run(DATA_RUN, path)
+    ds = ana.to_xarray()
+    with h5py.File(ana.path) as f:
+        per_event = [k for k in ana.keys() if f[k].shape[:1] == (len(ana),) and "ragged_values_of" not in f[k].attrs]
+        assert {"dssc/azav_mean", "dssc/speckle_sum", "dssc/speckle_phot_pk", "dssc/droplet_photons",
+                "digitizer/mcp", "xgm/sa3_intensity"} <= set(per_event)
+        for key in per_event:
+            name = key if key in ("trainId", "pulseId", "cellId") else key.replace("/", "_")
+            assert name in ds, key
+            assert ds[name].attrs.get("units", "") == f[key].attrs.get("units", ""), key
+    assert ds["dssc_azav_mean"].dims == ("event", "dssc_azav_phi", "dssc_azav_q")
+    tree = xr.open_datatree(ana.path, engine="h5netcdf", phony_dims="sort")
+    assert tree["dssc"].to_dataset()["speckle_sum"].dims == ("trainId",)
+
+
+def test_geometry_of_the_config_iterated_and_written(session, tmp_path):
+    from smalldata.constants import DSSC_DEFAULT_QUAD_POSITIONS
+
+    on_file = SmallDataAna(session.path)  # no -c: the geometry recorded in the file
+    np.testing.assert_allclose(on_file.geometry("dssc").quadrant_positions, DSSC_DEFAULT_QUAD_POSITIONS)
+    moved = np.array(DSSC_DEFAULT_QUAD_POSITIONS) + [[2e-3, 0], [0, 0], [0, 0], [0, 0]]  # quadrant 1, 2 mm in x
+    cfg = yaml.safe_load(session.config_path.read_text())
+    cfg["detectors"]["dssc"]["quadrant_positions"] = moved.tolist()
+    config = tmp_path / "moved.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    ana = SmallDataAna(session.path, config_path=config)  # -c: the config's geometry
+    np.testing.assert_allclose(ana.geometry("dssc").quadrant_positions, moved)
+    before = np.array(ana.geometry("dssc").module_to_pixel(0, 10, 10))
+    ana.set_geometry("dssc", quadrant_positions=DSSC_DEFAULT_QUAD_POSITIONS)  # iterate: back by 2 mm
+    after = np.array(ana.geometry("dssc").module_to_pixel(0, 10, 10))
+    assert abs((before - after)[1] - 2e-3 / 236e-6) <= 1 and abs((before - after)[0]) <= 1
+    written = ana.write_config(tmp_path / "back.yaml")
+    np.testing.assert_allclose(ProducerConfig.from_file(written).detectors["dssc"]["quadrant_positions"],
+                               DSSC_DEFAULT_QUAD_POSITIONS)
+    # a polygon drawn around the first tile of module 3 masks exactly that tile's pixels
+    img = DetImage(np.ones((2, 128, 512)), (2, 3), ana.geometry("dssc"))
+    rows, cols = img.geometry.module_to_pixel(3, [0, 127], [0, 255])  # corner pixels, drawn as a rectangle
+    r0, r1, c0, c1 = rows.min() - 0.5, rows.max() + 0.5, cols.min() - 0.5, cols.max() + 0.5
+    mask = ana.MakeMask(img, polygons=[[(r0, c0), (r0, c1), (r1, c1), (r1, c0)]])
+    assert not mask.mask[1, :, :256].any() and mask.mask[1, :, 256:].all() and mask.mask[0].all()

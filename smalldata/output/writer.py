@@ -187,8 +187,8 @@ def attach_event_scale(out: h5py.Group) -> None:
     """Label the axes of the per-event datasets with HDF5 dimension scales (netCDF-4 conventions).
 
     Axis 0 gets ``/trainId`` as its scale, so netCDF readers (xarray with h5netcdf) align the
-    datasets on ``trainId``; each further axis of length L gets a dimension without values,
-    ``/dim_<L>`` (netCDF readers need every axis of a dataset labelled once one is). Ragged
+    datasets on ``trainId``; each further axis (number ``axis``, length L) gets a dimension without values,
+    ``/dim<axis>_<L>`` (netCDF readers need every axis of a dataset labelled once one is). Ragged
     value arrays (not one row per event) are left without.
     """
     if "trainId" not in out:
@@ -201,7 +201,7 @@ def attach_event_scale(out: h5py.Group) -> None:
             continue
         ds.dims[0].attach_scale(scale)
         for axis, length in enumerate(ds.shape[1:], start=1):
-            name = f"dim_{length}"
+            name = f"dim{axis}_{length}"
             if name not in out:
                 out.create_dataset(name, shape=(length,), dtype="f4").make_scale(
                     f"{NETCDF_DIMENSION_ONLY}{length:10d}")
