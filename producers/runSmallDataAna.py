@@ -16,8 +16,6 @@ from typing import List, Optional, Sequence
 
 from ._cli import add_common_arguments, run_main
 
-NON_INTERACTIVE_BACKENDS = ("agg", "pdf", "ps", "svg", "cairo", "template")
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -67,6 +65,8 @@ def headless_dir(args: argparse.Namespace) -> Optional[Path]:
     """Where plots are written: --save-dir, or ./r<run>_plots with a non-interactive MPLBACKEND."""
     if args.save_dir is not None:
         return args.save_dir
+    from smalldata.ana.plotting import NON_INTERACTIVE_BACKENDS
+
     if os.environ.get("MPLBACKEND", "").lower() in NON_INTERACTIVE_BACKENDS:
         return Path(f"r{args.run:04d}_plots")
     return None

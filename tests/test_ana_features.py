@@ -89,7 +89,8 @@ def test_fitcircle_and_azint_recover_planted_centre(session):
     radius = cfg.distance * np.tan(2 * np.arcsin(cfg.ring_q * wavelength_m(cfg.photon_energy) / (4 * np.pi)))
     assert abs(fit.radius - radius) < 2 * PIXEL[1]
     angles = np.linspace(0, 2 * np.pi, 8, endpoint=False)
-    rows, cols = img.geometry.metres_to_pixel(planted[0] + radius * np.cos(angles), planted[1] + radius * np.sin(angles))
+    rows, cols = img.geometry.metres_to_pixel(planted[0] + radius * np.cos(angles),
+                                              planted[1] + radius * np.sin(angles))
     by_points = session.FitCircle(img, points=np.column_stack([rows, cols]))
     assert np.all(np.abs(np.subtract(by_points.center, planted)) < 0.5 * PIXEL)
     # AzInt from a centre 1 mm off: refined to the planted one, ring at the planted q

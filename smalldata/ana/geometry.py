@@ -40,7 +40,8 @@ class ImageGeometry:
         self.geometry_file = None if geometry_file is None else os.fspath(geometry_file)
         self.quadrant_positions = np.asarray(quadrant_positions, dtype=float)
         self.geom = load_dssc_geometry(self.geometry_file, self.quadrant_positions)
-        index = np.arange(DSSC_N_MODULES * MODULE_PIXELS, dtype=np.float64).reshape((DSSC_N_MODULES,) + DSSC_MODULE_SHAPE)
+        index = np.arange(DSSC_N_MODULES * MODULE_PIXELS, dtype=np.float64)
+        index = index.reshape((DSSC_N_MODULES,) + DSSC_MODULE_SHAPE)
         assembled, centre = self.geom.position_modules(index)
         #: flat module-pixel index (module * 65536 + row * 512 + col) of each assembled pixel, -1 for none
         self.index_map = np.where(np.isfinite(assembled), assembled, -1).astype(np.int64)

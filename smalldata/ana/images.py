@@ -244,6 +244,11 @@ class ImagesMixin:
         lo, hi = robust_limits(assembled, vmin, vmax)
         shown = ax.imshow(assembled, origin="lower", vmin=lo, vmax=hi, interpolation="nearest")
         fig.colorbar(shown, ax=ax, label=img.units or None, shrink=0.8)
+        rows, cols = np.nonzero(np.isfinite(assembled))
+        if rows.size:  # zoom to the modules the image holds
+            margin = 10
+            ax.set_xlim(cols.min() - margin, cols.max() + margin)
+            ax.set_ylim(rows.min() - margin, rows.max() + margin)
         ax.set_xlabel("column (assembled pixels)")
         ax.set_ylabel("row (assembled pixels)")
         ax.set_title(title or f"run {self.run} {img.det} modules {_module_text(img.modules)}")

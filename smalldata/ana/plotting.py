@@ -16,6 +16,8 @@ import numpy as np
 from smalldata.errors import SmallDataError
 
 log = logging.getLogger(__name__)
+#: matplotlib backends that draw into files, not windows
+NON_INTERACTIVE_BACKENDS = ("agg", "pdf", "ps", "svg", "cairo", "template")
 #: logger that announces each written PNG (the command line prints its messages as they are)
 plots_log = logging.getLogger("smalldata.ana.plots")
 
@@ -34,7 +36,7 @@ def backend_is_interactive() -> bool:
     import matplotlib
 
     backend = matplotlib.get_backend().lower()
-    return not (backend in ("agg", "pdf", "ps", "svg", "cairo", "template") or backend.startswith("module://matplotlib_inline"))
+    return not (backend in NON_INTERACTIVE_BACKENDS or backend.startswith("module://matplotlib_inline"))
 
 
 class PlotOutput:
