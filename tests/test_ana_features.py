@@ -281,3 +281,10 @@ def test_geometry_of_the_config_iterated_and_written(session, tmp_path):
     r0, r1, c0, c1 = rows.min() - 0.5, rows.max() + 0.5, cols.min() - 0.5, cols.max() + 0.5
     mask = ana.MakeMask(img, polygons=[[(r0, c0), (r0, c1), (r1, c1), (r1, c0)]])
     assert not mask.mask[1, :, :256].any() and mask.mask[1, :, 256:].all() and mask.mask[0].all()
+
+
+def test_mouse_selection_without_a_window_names_the_arguments(session):
+    img = DetImage(np.ones((2, 128, 512)), (2, 3), session.geometry("dssc"))
+    for call, hint in ((session.SelectRegion, "roi="), (session.MakeMask, "polygons="), (session.FitCircle, "points=")):
+        with pytest.raises(SmallDataError, match=f"needs mouse clicks.*{hint}"):
+            call(img)
