@@ -62,12 +62,18 @@ def banner(ana) -> str:
 
 
 def headless_dir(args: argparse.Namespace) -> Optional[Path]:
-    """Where plots are written: --save-dir, or ./r<run>_plots with a non-interactive MPLBACKEND."""
+    """Where plots are written: --save-dir, or ./r<run>_plots without windows.
+
+    Without windows: a non-interactive MPLBACKEND (Agg, ...), or none set on Linux without a display.
+    """
     if args.save_dir is not None:
         return args.save_dir
     from smalldata.ana.plotting import NON_INTERACTIVE_BACKENDS
 
-    if os.environ.get("MPLBACKEND", "").lower() in NON_INTERACTIVE_BACKENDS:
+    backend = os.environ.get("MPLBACKEND", "").lower()
+    no_display = sys.platform.startswith("linux") and not (os.environ.get("DISPLAY")
+                                                           or os.environ.get("WAYLAND_DISPLAY"))
+    if backend in NON_INTERACTIVE_BACKENDS or (not backend and no_display):
         return Path(f"r{args.run:04d}_plots")
     return None
 
@@ -113,7 +119,8 @@ def _body(args: argparse.Namespace) -> int:
 
     from smalldata.ana.plotting import pyplot
 
-    if save_dir is not None and not os.environ.get("DISPLAY") and "MPLBACKEND" not in os.environ:
+    if save_dir is not None and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) \
+            and "MPLBACKEND" not in os.environ:
         os.environ["MPLBACKEND"] = "Agg"
     namespace = {"ana": ana, "np": np, "plt": pyplot()}
     from IPython import start_ipython
