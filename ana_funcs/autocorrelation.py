@@ -145,8 +145,6 @@ class Autocorrelation(DetObjectFunc):
         Lags within this distance (pixels, zero lag excluded) enter the contrast fit.
     """
 
-    type_name = "autocorrelation"
-
     def __init__(self, name: str = "autocorrelation", module: Optional[int] = None, roi: Optional[List[int]] = None,
                  crop_size: int = 10, fit_radius: int = 3):
         super().__init__(name)

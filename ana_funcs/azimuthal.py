@@ -221,8 +221,6 @@ class AzimuthalBinning(DetObjectFunc):
         the valid pixels (0 in an empty bin).
     """
 
-    type_name = "azimuthal"
-
     def __init__(self, name: str = "azav", center: Tuple[float, float] = (0.0, 0.0),
                  distance: float = 5.0, photon_energy: float = 860.0,
                  q_bins: Union[int, Sequence[float]] = 100, q_range: Optional[Tuple[float, float]] = None,

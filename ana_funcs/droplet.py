@@ -406,8 +406,6 @@ class Droplet(DetObjectFunc):
         At most this many droplets per event in the list (the first in detector order).
     """
 
-    type_name = "droplet"
-
     def __init__(self, name: str = "droplet", threshold: float = 5.0, threshold_low: float = 3.0,
                  threshold_unit: str = "noise", min_sum: float = 0.0, adu_per_photon: Optional[float] = None,
                  rounding_offset: float = 0.5, save_droplets: bool = False, max_droplets_per_event: int = 1000):

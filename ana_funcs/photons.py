@@ -222,8 +222,6 @@ class Photons(DetObjectFunc):
         At most this many pixel entries per event in the list (the first in detector order).
     """
 
-    type_name = "photons"
-
     def __init__(self, name: str = "photons", adu_per_photon: Optional[float] = None,
                  rounding_offset: float = 0.5, kmax: int = 10, threshold: float = 5.0,
                  threshold_low: float = 3.0, threshold_unit: str = "noise", min_sum: float = 0.0,

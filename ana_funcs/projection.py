@@ -32,8 +32,6 @@ class Projection(DetObjectFunc):
         Module to project when used directly on the detector (not as a child).
     """
 
-    type_name = "projection"
-
     def __init__(self, name: str = "proj", axis: int = 0, mean: bool = False,
                  threshold: Optional[float] = None, module: Optional[int] = None):
         super().__init__(name)

@@ -63,8 +63,6 @@ class ROI(DetObjectFunc):
         Also output the ROI pixels (invalid pixels as NaN).
     """
 
-    type_name = "roi"
-
     def __init__(self, name: str = "roi", module: int = 0, roi: List[int] = (0, 128, 0, 512),
                  threshold: Optional[float] = None, threshold_max: Optional[float] = None,
                  write_image: bool = False):

@@ -31,3 +31,11 @@ class DataError(SmallDataError):
 
 class CalibrationError(SmallDataError):
     """Calibration constants are missing or do not fit the data."""
+
+
+class FunctionError(SmallDataError):
+    """An analysis function breaks the plug-in contract or fails on a batch.
+
+    The message names the function by its config path and class, e.g.
+    ``function detectors.dssc.functions[1] (mypkg.funcs:Bright): ...``, and the fix.
+    """

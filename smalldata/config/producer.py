@@ -407,6 +407,10 @@ def build_function(spec: Dict[str, Any], path: str) -> DetObjectFunc:
         raise ConfigError(f"{path}.{exc.path}" if exc.path else path, exc.message) from None
     except TypeError as exc:
         raise ConfigError(path, f"{exc}") from None
+    except Exception as exc:  # noqa: BLE001 - a user's constructor may raise anything; name it in one line
+        raise ConfigError(path, f"{cls.__module__}:{cls.__qualname__} cannot be built from these parameters: "
+                                f"{type(exc).__name__}: {exc}") from exc
+    func.config_path = path
     children = spec.get("children", []) or []
     if not isinstance(children, list):
         raise ConfigError(f"{path}.children", "expected a list of functions")

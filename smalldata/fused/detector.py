@@ -46,7 +46,7 @@ def process_fused(setup, raw, info, points: Mapping[str, np.ndarray]) -> Tuple[D
     one_pass = acc is not None and not setup.vetoes
     inputs = acc.fused_inputs(len(raw), info.label_id, points, info.keep) if one_pass else {}
     frames = setup.plan.run(raw, **inputs)
-    out, vetoed = run_chain(setup.functions, setup.vetoes, frames, info.keep)
+    out, vetoed = run_chain(setup.functions, setup.vetoes, frames, info.keep, setup.layout)
     if acc is not None and not one_pass:
         setup.plan.run(raw, functions=False, **acc.fused_inputs(len(raw), info.label_id, points,
                                                                info.keep & ~vetoed))

@@ -7,13 +7,15 @@ floats, -1 for integers, False for booleans, no entries in ragged lists).
 """
 from __future__ import annotations
 
-from typing import Dict, List, Mapping, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from smalldata.errors import FunctionError, SmallDataError
 from smalldata.output.writer import is_ragged
+from smalldata.plugin.contract import Layout, check_layout, function_label, name_error
 from smalldata.plugin.detfunc import DetObjectFunc
-from smalldata.plugin.frames import Frames
+from smalldata.plugin.frames import Frames, read_only
 from smalldata.plugin.ragged import Ragged
 from smalldata.pulses.rejection import Veto, evaluate_veto, fill_value
 
@@ -43,9 +45,34 @@ def spread(outputs: Mapping[str, object], selected: np.ndarray, computed: np.nda
     return result
 
 
+def run_function(func: DetObjectFunc, frames: Frames, layout: Optional[Layout] = None) -> Dict[str, object]:
+    """``func.run(frames)`` on read-only frames, its outputs checked against ``layout``.
+
+    An exception raised by a user's function (not smalldata's own) becomes a
+    :class:`~smalldata.errors.FunctionError` naming the function by config path and class.
+    """
+    try:
+        out = func.run(read_only(frames))
+    except SmallDataError as exc:
+        raise name_error(getattr(exc, "smalldata_function", None) or func, exc) from exc
+    except Exception as exc:
+        owner = getattr(exc, "smalldata_function", None) or func
+        if type(owner).__module__.startswith("smalldata."):
+            raise
+        raise FunctionError(f"{type(exc).__name__}: {exc} (in function {function_label(owner)}; "
+                            "run with --debug for the traceback)") from exc
+    if layout is not None:
+        check_layout({k: v for k, v in layout.items() if k.startswith(f"{func.name}_")}, out,
+                     f" for the batch of trains {frames.train_ids[0]}..{frames.train_ids[-1]}" if len(frames) else "")
+    return out
+
+
 def run_chain(functions: Sequence[DetObjectFunc], vetoes: Sequence[Mapping], frames: Frames,
-              selected: np.ndarray) -> Tuple[Dict[str, object], np.ndarray]:
+              selected: np.ndarray, layout: Optional[Layout] = None) -> Tuple[Dict[str, object], np.ndarray]:
     """Run ``functions`` on the ``selected`` frames, applying ``vetoes`` in between.
+
+    ``layout`` (from :func:`smalldata.plugin.contract.check_function`) is what every batch
+    must return; a difference fails at that batch, naming the function.
 
     Returns
     -------
@@ -57,14 +84,18 @@ def run_chain(functions: Sequence[DetObjectFunc], vetoes: Sequence[Mapping], fra
     selected = np.asarray(selected, dtype=bool).copy()
     vetoed = np.zeros(len(selected), dtype=bool)
     outputs: Dict[str, object] = {}
+    frames = read_only(frames)
+    subset, subset_of = frames, None
     for func in functions:
         if selected.all():
             computed = np.arange(len(selected))
-            out = func.run(frames)
+            out = run_function(func, frames, layout)
         else:
             # with nothing selected, one frame is computed to learn the output layout, then discarded
             computed = np.flatnonzero(selected) if selected.any() else np.arange(min(1, len(selected)))
-            out = func.run(frames.subset(computed))
+            if subset_of is None or not np.array_equal(subset_of, computed):
+                subset, subset_of = read_only(frames.subset(computed)), computed
+            out = run_function(func, subset, layout)
         full = spread(out, selected, computed)
         outputs.update(full)
         for spec in vetoes:

@@ -9,10 +9,11 @@ import numpy as np
 
 from smalldata.config.producer import ProducerConfig
 from smalldata.constants import DSSC_DEFAULT_QUAD_POSITIONS
-from smalldata.errors import CalibrationError, ConfigError
+from smalldata.errors import CalibrationError, ConfigError, SmallDataError
 from smalldata.fused.detector import build_plan, process_fused
 from smalldata.io.runaccess import RunAccess
 from smalldata.pipeline.chain import run_chain
+from smalldata.plugin.contract import Layout, check_function, name_error
 from smalldata.plugin.detfunc import DetObjectFunc
 from smalldata.plugin.frames import Frames, RawBatch
 from smalldata.pulses.framestage import FrameInfo
@@ -46,6 +47,9 @@ class DetectorSetup:
         ``(y0, y1, x0, x1)``: calibrate only this box of each module (see :func:`calibration_region`).
     plan : FusedPlan or None
         The fused hot path (:mod:`smalldata.fused`); None: the numpy path.
+    layout : dict
+        Output layout of the functions, learnt at set-up (see :mod:`smalldata.plugin.contract`);
+        every batch is checked against it.
     """
 
     name: str
@@ -57,6 +61,7 @@ class DetectorSetup:
     dark_subtraction: Optional[dict] = None
     region: Optional[tuple] = None
     plan: Optional[object] = None
+    layout: Optional[Layout] = None
 
     def calibrate(self, raw: RawBatch, frame_index: np.ndarray) -> Frames:
         """Calibrated frames of this detector's modules, intra-darks subtracted if configured."""
@@ -78,7 +83,7 @@ class DetectorSetup:
             out, vetoed = process_fused(self, raw, info, points)
         else:
             frames = self.calibrate(raw, raw.frame_index)
-            out, vetoed = run_chain(self.functions, self.vetoes, frames, info.keep)
+            out, vetoed = run_chain(self.functions, self.vetoes, frames, info.keep, self.layout)
             if self.accumulators is not None:
                 self.accumulators.add(frames, info.label_id, points, info.keep & ~vetoed)
         outputs = {f"{self.name}/{key}": value for key, value in out.items()}
@@ -180,7 +185,10 @@ def setup_detectors(config: ProducerConfig, proposal: int, access: RunAccess,
         access.check_modules(modules)
         det = build_detobject(config, name, proposal, modules, access)
         for func in functions:
-            func.setup(det)
+            try:
+                func.setup(det)
+            except SmallDataError as exc:
+                raise name_error(func, exc) from None
         pattern = pattern or FramePattern(["image"])
         accumulators = None
         if det_cfg["cube"] is not None or det_cfg["sums"] is not None:
@@ -193,9 +201,12 @@ def setup_detectors(config: ProducerConfig, proposal: int, access: RunAccess,
             dark_subtraction = {"pattern": pattern, "mode": pattern_cfg["subtract_dark"],
                                 "match_by": pattern_cfg["match_by"]}
         region = calibration_region(functions, accumulators is not None or det_cfg["common_mode"] != "none")
+        layout: Layout = {}
+        for func in functions:
+            layout.update(check_function(func, det, modules, region))
         plan = build_plan(det, functions, accumulators, dark_subtraction)
         setups.append(DetectorSetup(name, det, functions, modules, det_cfg["vetoes"], accumulators,
-                                    dark_subtraction, region, plan))
+                                    dark_subtraction, region, plan, layout))
         log.info("detector %s: modules %s, %d function(s), dark run %d%s", name, list(modules),
                  len(functions), det_cfg["dark_run"], f", calibrating rows {region[0]}..{region[1]}, "
                  f"columns {region[2]}..{region[3]}" if region else "")

@@ -29,7 +29,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from smalldata.errors import ConfigError
-from smalldata.plugin.frames import Frames
+from smalldata.plugin.frames import Frames, read_only
 
 
 class DetObjectFunc:
@@ -44,15 +44,14 @@ class DetObjectFunc:
         Prefix of the function's output keys; unique among its siblings.
     """
 
-    #: Short ``type:`` name for the YAML config (built-in functions only).
-    type_name: str = ""
-
     def __init__(self, name: str):
         if not isinstance(name, str) or not name.isidentifier():
             raise ConfigError("name", f"{name!r} is not a valid function name; use letters, digits and _")
         self.name = name
         self.children: List["DetObjectFunc"] = []
         self.det = None
+        #: Where the function is in the config (e.g. ``detectors.dssc.functions[0]``), for error messages.
+        self.config_path = name
 
     # ------------------------------------------------------------------ chaining
     def addFunc(self, child: "DetObjectFunc") -> "DetObjectFunc":
@@ -98,15 +97,25 @@ class DetObjectFunc:
         return outputs, self.child_frames(frames, outputs)
 
     def run(self, frames: Frames) -> Dict[str, np.ndarray]:
-        """Process a batch and run the children; keys are prefixed ``<name>_``."""
-        if self.children:
-            outputs, sub = self.process_and_hand_on(frames)
-        else:
-            outputs, sub = self.process(frames), None
+        """Process a batch and run the children; keys are prefixed ``<name>_``.
+
+        Children get read-only frames. An exception raised by this function's own
+        processing carries it as ``exc.smalldata_function``, so the caller can name it.
+        """
+        try:
+            if self.children:
+                outputs, sub = self.process_and_hand_on(frames)
+            else:
+                outputs, sub = self.process(frames), None
+        except Exception as exc:
+            if getattr(exc, "smalldata_function", None) is None:
+                exc.smalldata_function = self
+            raise
         result = {f"{self.name}_{key}": value for key, value in outputs.items()}
         if self.children:
             if sub is None:
                 raise ConfigError(self.name, f"{type(self).__name__} hands no frames on; remove its children")
+            sub = read_only(sub)
             for child in self.children:
                 for key, value in child.run(sub).items():
                     result[f"{self.name}_{key}"] = value
@@ -137,6 +146,15 @@ class DetObjectFunc:
         """Unit of each output key (without prefix); keys missing here have no unit."""
         return {}
 
+    def output_layout(self) -> Optional[Dict[str, Tuple[Any, tuple]]]:
+        """Declared outputs ``{key: (dtype, trailing shape)}`` (without prefix), or None.
+
+        None (the default) lets the producer learn the layout from a dry run on a small
+        synthetic batch at set-up. Either way every batch must return the same keys,
+        dtypes and trailing shapes; ragged outputs are declared with ``(Ragged, ())``.
+        """
+        return None
+
     def all_output_units(self) -> Dict[str, str]:
         """Units of every output key of this function and its children, prefixed as in :meth:`run`."""
         units = {f"{self.name}_{key}": unit for key, unit in self.output_units().items()}
@@ -158,14 +176,6 @@ class DetObjectFunc:
         each module is calibrated and ``frames.origin`` gives its corner.
         """
         return None
-
-    def describe(self) -> Dict[str, Any]:
-        """Nested description: type, parameters and children (for ``UserDataCfg``)."""
-        return {
-            "type": f"{type(self).__module__}:{type(self).__qualname__}",
-            "params": self.params(),
-            "children": {c.name: c.describe() for c in self.children},
-        }
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())

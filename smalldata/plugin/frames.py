@@ -143,6 +143,21 @@ class Frames:
         )
 
 
+def read_only(frames: Frames) -> Frames:
+    """The same frames with read-only views of ``data`` and ``valid`` (no copy).
+
+    Functions get read-only frames: the pixels are shared with the other functions of the
+    detector and with the run sums, so writing into them would change what those see.
+    """
+    views = {}
+    for key in ("data", "valid"):
+        array = getattr(frames, key)
+        if isinstance(array, np.ndarray) and array.flags.writeable:
+            views[key] = array.view()
+            views[key].flags.writeable = False
+    return replace(frames, **views) if views else frames
+
+
 def zero_invalid(data: np.ndarray, valid: np.ndarray, threshold: Optional[float] = None) -> np.ndarray:
     """A copy of ``data`` with invalid pixels (and, if given, pixels below ``threshold``) set to 0.
 
