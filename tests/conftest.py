@@ -63,6 +63,28 @@ def sim_root(tmp_path_factory, sim_config):
     return root
 
 
+@pytest.fixture(scope="session")
+def dark_constants(sim_root, sim_config):
+    """Dark constants of the simulated dark run, characterised once per session (do not modify)."""
+    from smalldata.calib.badpixels import DarkThresholds
+    from smalldata.calib.dark import characterise_dark
+    from smalldata.simulate import run_path
+
+    return characterise_dark(run_path(sim_root, PROPOSAL, DARK_RUN),
+                             thresholds=DarkThresholds(min_frames=min(100, sim_config.dark_trains)),
+                             proposal=PROPOSAL, run_number=DARK_RUN, progress=False)
+
+
+@pytest.fixture(scope="session")
+def calib_dir(tmp_path_factory, dark_constants):
+    """A calib folder holding the file of :func:`dark_constants`, written once per session."""
+    from smalldata.calib.dark import dark_file_path, write_dark_file
+
+    folder = tmp_path_factory.mktemp("calib")
+    write_dark_file(dark_constants, dark_file_path(folder, PROPOSAL, DARK_RUN, "dssc"))
+    return folder
+
+
 @pytest.fixture
 def sim_env(sim_root, monkeypatch):
     """``sim_root`` with ``EXTRA_DATA_DATA_ROOT`` pointing at it (for ``extra_data.open_run``)."""

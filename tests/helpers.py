@@ -4,7 +4,6 @@ import sys
 from pathlib import Path
 
 import h5py
-import numpy as np
 
 PROPOSAL, DATA_RUN, DARK_RUN = 2937, 614, 615
 
@@ -31,18 +30,3 @@ def read_all(path, skip=("meta", "UserDataCfg")) -> dict:
                 out[name] = obj[()]
         f.visititems(visit)
     return out
-
-
-import pytest  # noqa: E402
-
-
-@pytest.fixture(scope="session")
-def calib_dir(tmp_path_factory, sim_root):
-    """Dark constants of the simulated dark run, written once per session."""
-    from smalldata.calib.dark import characterise_dark, dark_file_path, write_dark_file
-    from smalldata.simulate import run_path
-
-    folder = tmp_path_factory.mktemp("calib")
-    constants = characterise_dark(run_path(sim_root, PROPOSAL, DARK_RUN), proposal=PROPOSAL, run_number=DARK_RUN)
-    write_dark_file(constants, dark_file_path(folder, PROPOSAL, DARK_RUN, "dssc"))
-    return folder

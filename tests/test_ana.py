@@ -4,7 +4,7 @@ import subprocess
 import numpy as np
 import pytest
 import yaml
-from helpers import DARK_RUN, DATA_RUN, PROPOSAL, calib_dir, tool  # noqa: F401
+from helpers import DARK_RUN, DATA_RUN, PROPOSAL, tool
 
 from smalldata.ana.session import SmallDataAna
 from smalldata.config.producer import ProducerConfig

@@ -36,9 +36,9 @@ def thresholds(sim_config):
 
 
 @pytest.fixture(scope="module")
-def dark(sim_root, thresholds):
-    return characterise_dark(run_path(sim_root, PROPOSAL, DARK_RUN), thresholds=thresholds,
-                             proposal=PROPOSAL, run_number=DARK_RUN)
+def dark(dark_constants, thresholds):
+    assert thresholds == DarkThresholds(min_frames=100)  # what conftest's dark_constants used
+    return dark_constants
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 from helpers import DARK_RUN, DATA_RUN, PROPOSAL
 
-from smalldata.calib.badpixels import DarkThresholds
-from smalldata.calib.dark import characterise_dark, dark_file_path, write_dark_file
+from smalldata.calib.dark import dark_file_path
 from smalldata.calib.detobject import DetObject
 from smalldata.calib.masks import asic_edge_mask
 from smalldata.constants import DSSC_DEFAULT_QUAD_POSITIONS
@@ -19,11 +18,8 @@ from smalldata.simulate import read_truth, run_path
 
 
 @pytest.fixture(scope="module")
-def dark_file(tmp_path_factory, sim_root, sim_config):
-    dark = characterise_dark(run_path(sim_root, PROPOSAL, DARK_RUN),
-                             thresholds=DarkThresholds(min_frames=min(100, sim_config.dark_trains)),
-                             proposal=PROPOSAL, run_number=DARK_RUN, progress=False)
-    return write_dark_file(dark, dark_file_path(tmp_path_factory.mktemp("calib"), PROPOSAL, DARK_RUN))
+def dark_file(calib_dir):
+    return dark_file_path(calib_dir, PROPOSAL, DARK_RUN)
 
 
 @pytest.fixture(scope="module")

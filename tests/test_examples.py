@@ -6,7 +6,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import yaml
-from helpers import DARK_RUN, DATA_RUN, PROPOSAL, calib_dir  # noqa: F401
+from helpers import DARK_RUN, DATA_RUN, PROPOSAL
 
 from smalldata.config.producer import ProducerConfig
 from smalldata.pipeline.eventloop import run_producer

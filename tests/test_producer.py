@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 import pytest
 import yaml
-from helpers import DARK_RUN, DATA_RUN, PROPOSAL, calib_dir, mpiexec, read_all, tool  # noqa: F401
+from helpers import DARK_RUN, DATA_RUN, PROPOSAL, mpiexec, read_all, tool
 
 from smalldata.config.producer import ProducerConfig
 from smalldata.errors import SmallDataError
@@ -275,9 +275,12 @@ def test_killed_run_leaves_no_final_file(tmp_path, sim_root, calib_dir):
     out = tmp_path / "out"
     while time.monotonic() < deadline and not any(p.endswith(".parts") for p in _leftovers(out)):
         time.sleep(0.1)
+    assert any(p.endswith(".parts") for p in _leftovers(out)), "the producer never made its part files"
     time.sleep(1.5)
+    assert proc.poll() is None, f"the producer ended before the signal: {proc.communicate()[1]}"
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
     assert not (out / f"r{DATA_RUN:04d}.h5").exists()
     assert all(name.startswith(".") for name in _leftovers(out))
 
@@ -344,7 +347,9 @@ def test_terminated_run_cleans_up(tmp_path, sim_root, calib_dir):
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not any(p.endswith(".parts") for p in _leftovers(out)):
         time.sleep(0.1)
+    assert any(p.endswith(".parts") for p in _leftovers(out)), "the producer never made its part files"
     time.sleep(1.0)
+    assert proc.poll() is None, f"the producer ended before the signal: {proc.communicate()[1]}"
     proc.send_signal(signal.SIGTERM)  # what scancel and a SLURM time limit send
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode != 0 and "interrupted" in stderr and "Traceback" not in stderr

@@ -5,7 +5,7 @@ import h5py
 import numpy as np
 import pytest
 import yaml
-from helpers import DARK_RUN, DATA_RUN, PROPOSAL, calib_dir, mpiexec, read_all, tool  # noqa: F401
+from helpers import DARK_RUN, DATA_RUN, PROPOSAL, mpiexec, read_all, tool
 
 from smalldata.config.producer import ProducerConfig
 from smalldata.pipeline.eventloop import run_producer
