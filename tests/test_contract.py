@@ -211,3 +211,29 @@ def test_functions_get_read_only_frames():
     roi.run(frames)
     # the child gets the ROI's crop (N, h, w), read-only as well
     assert seen == [(False, False)]
+
+
+def test_import_error_inside_users_module_is_shown(tmp_path, sim_root, calib_dir, monkeypatch):
+    from smalldata.plugin.registry import resolve_function_type
+
+    (tmp_path / "usermod.py").write_text("import numpy as np\n\nimport not_installed_anywhere_xyz\n")
+    (tmp_path / "typomod.py").write_text("x = 1\ny = undefined_name + 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ConfigError) as err:
+        resolve_function_type("usermod:Func", "detectors.dssc.functions[0].type")
+    message = str(err.value)
+    assert "check the dotted path" not in message and "\n" not in message
+    assert f"{tmp_path / 'usermod.py'}:3" in message and "No module named 'not_installed_anywhere_xyz'" in message
+    with pytest.raises(ConfigError, match=r"typomod.py:2: NameError: name 'undefined_name'"):
+        resolve_function_type("typomod:Func")
+    with pytest.raises(ConfigError, match="check the dotted path"):
+        resolve_function_type("no_such_module_xyz:Func")
+    cfg = producer_yaml(tmp_path, sim_root, calib_dir, [{"type": "usermod:Func"}])
+    env = {**__import__("os").environ, "PYTHONPATH": str(tmp_path)}
+    quiet = subprocess.run([tool("smd_producer"), "-r", str(DATA_RUN), "-c", str(cfg)], capture_output=True,
+                           text=True, timeout=120, env=env)
+    assert quiet.returncode == 2 and len(quiet.stderr.strip().splitlines()) == 1
+    assert "usermod.py:3" in quiet.stderr and "Traceback" not in quiet.stderr
+    debug = subprocess.run([tool("smd_producer"), "-r", str(DATA_RUN), "-c", str(cfg), "--debug"],
+                           capture_output=True, text=True, timeout=120, env=env)
+    assert debug.returncode != 0 and "Traceback" in debug.stderr and "not_installed_anywhere_xyz" in debug.stderr
