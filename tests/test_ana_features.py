@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 import pytest
 import yaml
-from helpers import DARK_RUN, DATA_RUN, PROPOSAL, calib_dir, tool  # noqa: F401
+from helpers import DARK_RUN, DATA_RUN, PROPOSAL, tool
 
 import matplotlib  # noqa: E402
 

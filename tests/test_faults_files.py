@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 import pytest
 from faults import fault_config
-from helpers import DATA_RUN, calib_dir, tool  # noqa: F401
+from helpers import DATA_RUN, tool
 
 from smalldata.config.producer import ProducerConfig
 from smalldata.errors import SmallDataError

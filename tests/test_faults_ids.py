@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from faults import (DIGITIZER, XGM, damaged_copy, fault_config, incomplete_pairs, invalid_pairs,
                     plant_index_gap, plant_shifted_cells, plant_swapped_index, plant_zero_train_id, validate)
-from helpers import DATA_RUN, calib_dir, read_all  # noqa: F401
+from helpers import DATA_RUN, read_all
 
 from smalldata.config.producer import ProducerConfig
 from smalldata.pipeline.eventloop import run_producer

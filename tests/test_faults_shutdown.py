@@ -13,7 +13,7 @@ from pathlib import Path
 import h5py
 import pytest
 from faults import fault_config
-from helpers import DATA_RUN, calib_dir, mpiexec, tool  # noqa: F401
+from helpers import DATA_RUN, mpiexec, tool
 
 SLOW_FUNC = '''
 import os, sys, time

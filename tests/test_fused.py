@@ -2,7 +2,7 @@
 for every fused built-in, on the simulated run with planted saturation and a missing module."""
 import numpy as np
 import pytest
-from helpers import DARK_RUN, DATA_RUN, PROPOSAL, calib_dir  # noqa: F401
+from helpers import DARK_RUN, DATA_RUN, PROPOSAL
 from smalldata.funcs.autocorrelation import Autocorrelation
 from smalldata.funcs.azimuthal import AzimuthalBinning
 from smalldata.funcs.projection import Projection
