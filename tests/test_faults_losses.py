@@ -4,7 +4,7 @@ import subprocess
 import h5py
 import numpy as np
 from faults import damaged_copy, data_file, fault_config, validate
-from helpers import DATA_RUN, calib_dir, tool  # noqa: F401
+from helpers import DATA_RUN, tool
 
 
 def run_cli(cfg, *args):

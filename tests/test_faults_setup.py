@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import yaml
 from faults import XGM, fault_config
-from helpers import DARK_RUN, DATA_RUN, PROPOSAL, calib_dir, tool  # noqa: F401
+from helpers import DARK_RUN, DATA_RUN, PROPOSAL, tool
 
 from smalldata.config.producer import ProducerConfig
 from smalldata.errors import SmallDataError
