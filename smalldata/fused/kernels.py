@@ -58,11 +58,11 @@ def fused_pass(raw, present, cell, ped, invg, mod_box,
     frame_box : (4,) int64
         Box written to ``frames_out`` / ``valid_out`` (N, M, y1 - y0, x1 - x0); size 0: none.
     az_bins : (K, M, H, W) int32
-        Bin of each pixel for each of K azimuthal consumers, -1 = not used.
+        Bin of each pixel for each of K azimuthal consumers; B (the number of bins) = not used.
     az_weight : (K, M, H, W) float64
         Weight of each pixel (read only where a binned pixel is not valid).
-    az_sum, az_wbad : (N, K, B) float64
-    az_cnt : (N, K, B) int32
+    az_sum, az_wbad : (N, K, B + 1) float64
+    az_cnt : (N, K, B + 1) int32
     roi_def : (R, 5) int64
         Module index, y0, y1, x0, x1 of each ROI.
     roi_thr : (R, 2) float32
@@ -98,108 +98,148 @@ def fused_pass(raw, present, cell, ped, invg, mod_box,
     n_roi = roi_def.shape[0]
     do_frames = frames_out.size > 0
     do_sums = rs_keep.size > 0
-    do_above = rs_above.size > 0
     do_cube = cb_group.size > 0
-    do_sq = cb_sq.size > 0
     fy0, fy1, fx0, fx1 = frame_box[0], frame_box[1], frame_box[2], frame_box[3]
-    rs_scale, cb_scale, rs_limit, cb_limit = fixed[0], fixed[1], fixed[2], fixed[3]
-    sq_half = (1 << (sq_bits - 1)) if sq_bits > 0 else 0
     vals = np.empty(width, dtype=np.float32)
     ok = np.empty(width, dtype=np.bool_)
     for m in range(n_mod):
         y0, y1, x0, x1 = mod_box[m, 0], mod_box[m, 1], mod_box[m, 2], mod_box[m, 3]
+        w = x1 - x0
         for y in range(y0, y1):
-            gain_row = invg[m, y]
-            pix0 = (m * height + y) * width
+            gain_row = invg[m, y, x0:x1]
+            pix0 = (m * height + y) * width + x0
             for f in range(n_frames):
-                raw_row = raw[f, m, y]
-                ped_row = ped[cell[f, m], m, y]
-                here = present[f, m]
-                for x in range(x0, x1):  # calibration (vectorised by LLVM)
-                    r = raw_row[x]
-                    g = gain_row[x]
-                    vals[x] = (np.float32(r) - ped_row[x]) * g
-                    ok[x] = here and r < ADC_MAX and g == g
-                if do_frames and fy0 <= y < fy1:
-                    for x in range(fx0, fx1):
-                        v = vals[x]
-                        frames_out[f, m, y - fy0, x - fx0] = v if v == v else np.float32(0.0)
-                        valid_out[f, m, y - fy0, x - fx0] = ok[x]
+                _calibrate_row(raw[f, m, y, x0:x1], ped[cell[f, m], m, y, x0:x1], gain_row, present[f, m],
+                               vals, ok, w)
                 for k in range(n_az):
-                    bins_row = az_bins[k, m, y]
-                    acc = 0.0
-                    cnt = 0
-                    prev = -1
-                    for x in range(x0, x1):
-                        b = bins_row[x]
-                        if b != prev:  # runs of one bin along a row: one scatter per run
-                            if prev >= 0:
-                                az_sum[f, k, prev] += acc
-                                az_cnt[f, k, prev] += cnt
-                            acc = 0.0
-                            cnt = 0
-                            prev = b
-                        if b >= 0:
-                            if ok[x]:
-                                acc += np.float64(vals[x])
-                                cnt += 1
-                            else:
-                                az_wbad[f, k, b] += az_weight[k, m, y, x]
-                    if prev >= 0:
-                        az_sum[f, k, prev] += acc
-                        az_cnt[f, k, prev] += cnt
+                    _bin_row(az_bins[k, m, y, x0:x1], az_weight[k, m, y, x0:x1], vals, ok, w,
+                             az_sum[f, k], az_cnt[f, k], az_wbad[f, k])
+                if do_frames and fy0 <= y < fy1:
+                    _write_row(vals[fx0 - x0:fx1 - x0], ok[fx0 - x0:fx1 - x0],
+                               frames_out[f, m, y - fy0], valid_out[f, m, y - fy0])
                 for i in range(n_roi):
-                    if roi_def[i, 0] != m or y < roi_def[i, 1] or y >= roi_def[i, 2]:
-                        continue
-                    ry = y - roi_def[i, 1]
-                    rx0, rx1 = roi_def[i, 3], roi_def[i, 4]
-                    low, high = roi_thr[i, 0], roi_thr[i, 1]
-                    off = roi_crop_off[i]
-                    w = rx1 - rx0
-                    if off >= 0:
-                        base = off + (f * (roi_def[i, 2] - roi_def[i, 1]) + ry) * w
-                    row_acc = 0.0
-                    row_n = 0
-                    vmax = roi_max[f, i]
-                    for x in range(rx0, rx1):
-                        v = vals[x]
-                        good = ok[x] and v <= high
-                        if not good or v < low:
-                            v = np.float32(0.0)
-                        if good:
-                            row_n += 1
-                            roi_coln[f, i, x - rx0] += 1
-                            if v > vmax:
-                                vmax = v
-                            row_acc += np.float64(v)
-                            roi_col[f, i, x - rx0] += np.float64(v)
-                        if off >= 0:
-                            crop_vals[base + x - rx0] = v
-                            crop_valid[base + x - rx0] = good
-                    roi_row[f, i, ry] += row_acc
-                    roi_rown[f, i, ry] += row_n
-                    roi_max[f, i] = vmax
+                    if roi_def[i, 0] == m and roi_def[i, 1] <= y < roi_def[i, 2]:
+                        _roi_row(vals, ok, f, i, y, x0, roi_def, roi_thr, roi_row, roi_col, roi_rown,
+                                 roi_coln, roi_max, roi_crop_off, crop_vals, crop_valid)
                 keep = do_sums and rs_keep[f]
                 grp = cb_group[f] if do_cube else -1
                 if keep or grp >= 0:
-                    for x in range(x0, x1):
-                        if not ok[x]:
-                            continue
-                        v = vals[x]
-                        p = pix0 + x
-                        if keep and abs(v) < rs_limit:  # False if not finite or beyond the fixed-point range
-                            rs_sum[p] += np.int64(np.rint(v * rs_scale))
-                            rs_cnt[p] += 1
-                            if v > rs_max[p]:
-                                rs_max[p] = v
-                            if do_above and v > rs_thr:
-                                rs_above[p] += 1
-                        if grp >= 0:
-                            if not abs(v) < cb_limit:
-                                n_bad[0] += 1
-                                continue
-                            q = np.int64(np.rint(v * cb_scale))
-                            cb_sum[grp, p] += q
-                            cb_cnt[grp, p] += 1
-                            if do_sq:
-                                cb_sq[grp, p] += (q * q + sq_half) >> sq_bits
+                    _sum_row(vals, ok, w, pix0, keep, grp, rs_sum, rs_cnt, rs_max, rs_above, rs_thr,
+                             cb_sum, cb_cnt, cb_sq, fixed, sq_bits, n_bad)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _calibrate_row(raw_row, ped_row, gain_row, here, vals, ok, w):
+    """``(raw - pedestal) * inverse gain`` and validity of one row; 0 where not valid.
+
+    Indices from 0 and no branches: LLVM vectorises it.
+    """
+    for j in range(w):
+        r = raw_row[j]
+        g = gain_row[j]
+        v = (np.float32(r) - ped_row[j]) * g
+        good = (r < ADC_MAX) & (g == g) & here
+        vals[j] = v if good else np.float32(0.0)
+        ok[j] = good
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _write_row(vals, ok, out_row, ok_row):
+    """Calibrated values (0 where not valid) and validity for functions that read frames."""
+    for j in range(out_row.shape[0]):
+        out_row[j] = vals[j]
+        ok_row[j] = ok[j]
+
+
+@njit(cache=True, nogil=True)
+def _bin_row(bins_row, weight_row, vals, ok, w, sums, counts, wbad):
+    """Add one row of one frame to its bins.
+
+    Consecutive pixels mostly share a bin (rings cross a row in runs): values are summed
+    along a run and added to the bin when it ends. Unused pixels are in the last bin.
+    """
+    n_bins = sums.shape[0] - 1
+    prev = bins_row[0] if w > 0 else 0
+    acc = 0.0
+    cnt = 0
+    for j in range(w):
+        b = bins_row[j]
+        if b != prev:
+            sums[prev] += acc
+            counts[prev] += cnt
+            acc = 0.0
+            cnt = 0
+            prev = b
+        good = ok[j]
+        acc += np.float64(vals[j])  # 0 where not valid
+        cnt += good
+        if not good and b < n_bins:  # rare: a binned pixel not valid in this frame
+            wbad[b] += weight_row[j]
+    if w > 0:
+        sums[prev] += acc
+        counts[prev] += cnt
+
+
+@njit(cache=True, nogil=True)
+def _roi_row(vals, ok, f, i, y, x0, roi_def, roi_thr, roi_row, roi_col, roi_rown, roi_coln, roi_max,
+             roi_crop_off, crop_vals, crop_valid):
+    """One row of ROI ``i`` in frame ``f``: thresholds, row and column sums, counts, maximum, crop."""
+    ry = y - roi_def[i, 1]
+    rx0, rw = roi_def[i, 3] - x0, roi_def[i, 4] - roi_def[i, 3]
+    low, high = roi_thr[i, 0], roi_thr[i, 1]
+    off = roi_crop_off[i]
+    base = off + (f * (roi_def[i, 2] - roi_def[i, 1]) + ry) * rw
+    col = roi_col[f, i]
+    coln = roi_coln[f, i]
+    row_acc = 0.0
+    row_n = 0
+    vmax = roi_max[f, i]
+    for j in range(rw):
+        v = vals[rx0 + j]
+        good = ok[rx0 + j] and v <= high
+        if not good or v < low:
+            v = np.float32(0.0)
+        if good:
+            row_n += 1
+            coln[j] += 1
+            if v > vmax:
+                vmax = v
+            row_acc += np.float64(v)
+            col[j] += np.float64(v)
+        if off >= 0:
+            crop_vals[base + j] = v
+            crop_valid[base + j] = good
+    roi_row[f, i, ry] += row_acc
+    roi_rown[f, i, ry] += row_n
+    roi_max[f, i] = vmax
+
+
+@njit(cache=True, nogil=True)
+def _sum_row(vals, ok, w, pix0, keep, grp, rs_sum, rs_cnt, rs_max, rs_above, rs_thr, cb_sum, cb_cnt, cb_sq,
+             fixed, sq_bits, n_bad):
+    """One row of one frame into the run sums (``keep``) and the cube group ``grp`` (>= 0)."""
+    rs_scale, cb_scale, rs_limit, cb_limit = fixed[0], fixed[1], fixed[2], fixed[3]
+    sq_half = (1 << (sq_bits - 1)) if sq_bits > 0 else 0
+    do_above = rs_above.size > 0
+    do_sq = cb_sq.size > 0
+    for j in range(w):
+        if not ok[j]:
+            continue
+        v = vals[j]
+        p = pix0 + j
+        if keep and abs(v) < rs_limit:  # False if not finite or beyond the fixed-point range
+            rs_sum[p] += np.int64(np.rint(v * rs_scale))
+            rs_cnt[p] += 1
+            if v > rs_max[p]:
+                rs_max[p] = v
+            if do_above and v > rs_thr:
+                rs_above[p] += 1
+        if grp >= 0:
+            if not abs(v) < cb_limit:
+                n_bad[0] += 1
+                continue
+            q = np.int64(np.rint(v * cb_scale))
+            cb_sum[grp, p] += q
+            cb_cnt[grp, p] += 1
+            if do_sq:
+                cb_sq[grp, p] += (q * q + sq_half) >> sq_bits

@@ -250,7 +250,8 @@ class FusedPlan:
         box[empty] = 0
         self.mod_box = box
         if self._az_bins:
-            self.az_bins = np.ascontiguousarray(np.stack(self._az_bins))
+            bins = np.stack(self._az_bins)
+            self.az_bins = np.where(bins < 0, np.int32(max(self.az_n_bins)), bins)  # the kernel's "not used"
             self.az_weight = np.ascontiguousarray(np.stack(self._az_weights))
         else:
             self.az_bins, self.az_weight = _empty(np.int32, 4), _empty(np.float64, 4)
@@ -298,7 +299,7 @@ class FusedPlan:
             frame_box = np.array(self.frame_box, dtype=np.int64)
         else:
             frames_out, valid_out, frame_box = _empty(np.float32, 4), _empty(np.bool_, 4), np.zeros(4, np.int64)
-        n_az, n_bins = len(self.az_n_bins), max(self.az_n_bins, default=0)
+        n_az, n_bins = len(self.az_n_bins), max(self.az_n_bins, default=0) + 1  # + the "not used" bin
         n_roi = len(self.roi_def)
         az_bins, az_weight, roi_def = self.az_bins, self.az_weight, self.roi_def_array
         if not functions:
