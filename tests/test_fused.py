@@ -173,3 +173,30 @@ def test_results_follow_frame_subsets(setup):
     for f in funcs:
         for key, value in f.run(part).items():
             np.testing.assert_array_equal(value, full[key][pick], err_msg=key)
+
+
+@pytest.mark.parametrize("max_frames", [1, 7])
+def test_average_image_equals_formula(sim_root, calib_dir, max_frames):  # noqa: F811
+    """AvImage's computation: mean and max of the plain formula over the selected frames of
+    each module, batch by batch (1 frame: every train, of 3 or 4 frames, is read on its own)."""
+    from smalldata.sums.average import average_image, frame_keys
+
+    path = dark_file_path(calib_dir, PROPOSAL, DARK_RUN, "dssc")
+    access = RunAccess.from_directory(run_path(sim_root, PROPOSAL, DATA_RUN))
+    det = DetObject.from_dark_file("dssc", path, gain=GAIN)
+    raw = access.read_raw(det.modules, access.train_ids)
+    cal, valid = reference(det, raw)
+    pick = np.arange(len(raw)) % 3 != 0
+    keys = frame_keys(raw.train_ids[pick], raw.pulse_ids[pick])
+
+    def make(mods):
+        return DetObject.from_dark_file("dssc", path, modules=mods, gain=GAIN)
+
+    mean = average_image(access, make, det.modules, access.train_ids, keys, "mean", max_frames)
+    peak = average_image(access, make, det.modules, access.train_ids, keys, "max", max_frames)
+    use = valid & pick[:, None, None, None]
+    with np.errstate(invalid="ignore"):
+        expected = np.where(use, cal, 0).astype(np.float64).sum(axis=0) / use.sum(axis=0)
+    np.testing.assert_allclose(mean, expected, rtol=0, atol=2.0 ** -12)   # fixed point, 2**-12 per frame
+    np.testing.assert_array_equal(np.isnan(mean), use.sum(axis=0) == 0)
+    np.testing.assert_array_equal(peak, np.where(use.any(axis=0), np.where(use, cal, -np.inf).max(axis=0), np.nan))

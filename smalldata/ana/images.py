@@ -185,6 +185,12 @@ class ImagesMixin:
         """
         if statistic not in ("mean", "max"):
             raise SmallDataError(f"statistic must be 'mean' or 'max', got {statistic!r}")
+        from smalldata.sums.average import session_average  # the fused kernel, batches of frames
+
+        fast = session_average(self, det, selection, max_trains, statistic, modules)
+        if fast is not None:
+            image, used, units, n_frames = fast
+            return DetImage(image, used, self.geometry(det), det, units, n_frames, statistic)
         total = count = None
         n_frames, units, used = 0, "", ()
         for frames, pick in self.calibrated_frames(det, selection, max_trains, modules):

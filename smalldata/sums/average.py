@@ -1,0 +1,133 @@
+"""Average (or maximum) calibrated image of selected frames, straight from the raw data.
+
+What :meth:`SmallDataAna.AvImage <smalldata.ana.session.SmallDataAna.AvImage>` computes:
+module by module, in batches of at most ``max_frames`` frames (whole trains; a train with
+more frames is read on its own), each batch goes through the fused kernel
+(:mod:`smalldata.fused`) with only the run-sum consumer, which sums the selected frames
+as :class:`~smalldata.sums.runsums.RunSums` does (exact fixed point, 2**-12 of the data
+unit per frame). Memory is one module's constants and one batch of one module's raw
+frames, whatever the number of frames per train or of trains.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable, List, Sequence, Tuple
+
+import numpy as np
+
+from smalldata.errors import SmallDataError
+from smalldata.fused.plan import FusedPlan
+from smalldata.sums.runsums import RunSums
+
+log = logging.getLogger(__name__)
+
+#: Frames of one module read and summed at a time (16 MiB of raw data).
+MAX_FRAMES = 128
+STATISTICS = ("mean", "max")
+
+
+def train_groups(frames_per_train: np.ndarray, max_frames: int) -> List[Tuple[int, int]]:
+    """Consecutive train ranges ``[start, stop)`` with at most ``max_frames`` frames (at least one train)."""
+    groups, start, count = [], 0, 0
+    for i, n in enumerate(np.asarray(frames_per_train, dtype=np.int64)):
+        if i > start and count + n > max_frames:
+            groups.append((start, i))
+            start, count = i, 0
+        count += int(n)
+    if start < len(frames_per_train):
+        groups.append((start, len(frames_per_train)))
+    return groups
+
+
+def frame_keys(train_ids: np.ndarray, pulse_ids: np.ndarray) -> np.ndarray:
+    """One uint64 key per frame: train id and pulse id together."""
+    return (np.asarray(train_ids, dtype=np.uint64) << np.uint64(16)) | np.asarray(pulse_ids, dtype=np.uint64)
+
+
+def average_image(access, make_detector: Callable, modules: Sequence[int], train_ids: np.ndarray,
+                  wanted_keys: np.ndarray, statistic: str = "mean", max_frames: int = MAX_FRAMES) -> np.ndarray:
+    """Mean or maximum calibrated image of the wanted frames of ``train_ids``.
+
+    Parameters
+    ----------
+    access : RunAccess
+        The open run.
+    make_detector : callable
+        ``make_detector(modules) -> DetObject`` for a tuple of modules (called per module).
+    modules : sequence of int
+        Modules of the image, in the order of its first axis.
+    train_ids : ndarray
+        Trains to read (ascending).
+    wanted_keys : ndarray of uint64
+        :func:`frame_keys` of the frames to use.
+    statistic : {"mean", "max"}
+    max_frames : int
+        Frames of one module per batch.
+
+    Returns
+    -------
+    ndarray, (M, 128, 512) float32
+        In the detector's units; NaN where a pixel was never valid in a used frame.
+    """
+    if statistic not in STATISTICS:
+        raise SmallDataError(f"statistic must be one of {', '.join(STATISTICS)}, got {statistic!r}")
+    wanted = np.unique(np.asarray(wanted_keys, dtype=np.uint64))
+    image = None
+    for j, module in enumerate(modules):
+        det = make_detector((module,))
+        # common mode needs each calibrated ASIC row before summing: the numpy calibration
+        plan = FusedPlan(det, (), whole_modules=True) if det.common_mode == "none" else None
+        sums = RunSums((1,) + det.mask.shape[1:], units=det.units)
+        counts = access.frame_counts([module])[np.searchsorted(access.train_ids, train_ids), 0]
+        for start, stop in train_groups(counts, max_frames):
+            if not counts[start:stop].any():
+                continue
+            raw = access.read_raw((module,), train_ids[start:stop])
+            keep = np.isin(frame_keys(raw.train_ids, raw.pulse_ids), wanted) & raw.present[:, 0]
+            if plan is None:
+                frames = det.calibrate(raw)
+                sums.add(frames.data, valid=frames.valid, keep=keep)
+            else:
+                sums._n_frames[0] += int(np.count_nonzero(keep))
+                plan.run(raw, sums=sums, sums_keep=keep)
+        if image is None:
+            image = np.empty((len(modules),) + det.mask.shape[1:], dtype=np.float32)
+        image[j] = (sums.mean() if statistic == "mean" else sums.max())[0]
+        log.debug("module %d: %d frames", module, sums.n_frames)
+    return image
+
+
+def session_average(session, det: str, selection, max_trains: int, statistic: str, modules):
+    """``AvImage``'s numbers for a :class:`~smalldata.ana.session.SmallDataAna` session.
+
+    Returns ``(image, modules, units, n_frames)``, or None when the config subtracts
+    intra-train darks (frames minus other frames: the session's plain path does that).
+    """
+    from smalldata.config.producer import ProducerConfig
+    from smalldata.io.runaccess import RunAccess
+    from smalldata.pipeline.detectors import build_detobject
+
+    config = ProducerConfig.from_file(session.config_path)
+    if det not in config.detectors:
+        raise SmallDataError(f"no detector {det!r} in {session.config_path}; detectors: {list(config.detectors)}")
+    if (config.settings["pattern"] or {}).get("subtract_dark", "none") != "none":
+        return None
+    access = RunAccess.open(session.proposal, session.run, config.settings["data_root"])
+    modules = tuple(sorted(modules)) if modules is not None else access.available_modules()
+    tids, pids = session["trainId"], session["pulseId"]
+    sel = np.ones(len(tids), bool) if selection is None else np.asarray(selection, bool)
+    if sel.shape != tids.shape:
+        raise SmallDataError(f"selection has {sel.size} entries, the run {len(tids)} events")
+    trains = np.unique(tids[sel])[:max_trains]
+    if len(trains) == 0:
+        raise SmallDataError("the selection holds no events")
+    units = []
+
+    def make(mods):
+        detobj = build_detobject(config, det, session.proposal, mods, access)
+        units.append(detobj.units)
+        return detobj
+
+    image = average_image(access, make, modules, trains, frame_keys(tids[sel], pids[sel]), statistic)
+    in_trains = np.isin(tids, trains) & sel
+    return image, modules, units[0], int(np.count_nonzero(in_trains))
