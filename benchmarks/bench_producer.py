@@ -159,8 +159,8 @@ def extra_data_read(run, module: int, train_blocks: Sequence[np.ndarray]) -> Tup
 
 
 # ---------------------------------------------------------------------- the producer
-def producer_run(config: Path, run: int, output: Path, batch_size: int, n_ranks: int = 1,
-                 max_trains: Optional[int] = None) -> Dict[str, float]:
+def producer_run(config: Path, run: int, output: Path, batch_size: Optional[int], n_ranks: int = 1,
+                 max_trains: Optional[int] = None, env: Optional[Dict[str, str]] = None) -> Dict[str, float]:
     """Run ``smd_producer`` (under ``mpiexec -n n_ranks`` if more than one rank) and measure it.
 
     The producer's entry point runs as ``python -c`` under the peak-RSS wrapper of
@@ -175,14 +175,16 @@ def producer_run(config: Path, run: int, output: Path, batch_size: int, n_ranks:
         set-up ended), ``loop_s``, ``setup_merge_s`` (elapsed - loop), ``end_to_end_fps``
         (frames / elapsed_s), ``max_rss_mb`` (peak RSS of the largest rank), ``rss_per_rank_mb``.
     """
-    args = ["-r", str(run), "-c", str(config), "--output", str(output), "--overwrite", "--batch-size", str(batch_size)]
+    args = ["-r", str(run), "-c", str(config), "--output", str(output), "--overwrite"]
+    if batch_size is not None:
+        args += ["--batch-size", str(batch_size)]
     if max_trains is not None:
         args += ["--max-trains", str(max_trains)]
     rss_prefix = Path(output).with_suffix(".peak_rss")
     cmd = script_command(PRODUCER_ENTRY, args, peak_rss=rss_prefix)
     if n_ranks > 1:
         cmd = [tool("mpiexec"), "-n", str(n_ranks)] + cmd
-    result = run_command(cmd, peak_rss=rss_prefix).check("smd_producer")
+    result = run_command(cmd, env=env, peak_rss=rss_prefix).check("smd_producer")
     if result.peak_rss_mb:
         rss, rss_source = max(result.peak_rss_mb.values()), "VmHWM per rank"
     else:  # no /proc: wait4, an upper bound (includes the forking process)

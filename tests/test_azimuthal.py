@@ -311,3 +311,42 @@ def test_built_from_yaml_config():
     with pytest.raises(ConfigError) as info:
         build_function({"type": "azimuthal", "q_range": [1e9, 1e9]}, path)
     assert info.value.path == f"{path}.q_range"
+
+
+def test_fused_path_matches_pyfai(pyfai, static_mask):
+    """The fused kernel (calibration + binning in one pass) against pyFAI on integer raw frames
+    (zero pedestal, no gain: the calibrated frame is the raw frame), with saturated pixels."""
+    from smalldata.calib.detobject import DetObject
+    from smalldata.fused.plan import FusedPlan
+    from smalldata.plugin.frames import RawBatch
+
+    ai, p1, p2 = pyfai
+    n_q, lo, hi = 90, 0.04, 2.2
+    edges_nm = np.linspace(lo, hi * (1 + EPS32), n_q + 1)
+    zeros = np.zeros((16, 1) + SHAPE[1:], np.float32)
+    det = DetObject("dssc", MODULES, zeros, zeros + 1, np.arange(1), np.zeros(SHAPE, np.uint8),
+                    mask_asic_edges=False)
+    det.x, det.y, det.z, det.mask = p2, p1, np.zeros(SHAPE), static_mask  # pyFAI's pixel positions
+    func = AzimuthalBinning(center=CENTER, distance=DISTANCE, photon_energy=ENERGY, q_bins=list(edges_nm * 1e9),
+                            polarization_fraction=POL)
+    func.setFromDet(det)
+    rng = np.random.default_rng(5)
+    ring = 40 * np.exp(-0.5 * ((func.q_map - 1.1e9) / 4e7) ** 2) + 0.5 * func.correction
+    raw = np.stack([rng.poisson(ring), rng.poisson(6.0, SHAPE)]).astype(np.uint16)
+    raw[1, 5, 10:20, :] = 511  # saturated: not valid in frame 1 only
+    ids = np.arange(2, dtype=np.uint64)
+    batch = RawBatch(ids, ids, np.zeros(2, np.uint16), ids.astype(np.int64), MODULES, raw, np.ones((2, 16), bool))
+    frames = FusedPlan(det, [func]).run(batch)
+    assert frames.data is None  # nothing needs the calibrated frames
+    out = func.process(frames)
+    kwargs = dict(unit="q_nm^-1", radial_range=(lo, hi), method=("no", "histogram", "cython"),
+                  correctSolidAngle=True, polarization_factor=2 * POL - 1)
+    for i in range(2):
+        valid = static_mask & (raw[i] < 511)
+        res = ai.integrate1d(raw[i].astype(np.float32).reshape(-1, 512), n_q,
+                             mask=(~valid).reshape(-1, 512).astype(np.int8), **kwargs)
+        np.testing.assert_array_equal(out["count"][i, 0], res.count)
+        both = res.count > 0
+        assert both.sum() > 0.8 * n_q
+        np.testing.assert_allclose(out["mean"][i, 0][both], res.intensity[both], rtol=1e-5)
+    assert (out["count"][1] < out["count"][0]).any()
