@@ -250,7 +250,7 @@ def measure_avimage(args, prep, sim) -> Dict[str, Dict]:
     n = args.avimage_frames
     runs = {20: (prep, DATA_RUN)}
     long_sim = SimulationConfig.demo(n_trains=math.ceil(n / 400), frames_per_train=400, dark_trains=2,
-                                     sequence_trains=10)
+                                     sequence_trains=10, slot_spacing=4)
     runs[400] = (prepare_run(long_sim, LONG_RUN, LONG_DARK, "fulldet400"), LONG_RUN)
     results = {}
     for fpt, (p, run) in runs.items():

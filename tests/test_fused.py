@@ -200,3 +200,15 @@ def test_average_image_equals_formula(sim_root, calib_dir, max_frames):  # noqa:
     np.testing.assert_allclose(mean, expected, rtol=0, atol=2.0 ** -12)   # fixed point, 2**-12 per frame
     np.testing.assert_array_equal(np.isnan(mean), use.sum(axis=0) == 0)
     np.testing.assert_array_equal(peak, np.where(use.any(axis=0), np.where(use, cal, -np.inf).max(axis=0), np.nan))
+
+
+def test_rounding_equals_numpy_rint():
+    """The kernel's float32 rounding (fixed-point sums) is np.rint, ties to even, over the whole range."""
+    from smalldata.fused.kernels import _rint32
+
+    rng = np.random.default_rng(2)
+    y = np.concatenate([np.arange(-40, 40, 0.5), rng.uniform(-2.0 ** 31, 2.0 ** 31, 5000),
+                        rng.uniform(-2.0 ** 23, 2.0 ** 23, 5000), rng.normal(0, 100, 5000),
+                        [2.0 ** 22 - 0.5, 2.0 ** 22 + 1, -(2.0 ** 22) + 0.5, 2.0 ** 23 - 0.5, 0.0, -0.0]]).astype(np.float32)
+    got = np.array([_rint32(v) for v in y], dtype=np.float32)
+    np.testing.assert_array_equal(got, np.rint(y))

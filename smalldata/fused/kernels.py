@@ -32,6 +32,8 @@ from numba import njit
 
 #: A raw value at or above this is saturated (the DSSC's 9-bit ADC).
 ADC_MAX = 511
+RINT_SHIFT = np.float32(2 ** 23)
+RINT_LIMIT = np.float32(2 ** 23)
 #: Module rows per block: every frame of the batch goes through a block before the next one, so
 #: the block's constants and run-sum accumulators stay in the cache while the raw and pedestal
 #: rows stream in runs long enough for the hardware prefetcher (16 rows: 16 kB of raw data).
@@ -192,7 +194,9 @@ def _roi_row(vals, ok, f, i, y, x0, roi_def, roi_thr, roi_row, roi_col, roi_rown
     rx0, rw = roi_def[i, 3] - x0, roi_def[i, 4] - roi_def[i, 3]
     low, high = roi_thr[i, 0], roi_thr[i, 1]
     off = roi_crop_off[i]
-    base = off + (f * (roi_def[i, 2] - roi_def[i, 1]) + ry) * rw
+    base = max(off, 0) + (f * (roi_def[i, 2] - roi_def[i, 1]) + ry) * rw
+    crop_row = crop_vals[base:base + rw] if off >= 0 else crop_vals[:0]
+    crop_ok = crop_valid[base:base + rw] if off >= 0 else crop_valid[:0]
     col = roi_col[f, i]
     coln = roi_coln[f, i]
     row_acc = 0.0
@@ -211,11 +215,25 @@ def _roi_row(vals, ok, f, i, y, x0, roi_def, roi_thr, roi_row, roi_col, roi_rown
             row_acc += np.float64(v)
             col[j] += np.float64(v)
         if off >= 0:
-            crop_vals[base + j] = v
-            crop_valid[base + j] = good
+            crop_row[j] = v
+            crop_ok[j] = good
     roi_row[f, i, ry] += row_acc
     roi_rown[f, i, ry] += row_n
     roi_max[f, i] = vmax
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _rint32(y):
+    """``np.rint`` of a float32 (round half to even), without a call into libm.
+
+    Adding and subtracting 2**23 (with the sign of ``y``) rounds a float32 below 2**23 in
+    magnitude to the nearest integer, ties to even (IEEE round to nearest, no fast-math);
+    from 2**23 on every float32 is an integer already.
+    """
+    if abs(y) < RINT_LIMIT:
+        shift = RINT_SHIFT if y >= 0 else -RINT_SHIFT
+        return (y + shift) - shift
+    return y
 
 
 @njit(cache=True, nogil=True)
@@ -223,27 +241,33 @@ def _sum_row(vals, ok, w, pix0, keep, grp, rs_sum, rs_cnt, rs_max, rs_above, rs_
              fixed, sq_bits, n_bad):
     """One row of one frame into the run sums (``keep``) and the cube group ``grp`` (>= 0)."""
     rs_scale, cb_scale, rs_limit, cb_limit = fixed[0], fixed[1], fixed[2], fixed[3]
-    sq_half = (1 << (sq_bits - 1)) if sq_bits > 0 else 0
-    do_above = rs_above.size > 0
-    do_sq = cb_sq.size > 0
-    for j in range(w):
-        if not ok[j]:
-            continue
-        v = vals[j]
-        p = pix0 + j
-        if keep and abs(v) < rs_limit:  # False if not finite or beyond the fixed-point range
-            rs_sum[p] += np.int64(np.rint(v * rs_scale))
-            rs_cnt[p] += 1
-            if v > rs_max[p]:
-                rs_max[p] = v
-            if do_above and v > rs_thr:
-                rs_above[p] += 1
-        if grp >= 0:
+    if keep:  # row views: indices from 0, so no negative-index handling in the loop
+        s_sum, s_cnt, s_max = rs_sum[pix0:pix0 + w], rs_cnt[pix0:pix0 + w], rs_max[pix0:pix0 + w]
+        for j in range(w):
+            v = vals[j]
+            if ok[j] and abs(v) < rs_limit:  # False if not finite or beyond the fixed-point range
+                s_sum[j] += np.int64(_rint32(v * rs_scale))
+                s_cnt[j] += 1
+                s_max[j] = max(s_max[j], v)
+        if rs_above.size > 0:
+            s_above = rs_above[pix0:pix0 + w]
+            for j in range(w):
+                v = vals[j]
+                if ok[j] and abs(v) < rs_limit and v > rs_thr:
+                    s_above[j] += 1
+    if grp >= 0:
+        sq_half = (1 << (sq_bits - 1)) if sq_bits > 0 else 0
+        c_sum, c_cnt = cb_sum[grp, pix0:pix0 + w], cb_cnt[grp, pix0:pix0 + w]
+        do_sq = cb_sq.size > 0
+        for j in range(w):
+            if not ok[j]:
+                continue
+            v = vals[j]
             if not abs(v) < cb_limit:
                 n_bad[0] += 1
                 continue
-            q = np.int64(np.rint(v * cb_scale))
-            cb_sum[grp, p] += q
-            cb_cnt[grp, p] += 1
+            q = np.int64(_rint32(v * cb_scale))
+            c_sum[j] += q
+            c_cnt[j] += 1
             if do_sq:
-                cb_sq[grp, p] += (q * q + sq_half) >> sq_bits
+                cb_sq[grp, pix0 + j] += (q * q + sq_half) >> sq_bits
