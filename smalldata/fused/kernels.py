@@ -108,14 +108,29 @@ def fused_pass(raw, present, cell, ped, invg, mod_box,
     fy0, fy1, fx0, fx1 = frame_box[0], frame_box[1], frame_box[2], frame_box[3]
     vals = np.empty(width, dtype=np.float32)
     ok = np.empty(width, dtype=np.bool_)
+    do_above = rs_above.size > 0
+    do_sq = cb_sq.size > 0
+    rs_scale, cb_scale, rs_limit, cb_limit = fixed[0], fixed[1], fixed[2], fixed[3]
+    # a block's run sums: fixed-point integers summed in float64 (exact below 2**53) over the batch
+    blk_sum = np.empty(ROWS * width)
+    blk_cnt = np.empty(ROWS * width, dtype=np.int32)
+    blk_max = np.empty(ROWS * width, dtype=np.float32)
+    blk_above = np.empty(ROWS * width, dtype=np.int32)
+    no_sq = np.zeros(0, dtype=np.int64)
     for m in range(n_mod):
         y0, y1, x0, x1 = mod_box[m, 0], mod_box[m, 1], mod_box[m, 2], mod_box[m, 3]
         w = x1 - x0
         for yb in range(y0, y1, ROWS):
+            n_rows = min(yb + ROWS, y1) - yb
+            if do_sums:  # the block's run sums, added to the run's after every frame went through
+                blk_sum[:n_rows * w] = 0.0
+                blk_cnt[:n_rows * w] = 0
+                blk_max[:n_rows * w] = -np.inf
+                blk_above[:n_rows * w] = 0
             for f in range(n_frames):
                 keep = do_sums and rs_keep[f]
                 grp = cb_group[f] if do_cube else -1
-                for y in range(yb, min(yb + ROWS, y1)):
+                for y in range(yb, yb + n_rows):
                     pix0 = (m * height + y) * width + x0
                     _calibrate_row(raw[f, m, y, x0:x1], ped[cell[f, m], m, y, x0:x1], invg[m, y, x0:x1],
                                    present[f, m], vals, ok, w)
@@ -129,9 +144,21 @@ def fused_pass(raw, present, cell, ped, invg, mod_box,
                         if roi_def[i, 0] == m and roi_def[i, 1] <= y < roi_def[i, 2]:
                             _roi_row(vals, ok, f, i, y, x0, roi_def, roi_thr, roi_row, roi_col, roi_rown,
                                      roi_coln, roi_max, roi_crop_off, crop_vals, crop_valid)
-                    if keep or grp >= 0:
-                        _sum_row(vals, ok, w, pix0, keep, grp, rs_sum, rs_cnt, rs_max, rs_above, rs_thr,
-                                 cb_sum, cb_cnt, cb_sq, fixed, sq_bits, n_bad)
+                    if keep:
+                        o = (y - yb) * w
+                        _sum_row(vals, ok, w, blk_sum[o:o + w], blk_cnt[o:o + w], blk_max[o:o + w],
+                                 blk_above[o:o + w], rs_thr, rs_scale, rs_limit)
+                    if grp >= 0:
+                        _cube_row(vals, ok, w, cb_sum[grp, pix0:pix0 + w], cb_cnt[grp, pix0:pix0 + w],
+                                  cb_sq[grp, pix0:pix0 + w] if do_sq else no_sq, cb_scale, cb_limit,
+                                  sq_bits, n_bad)
+            if do_sums:
+                for r in range(n_rows):
+                    pix0 = (m * height + yb + r) * width + x0
+                    o = r * w
+                    _flush_sums(blk_sum[o:o + w], blk_cnt[o:o + w], blk_max[o:o + w], blk_above[o:o + w],
+                                rs_sum[pix0:pix0 + w], rs_cnt[pix0:pix0 + w], rs_max[pix0:pix0 + w],
+                                rs_above[pix0:pix0 + w] if do_above else rs_above)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -224,50 +251,57 @@ def _roi_row(vals, ok, f, i, y, x0, roi_def, roi_thr, roi_row, roi_col, roi_rown
 
 @njit(cache=True, nogil=True, inline="always")
 def _rint32(y):
-    """``np.rint`` of a float32 (round half to even), without a call into libm.
+    """``np.rint`` of a float32 (round half to even), without a call into libm or a branch.
 
     Adding and subtracting 2**23 (with the sign of ``y``) rounds a float32 below 2**23 in
     magnitude to the nearest integer, ties to even (IEEE round to nearest, no fast-math);
     from 2**23 on every float32 is an integer already.
     """
-    if abs(y) < RINT_LIMIT:
-        shift = RINT_SHIFT if y >= 0 else -RINT_SHIFT
-        return (y + shift) - shift
-    return y
+    shift = RINT_SHIFT if y >= 0 else -RINT_SHIFT
+    rounded = (y + shift) - shift
+    return rounded if abs(y) < RINT_LIMIT else y
 
 
 @njit(cache=True, nogil=True)
-def _sum_row(vals, ok, w, pix0, keep, grp, rs_sum, rs_cnt, rs_max, rs_above, rs_thr, cb_sum, cb_cnt, cb_sq,
-             fixed, sq_bits, n_bad):
-    """One row of one frame into the run sums (``keep``) and the cube group ``grp`` (>= 0)."""
-    rs_scale, cb_scale, rs_limit, cb_limit = fixed[0], fixed[1], fixed[2], fixed[3]
-    if keep:  # row views: indices from 0, so no negative-index handling in the loop
-        s_sum, s_cnt, s_max = rs_sum[pix0:pix0 + w], rs_cnt[pix0:pix0 + w], rs_max[pix0:pix0 + w]
-        for j in range(w):
-            v = vals[j]
-            if ok[j] and abs(v) < rs_limit:  # False if not finite or beyond the fixed-point range
-                s_sum[j] += np.int64(_rint32(v * rs_scale))
-                s_cnt[j] += 1
-                s_max[j] = max(s_max[j], v)
-        if rs_above.size > 0:
-            s_above = rs_above[pix0:pix0 + w]
-            for j in range(w):
-                v = vals[j]
-                if ok[j] and abs(v) < rs_limit and v > rs_thr:
-                    s_above[j] += 1
-    if grp >= 0:
-        sq_half = (1 << (sq_bits - 1)) if sq_bits > 0 else 0
-        c_sum, c_cnt = cb_sum[grp, pix0:pix0 + w], cb_cnt[grp, pix0:pix0 + w]
-        do_sq = cb_sq.size > 0
-        for j in range(w):
-            if not ok[j]:
-                continue
-            v = vals[j]
-            if not abs(v) < cb_limit:
-                n_bad[0] += 1
-                continue
-            q = np.int64(_rint32(v * cb_scale))
-            c_sum[j] += q
-            c_cnt[j] += 1
-            if do_sq:
-                cb_sq[grp, pix0 + j] += (q * q + sq_half) >> sq_bits
+def _sum_row(vals, ok, w, s_sum, s_cnt, s_max, s_above, thr, scale, limit):
+    """One row of one kept frame into a block's run sums (no branches: vectorised)."""
+    do_above = s_above.size > 0
+    for j in range(w):
+        v = vals[j]
+        good = ok[j] & (abs(v) < limit)  # False if not finite or beyond the fixed-point range
+        s_sum[j] += np.float64(_rint32(v * scale)) if good else 0.0
+        s_cnt[j] += good
+        s_max[j] = max(s_max[j], v if good else np.float32(-np.inf))
+        if do_above:
+            s_above[j] += good & (v > thr)
+
+
+@njit(cache=True, nogil=True)
+def _flush_sums(s_sum, s_cnt, s_max, s_above, rs_sum, rs_cnt, rs_max, rs_above):
+    """Add a block row's sums of the batch to the run sums."""
+    for j in range(s_sum.shape[0]):
+        rs_sum[j] += np.int64(s_sum[j])
+        rs_cnt[j] += s_cnt[j]
+        rs_max[j] = max(rs_max[j], s_max[j])
+    if rs_above.size > 0:
+        for j in range(s_sum.shape[0]):
+            rs_above[j] += s_above[j]
+
+
+@njit(cache=True, nogil=True)
+def _cube_row(vals, ok, w, c_sum, c_cnt, c_sq, scale, limit, sq_bits, n_bad):
+    """One row of one frame into its cube group (row views: indices from 0)."""
+    sq_half = (1 << (sq_bits - 1)) if sq_bits > 0 else 0
+    do_sq = c_sq.size > 0
+    for j in range(w):
+        if not ok[j]:
+            continue
+        v = vals[j]
+        if not abs(v) < limit:
+            n_bad[0] += 1
+            continue
+        q = np.int64(_rint32(v * scale))
+        c_sum[j] += q
+        c_cnt[j] += 1
+        if do_sq:
+            c_sq[j] += (q * q + sq_half) >> sq_bits
