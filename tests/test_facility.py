@@ -18,6 +18,7 @@ import pytest
 import yaml
 from extra.components import PumpProbePulses, XGM, XrayPulses
 from extra_data import RunDirectory
+from helpers import calib_dir  # noqa: F401  (session fixture)
 
 from smalldata.calib.badpixels import DarkThresholds
 from smalldata.calib.dark import characterise_dark, dark_file_path, write_dark_file
@@ -200,3 +201,35 @@ def test_shipped_geometry_file():
     theirs = DSSC_1MGeometry.from_h5_file_and_quad_positions(
         os.path.join(os.path.dirname(extra_geom.__file__), "tests", "dssc_geo_june19.h5"), quads).get_pixel_positions()
     np.testing.assert_array_equal(ours, theirs)
+
+
+def test_modules_disagreeing_on_pulse_ids_fail_with_one_line(tmp_path, sim_root, calib_dir):
+    """Module 3 of a copy of the session's run records other pulse ids in one train: the producer stops."""
+    import shutil
+    import subprocess
+
+    from helpers import DARK_RUN, DATA_RUN, tool
+
+    from smalldata.constants import dssc_source
+
+    root = tmp_path / "root"
+    shutil.copytree(run_path(sim_root, PROPOSAL, DATA_RUN), run_path(root, PROPOSAL, DATA_RUN))
+    truth = read_truth(sim_root, PROPOSAL, DATA_RUN)
+    train = int(truth["train_ids"][12])
+    path = run_path(root, PROPOSAL, DATA_RUN) / f"RAW-R{DATA_RUN:04d}-DSSC03-S00001.h5"
+    with h5py.File(path, "r+") as f:
+        group = f[f"INSTRUMENT/{dssc_source(3)}/image"]
+        rows = np.flatnonzero(group["trainId"][:, 0] == train)
+        group["pulseId"][rows[1], 0] += 12         # frame 1 of that train: half a slot spacing off
+    cfg = {"proposal": PROPOSAL, "data_root": str(root), "calib_dir": str(calib_dir), "output_dir": str(tmp_path),
+           "detectors": {"dssc": {"dark_run": DARK_RUN, "functions": [
+               {"type": "roi", "name": "roi", "module": 2, "roi": [0, 8, 0, 8]},
+               {"type": "roi", "name": "roi3", "module": 3, "roi": [0, 8, 0, 8]}]}}}
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(cfg))
+    result = subprocess.run([tool("smd_producer"), "-r", str(DATA_RUN), "-c", str(tmp_path / "p.yaml")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+    assert len(lines) == 1 and "Traceback" not in result.stderr
+    assert "module 3" in lines[0] and f"train {train}" in lines[0], lines
+    assert not list(tmp_path.glob("*.h5"))

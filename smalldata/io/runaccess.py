@@ -192,12 +192,23 @@ class RunAccess:
         first = np.argmax(present, axis=1)
         have = present.any(axis=1)
         pulse_ids = np.where(have, module_pids[np.arange(n), first], 0).astype(np.uint64)
+        self._check_pulse_ids(modules, present, module_pids, pulse_ids, first, frame_train, frame_index)
         cell_ids = np.where(have, module_cids[np.arange(n), first], 0).astype(np.uint16)
         np.copyto(module_cids, cell_ids[:, None], where=~present)  # absent frames: no cell of their own
         same_cells = bool(np.all(module_cids == cell_ids[:, None]))
         return RawBatch(train_ids=frame_train, pulse_ids=pulse_ids, cell_ids=cell_ids,
                         frame_index=frame_index, modules=modules, data=data, present=present,
                         module_pulse_ids=module_pids, module_cell_ids=None if same_cells else module_cids)
+
+    def _check_pulse_ids(self, modules, present, module_pids, pulse_ids, first, frame_train, frame_index) -> None:
+        """Raise :class:`DataError` unless every module recorded the same pulse id in each frame."""
+        clash = present & (module_pids != pulse_ids[:, None])
+        if clash.any():
+            i, j = (int(v) for v in np.argwhere(clash)[0])
+            raise DataError(f"run {self.path}: DSSC module {modules[j]} has pulse id {int(module_pids[i, j])} in "
+                            f"frame {int(frame_index[i])} of train {int(frame_train[i])} where module "
+                            f"{modules[int(first[i])]} has {int(pulse_ids[i])}; the modules disagree on the pulse "
+                            f"of a frame: leave module {modules[j]} out of detectors.<name>.modules")
 
     def _reject_rows(self, module: int, expected: np.ndarray, stored: np.ndarray) -> None:
         """Record frames whose ``image.trainId`` is not the train the INDEX gives them."""
