@@ -142,10 +142,26 @@ def test_pump_effect_recovered_from_cube(root, outputs, run):
     np.testing.assert_array_equal(cube.count[:, 0].sum(), truth["frame_laser"].sum())
 
 
-@pytest.mark.parametrize("run", [701, 704])
-def test_xgm_pulse_energy_equals_extra_per_frame(root, outputs, run):
-    energy = XGM(RunDirectory(str(run_path(root, PROPOSAL, run)))).pulse_energy()
-    with h5py.File(outputs[run], "r") as f:
+@pytest.fixture(scope="module")
+def session_output(tmp_path_factory, sim_root, calib_dir):
+    """The producer on the session's run 614 (4 pulses per train, 3 from train index 16 on)."""
+    from helpers import DARK_RUN, DATA_RUN
+
+    tmp = tmp_path_factory.mktemp("xgm614")
+    cfg = {"proposal": PROPOSAL, "data_root": str(sim_root), "calib_dir": str(calib_dir), "output_dir": str(tmp),
+           "point_data": {"xgm": {"sa3_intensity": XGM_SPEC}}, "pulses": {"laser_pulse_offset": 0},
+           "detectors": {"dssc": {"dark_run": DARK_RUN, "functions": [
+               {"type": "roi", "name": "roi", "module": 2, "roi": [0, 8, 0, 8]}]}}}
+    (tmp / "p.yaml").write_text(yaml.safe_dump(cfg))
+    return run_path(sim_root, PROPOSAL, DATA_RUN), run_producer(ProducerConfig.from_file(tmp / "p.yaml"),
+                                                                DATA_RUN).output
+
+
+@pytest.mark.parametrize("run", [701, 704, 614])
+def test_xgm_pulse_energy_equals_extra_per_frame(root, outputs, session_output, run):
+    run_dir, output = session_output if run == 614 else (run_path(root, PROPOSAL, run), outputs[run])
+    energy = XGM(RunDirectory(str(run_dir))).pulse_energy()
+    with h5py.File(output, "r") as f:
         tids, pulse = f["trainId"][:], f["pulses/pulse_index"][:]
         ours = f["xgm/sa3_intensity"][:]
     table = energy.sel(trainId=tids).values                 # (frames, pulses)

@@ -244,3 +244,49 @@ def test_simulated_run_truth_recovered_exactly(tmp_path_factory):
     x = truth["frame_xray"]
     assert np.array_equal(per_frame[x], truth["frame_xgm"][x].astype(np.float32))
     assert np.isnan(per_frame[~x]).all()
+
+
+class _TableRun:
+    """The part of RunAccess that FrameStage uses, over an in-memory bunch-pattern table."""
+
+    block_trains = 256
+    path = "in-memory run"
+
+    def __init__(self, train_ids, rows):
+        self.train_ids, self.rows = np.asarray(train_ids, np.uint64), rows
+
+    def has_key(self, source, key):
+        return True
+
+    def train_values(self, source, key, train_ids):
+        return self.rows[np.searchsorted(self.train_ids, train_ids)].astype(np.float64)
+
+
+def test_extrapolated_anchor_independent_of_batches():
+    """Beam-off trains take the anchor of the last train with X-rays, also from an earlier batch."""
+    from smalldata.plugin.frames import RawBatch
+    from smalldata.pulses.framestage import FrameStage
+
+    tids = np.arange(100, 106, dtype=np.uint64)
+    bpt = table(6)
+    bpt[:2, 200:296:24] |= SASE3                  # trains 100, 101: X-rays from slot 224 / 200
+    bpt[0, 200] = 0
+    bpt[:, 0:96:48] |= LASER                      # the laser runs on in beam-off trains 102..105
+    access = _TableRun(tids, bpt)
+    pulses = {"source": "bp", "key": "table", "sase": 3, "laser": "LP_SCS", "first_slot": 200, "slot_spacing": 24,
+              "laser_bunch_table_position": None, "laser_bunch_table_offset": 0, "laser_pulse_offset": None}
+    stage = FrameStage(pulses, None, None, None, access, tids)
+
+    def laser_of(batch_tids):
+        n = 4 * len(batch_tids)
+        raw = RawBatch(train_ids=np.repeat(batch_tids, 4), pulse_ids=np.zeros(n, np.uint64),
+                       cell_ids=np.zeros(n, np.uint16), frame_index=np.tile(np.arange(4), len(batch_tids)),
+                       modules=(0,), data=np.zeros((n, 1, 1, 1), np.uint16), present=np.ones((n, 1), bool))
+        info, outputs, _ = stage.frame_info(raw)
+        return info.laser_on
+
+    whole = laser_of(tids)
+    pieces = np.concatenate([laser_of(tids[:3]), laser_of(tids[3:4]), laser_of(tids[4:])])
+    np.testing.assert_array_equal(pieces, whole)
+    # train 100 anchors at 224, train 101 and all later ones (extrapolated) at 200
+    assert whole.reshape(6, 4).tolist() == [[False, True, False, True]] + [[True, False, True, False]] * 5
