@@ -16,7 +16,7 @@ import h5py
 import numpy as np
 import pytest
 import yaml
-from extra.components import PumpProbePulses, XGM, XrayPulses
+from extra.components import XGM, PumpProbePulses, XrayPulses
 from extra_data import RunDirectory
 from helpers import calib_dir  # noqa: F401  (session fixture)
 

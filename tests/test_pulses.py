@@ -282,7 +282,7 @@ def test_extrapolated_anchor_independent_of_batches():
         raw = RawBatch(train_ids=np.repeat(batch_tids, 4), pulse_ids=np.zeros(n, np.uint64),
                        cell_ids=np.zeros(n, np.uint16), frame_index=np.tile(np.arange(4), len(batch_tids)),
                        modules=(0,), data=np.zeros((n, 1, 1, 1), np.uint16), present=np.ones((n, 1), bool))
-        info, outputs, _ = stage.frame_info(raw)
+        info, _, _ = stage.frame_info(raw)
         return info.laser_on
 
     whole = laser_of(tids)
@@ -290,3 +290,14 @@ def test_extrapolated_anchor_independent_of_batches():
     np.testing.assert_array_equal(pieces, whole)
     # train 100 anchors at 224, train 101 and all later ones (extrapolated) at 200
     assert whole.reshape(6, 4).tolist() == [[False, True, False, True]] + [[True, False, True, False]] * 5
+
+
+def test_laser_before_the_table_refused():
+    bpt = table(1)
+    bpt[0, [10, 34]] |= SASE3
+    bpt[0, 0] |= LASER
+    for anchor in (LaserAnchor(bunch_table_offset=-20), LaserAnchor(pulse_offset=-1)):
+        with pytest.raises(LaserAnchorError, match="before slot 0"):
+            frame_pulse_info(bpt, np.array([2]), laser_anchor=anchor)
+    info = frame_pulse_info(bpt, np.array([2]), laser_anchor=LaserAnchor(bunch_table_offset=-10))
+    assert info["laser_first_slot"].tolist() == [0] and info["laser_on"].tolist() == [False, False]

@@ -69,7 +69,10 @@ class LaserAnchor:
 
     def first_slots(self, xray: np.ndarray) -> np.ndarray:
         """(T,) int64 slot of each train's first laser pulse; -1 where the train lacks the
-        X-ray pulses this anchor needs (before extrapolation)."""
+        X-ray pulses this anchor needs (before extrapolation).
+
+        Raises :class:`LaserAnchorError` where the anchor puts the laser before slot 0.
+        """
         xray = np.asarray(xray, dtype=bool)
         n_trains = xray.shape[0]
         if self.bunch_table_position is not None:
@@ -77,12 +80,17 @@ class LaserAnchor:
         n_pulses = xray.sum(axis=1)
         first = np.argmax(xray, axis=1).astype(np.int64)
         if self.bunch_table_offset is not None:
-            return np.where(n_pulses >= 1, first + self.bunch_table_offset, -1)
-        masked = xray.copy()
-        masked[np.arange(n_trains), first] = False
-        second = np.argmax(masked, axis=1).astype(np.int64)
-        offset = ((second - first) * self.pulse_offset).astype(np.int64)  # truncated, as EXtra does
-        return np.where(n_pulses >= 2, first + offset, -1)
+            slots, ok, key = first + self.bunch_table_offset, n_pulses >= 1, "laser_bunch_table_offset"
+        else:
+            masked = xray.copy()
+            masked[np.arange(n_trains), first] = False
+            second = np.argmax(masked, axis=1).astype(np.int64)
+            offset = ((second - first) * self.pulse_offset).astype(np.int64)  # truncated, as EXtra does
+            slots, ok, key = first + offset, n_pulses >= 2, "laser_pulse_offset"
+        if np.any(ok & (slots < 0)):
+            raise LaserAnchorError(f"pulses.{key} places the first laser pulse before slot 0 (at slot "
+                                   f"{int(slots[ok & (slots < 0)][0])}); use a value that keeps it in the table")
+        return np.where(ok, slots, -1)
 
 
 def extrapolate(first_slots: np.ndarray, previous: int = -1) -> np.ndarray:
