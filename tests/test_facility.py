@@ -18,7 +18,6 @@ import pytest
 import yaml
 from extra.components import XGM, PumpProbePulses, XrayPulses
 from extra_data import RunDirectory
-from helpers import calib_dir  # noqa: F401  (session fixture)
 
 from smalldata.calib.badpixels import DarkThresholds
 from smalldata.calib.dark import characterise_dark, dark_file_path, write_dark_file
