@@ -121,7 +121,11 @@ def _body(args: argparse.Namespace) -> int:
 
     if save_dir is not None and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) \
             and "MPLBACKEND" not in os.environ:
-        os.environ["MPLBACKEND"] = "Agg"
+        os.environ["MPLBACKEND"] = "agg"
+    backend = os.environ.get("MPLBACKEND", "")
+    if backend and not backend.startswith("module://"):
+        # IPython's %matplotlib knows the built-in backends by lower-case name only ("Agg" fails)
+        os.environ["MPLBACKEND"] = backend.lower()
     namespace = {"ana": ana, "np": np, "plt": pyplot()}
     from IPython import start_ipython
 

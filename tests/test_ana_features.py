@@ -176,6 +176,7 @@ def test_plot_var_and_pixel_histogram(session):
     pixels = ana.pixelHistogram("dssc", max_trains=3, roi=(3, [64, 128, 384, 512]))
     # with the right gain the photon peaks sit at 0 and 1 photon
     assert abs(pixels["peaks"][0]) < 0.05 and abs(pixels["peaks"][1] - 1) < 0.05, pixels["peaks"]
+    assert abs(pixels["gain_factor"] - 1) < 0.05
 
 
 def test_to_xarray_and_netcdf_readers(session):
@@ -217,8 +218,8 @@ def test_session_in_a_terminal(session, tmp_path):
                           env=env, encoding="utf-8", timeout=60, dimensions=(40, 200))
     try:
         child.expect(r"In \[1\]")
-        child.sendline('print(plt.__name__, np.__name__, type(ana).__name__)')
-        child.expect("matplotlib.pyplot numpy SmallDataAna")
+        child.sendline('print(plt.__name__, np.__name__, type(ana).__name__, plt.isinteractive())')
+        child.expect("matplotlib.pyplot numpy SmallDataAna True")  # %matplotlib: pyplot in interactive mode
         child.sendline('ana.plotVar("xgm/sa3_intensity");')
         child.expect(r"plot written to (\S+\.png)")
         png = child.match.group(1)

@@ -115,8 +115,10 @@ class HistogramsMixin:
         Returns
         -------
         dict
-            ``counts``, ``edges``, ``centres`` and ``peaks``: positions of the histogram's peaks
-            (with the right gain near 0, 1, 2, ... photons).
+            ``counts``, ``edges``, ``centres``, ``peaks``: positions of the histogram's peaks
+            (with the right gain near 0, 1, 2, ... photons), and ``gain_factor``: the spacing of
+            the first two peaks, by which the configured gain (ADU per photon) is too small
+            (1 when it is right; NaN with fewer than two peaks).
         """
         if roi is not None:
             module, box = roi
@@ -134,6 +136,7 @@ class HistogramsMixin:
             counts += np.histogram(data[valid], bins=edges)[0]
         centres = 0.5 * (edges[1:] + edges[:-1])
         peaks = histogram_peaks(counts, centres)
+        gain_factor = float(peaks[1] - peaks[0]) if len(peaks) > 1 else float("nan")
         fig, ax = self.plots.subplots(figsize=(6, 4.5), ax=ax)
         ax.stairs(counts, edges)
         for p in peaks:
@@ -144,4 +147,5 @@ class HistogramsMixin:
         ax.set_ylabel("pixels x frames")
         ax.set_title(f"run {self.run} {det}: peaks at " + ", ".join(f"{p:.2f}" for p in peaks[:5]))
         self.plots.finish(fig, "pixelHistogram")
-        return {"counts": counts, "edges": edges, "centres": centres, "peaks": peaks, "units": units}
+        return {"counts": counts, "edges": edges, "centres": centres, "peaks": peaks, "gain_factor": gain_factor,
+                "units": units}
