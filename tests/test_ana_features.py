@@ -36,6 +36,7 @@ def session(tmp_path_factory, sim_root, calib_dir):
                        "scan": {"delay": {"source": "SCS_ILH_LAS/DOOCS/PPL_OPT_DELAY", "key": "actualPosition.value",
                                           "units": "mm"}}},
         "pattern": {"labels": ["pumped", "unpumped"]},
+        "pulses": {"laser_pulse_offset": 0},  # the simulated pump-laser bits sit on the first X-ray pulse
         "detectors": {"dssc": {"dark_run": DARK_RUN, "gain": 15.0, "functions": [
             {"type": "roi", "name": "ring", "module": 2, "roi": [0, 128, 0, 512]},
             {"type": "roi", "name": "spot", "module": 3, "roi": [64, 128, 384, 512],
@@ -198,6 +199,8 @@ def test_to_xarray_and_netcdf_readers(session):
     by_train = ana.to_xarray(by="train")
     assert by_train["dssc_spot_sum"].dims == ("trainId", "pulse")
     assert int(np.isfinite(by_train["dssc_spot_sum"]).sum()) == len(ana)
+    xray_on = by_train["pulses_xray_on"]
+    assert xray_on.dtype == bool and int(xray_on.sum()) == ana["pulses/xray_on"].sum() > 0
     frame = ana.to_dataframe()
     assert len(frame) == len(ana) and frame.attrs["units"]["xgm/sa3_intensity"] == "uJ"
     # generic netCDF readers align every per-event dataset on trainId (HDF5 dimension scales)
@@ -289,3 +292,16 @@ def test_mouse_selection_without_a_window_names_the_arguments(session):
     for call, hint in ((session.SelectRegion, "roi="), (session.MakeMask, "polygons="), (session.FitCircle, "points=")):
         with pytest.raises(SmallDataError, match=f"needs mouse clicks.*{hint}"):
             call(img)
+
+
+def test_headless_when_no_window_can_open(monkeypatch):
+    import argparse
+
+    from smalldata.cli.runSmallDataAna import headless_dir
+
+    args = argparse.Namespace(run=614, save_dir=None)
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    assert str(headless_dir(args)) == "r0614_plots"
+    monkeypatch.setenv("MPLBACKEND", "QtAgg")
+    assert headless_dir(args) is None
+    assert headless_dir(argparse.Namespace(run=614, save_dir=Path("png"))) == Path("png")

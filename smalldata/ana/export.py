@@ -89,7 +89,7 @@ class ExportMixin:
             Dataset paths to include (default: every per-event dataset).
         by : str
             ``"event"``: one axis ``event``; ``"train"``: axes ``trainId`` x ``pulse`` (the frame's
-            position in its train), missing frames filled with NaN.
+            position in its train), missing frames filled with NaN (False for flags).
         """
         import xarray as xr
 
@@ -119,7 +119,10 @@ class ExportMixin:
         ds = xr.Dataset(data_vars, coords=coords,
                         attrs={"run": self.run, "proposal": self.proposal, "source": str(self.path)})
         if by == "train":
-            ds = ds.set_index(event=["trainId", "pulse"]).unstack("event").transpose("trainId", "pulse", ...)
+            # frames a train does not have: NaN (integers become floats), False for flags
+            flags = {name: False for name, var in ds.data_vars.items() if var.dtype == bool}
+            ds = ds.set_index(event=["trainId", "pulse"]).unstack("event", fill_value=flags)
+            ds = ds.transpose("trainId", "pulse", ...)
         return ds
 
     def to_dataframe(self, keys: Optional[Sequence[str]] = None):
