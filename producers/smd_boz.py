@@ -54,6 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--nl-high", type=float, default=511.0, help="upper end point of the table (default 511)")
     parser.add_argument("--nl-alpha", type=float, default=1e-11,
                         help="weight of the penalty on the deviation from a linear response (default 1e-11)")
+    parser.add_argument("--nl-classes", type=int, default=3,
+                        help="classes of pixel positions (by brightness) whose ratios are fitted separately "
+                             "(default 3)")
+    parser.add_argument("--nl-bins", type=int, default=64,
+                        help="intensity bins whose frames are summed for the table fit (default 64)")
     parser.add_argument("--min-frames", type=int, default=100, help="fewest unsaturated frames (default 100)")
     parser.add_argument("--max-trains", type=int, default=None, help="use only the first K trains")
     parser.add_argument("--detector", help="detector name in the config (default: the only one, else dssc)")
@@ -101,7 +106,8 @@ def _body(args: argparse.Namespace) -> int:
     boz = BozSettings(module=module, photons_per_adu=args.gain, rois_threshold=args.rois_threshold, rois=rois,
                       sat_level=args.sat_level, ff_symmetric=args.ff_symmetric, ff_prod_th=tuple(args.ff_prod_th),
                       ff_ratio_th=tuple(args.ff_ratio_th), nl_points=args.nl_points, nl_low=args.nl_low,
-                      nl_high=args.nl_high, nl_alpha=args.nl_alpha, min_frames=args.min_frames,
+                      nl_high=args.nl_high, nl_alpha=args.nl_alpha, nl_classes=args.nl_classes,
+                      nl_bins=args.nl_bins, min_frames=args.min_frames,
                       max_trains=args.max_trains)
     calib_dir = settings.calib_dir
     if args.output is not None:

@@ -73,6 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _option_changes(args: argparse.Namespace, simple: dict) -> dict:
+    """Config fields from the options that were given: ``simple`` maps option to field; plus --pattern."""
+    changes = {field: getattr(args, arg) for arg, field in simple.items() if getattr(args, arg) is not None}
+    if args.pattern is not None:
+        changes["pattern"] = tuple(p.strip() for p in args.pattern.split(","))
+    return changes
+
+
 def config_from_args(args: argparse.Namespace) -> SimulationConfig:
     """The preset with the command-line overrides; ConfigError on bad values."""
     changes = {}
@@ -82,11 +90,7 @@ def config_from_args(args: argparse.Namespace) -> SimulationConfig:
               "sequence_trains": "sequence_trains", "seed": "seed", "detector_seed": "detector_seed",
               "photon_energy": "photon_energy", "delay_steps": "delay_steps",
               "bunch_table_length": "bunch_table_length"}
-    for arg, field in simple.items():
-        if getattr(args, arg) is not None:
-            changes[field] = getattr(args, arg)
-    if args.pattern is not None:
-        changes["pattern"] = tuple(p.strip() for p in args.pattern.split(","))
+    changes.update(_option_changes(args, simple))
     if args.frames_change is not None:
         values = parse_int_list(args.frames_change.replace(":", ","), "--frames-change")
         if len(values) != 2:
@@ -121,11 +125,7 @@ def boz_config_from_args(args: argparse.Namespace):
     simple = {"trains": "n_trains", "frames_per_train": "frames_per_train", "dark_trains": "dark_trains",
               "sequence_trains": "sequence_trains", "seed": "seed", "detector_seed": "detector_seed",
               "delay_steps": "delay_steps"}
-    for arg, field in simple.items():
-        if getattr(args, arg) is not None:
-            changes[field] = getattr(args, arg)
-    if args.pattern is not None:
-        changes["pattern"] = tuple(p.strip() for p in args.pattern.split(","))
+    changes.update(_option_changes(args, simple))
     return BozSimConfig(**changes)
 
 

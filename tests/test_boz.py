@@ -229,7 +229,10 @@ def test_estimators_on_known_numbers():
 
 # ---------------------------------------------------------------------- MPI
 def test_smd_boz_two_ranks_equal_one(corrections_files):
-    a, b = (json.loads(p.read_text()) for p in (corrections_files[1], corrections_files[2]))
+    def strict(text):  # strict JSON: no Infinity or NaN
+        return json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+
+    a, b = (strict(p.read_text()) for p in (corrections_files[1], corrections_files[2]))
     for d in (a, b):
         d.pop("created")
         d["summary"].pop("timings_s")
@@ -313,3 +316,16 @@ def test_session_xas(outputs, boz_root):
     assert res["pumped"]["counts"].sum() + res["unpumped"]["counts"].sum() == (~ana["dssc/boz_saturated"]).sum()
     ax = ana.plotXAS(res)
     assert len(ax.lines) >= 1
+
+
+def test_smd_simulate_boz_presets(tmp_path):
+    from smalldata.cli.smd_simulate import main
+
+    assert main(["--root", str(tmp_path), "-p", str(PROPOSAL), "-r", "1", "--dark-run", "2", "--preset", "boz-sample",
+                 "--modules", "3", "--trains", "3", "--frames-per-train", "4", "--dark-trains", "2", "--quiet"]) == 0
+    t = read_truth(tmp_path, PROPOSAL, 1)
+    assert t["boz_variant"] == "sample" and t["boz_module"] == 3 and list(t["modules"]) == [3]
+    assert len(t["boz_transmission_n"]) == 12 and np.all(t["boz_transmission_n"] < 1)
+    assert read_truth(tmp_path, PROPOSAL, 2)["run_type"] == "dark"
+    assert main(["--root", str(tmp_path), "-p", str(PROPOSAL), "-r", "5", "--preset", "boz-empty", "--modules", "3,4",
+                 "--quiet"]) == 2

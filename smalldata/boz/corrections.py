@@ -84,8 +84,8 @@ class BozCorrections:
             "dark_run": int(self.dark_run), "module": int(self.module), "detector": self.detector,
             "photons_per_adu": float(self.photons_per_adu), "sat_level": int(self.sat_level),
             "rois": {k: [int(v) for v in b] for k, b in self.rois.items()},
-            "flat_field": self.flat_field.to_dict(), "nonlinearity": self.nonlinearity.to_dict(),
-            "flat_field_linear": None if self.flat_field_linear is None else self.flat_field_linear.to_dict(),
+            "flat_field": _plain(self.flat_field.to_dict()), "nonlinearity": _plain(self.nonlinearity.to_dict()),
+            "flat_field_linear": None if self.flat_field_linear is None else _plain(self.flat_field_linear.to_dict()),
             "settings": _plain(self.settings), "summary": _plain(self.summary),
         }
 
@@ -95,7 +95,7 @@ class BozCorrections:
         if path.exists() and not overwrite:
             raise DataError(f"BOZ corrections {path} exist already; pass --overwrite to replace them")
         path.parent.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(self.to_dict(), indent=1, allow_nan=True)
+        text = json.dumps(self.to_dict(), indent=1, allow_nan=False)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         try:
             with os.fdopen(fd, "w") as f:
@@ -159,7 +159,10 @@ def _plain(value):
     if isinstance(value, np.ndarray):
         return _plain(value.tolist())
     if isinstance(value, np.generic):
-        return value.item()
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        # strict JSON has no inf or nan: unbounded thresholds as "inf"/"-inf" (float() reads them), nan as null
+        return None if np.isnan(value) else ("inf" if value > 0 else "-inf")
     if isinstance(value, Path):
         return str(value)
     return value

@@ -93,7 +93,9 @@ class BozSettings:
         if not 0 <= self.module <= 15:
             raise ConfigError("module", f"{self.module} is not a DSSC module 0..15 (-m)")
         if self.nl_classes < 1:
-            raise ConfigError("nl_classes", f"need at least 1 pixel class, got {self.nl_classes}")
+            raise ConfigError("nl_classes", f"need at least 1 pixel class (--nl-classes), got {self.nl_classes}")
+        if self.nl_bins < 2:
+            raise ConfigError("nl_bins", f"need at least 2 intensity bins (--nl-bins), got {self.nl_bins}")
         if not self.photons_per_adu > 0:
             raise ConfigError("gain", f"-g must be > 0 photons per ADU, got {self.photons_per_adu}")
         if not 0 < self.sat_level <= 511:

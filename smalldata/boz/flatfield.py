@@ -66,7 +66,8 @@ class FlatField:
     def from_dict(cls, d: Mapping) -> "FlatField":
         """Inverse of :meth:`to_dict`."""
         return cls(np.array(d["n"], float), np.array(d["p"], float), np.array(d["n_err"], float),
-                   np.array(d["p_err"], float), bool(d["symmetric"]), tuple(d["prod_th"]), tuple(d["ratio_th"]),
+                   np.array(d["p_err"], float), bool(d["symmetric"]), tuple(float(v) for v in d["prod_th"]),
+                   tuple(float(v) for v in d["ratio_th"]),
                    dict(d.get("domain_pixels", {})))
 
 
