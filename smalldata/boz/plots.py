@@ -93,9 +93,9 @@ def write_figures(det, folder: Path, stem: str) -> List[Path]:
             ax.plot(d["intensity"], d["ratio"], style, label=label)
         ax.axhline(1.0, color="0.5", lw=0.8)
         ax.set_xlabel("0 order ROI sum (ADU)")
-        ax.set_title(f"{order}/0 (relative) vs intensity deciles")
+        ax.set_title(f"{order}/0 (relative) in intensity deciles")
         ax.legend()
-    axes[0].set_ylabel("ratio / median")
+    axes[0].set_ylabel("ratio / ratio of all frames")
     paths.append(_save(fig, folder / f"{stem}_ratios.png", plt))
     return paths
 
