@@ -65,3 +65,18 @@ def test_everything_rejected_is_an_error(tmp_path, sim_root, calib_dir):
     assert result.returncode == 2
     assert "every one of the" in result.stderr and "rejection" in result.stderr
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_labels_contradicting_the_bunch_pattern_are_reported(tmp_path, sim_root, calib_dir):
+    pulses = {"source": "SCS_RR_UTC/TSYS/TIMESERVER:outputBunchPattern", "key": "data.bunchPatternTable",
+              "laser_pulse_offset": 0}
+    cfg = fault_config(tmp_path, sim_root, calib_dir, extra=lambda c: c.update(
+        pulses=pulses, pattern={"labels": ["image", "dark"]}))  # every frame of the simulated run had X-rays
+    result = run_cli(cfg)
+    assert result.returncode == 0, result.stderr
+    with h5py.File(tmp_path / "out" / f"r{DATA_RUN:04d}.h5") as f:
+        is_dark, xray_on = f["pattern/is_dark"][()], f["pulses/xray_on"][()]
+        n = int(np.count_nonzero(is_dark & xray_on))
+        assert n > 0 and f["meta/losses"].attrs["frames labelled dark that had X-rays"] == n
+    assert f"lost: frames labelled dark that had X-rays (pattern.labels?): {n} of {len(is_dark)}" in result.stdout
+    assert "large losses" in result.stderr and "frames labelled dark that had X-rays" in result.stderr

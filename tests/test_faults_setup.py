@@ -160,3 +160,26 @@ def test_analysis_session_on_a_bad_file(tmp_path):
     truncated.write_bytes(other.read_bytes()[:1000])
     with pytest.raises(SmallDataError, match="truncated or not a smalldata output"):
         SmallDataAna(truncated)
+
+
+BAD_FUNC = '''
+import numpy as np
+from smalldata.plugin.detfunc import DetObjectFunc
+class Bad(DetObjectFunc):
+    def __init__(self, name: str = "bad", mode: str = "none"):
+        super().__init__(name)
+        self.mode = mode
+    def process(self, frames):
+        if self.mode == "none":
+            return None
+        return {"n": np.ones(len(frames) + 1)}
+'''
+
+
+@pytest.mark.parametrize("mode,match", [("none", "process() returned NoneType, not a dict"),
+                                        ("long", "returned 'bad_n' with 9 rows for 8 frames")])
+def test_user_function_with_wrong_output_is_named(tmp_path, sim_root, calib_dir, monkeypatch, mode, match):
+    (tmp_path / "badmod.py").write_text(BAD_FUNC)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    message = refused(tmp_path, sim_root, calib_dir, functions=[{"type": "badmod:Bad", "mode": mode}], match=match)
+    assert message.startswith("function 'bad' (badmod:Bad)")

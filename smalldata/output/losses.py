@@ -56,6 +56,7 @@ class LossSummary:
     skipped_trains: int = 0
     invalid: Dict[str, int] = field(default_factory=dict)
     nan_points: Dict[str, int] = field(default_factory=dict)
+    contradictions: Dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_output(cls, out: h5py.File, point_paths, n_trains: int, skipped_trains: int, incomplete_pairs: int,
@@ -77,6 +78,18 @@ class LossSummary:
                 if count:
                     summary.rejected[reason.name.lower()] = count
         xray_on = out["pulses/xray_on"][()] if "pulses/xray_on" in out else None
+        if xray_on is not None:  # the config's frame labels and slot spacing against the bunch pattern
+            checks = {"frames not aligned to a bunch-pattern slot (pulses.slot_spacing?)":
+                      ~out["pulses/aligned"][()] if "pulses/aligned" in out else None}
+            if "pattern/is_dark" in out:
+                is_dark = out["pattern/is_dark"][()]
+                checks["frames labelled dark that had X-rays (pattern.labels?)"] = is_dark & xray_on
+                checks["frames labelled for X-rays that had none (pattern.labels, pulses.slot_spacing?)"] = \
+                    ~is_dark & ~xray_on
+            for label, hits in checks.items():
+                count = 0 if hits is None else int(np.count_nonzero(hits))
+                if count:
+                    summary.contradictions[label] = count
         for path, per in point_paths:
             if path in out:
                 missing = np.isnan(out[path][()])
@@ -97,6 +110,7 @@ class LossSummary:
         rows += [(f"trains of {where} with ids not matching the INDEX (not used)", n, self.n_trains)
                  for where, n in self.invalid.items()]
         rows += [(f"NaN in {path}", n, self.n_frames) for path, n in self.nan_points.items()]
+        rows += [(label, n, self.n_frames) for label, n in self.contradictions.items()]
         return rows
 
     def lines(self) -> List[str]:
@@ -129,3 +143,5 @@ class LossSummary:
             group.attrs[f"trains_invalid_ids {where}"] = n
         for path, n in self.nan_points.items():
             group.attrs[f"nan {path}"] = n
+        for label, n in self.contradictions.items():
+            group.attrs[label.split(" (")[0]] = n

@@ -55,7 +55,7 @@ def run_function(func: DetObjectFunc, frames: Frames, layout: Optional[Layout] =
         out = func.run(read_only(frames))
     except SmallDataError as exc:
         raise name_error(getattr(exc, "smalldata_function", None) or func, exc) from exc
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - a user function ending the job is named too
         owner = getattr(exc, "smalldata_function", None) or func
         if type(owner).__module__.startswith("smalldata."):
             raise

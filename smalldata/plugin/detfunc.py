@@ -24,7 +24,7 @@ both names (``roi_proj_sum``).
 from __future__ import annotations
 
 import inspect
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -111,6 +111,9 @@ class DetObjectFunc:
             if getattr(exc, "smalldata_function", None) is None:
                 exc.smalldata_function = self
             raise
+        if not isinstance(outputs, Mapping):
+            raise TypeError(f"process() returned {type(outputs).__name__}, not a dict of per-frame arrays; "
+                            "return {key: array with one row per frame}")
         result = {f"{self.name}_{key}": value for key, value in outputs.items()}
         if self.children:
             if sub is None:
