@@ -132,8 +132,9 @@ def _body(args: argparse.Namespace) -> int:
 
     from smalldata.calib.dark import characterise_dark_to_file, dark_file_path, open_dark_run
     from smalldata.errors import ConfigError, DataError, SmallDataError
-    from smalldata.pipeline import mpi
+    from smalldata.pipeline import mpi, shutdown
 
+    shutdown.install()  # a signal stops the dark between chunks; the temporary file is removed
     comm = mpi.get_comm()
     settings = dark_settings_from_config(args.config, args.detector)
     proposal = args.proposal if args.proposal is not None else settings.proposal

@@ -118,3 +118,20 @@ def test_system_exit_on_one_rank_stops_all(tmp_path, sim_root, calib_dir):
     proc = start(tmp_path, sim_root, calib_dir, "processing", exit_on_rank=1)
     status, stderr = check_outcome(proc, tmp_path / "out", time.monotonic())
     assert status == 2 and "rank 1: function 'slow' (slowmod:Slow): SystemExit: 3" in stderr, stderr
+
+
+def test_dark_stopped_by_a_signal_leaves_nothing(tmp_path, sim_root):
+    from helpers import DARK_RUN, PROPOSAL
+
+    calib = tmp_path / "calib"
+    proc = subprocess.Popen([tool("smd_dark"), "-p", str(PROPOSAL), "-r", str(DARK_RUN), "--data-root", str(sim_root),
+                             "--calib-dir", str(calib), "--chunk-frames", "16"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    end = time.monotonic() + 60
+    while time.monotonic() < end and not any(n.endswith(".partial") for n in names(calib)):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    assert "interrupted by SIGTERM" in stderr and "Traceback" not in stderr
+    assert names(calib) == []

@@ -36,7 +36,7 @@ from smalldata.calib.darkfile import (  # noqa: F401
 )
 from smalldata.constants import DSSC_ADC_MAX, DSSC_MODULE_SHAPE, DSSC_N_MODULES, dssc_source
 from smalldata.errors import DataError
-from smalldata.pipeline import mpi
+from smalldata.pipeline import mpi, shutdown
 
 __all__ = ["CellAccumulator", "DarkPlan", "ModuleDark", "characterise_dark", "characterise_dark_to_file",
            "iter_module_darks", "open_dark_run", "plan_dark", "available_modules",
@@ -410,20 +410,32 @@ def _accumulate_module(data, module: int, train_ids: np.ndarray, cells: np.ndarr
         return acc
     kd_data = _module_keydata(data, module, "image.data").select_trains(by_id[train_ids])
     kd_cell = _module_keydata(data, module, "image.cellId").select_trains(by_id[train_ids])
+    kd_tid = _module_keydata(data, module, "image.trainId").select_trains(by_id[train_ids])
     tids = np.asarray(kd_data.train_id_coordinates(), dtype=np.uint64)
     trains, counts = np.unique(tids, return_counts=True)
+    dropped = 0
     for chunk, n in _chunks(trains, counts, chunk_frames):
+        shutdown.check()  # a stop signal ends the dark between chunks (the ranks agree on it)
         sel = by_id[chunk]
         try:
             raw = kd_data.select_trains(sel).ndarray()
             cell = kd_cell.select_trains(sel).ndarray()
+            stored = kd_tid.select_trains(sel).ndarray().reshape(-1)
+            expected = np.asarray(kd_tid.select_trains(sel).train_id_coordinates(), dtype=np.uint64)
         except (OSError, ValueError) as exc:
             raise DataError(f"cannot read DSSC module {module}, trains {int(chunk[0])}..{int(chunk[-1])}: "
                             f"{exc}; the file may be truncated") from None
         if raw.shape[0] != n:
             raise DataError(f"DSSC module {module}: {raw.shape[0]} frames read for trains "
                             f"{int(chunk[0])}..{int(chunk[-1])}, index says {n}")
+        good = stored == expected  # frames the INDEX gives to another train than they hold: not used
+        if not good.all():
+            dropped += int(np.count_nonzero(~good))
+            raw, cell, n = raw[good], cell.reshape(-1)[good], int(np.count_nonzero(good))
         acc.add(raw.reshape((n,) + DSSC_MODULE_SHAPE), cell.reshape(-1))
+    if dropped:
+        log.warning("DSSC module %d: %d dark frame(s) not used: their image.trainId differs from the INDEX",
+                    module, dropped)
     return acc
 
 

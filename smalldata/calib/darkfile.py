@@ -21,7 +21,7 @@ from smalldata import __version__
 from smalldata.calib.badpixels import DarkThresholds
 from smalldata.constants import DSSC_MODULE_SHAPE
 from smalldata.errors import CalibrationError, DataError
-from smalldata.output.files import SPACE_MARGIN, check_free_space
+from smalldata.output.files import SPACE_MARGIN, check_free_space, clean_stale_temporaries, temp_owner
 
 #: File name of dark constants inside ``calib_dir``.
 DARK_FILE_PATTERN = "dark_p{proposal:06d}_r{run:04d}_{det}.h5"
@@ -128,7 +128,8 @@ class DarkFileWriter:
         if not os.access(self.path.parent, os.W_OK):
             raise DataError(f"calib folder {self.path.parent} is not writable; choose another with --calib-dir "
                             "(or calib_dir in the config)")
-        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        clean_stale_temporaries(self.path)
+        self.tmp = self.path.with_name(f".{self.path.name}.{temp_owner()}.partial")
         n_mod, n_cells = len(modules), len(cell_ids)
         #: bytes of one module's constants; the whole file is about n_mod times that
         self.module_bytes = n_cells * int(np.prod(DSSC_MODULE_SHAPE)) * 8 + int(np.prod(DSSC_MODULE_SHAPE))
