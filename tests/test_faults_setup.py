@@ -177,9 +177,9 @@ class Bad(DetObjectFunc):
 
 
 @pytest.mark.parametrize("mode,match", [("none", "process() returned NoneType, not a dict"),
-                                        ("long", "returned 'bad_n' with 9 rows for 8 frames")])
+                                        ("long", "output 'n' has 3 rows for a batch of 2 frames")])
 def test_user_function_with_wrong_output_is_named(tmp_path, sim_root, calib_dir, monkeypatch, mode, match):
     (tmp_path / "badmod.py").write_text(BAD_FUNC)
     monkeypatch.syspath_prepend(str(tmp_path))
     message = refused(tmp_path, sim_root, calib_dir, functions=[{"type": "badmod:Bad", "mode": mode}], match=match)
-    assert message.startswith("function 'bad' (badmod:Bad)")
+    assert message.startswith("function detectors.dssc.functions[0] (badmod:Bad)")

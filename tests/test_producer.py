@@ -262,7 +262,8 @@ def test_failing_rank_stops_all_and_leaves_nothing(tmp_path, sim_root, calib_dir
     assert result.returncode == 2, result.stderr
     lines = [line for line in result.stderr.strip().splitlines() if not line.startswith("INFO ")]
     assert "Traceback" not in result.stderr
-    assert len(lines) == 1 and "rank 1: function 'fails' (failmod:Fails): RuntimeError: planted failure" in lines[0], lines
+    assert len(lines) == 1 and "rank 1: RuntimeError: planted failure" in lines[0], lines
+    assert "(in function detectors.dssc.functions[1] (failmod:Fails)" in lines[0], lines
     assert _leftovers(tmp_path / "out") == []
 
 

@@ -116,7 +116,7 @@ def _process_node(func: DetObjectFunc, frames: Frames):
                                 f"{FIX_IN_PLACE}") from exc
         raise _fail(func, f"fails on a synthetic batch of {len(frames)} frames "
                             f"({type(exc).__name__}: {exc})") from exc
-    except Exception as exc:  # noqa: BLE001 - a user's function may raise anything; name it in one line
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - a user's function may raise anything; name it
         raise _fail(func, f"fails on a synthetic batch of {len(frames)} frames "
                             f"({type(exc).__name__}: {exc})") from exc
 
@@ -139,6 +139,9 @@ def dry_run(func: DetObjectFunc, frames: Frames, prefix: str = "") -> Layout:
     outputs, sub = _process_node(func, frames)
     layout: Layout = {}
     own = f"{prefix}{func.name}_"
+    if not isinstance(outputs, Mapping):
+        raise _fail(func, f"process() returned {type(outputs).__name__}, not a dict of per-frame arrays; "
+                          "return {key: array with one row per frame}")
     for key, value in outputs.items():
         n = len(value) if isinstance(value, Ragged) else (np.shape(value)[0] if np.ndim(value) else None)
         if n != len(frames):
