@@ -146,8 +146,8 @@ def test_every_train_accounted_and_ordered(produced, sim_root):
         assert f["meta"].attrs["n_ranks"] == 1
         assert "roi_full" in f["UserDataCfg/dssc"]
         assert f["UserDataCfg/dssc/roi_a"].attrs["threshold"] == 5.0
-        assert "pedestal" in f["UserDataCfg/dssc"] and "mask" in f["UserDataCfg/dssc"]
-        assert f["UserDataCfg/dssc/pedestal"].attrs["units"] == "ADU"
+        assert "dark" in f["UserDataCfg/dssc"] and "mask" in f["UserDataCfg/dssc"]
+        assert f["UserDataCfg/dssc/dark/pedestal_median"].attrs["units"] == "ADU"
         assert f["UserDataCfg/dssc/x"].attrs["units"] == "m"
     assert np.all(np.diff(tids.astype(np.int64)) >= 0)
     assert set(tids) | set(skipped) == set(truth["train_ids"])

@@ -186,6 +186,9 @@ DETECTOR_SCHEMA: Dict[str, Field] = {
                              "pixels above this (ADU) are lit and excluded from the common-mode median; "
                              "default 5 x the pixel noise", "ADU", check=positive),
     "mask_asic_edges": Field(bool, True, "mask the outermost pixel rows/columns of every ASIC"),
+    "embed_dark": Field(bool, False, "copy the dark pedestal and noise into /UserDataCfg/<det> (168 MB for 16 "
+                                     "modules and 20 cells); by default only a reference is recorded: path, "
+                                     "SHA-256, run, summary (smalldata.calib.darkref.read_output_dark reads it back)"),
     "user_mask": Field(Optional[str], None, "mask file (.npy or .h5 'mask', (M,128,512) or (16,128,512) bool, "
                                             "True = good)"),
     "geometry_file": Field(Optional[str], None, "extra-geom DSSC geometry file; default the one shipped with "

@@ -222,8 +222,8 @@ def write_mapping(group: h5py.Group, mapping: Mapping[str, Any]) -> None:
         if isinstance(value, Mapping):
             write_mapping(group.require_group(key), value)
         elif isinstance(value, np.ndarray) and value.ndim > 0:
-            # masks and counts shrink a lot; float constants barely, at a high cost in time
-            compress = value.size > 4096 and value.dtype.kind in "biu"
+            # masks, counts and smooth maps (positions, constant gains) shrink a lot, quickly at level 1
+            compress = value.size > 4096 and value.dtype.kind in "biuf"
             kwargs = {"compression": "gzip", "compression_opts": 1, "shuffle": True} if compress else {}
             if value.dtype == bool or value.dtype.kind in "fiu":
                 ds = group.create_dataset(key, data=value, **kwargs)

@@ -109,7 +109,7 @@ class DetectorAccumulators:
         """Write ``<name>_cube/`` and ``<name>_mean`` etc. into the output's ``/Sums`` (rank 0)."""
         if self.cube is not None:
             group = sums_group.create_group(f"{self.name}_cube")
-            self.cube.write(group, compression="gzip")
+            self.cube.write(group, compression="gzip", sum_compression="gzip")
             group.attrs["modules"] = np.asarray(modules)
             if self.cube_cfg["assembled"] and geometry is not None:
                 mean = self.cube.mean()

@@ -479,7 +479,7 @@ class CubeAccumulator:
                 ds.attrs["units"] = units
             return ds
 
-        sum_kw = {"compression": sum_compression} if sum_compression else {}
+        sum_kw = {"compression": sum_compression, "shuffle": True} if sum_compression else {}
         put("sum", self.sum, self.units, **sum_kw)
         put("pixel_count", self.pixel_count, "frame", **({"compression": compression, "shuffle": True}
                                                           if compression else {}))

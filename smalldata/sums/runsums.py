@@ -487,7 +487,8 @@ class RunSums:
         """Store as ``<prefix>_mean``, ``<prefix>_max``, ``<prefix>_pixel_count`` [, ``<prefix>_count_above``]."""
         self._check_usable()
         def put(name, data, units):
-            ds = group.create_dataset(f"{prefix}_{name}", data=data)
+            ds = group.create_dataset(f"{prefix}_{name}", data=data, compression="gzip", compression_opts=1,
+                                      shuffle=True)
             ds.attrs["units"] = units
             ds.attrs["n_frames"] = self.n_frames
             return ds

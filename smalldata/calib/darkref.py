@@ -1,0 +1,116 @@
+"""The dark constants of an output, recorded by reference, and read back through it.
+
+An output's ``/UserDataCfg/<det>/dark`` group names the dark constants file the run was
+calibrated with: its absolute path, size and SHA-256 checksum, the dark run, the modules
+and memory cells used, the frames per cell, and per-module summary statistics (median
+pedestal and noise over good pixels and cells, bad pixels). The pedestal and noise arrays
+themselves (8 bytes per pixel and cell: 168 MB for 16 modules and 20 cells) are copied
+into the output only when the config asks for it (``detectors.<det>.embed_dark: true``).
+
+:func:`read_output_dark` gives the constants back: from the embedded copy, or from the
+referenced file after checking that it is still there and unchanged (a moved or changed
+file is reported in one line, never silently used).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Dict, Optional
+
+import numpy as np
+
+from smalldata.calib.darkfile import DarkConstants, read_dark_file
+from smalldata.errors import CalibrationError
+
+CHUNK_BYTES = 1 << 22
+
+
+def file_sha256(path: os.PathLike) -> str:
+    """SHA-256 of a file's bytes, as 64 hex digits."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(CHUNK_BYTES), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def dark_reference(det) -> Dict[str, object]:
+    """The ``dark`` entry of ``UserDataCfg/<det>`` for a :class:`~smalldata.calib.detobject.DetObject`.
+
+    Scalars become attributes of the group, arrays small datasets (see the module docstring).
+    """
+    import h5py
+
+    if not det.dark_file:
+        raise CalibrationError(f"detector {det.name}: the dark constants do not come from a file; "
+                               "set embed_dark: true to record them in the output")
+    path = Path(det.dark_file).resolve()
+    with h5py.File(path, "r") as f:
+        file_modules = f["modules"][()].astype(np.int64).tolist()
+        n_frames = f["n_frames"][()][[file_modules.index(m) for m in det.modules]].astype(np.int64)
+    good = det.status_mask == 0
+    pedestal_median = np.array([np.median(det.pedestal[i][:, good[i]]) if good[i].any() else np.nan
+                                for i in range(len(det.modules))], dtype=np.float32)
+    noise_median = np.array([np.median(det.noise[i][:, good[i]]) if good[i].any() else np.nan
+                             for i in range(len(det.modules))], dtype=np.float32)
+    return {
+        "path": str(path),
+        "sha256": file_sha256(path),
+        "size_bytes": int(path.stat().st_size),
+        "run": -1 if det.dark_run is None else int(det.dark_run),
+        "embedded": False,
+        "modules": np.asarray(det.modules, dtype=np.int64),
+        "cell_ids": np.asarray(det.cell_ids, dtype=np.uint16),
+        "n_frames": n_frames,
+        "pedestal_median": (pedestal_median, "ADU"),
+        "noise_median": (noise_median, "ADU"),
+        "n_bad_pixels": (~good).sum(axis=(1, 2)).astype(np.int64),
+    }
+
+
+def read_output_dark(output: os.PathLike, det: str = "dssc", path: Optional[os.PathLike] = None) -> DarkConstants:
+    """The dark constants an output was calibrated with, for the modules it used.
+
+    Parameters
+    ----------
+    output : path
+        A smalldata output file.
+    det : str
+        Detector name.
+    path : path, optional
+        Where the dark file is now, if it was moved; its checksum must match the recorded one.
+
+    Raises
+    ------
+    CalibrationError
+        The referenced file is missing (moved or deleted) or its content changed.
+    """
+    import h5py
+
+    with h5py.File(output, "r") as f:
+        key = f"UserDataCfg/{det}/dark"
+        if key not in f:
+            raise CalibrationError(f"{output} has no {key}: not a smalldata output of detector {det!r}")
+        ref = f[key]
+        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in ref.attrs.items()}
+        modules = ref["modules"][()].astype(np.int64)
+        cell_ids = ref["cell_ids"][()].astype(np.uint16)
+        n_frames = ref["n_frames"][()].astype(np.int64)
+        group = f[f"UserDataCfg/{det}"]
+        if "pedestal" in group and "noise" in group:
+            return DarkConstants(pedestal=group["pedestal"][()], noise=group["noise"][()],
+                                 status_mask=group["status_mask"][()], modules=modules, cell_ids=cell_ids,
+                                 n_frames=n_frames, run=int(attrs["run"]), detector=det)
+    recorded = Path(str(attrs["path"]))
+    where = Path(path) if path is not None else recorded
+    if not where.is_file():
+        raise CalibrationError(f"the dark constants file {where} recorded in {output} is gone (moved or deleted); "
+                               f"pass path= its new place (sha256 {attrs['sha256']}) or make it again with "
+                               f"smd_dark -r {attrs['run']}")
+    now = file_sha256(where)
+    if now != attrs["sha256"]:
+        raise CalibrationError(f"the dark constants file {where} changed since {output} was made (sha256 "
+                               f"{now[:12]}..., recorded {str(attrs['sha256'])[:12]}...); it is not the dark "
+                               "this output was calibrated with")
+    return read_dark_file(where, modules)

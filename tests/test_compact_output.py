@@ -1,0 +1,85 @@
+"""The compact output: dark constants by reference (read back, moved, changed), embedded on request,
+positions in float32, sums compressed."""
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+from helpers import DARK_RUN, DATA_RUN, PROPOSAL
+from test_producer import FUNCS, producer_yaml
+
+from smalldata.calib.dark import dark_file_path, read_dark_file
+from smalldata.calib.darkref import file_sha256, read_output_dark
+from smalldata.config.producer import ProducerConfig
+from smalldata.errors import CalibrationError
+from smalldata.pipeline.eventloop import run_producer
+
+
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory, sim_root, calib_dir):
+    """The same run with the dark by reference (a private copy of the dark file) and embedded."""
+    tmp = tmp_path_factory.mktemp("compact")
+    calib = tmp / "calib"
+    calib.mkdir()
+    shutil.copy(dark_file_path(calib_dir, PROPOSAL, DARK_RUN), calib)
+    made = {}
+    for embed in (False, True):
+        cfg = producer_yaml(tmp, sim_root, calib, FUNCS, name=f"p{embed}.yaml", extra=lambda c, e=embed: (
+            c["detectors"]["dssc"].update(embed_dark=e), c.update(output_dir=str(tmp / f"out{e}"))))
+        made[embed] = run_producer(ProducerConfig.from_file(cfg), DATA_RUN).output
+    return calib, made[False], made[True]
+
+
+def test_reference_reads_back_the_same_arrays(outputs):
+    calib, by_ref, embedded = outputs
+    dark_file = dark_file_path(calib, PROPOSAL, DARK_RUN)
+    with h5py.File(by_ref, "r") as f:
+        g = f["UserDataCfg/dssc"]
+        assert "pedestal" not in g and "noise" not in g
+        ref = g["dark"]
+        assert ref.attrs["path"] == str(dark_file.resolve()) and ref.attrs["run"] == DARK_RUN
+        assert ref.attrs["sha256"] == file_sha256(dark_file) and not ref.attrs["embedded"]
+        modules = ref["modules"][()]
+        assert g["x"].dtype == np.float32 and g["x"].attrs["units"] == "m"
+        ped_median = ref["pedestal_median"][()]
+    assert list(modules) == [2, 3]
+    dark = read_output_dark(by_ref)
+    direct = read_dark_file(dark_file, modules)
+    np.testing.assert_array_equal(dark.pedestal, direct.pedestal)
+    np.testing.assert_array_equal(dark.noise, direct.noise)
+    good = direct.status_mask == 0
+    np.testing.assert_allclose(ped_median, [np.median(direct.pedestal[i][:, good[i]]) for i in range(2)])
+    # the embedded copy holds the very same arrays, and reads back through the same function
+    with h5py.File(embedded, "r") as f:
+        assert f["UserDataCfg/dssc/dark"].attrs["embedded"]
+        np.testing.assert_array_equal(f["UserDataCfg/dssc/pedestal"][()], direct.pedestal)
+    np.testing.assert_array_equal(read_output_dark(embedded).noise, direct.noise)
+
+
+def test_per_event_content_does_not_depend_on_embedding(outputs):
+    from helpers import read_all
+
+    _, by_ref, embedded = outputs
+    a, b = read_all(by_ref), read_all(embedded)
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_moved_or_changed_dark_is_reported(outputs, tmp_path):
+    calib, by_ref, _ = outputs
+    dark_file = dark_file_path(calib, PROPOSAL, DARK_RUN)
+    moved = tmp_path / dark_file.name
+    shutil.move(dark_file, moved)
+    try:
+        with pytest.raises(CalibrationError, match="is gone \\(moved or deleted\\)") as err:
+            read_output_dark(by_ref)
+        assert "\n" not in str(err.value)
+        np.testing.assert_array_equal(read_output_dark(by_ref, path=moved).pedestal,
+                                      read_dark_file(moved, [2, 3]).pedestal)
+        with h5py.File(moved, "r+") as f:
+            f["pedestal"][0, 0, 0, 0] += 1.0
+        with pytest.raises(CalibrationError, match="changed since"):
+            read_output_dark(by_ref, path=moved)
+    finally:
+        shutil.move(moved, dark_file)
