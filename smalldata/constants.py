@@ -8,8 +8,6 @@ DSSC_N_MODULES = 16
 DSSC_MODULE_SHAPE = (128, 512)
 DSSC_ADC_MAX = 511  # a raw value >= this is saturated
 DSSC_ASIC_SHAPE = (64, 64)  # 2 x 8 ASICs per module
-DSSC_PIXEL_SIZE_X = 236e-6  # m
-DSSC_PIXEL_SIZE_Y = 204e-6  # m (hexagon height)
 
 # Example quadrant positions from SCS, in metres (extra-geom takes them in mm).
 DSSC_DEFAULT_QUAD_POSITIONS = (
@@ -30,13 +28,10 @@ def dssc_aggregator(module: int) -> str:
     return f"DSSC{module:02d}"
 
 
-DSSC_IMAGE_KEYS = ("image.data", "image.trainId", "image.pulseId", "image.cellId")
-
 # Pulse-resolved and slow sources at SCS.
 XGM_SCS_DEVICE = "SCS_BLU_XGM/XGM/DOOCS"  # the XGM's control source (settings, pulse counts)
 XGM_SCS_SOURCE = XGM_SCS_DEVICE + ":output"
 XGM_SCS_KEY = "data.intensitySa3TD"
-XGM_TUNNEL_SOURCE = "SA3_XTD10_XGM/XGM/DOOCS:output"
 XGM_N_ENTRIES = 1000
 TIMESERVER_DEVICE = "SCS_RR_UTC/TSYS/TIMESERVER"  # the timeserver's control source
 BUNCH_PATTERN_SOURCE = TIMESERVER_DEVICE + ":outputBunchPattern"

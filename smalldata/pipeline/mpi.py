@@ -68,11 +68,6 @@ def size(comm=None) -> int:
     return get_comm(comm).Get_size()
 
 
-def is_root(comm=None, root: int = 0) -> bool:
-    """Whether this process is rank ``root``."""
-    return rank(comm) == root
-
-
 def block_range(n_items: int, comm=None) -> tuple:
     """Contiguous block ``(start, stop)`` of ``n_items`` for this rank (earlier ranks get the extra)."""
     r, s = rank(comm), size(comm)
