@@ -194,18 +194,6 @@ def _module_keydata(data, module: int, key: str):
     return data[dssc_source(module), key]
 
 
-def _chunks(train_ids: np.ndarray, counts: np.ndarray, chunk_frames: int):
-    """Split ``train_ids`` into consecutive groups of at most ``chunk_frames`` frames (>= 1 train)."""
-    start, total = 0, 0
-    for i, c in enumerate(counts):
-        if i > start and total + c > chunk_frames:
-            yield train_ids[start:i], int(total)
-            start, total = i, 0
-        total += int(c)
-    if start < len(train_ids):
-        yield train_ids[start:], int(total)
-
-
 def _local_cells(data, module: int, train_ids: np.ndarray) -> np.ndarray:
     """Memory cells of ``module``'s frames in ``train_ids`` (the rank's block)."""
     from extra_data import by_id
@@ -414,7 +402,8 @@ def _accumulate_module(data, module: int, train_ids: np.ndarray, cells: np.ndarr
     tids = np.asarray(kd_data.train_id_coordinates(), dtype=np.uint64)
     trains, counts = np.unique(tids, return_counts=True)
     dropped = 0
-    for chunk, n in _chunks(trains, counts, chunk_frames):
+    for a, b in mpi.split_batches(counts, chunk_frames):
+        chunk, n = trains[a:b], int(counts[a:b].sum())
         shutdown.check()  # a stop signal ends the dark between chunks (the ranks agree on it)
         sel = by_id[chunk]
         try:

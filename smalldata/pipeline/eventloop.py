@@ -38,7 +38,7 @@ from smalldata.output.files import SPACE_MARGIN, DiskFullError, check_free_space
 from smalldata.output.losses import LossSummary
 from smalldata.pipeline.checks import check_config_against_run, check_setups
 from smalldata.pipeline.detectors import DetectorSetup, setup_detectors
-from smalldata.pipeline.mpi import agree, failure_of, get_comm, raise_agreed
+from smalldata.pipeline.mpi import agree, failure_of, get_comm, raise_agreed, split_batches, split_blocks
 from smalldata.pipeline.progress import Coordinator, StoppedByOtherRank
 from smalldata.pipeline.shutdown import Interrupted, received, signals_set_flag
 from smalldata.pulses.framestage import FrameStage
@@ -64,36 +64,10 @@ class Summary:
         self.frames_per_second = self.rows / self.elapsed if self.elapsed > 0 else 0.0
 
 
-def split_blocks(frames_per_train: np.ndarray, n_ranks: int) -> List[Tuple[int, int]]:
-    """Contiguous train ranges ``[start, stop)``, one per rank, balanced by frame count."""
-    n = len(frames_per_train)
-    cum = np.concatenate([[0], np.cumsum(frames_per_train, dtype=np.int64)])
-    total = cum[-1]
-    bounds = [0]
-    for r in range(1, n_ranks):
-        bounds.append(int(np.searchsorted(cum, total * r / n_ranks, side="left")))
-    bounds.append(n)
-    bounds = np.maximum.accumulate(np.clip(bounds, 0, n))
-    return [(int(bounds[r]), int(bounds[r + 1])) for r in range(n_ranks)]
-
-
 def auto_batch_size(megabytes: float, n_modules: int) -> int:
     """Frames per batch such that the raw data of a batch take about ``megabytes`` MiB."""
     frame_bytes = n_modules * DSSC_MODULE_SHAPE[0] * DSSC_MODULE_SHAPE[1] * 2
     return max(1, int(megabytes * 2**20 // max(frame_bytes, 1)))
-
-
-def split_batches(frames_per_train: np.ndarray, batch_size: int) -> List[Tuple[int, int]]:
-    """Consecutive train ranges holding at most ``batch_size`` frames (at least one train each)."""
-    batches, start, count = [], 0, 0
-    for i, n in enumerate(frames_per_train):
-        if i > start and count + n > batch_size:
-            batches.append((start, i))
-            start, count = i, 0
-        count += int(n)
-    if start < len(frames_per_train):
-        batches.append((start, len(frames_per_train)))
-    return batches
 
 
 def default_output(config: ProducerConfig, run: int) -> Path:

@@ -7,7 +7,7 @@ one-rank stand-in with the few methods used here.
 from __future__ import annotations
 
 import logging
-from typing import Callable, Optional
+from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 
@@ -68,10 +68,35 @@ def size(comm=None) -> int:
     return get_comm(comm).Get_size()
 
 
+def split_blocks(frames_per_train: np.ndarray, n_ranks: int) -> List[Tuple[int, int]]:
+    """Contiguous train ranges ``[start, stop)``, one per rank, balanced by frame count."""
+    n = len(frames_per_train)
+    cum = np.concatenate([[0], np.cumsum(frames_per_train, dtype=np.int64)])
+    total = cum[-1]
+    bounds = [0]
+    for r in range(1, n_ranks):
+        bounds.append(int(np.searchsorted(cum, total * r / n_ranks, side="left")))
+    bounds.append(n)
+    bounds = np.maximum.accumulate(np.clip(bounds, 0, n))
+    return [(int(bounds[r]), int(bounds[r + 1])) for r in range(n_ranks)]
+
+
+def split_batches(frames_per_train: np.ndarray, batch_size: int) -> List[Tuple[int, int]]:
+    """Consecutive train ranges holding at most ``batch_size`` frames (at least one train each)."""
+    batches, start, count = [], 0, 0
+    for i, n in enumerate(frames_per_train):
+        if i > start and count + n > batch_size:
+            batches.append((start, i))
+            start, count = i, 0
+        count += int(n)
+    if start < len(frames_per_train):
+        batches.append((start, len(frames_per_train)))
+    return batches
+
+
 def block_range(n_items: int, comm=None) -> tuple:
-    """Contiguous block ``(start, stop)`` of ``n_items`` for this rank (earlier ranks get the extra)."""
-    r, s = rank(comm), size(comm)
-    return (r * n_items) // s, ((r + 1) * n_items) // s
+    """Contiguous block ``(start, stop)`` of ``n_items`` equal items for this rank (:func:`split_blocks`)."""
+    return split_blocks(np.ones(n_items, dtype=np.int64), size(comm))[rank(comm)]
 
 
 def sum_reduce(array: np.ndarray, comm=None, root: Optional[int] = 0) -> np.ndarray:
