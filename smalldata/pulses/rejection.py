@@ -385,15 +385,11 @@ def expand_outputs(outputs: Mapping[str, np.ndarray], selected: np.ndarray) -> D
         Skipped frames hold :func:`fill_value` of the dtype. The dtype depends
         only on the output's dtype, never on how many frames were skipped.
     """
+    from smalldata.pipeline.chain import spread  # the one implementation (ragged outputs too)
+
     selected = np.asarray(selected, dtype=bool)
     n_sel = int(selected.sum())
-    result = {}
     for key, value in outputs.items():
-        value = np.asarray(value)
-        if value.shape[:1] != (n_sel,):
-            raise DataError(f"output {key!r} has {value.shape[:1]} rows for {n_sel} selected frames")
-        fill, dtype = fill_value(value.dtype)
-        full = np.full((len(selected),) + value.shape[1:], fill, dtype=dtype)
-        full[selected] = value
-        result[key] = full
-    return result
+        if np.shape(value)[:1] != (n_sel,):
+            raise DataError(f"output {key!r} has {np.shape(value)[:1]} rows for {n_sel} selected frames")
+    return spread(outputs, selected, np.flatnonzero(selected))
