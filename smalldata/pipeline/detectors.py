@@ -9,7 +9,6 @@ import numpy as np
 
 from smalldata.calib.darkref import dark_reference
 from smalldata.config.producer import ProducerConfig
-from smalldata.constants import DSSC_DEFAULT_QUAD_POSITIONS
 from smalldata.errors import CalibrationError, ConfigError, SmallDataError
 from smalldata.fused.detector import build_plan, process_fused
 from smalldata.io.runaccess import RunAccess
@@ -167,11 +166,7 @@ def build_detobject(config: ProducerConfig, name: str, proposal: int, modules: t
     except CalibrationError as exc:
         raise ConfigError(f"detectors.{name}.dark_run", str(exc)) from None
     try:
-        det = DetObject.from_dark_file(
-            name, dark_path, modules=modules, gain=det_cfg["gain"], geometry_file=det_cfg["geometry_file"],
-            quadrant_positions=det_cfg["quadrant_positions"] or DSSC_DEFAULT_QUAD_POSITIONS,
-            mask_asic_edges=det_cfg["mask_asic_edges"], user_mask=det_cfg["user_mask"],
-            common_mode=det_cfg["common_mode"], common_mode_max_adu=det_cfg["common_mode_max"])
+        det = DetObject.from_config(name, det_cfg, dark_path, modules=modules)
     except ConfigError as exc:
         if exc.path.startswith("detectors."):
             raise
