@@ -36,6 +36,7 @@ from smalldata.calib.darkfile import (  # noqa: F401
 )
 from smalldata.constants import DSSC_ADC_MAX, DSSC_MODULE_SHAPE, DSSC_N_MODULES, dssc_source
 from smalldata.errors import DataError
+from smalldata.lookup import find_sorted
 from smalldata.pipeline import mpi, shutdown
 
 __all__ = ["CellAccumulator", "DarkPlan", "ModuleDark", "characterise_dark", "characterise_dark_to_file",
@@ -70,9 +71,8 @@ class CellAccumulator:
 
     def cell_index(self, cells: np.ndarray) -> np.ndarray:
         """Position of each of ``cells`` in :attr:`cell_ids`."""
-        idx = np.searchsorted(self.cell_ids, cells)
-        idx = np.clip(idx, 0, len(self.cell_ids) - 1)
-        if len(cells) and not np.array_equal(self.cell_ids[idx], cells):
+        idx, found = find_sorted(self.cell_ids, cells)
+        if len(cells) and not found.all():
             raise ValueError("frames with memory cells not known to the accumulator")
         return idx
 

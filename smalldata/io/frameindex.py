@@ -13,6 +13,8 @@ from typing import Dict, Tuple
 
 import numpy as np
 
+from smalldata.lookup import find_sorted
+
 log = logging.getLogger(__name__)
 
 
@@ -38,9 +40,8 @@ class ModuleFrameIndex:
         for i, fa in enumerate(self.files):
             firsts, counts = fa.get_index(keydata.source, keydata.index_group)
             tids = np.asarray(fa.train_ids, dtype=np.uint64)
-            pos = np.searchsorted(run_train_ids, tids)
-            pos_c = np.minimum(pos, n - 1)
-            use = (pos < n) & (run_train_ids[pos_c] == tids) & (np.asarray(counts) > 0)
+            pos, found = find_sorted(run_train_ids, tids)
+            use = found & (np.asarray(counts) > 0)
             self.file_of[pos[use]] = i
             self.first[pos[use]] = np.asarray(firsts, dtype=np.int64)[use]
             self.count[pos[use]] = np.asarray(counts, dtype=np.int64)[use]

@@ -18,6 +18,7 @@ from smalldata.constants import DSSC_MODULE_SHAPE, DSSC_N_MODULES, INSTRUMENT, d
 from smalldata.errors import DataError
 from smalldata.io.faults import FaultLog, describe_mismatch
 from smalldata.io.frameindex import ModuleFrameIndex
+from smalldata.lookup import find_sorted
 from smalldata.plugin.frames import RawBatch
 
 log = logging.getLogger(__name__)
@@ -312,9 +313,7 @@ class RunAccess:
         uniq, first = np.unique(tids, return_index=True)
         values = values[first].astype(np.float64)
         out = np.full((len(train_ids),) + values.shape[1:], np.nan)
-        pos = np.searchsorted(uniq, train_ids)
-        pos = np.clip(pos, 0, max(len(uniq) - 1, 0))
-        found = (uniq[pos] == train_ids) if len(uniq) else np.zeros(len(train_ids), bool)
+        pos, found = find_sorted(uniq, train_ids)
         out[found] = values[pos[found]]
         return out
 

@@ -22,6 +22,7 @@ import euxfel_bunch_pattern as ebp
 import numpy as np
 
 from smalldata.errors import ConfigError, DataError
+from smalldata.lookup import find_sorted
 from smalldata.pulses.laser import LaserAnchor, anchored_laser
 
 log = logging.getLogger(__name__)
@@ -334,9 +335,7 @@ def train_rows(frame_train_ids: np.ndarray, table_train_ids: np.ndarray) -> np.n
     table_train_ids = np.asarray(table_train_ids)
     order = np.argsort(table_train_ids, kind="stable")
     sorted_ids = table_train_ids[order]
-    pos = np.searchsorted(sorted_ids, frame_train_ids)
-    pos_c = np.minimum(pos, max(len(sorted_ids) - 1, 0))
+    pos, found = find_sorted(sorted_ids, frame_train_ids)
     if len(sorted_ids) == 0:
         return np.full(frame_train_ids.shape, -1, dtype=np.int64)
-    found = sorted_ids[pos_c] == frame_train_ids
-    return np.where(found, order[pos_c], -1).astype(np.int64)
+    return np.where(found, order[pos], -1).astype(np.int64)

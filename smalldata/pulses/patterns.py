@@ -19,6 +19,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 
 from smalldata.errors import ConfigError, DataError
+from smalldata.lookup import find_sorted
 
 log = logging.getLogger(__name__)
 
@@ -177,8 +178,8 @@ def matching_dark_frames(train_ids: np.ndarray, frame_index: np.ndarray, pattern
         target_f = fidx + delta - shift
         want = need & (result < 0) & (target_f >= 0)
         target = group * stride + target_f
-        pos = np.minimum(np.searchsorted(sorted_key, target), len(sorted_key) - 1)
-        hit = want & (sorted_key[pos] == target)
+        pos, found = find_sorted(sorted_key, target)
+        hit = want & found
         result[hit] = order[pos[hit]]
     return result
 

@@ -17,6 +17,7 @@ from typing import Dict, List, Mapping, Optional
 import numpy as np
 
 from smalldata.errors import ConfigError, DataError
+from smalldata.lookup import find_sorted
 
 log = logging.getLogger(__name__)
 
@@ -193,8 +194,8 @@ class UserFrameMask:
         fidx = np.asarray(frame_index, dtype=np.int64)
         if len(self.train_ids) == 0:
             return np.zeros(tid.shape, dtype=bool)
-        pos = np.minimum(np.searchsorted(self.train_ids, tid), len(self.train_ids) - 1)
-        found = (self.train_ids[pos] == tid) & (fidx >= 0) & (fidx < self.mask.shape[1])
+        pos, found = find_sorted(self.train_ids, tid)
+        found &= (fidx >= 0) & (fidx < self.mask.shape[1])
         out = np.zeros(tid.shape, dtype=bool)
         out[found] = self.mask[pos[found], fidx[found]]
         return out
