@@ -145,6 +145,7 @@ class ImagesMixin:
         from smalldata.io.runaccess import RunAccess
         from smalldata.pipeline.detectors import DetectorSetup, build_detobject
         from smalldata.pulses.patterns import FramePattern
+        from smalldata.sums.average import selected_trains
 
         config = ProducerConfig.from_file(self.config_path)
         if det not in config.detectors:
@@ -158,13 +159,7 @@ class ImagesMixin:
             dark_subtraction = {"pattern": FramePattern(pattern_cfg["labels"]), "mode": pattern_cfg["subtract_dark"],
                                 "match_by": pattern_cfg["match_by"]}
         setup = DetectorSetup(det, detobj, [], modules, dark_subtraction=dark_subtraction)
-        tids, pids = self["trainId"], self["pulseId"]
-        sel = np.ones(len(tids), bool) if selection is None else np.asarray(selection, bool)
-        if sel.shape != tids.shape:
-            raise SmallDataError(f"selection has {sel.size} entries, the run {len(tids)} events")
-        trains = np.unique(tids[sel])[:max_trains]
-        if len(trains) == 0:
-            raise SmallDataError("the selection holds no events")
+        tids, pids, sel, trains = selected_trains(self, selection, max_trains)
         wanted = set(zip(tids[sel].tolist(), pids[sel].tolist()))
         for start in range(0, len(trains), trains_per_read):
             raw = access.read_raw(modules, trains[start:start + trains_per_read])

@@ -97,6 +97,21 @@ def average_image(access, make_detector: Callable, modules: Sequence[int], train
     return image
 
 
+def selected_trains(session, selection, max_trains: int):
+    """The events picked by ``selection`` (None: all) and the first ``max_trains`` of their trains.
+
+    Returns the file's ``trainId`` and ``pulseId``, the boolean selection and the train ids.
+    """
+    tids, pids = session["trainId"], session["pulseId"]
+    sel = np.ones(len(tids), bool) if selection is None else np.asarray(selection, bool)
+    if sel.shape != tids.shape:
+        raise SmallDataError(f"selection has {sel.size} entries, the run {len(tids)} events")
+    trains = np.unique(tids[sel])[:max_trains]
+    if len(trains) == 0:
+        raise SmallDataError("the selection holds no events")
+    return tids, pids, sel, trains
+
+
 def session_average(session, det: str, selection, max_trains: int, statistic: str, modules):
     """``AvImage``'s numbers for a :class:`~smalldata.ana.session.SmallDataAna` session.
 
@@ -114,13 +129,7 @@ def session_average(session, det: str, selection, max_trains: int, statistic: st
         return None
     access = RunAccess.open(session.proposal, session.run, config.settings["data_root"])
     modules = tuple(sorted(modules)) if modules is not None else access.available_modules()
-    tids, pids = session["trainId"], session["pulseId"]
-    sel = np.ones(len(tids), bool) if selection is None else np.asarray(selection, bool)
-    if sel.shape != tids.shape:
-        raise SmallDataError(f"selection has {sel.size} entries, the run {len(tids)} events")
-    trains = np.unique(tids[sel])[:max_trains]
-    if len(trains) == 0:
-        raise SmallDataError("the selection holds no events")
+    tids, pids, sel, trains = selected_trains(session, selection, max_trains)
     units = []
 
     def make(mods):
