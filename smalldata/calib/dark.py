@@ -365,10 +365,16 @@ def characterise_dark_to_file(run, path: os.PathLike, modules: Optional[Sequence
     writing = comm.Get_rank() == 0
     plan = plan_dark(run, modules, comm, run_number)
     created = utc_now()
-    writer = mpi.agree(lambda: DarkFileWriter(path, plan.modules, plan.cell_ids, proposal, run_number, detector,
-                                              thresholds, overwrite, created) if writing else None, comm)
+    opened = []  # the writer as soon as it exists: agreeing on it can raise (a stop signal) after it was made
+
+    def open_writer():
+        opened.append(DarkFileWriter(path, plan.modules, plan.cell_ids, proposal, run_number, detector,
+                                     thresholds, overwrite, created))
+        return opened[0]
+
     status, counts = [], []
     try:
+        writer = mpi.agree(open_writer if writing else lambda: None, comm)
         for part in iter_module_darks(plan, thresholds, comm, chunk_frames, 0, progress):
             mpi.agree(lambda part=part: (check_dark_quality(part, plan.label),
                                          writer.write_module(part.index, part.pedestal, part.noise,
@@ -378,8 +384,8 @@ def characterise_dark_to_file(run, path: os.PathLike, modules: Optional[Sequence
             counts.append(part.n_frames)
         mpi.agree(lambda: writer.close() if writing else None, comm)
     finally:
-        if writer is not None and writer.tmp.exists():
-            writer.abort()
+        if opened and opened[0].tmp.exists():
+            opened[0].abort()
     status_mask = np.stack(status) if writing else None
     status_mask = comm.bcast(status_mask, root=0)
     empty = np.zeros((len(plan.modules), 0) + DSSC_MODULE_SHAPE, np.float32)
