@@ -11,12 +11,13 @@ frames, whatever the number of frames per train or of trains.
 from __future__ import annotations
 
 import logging
-from typing import Callable, List, Sequence, Tuple
+from typing import Callable, Sequence
 
 import numpy as np
 
 from smalldata.errors import SmallDataError
 from smalldata.fused.plan import FusedPlan
+from smalldata.pipeline.mpi import split_batches
 from smalldata.sums.runsums import RunSums
 
 log = logging.getLogger(__name__)
@@ -24,19 +25,6 @@ log = logging.getLogger(__name__)
 #: Frames of one module read and summed at a time (16 MiB of raw data).
 MAX_FRAMES = 128
 STATISTICS = ("mean", "max")
-
-
-def train_groups(frames_per_train: np.ndarray, max_frames: int) -> List[Tuple[int, int]]:
-    """Consecutive train ranges ``[start, stop)`` with at most ``max_frames`` frames (at least one train)."""
-    groups, start, count = [], 0, 0
-    for i, n in enumerate(np.asarray(frames_per_train, dtype=np.int64)):
-        if i > start and count + n > max_frames:
-            groups.append((start, i))
-            start, count = i, 0
-        count += int(n)
-    if start < len(frames_per_train):
-        groups.append((start, len(frames_per_train)))
-    return groups
 
 
 def frame_keys(train_ids: np.ndarray, pulse_ids: np.ndarray) -> np.ndarray:
@@ -79,7 +67,7 @@ def average_image(access, make_detector: Callable, modules: Sequence[int], train
         plan = FusedPlan(det, (), whole_modules=True) if det.common_mode == "none" else None
         sums = RunSums((1,) + det.mask.shape[1:], units=det.units)
         counts = access.frame_counts([module])[np.searchsorted(access.train_ids, train_ids), 0]
-        for start, stop in train_groups(counts, max_frames):
+        for start, stop in split_batches(counts, max_frames):
             if not counts[start:stop].any():
                 continue
             raw = access.read_raw((module,), train_ids[start:stop])
