@@ -15,8 +15,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# caches of the tests' tools (pint's, under EXtra) live in the venv: a cache another venv wrote names its files
 test: $(STAMP)
-	$(VENV)/bin/pytest -q -ra tests
+	XDG_CACHE_HOME=$(abspath $(VENV))/cache $(VENV)/bin/pytest -q -ra tests
 
 demo: $(STAMP)
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m smalldata.cli.demo --config configs/producer.yaml --ranks $(NRANKS)
