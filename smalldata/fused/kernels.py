@@ -43,7 +43,8 @@ ROWS = 16
 @njit(cache=True, nogil=True)
 def fused_pass(raw, present, cell, ped, invg, mod_box,
                frame_box, frames_out, valid_out,
-               az_bins, az_weight, az_sum, az_cnt, az_wbad,
+               az_bins, az_weight, az_n_bins, az_block_seg, az_seg_bin, az_seg_ptr, az_offset,
+               az_static_cnt, az_static_bad, az_module_w, az_sum, az_cnt, az_wbad,
                roi_def, roi_thr, roi_row, roi_col, roi_rown, roi_coln, roi_max, roi_crop_off, crop_vals, crop_valid,
                rs_keep, rs_sum, rs_cnt, rs_max, rs_above, rs_thr,
                cb_group, cb_sum, cb_cnt, cb_sq, fixed, sq_bits, n_bad):
@@ -64,11 +65,16 @@ def fused_pass(raw, present, cell, ped, invg, mod_box,
     frame_box : (4,) int64
         Box written to ``frames_out`` / ``valid_out`` (N, M, y1 - y0, x1 - x0); size 0: none.
     az_bins : (K, M, H, W) int32
-        Bin of each pixel for each of K azimuthal consumers; B (the number of bins) = not used.
+        Bin of each pixel for each of K azimuthal consumers (read only for pixels saturated
+        in a frame); ``az_n_bins[k]`` or more = not binned.
     az_weight : (K, M, H, W) float64
-        Weight of each pixel (read only where a binned pixel is not valid).
-    az_sum, az_wbad : (N, K, B + 1) float64
-    az_cnt : (N, K, B + 1) int32
+        Weight of each pixel (read only where a binned pixel is not valid in a frame).
+    az_n_bins : (K,) int64
+    az_block_seg, az_seg_bin, az_seg_ptr, az_offset, az_static_cnt, az_static_bad, az_module_w
+        The binned pixels grouped per block of rows and bin, and their static counts and
+        weights (see :class:`smalldata.fused.segments.AzimuthalSegments`).
+    az_sum, az_wbad : (N, K, B) float64
+    az_cnt : (N, K, B) int32
     roi_def : (R, 5) int64
         Module index, y0, y1, x0, x1 of each ROI.
     roi_thr : (R, 2) float32
@@ -100,14 +106,14 @@ def fused_pass(raw, present, cell, ped, invg, mod_box,
         Incremented for each valid cube value that is not finite or beyond the limit.
     """
     n_frames, n_mod, height, width = raw.shape
-    n_az = az_bins.shape[0]
+    n_az = az_n_bins.shape[0]
     n_roi = roi_def.shape[0]
     do_frames = frames_out.size > 0
     do_sums = rs_keep.size > 0
     do_cube = cb_group.size > 0
     fy0, fy1, fx0, fx1 = frame_box[0], frame_box[1], frame_box[2], frame_box[3]
-    vals = np.empty(width, dtype=np.float32)
-    ok = np.empty(width, dtype=np.bool_)
+    vals = np.empty(ROWS * width, dtype=np.float32)  # a block of calibrated rows of one frame
+    ok = np.empty(ROWS * width, dtype=np.bool_)
     do_above = rs_above.size > 0
     do_sq = cb_sq.size > 0
     rs_scale, cb_scale, rs_limit, cb_limit = fixed[0], fixed[1], fixed[2], fixed[3]
@@ -122,6 +128,7 @@ def fused_pass(raw, present, cell, ped, invg, mod_box,
         w = x1 - x0
         for yb in range(y0, y1, ROWS):
             n_rows = min(yb + ROWS, y1) - yb
+            block = (yb - y0) // ROWS
             if do_sums:  # the block's run sums, added to the run's after every frame went through
                 blk_sum[:n_rows * w] = 0.0
                 blk_cnt[:n_rows * w] = 0
@@ -130,28 +137,39 @@ def fused_pass(raw, present, cell, ped, invg, mod_box,
             for f in range(n_frames):
                 keep = do_sums and rs_keep[f]
                 grp = cb_group[f] if do_cube else -1
-                for y in range(yb, yb + n_rows):
+                here = present[f, m]
+                c = cell[f, m]
+                n_saturated = 0
+                for r in range(n_rows):
+                    y = yb + r
+                    n_saturated += _calibrate_row(raw[f, m, y, x0:x1], ped[c, m, y, x0:x1], invg[m, y, x0:x1],
+                                                  here, vals[r * w:(r + 1) * w], ok[r * w:(r + 1) * w], w)
+                for r in range(n_rows):
+                    y = yb + r
+                    o = r * w
+                    row_vals, row_ok = vals[o:o + w], ok[o:o + w]
                     pix0 = (m * height + y) * width + x0
-                    _calibrate_row(raw[f, m, y, x0:x1], ped[cell[f, m], m, y, x0:x1], invg[m, y, x0:x1],
-                                   present[f, m], vals, ok, w)
-                    for k in range(n_az):
-                        _bin_row(az_bins[k, m, y, x0:x1], az_weight[k, m, y, x0:x1], vals, ok, w,
-                                 az_sum[f, k], az_cnt[f, k], az_wbad[f, k])
                     if do_frames and fy0 <= y < fy1:
-                        _write_row(vals[fx0 - x0:fx1 - x0], ok[fx0 - x0:fx1 - x0],
+                        _write_row(row_vals[fx0 - x0:fx1 - x0], row_ok[fx0 - x0:fx1 - x0],
                                    frames_out[f, m, y - fy0], valid_out[f, m, y - fy0])
                     for i in range(n_roi):
                         if roi_def[i, 0] == m and roi_def[i, 1] <= y < roi_def[i, 2]:
-                            _roi_row(vals, ok, f, i, y, x0, roi_def, roi_thr, roi_row, roi_col, roi_rown,
+                            _roi_row(row_vals, row_ok, f, i, y, x0, roi_def, roi_thr, roi_row, roi_col, roi_rown,
                                      roi_coln, roi_max, roi_crop_off, crop_vals, crop_valid)
                     if keep:
-                        o = (y - yb) * w
-                        _sum_row(vals, ok, w, blk_sum[o:o + w], blk_cnt[o:o + w], blk_max[o:o + w],
+                        _sum_row(row_vals, row_ok, w, blk_sum[o:o + w], blk_cnt[o:o + w], blk_max[o:o + w],
                                  blk_above[o:o + w], rs_thr, rs_scale, rs_limit)
                     if grp >= 0:
-                        _cube_row(vals, ok, w, cb_sum[grp, pix0:pix0 + w], cb_cnt[grp, pix0:pix0 + w],
+                        _cube_row(row_vals, row_ok, w, cb_sum[grp, pix0:pix0 + w], cb_cnt[grp, pix0:pix0 + w],
                                   cb_sq[grp, pix0:pix0 + w] if do_sq else no_sq, cb_scale, cb_limit,
                                   sq_bits, n_bad)
+                if here:
+                    for k in range(n_az):
+                        _bin_block(vals, az_seg_bin, az_seg_ptr, az_offset, az_block_seg[k, m, block],
+                                   az_block_seg[k, m, block + 1], az_sum[f, k])
+                        if n_saturated > 0:  # rare: binned pixels not valid in this frame only
+                            _unbin_saturated(ok, invg[m], az_bins[k, m], az_weight[k, m], az_n_bins[k], yb, n_rows,
+                                             x0, w, az_cnt[f, k], az_wbad[f, k])
             if do_sums:
                 for r in range(n_rows):
                     pix0 = (m * height + yb + r) * width + x0
@@ -159,14 +177,24 @@ def fused_pass(raw, present, cell, ped, invg, mod_box,
                     _flush_sums(blk_sum[o:o + w], blk_cnt[o:o + w], blk_max[o:o + w], blk_above[o:o + w],
                                 rs_sum[pix0:pix0 + w], rs_cnt[pix0:pix0 + w], rs_max[pix0:pix0 + w],
                                 rs_above[pix0:pix0 + w] if do_above else rs_above)
+    for f in range(n_frames):  # the static part of counts and weights: per module present or absent
+        for k in range(n_az):
+            for m in range(n_mod):
+                if present[f, m]:
+                    az_cnt[f, k] += az_static_cnt[k, m]
+                    az_wbad[f, k] += az_static_bad[k, m]
+                else:
+                    az_wbad[f, k] += az_module_w[k, m]
 
 
 @njit(cache=True, nogil=True, inline="always")
 def _calibrate_row(raw_row, ped_row, gain_row, here, vals, ok, w):
     """``(raw - pedestal) * inverse gain`` and validity of one row; 0 where not valid.
 
-    Indices from 0 and no branches: LLVM vectorises it.
+    Returns the number of pixels good in the static mask but saturated. Indices from 0
+    and no branches: LLVM vectorises it.
     """
+    saturated = 0
     for j in range(w):
         r = raw_row[j]
         g = gain_row[j]
@@ -174,6 +202,8 @@ def _calibrate_row(raw_row, ped_row, gain_row, here, vals, ok, w):
         good = (r < ADC_MAX) & (g == g) & here
         vals[j] = v if good else np.float32(0.0)
         ok[j] = good
+        saturated += (r >= ADC_MAX) & (g == g)
+    return saturated
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -184,33 +214,38 @@ def _write_row(vals, ok, out_row, ok_row):
         ok_row[j] = ok[j]
 
 
-@njit(cache=True, nogil=True)
-def _bin_row(bins_row, weight_row, vals, ok, w, sums, counts, wbad):
-    """Add one row of one frame to its bins.
+@njit(cache=True, nogil=True, inline="always")
+def _bin_block(vals, seg_bin, seg_ptr, offset, s0, s1, sums):
+    """Add a block of one frame to its bins: each segment's pixels summed in four lanes.
 
-    Consecutive pixels mostly share a bin (rings cross a row in runs): values are summed
-    along a run and added to the bin when it ends. Unused pixels are in the last bin.
+    Invalid pixels hold 0 in ``vals``; the lanes break the chain of dependent additions.
     """
-    n_bins = sums.shape[0] - 1
-    prev = bins_row[0] if w > 0 else 0
-    acc = 0.0
-    cnt = 0
-    for j in range(w):
-        b = bins_row[j]
-        if b != prev:
-            sums[prev] += acc
-            counts[prev] += cnt
-            acc = 0.0
-            cnt = 0
-            prev = b
-        good = ok[j]
-        acc += np.float64(vals[j])  # 0 where not valid
-        cnt += good
-        if not good and b < n_bins:  # rare: a binned pixel not valid in this frame
-            wbad[b] += weight_row[j]
-    if w > 0:
-        sums[prev] += acc
-        counts[prev] += cnt
+    for s in range(s0, s1):
+        p, p1 = seg_ptr[s], seg_ptr[s + 1]
+        a0 = a1 = a2 = a3 = 0.0
+        while p + 4 <= p1:
+            a0 += np.float64(vals[offset[p]])
+            a1 += np.float64(vals[offset[p + 1]])
+            a2 += np.float64(vals[offset[p + 2]])
+            a3 += np.float64(vals[offset[p + 3]])
+            p += 4
+        while p < p1:
+            a0 += np.float64(vals[offset[p]])
+            p += 1
+        sums[seg_bin[s]] += (a0 + a1) + (a2 + a3)
+
+
+@njit(cache=True, nogil=True)
+def _unbin_saturated(ok, invg, bins, weights, n_bins, yb, n_rows, x0, w, counts, wbad):
+    """Take the binned, statically good pixels of a block that are not valid in this frame
+    out of the counts and into the weights of invalid pixels."""
+    for r in range(n_rows):
+        for j in range(w):
+            if not ok[r * w + j] and invg[yb + r, x0 + j] == invg[yb + r, x0 + j]:
+                b = bins[yb + r, x0 + j]
+                if b < n_bins:
+                    counts[b] -= 1
+                    wbad[b] += weights[yb + r, x0 + j]
 
 
 @njit(cache=True, nogil=True)

@@ -25,6 +25,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from smalldata.fused.segments import AzimuthalSegments, lay_out_segments
 from smalldata.plugin.frames import Frames, RawBatch
 
 log = logging.getLogger(__name__)
@@ -250,11 +251,16 @@ class FusedPlan:
         box[empty] = 0
         self.mod_box = box
         if self._az_bins:
+            from smalldata.fused.kernels import ROWS
+
             bins = np.stack(self._az_bins)
             self.az_bins = np.where(bins < 0, np.int32(max(self.az_n_bins)), bins)  # the kernel's "not used"
             self.az_weight = np.ascontiguousarray(np.stack(self._az_weights))
+            self.az_segments = lay_out_segments(self.az_bins, self.az_weight, self.az_n_bins,
+                                                np.isfinite(self.invg), box, ROWS)
         else:
             self.az_bins, self.az_weight = _empty(np.int32, 4), _empty(np.float64, 4)
+            self.az_segments = AzimuthalSegments.empty()
         self.roi_def_array = np.array(self.roi_def, dtype=np.int64).reshape(-1, 5)
         self.roi_thr = np.array(self._roi_thr, dtype=np.float32).reshape(-1, 2)
 
@@ -301,10 +307,12 @@ class FusedPlan:
             frames_out, valid_out, frame_box = _empty(np.float32, 4), _empty(np.bool_, 4), np.zeros(4, np.int64)
         n_az, n_bins = len(self.az_n_bins), max(self.az_n_bins, default=0) + 1  # + the "not used" bin
         n_roi = len(self.roi_def)
-        az_bins, az_weight, roi_def = self.az_bins, self.az_weight, self.roi_def_array
+        az_bins, az_weight, roi_def, seg = self.az_bins, self.az_weight, self.roi_def_array, self.az_segments
+        az_n_bins = np.array(self.az_n_bins, dtype=np.int64)
         if not functions:
             n_az = n_roi = 0
             az_bins, az_weight, roi_def = _empty(np.int32, 4), _empty(np.float64, 4), np.zeros((0, 5), np.int64)
+            seg, az_n_bins = AzimuthalSegments.empty(), np.zeros(0, np.int64)
         _, height, width = self.shape
         crop_off = np.full(n_roi, -1, dtype=np.int64)
         total = 0
@@ -326,7 +334,9 @@ class FusedPlan:
         fixed = np.array([rs["scale"], cb["scale"], rs["limit"], cb["limit"]], dtype=np.float32)
         fused_pass(data, present, cell, self.ped, self.invg, self.mod_box,
                    frame_box, frames_out, valid_out,
-                   az_bins, az_weight, arrays["az_sum"], arrays["az_cnt"], arrays["az_wbad"],
+                   az_bins, az_weight, az_n_bins, seg.block_seg, seg.seg_bin, seg.seg_ptr, seg.offset,
+                   seg.static_count, seg.static_bad_weight, seg.module_weight,
+                   arrays["az_sum"], arrays["az_cnt"], arrays["az_wbad"],
                    roi_def, self.roi_thr, arrays["roi_row"], arrays["roi_col"], arrays["roi_rown"],
                    arrays["roi_coln"], arrays["roi_max"], crop_off, arrays["crop_vals"], arrays["crop_valid"],
                    rs["keep"], rs["sum"], rs["cnt"], rs["max"], rs["above"], np.float32(rs["thr"]),

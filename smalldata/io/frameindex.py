@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
@@ -59,15 +59,18 @@ class ModuleFrameIndex:
             self._datasets[key] = self.files[file_number].file[f"{self.group_path}/{name}"]
         return self._datasets[key]
 
-    def read(self, name: str, positions: np.ndarray, out: np.ndarray) -> None:
+    def read(self, name: str, positions: np.ndarray, out: np.ndarray, column: Optional[int] = None) -> None:
         """Read key ``image.<name>`` of the trains at ``positions`` (ascending) into ``out``.
 
         ``out`` has one row per frame of those trains, in train order (their counts summed).
+        With ``column``, ``out`` is (frames, modules, ...) and this module's frames go to
+        ``out[:, column]`` (HDF5 writes the strided rows itself: no intermediate copy).
         """
         dest = 0
         for file_number, first, rows in self._runs(positions):  # one read per run of back-to-back trains
             dataset = self._dataset(file_number, name)
-            dataset.read_direct(out, source_sel=np.s_[first:first + rows], dest_sel=np.s_[dest:dest + rows])
+            target = np.s_[dest:dest + rows] if column is None else np.s_[dest:dest + rows, column:column + 1]
+            dataset.read_direct(out, source_sel=np.s_[first:first + rows], dest_sel=target)
             dest += rows
 
     def _runs(self, positions: np.ndarray):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
+import time
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
@@ -22,6 +24,9 @@ from smalldata.lookup import find_sorted
 from smalldata.plugin.frames import RawBatch
 
 log = logging.getLogger(__name__)
+
+#: Read-ahead is asked for only while frames arrive slower than this (bytes per second).
+READ_AHEAD_BELOW = 1e9
 
 
 def find_run_directory(proposal: int, run: int, data_root: Optional[os.PathLike] = None) -> Path:
@@ -62,6 +67,8 @@ class RunAccess:
         self._keydata_cache: Dict[tuple, object] = {}
         self._frame_indexes: Dict[int, ModuleFrameIndex] = {}
         self._blocks: Dict[tuple, tuple] = {}
+        self._spare: Optional[np.ndarray] = None  # the last batch's frames, reused once released
+        self._read_rate: Optional[float] = None  # bytes per second of the last batch's frames
         #: rows not used because their ids disagree with the INDEX
         self.faults = FaultLog()
         #: files of the run directory extra-data could not open
@@ -155,10 +162,11 @@ class RunAccess:
         frame_index = np.arange(n, dtype=np.int64) - np.repeat(starts, per_train)
 
         complete = bool(np.all(counts == per_train[:, None]))
-        data = (np.empty if complete else np.zeros)((n, len(modules)) + DSSC_MODULE_SHAPE, dtype=np.uint16)
+        data = self._batch_buffer(n, len(modules), zeroed=not complete)
         present = np.zeros((n, len(modules)), dtype=bool)
         module_pids = np.zeros((n, len(modules)), dtype=np.uint64)
         module_cids = np.zeros((n, len(modules)), dtype=np.uint16)
+        started = time.perf_counter()
         for j, module in enumerate(modules):
             mcounts = counts[:, j]
             total = int(mcounts.sum())
@@ -169,8 +177,8 @@ class RunAccess:
                 [np.arange(s, s + c) for s, c in zip(starts, mcounts) if c > 0])
             index = self._frame_index(module)
             try:
-                if len(modules) == 1 and total == n:
-                    index.read("data", tpos, data.reshape((n, 1) + DSSC_MODULE_SHAPE))
+                if total == n:  # straight into the batch: the module's column of every row
+                    index.read("data", tpos, data, column=j)
                 else:
                     buf = np.empty((total, 1) + DSSC_MODULE_SHAPE, dtype=np.uint16)
                     index.read("data", tpos, buf)
@@ -189,6 +197,7 @@ class RunAccess:
             present[rows, j] = True
             module_pids[rows, j] = pids
             module_cids[rows, j] = cids
+        self._read_rate = data.nbytes / max(time.perf_counter() - started, 1e-9)
         # the frame's ids: those of the first module that has it
         first = np.argmax(present, axis=1)
         have = present.any(axis=1)
@@ -200,6 +209,24 @@ class RunAccess:
         return RawBatch(train_ids=frame_train, pulse_ids=pulse_ids, cell_ids=cell_ids,
                         frame_index=frame_index, modules=modules, data=data, present=present,
                         module_pulse_ids=module_pids, module_cell_ids=None if same_cells else module_cids)
+
+    def _batch_buffer(self, n: int, n_modules: int, zeroed: bool) -> np.ndarray:
+        """An (n, n_modules, 128, 512) uint16 array for a batch's frames.
+
+        The previous batch's memory is used again when nothing refers to it any more
+        (its reference count shows that): a fresh array of this size would cost page
+        faults on every batch.
+        """
+        spare = self._spare
+        if (spare is None or spare.shape[0] < n or spare.shape[1] != n_modules
+                or sys.getrefcount(spare) > 3):  # this name, the attribute and getrefcount's argument
+            spare = None
+            self._spare = None
+            spare = self._spare = np.empty((n, n_modules) + DSSC_MODULE_SHAPE, dtype=np.uint16)
+        data = spare[:n]
+        if zeroed:
+            data.fill(0)
+        return data
 
     def _check_pulse_ids(self, modules, present, module_pids, pulse_ids, first, frame_train, frame_index) -> None:
         """Raise :class:`DataError` unless every module recorded the same pulse id in each frame."""
@@ -220,7 +247,15 @@ class RunAccess:
                     len(trains), int(trains[0]), module)
 
     def prefetch(self, modules: Sequence[int], train_ids: np.ndarray) -> None:
-        """Start reading the frames of ``train_ids`` into the page cache (returns at once)."""
+        """Start reading the frames of ``train_ids`` into the page cache (returns at once).
+
+        Only while reading waits on storage (the last batch came slower than
+        :data:`READ_AHEAD_BELOW`): for frames already in the page cache the request
+        costs more than it saves (the kernel visits every page, about 1 ms per full
+        frame).
+        """
+        if self._read_rate is not None and self._read_rate > READ_AHEAD_BELOW:
+            return
         tpos = np.searchsorted(self.train_ids, np.asarray(train_ids, dtype=np.uint64))
         tpos = tpos[tpos < len(self.train_ids)]
         for module in modules:
