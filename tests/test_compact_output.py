@@ -48,7 +48,9 @@ def test_reference_reads_back_the_same_arrays(outputs):
     np.testing.assert_array_equal(dark.pedestal, direct.pedestal)
     np.testing.assert_array_equal(dark.noise, direct.noise)
     good = direct.status_mask == 0
-    np.testing.assert_allclose(ped_median, [np.median(direct.pedestal[i][:, good[i]]) for i in range(2)])
+    n_cells = direct.pedestal.shape[1]  # the summary looks at up to 16 cells, evenly spread
+    cells = np.unique(np.linspace(0, n_cells - 1, min(n_cells, 16)).round().astype(int))
+    np.testing.assert_allclose(ped_median, [np.median(direct.pedestal[i][cells][:, good[i]]) for i in range(2)])
     # the embedded copy holds the very same arrays, and reads back through the same function
     with h5py.File(embedded, "r") as f:
         assert f["UserDataCfg/dssc/dark"].attrs["embedded"]

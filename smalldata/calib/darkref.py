@@ -50,10 +50,7 @@ def dark_reference(det) -> Dict[str, object]:
         file_modules = f["modules"][()].astype(np.int64).tolist()
         n_frames = f["n_frames"][()][[file_modules.index(m) for m in det.modules]].astype(np.int64)
     good = det.status_mask == 0
-    pedestal_median = np.array([np.median(det.pedestal[i][:, good[i]]) if good[i].any() else np.nan
-                                for i in range(len(det.modules))], dtype=np.float32)
-    noise_median = np.array([np.median(det.noise[i][:, good[i]]) if good[i].any() else np.nan
-                             for i in range(len(det.modules))], dtype=np.float32)
+    pedestal_median, noise_median = det.dark_medians()
     return {
         "path": str(path),
         "sha256": file_sha256(path),

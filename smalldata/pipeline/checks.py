@@ -117,14 +117,14 @@ def _check_dark_fits(setup, access: RunAccess, run_ids: np.ndarray, present: Lis
     raw = access.read_raw(setup.modules, run_ids[with_frames[:1]])
     det = setup.det
     cells = det.cell_index(raw.cell_ids if raw.module_cell_ids is None else raw.module_cell_ids[:, 0])
-    pedestal, noise = det.pedestal, det.noise  # (M, C, 128, 512) ADU
+    pedestal = det.pedestal  # (M, C, 128, 512) ADU
     mask = np.asarray(det.mask)
     for j in present:
         good = mask[j] & raw.present[:, j, None, None] & (raw.data[:, j] < 511)
         if not good.any():
             continue
         offset = (raw.data[:, j].astype(np.float32) - pedestal[j][cells])[good]
-        sigma = float(np.median(noise[j][:, mask[j]]))
+        sigma = float(det.dark_medians()[1][j])
         # photons only add: the lower quartile of raw - pedestal is -0.67 sigma with the right dark, whatever
         # the light; a dark of another detector or other settings spreads it by the pedestals' own spread
         low = -float(np.percentile(offset, 25))
