@@ -20,7 +20,9 @@ cached on disk by numba):
   per row and column, the maximum, and optionally the thresholded crop;
 - run sums and the cube: exact int64 fixed-point sums ``rint(value * 2**scale_bits)``,
   pixel counts, maxima, above-threshold counts and squares, as
-  :mod:`smalldata.sums.runsums` defines them.
+  :mod:`smalldata.sums.runsums` defines them. A block's sums over the batch are held in
+  a small accumulator (float64 holds these integers exactly below 2**53) and added to
+  the run's once per block, so the large arrays are touched once per batch, not per frame.
 
 No fast-math: every float operation is the one numpy performs, so calibrated values
 are the same bit for bit and the results do not depend on the batch.
@@ -32,8 +34,6 @@ from numba import njit
 
 #: A raw value at or above this is saturated (the DSSC's 9-bit ADC).
 ADC_MAX = 511
-RINT_SHIFT = np.float32(2 ** 23)
-RINT_LIMIT = np.float32(2 ** 23)
 #: Module rows per block: every frame of the batch goes through a block before the next one, so
 #: the block's constants and run-sum accumulators stay in the cache while the raw and pedestal
 #: rows stream in runs long enough for the hardware prefetcher (16 rows: 16 kB of raw data).
@@ -123,6 +123,23 @@ def fused_pass(raw, present, cell, ped, invg, mod_box,
     blk_max = np.empty(ROWS * width, dtype=np.float32)
     blk_above = np.empty(ROWS * width, dtype=np.int32)
     no_sq = np.zeros(0, dtype=np.int64)
+    # the cube groups of this batch, each with a block accumulator like the run sums' (flushed per block)
+    n_groups = cb_sum.shape[0] if do_cube else 0
+    local_of = np.full(n_groups, -1, dtype=np.int64)
+    groups = np.empty(n_frames, dtype=np.int64)
+    frame_local = np.full(n_frames, -1, dtype=np.int64)
+    n_local = 0
+    for f in range(n_frames if do_cube else 0):
+        g = cb_group[f]
+        if g >= 0:
+            if local_of[g] < 0:
+                local_of[g] = n_local
+                groups[n_local] = g
+                n_local += 1
+            frame_local[f] = local_of[g]
+    cblk_sum = np.empty((n_local, ROWS * width))
+    cblk_cnt = np.empty((n_local, ROWS * width), dtype=np.int32)
+    cblk_sq = np.empty((n_local if do_sq else 0, ROWS * width), dtype=np.int64)
     for m in range(n_mod):
         y0, y1, x0, x1 = mod_box[m, 0], mod_box[m, 1], mod_box[m, 2], mod_box[m, 3]
         w = x1 - x0
@@ -134,9 +151,12 @@ def fused_pass(raw, present, cell, ped, invg, mod_box,
                 blk_cnt[:n_rows * w] = 0
                 blk_max[:n_rows * w] = -np.inf
                 blk_above[:n_rows * w] = 0
+            cblk_sum[:, :n_rows * w] = 0.0
+            cblk_cnt[:, :n_rows * w] = 0
+            cblk_sq[:, :n_rows * w] = 0
             for f in range(n_frames):
                 keep = do_sums and rs_keep[f]
-                grp = cb_group[f] if do_cube else -1
+                grp = frame_local[f]
                 here = present[f, m]
                 c = cell[f, m]
                 n_saturated = 0
@@ -160,9 +180,9 @@ def fused_pass(raw, present, cell, ped, invg, mod_box,
                         _sum_row(row_vals, row_ok, w, blk_sum[o:o + w], blk_cnt[o:o + w], blk_max[o:o + w],
                                  blk_above[o:o + w], rs_thr, rs_scale, rs_limit)
                     if grp >= 0:
-                        _cube_row(row_vals, row_ok, w, cb_sum[grp, pix0:pix0 + w], cb_cnt[grp, pix0:pix0 + w],
-                                  cb_sq[grp, pix0:pix0 + w] if do_sq else no_sq, cb_scale, cb_limit,
-                                  sq_bits, n_bad)
+                        n_bad[0] += _cube_row(row_vals, row_ok, w, cblk_sum[grp, o:o + w], cblk_cnt[grp, o:o + w],
+                                              cblk_sq[grp, o:o + w] if do_sq else no_sq, cb_scale, cb_limit,
+                                              sq_bits)
                 if here:
                     for k in range(n_az):
                         _bin_block(vals, az_seg_bin, az_seg_ptr, az_offset, az_block_seg[k, m, block],
@@ -177,6 +197,13 @@ def fused_pass(raw, present, cell, ped, invg, mod_box,
                     _flush_sums(blk_sum[o:o + w], blk_cnt[o:o + w], blk_max[o:o + w], blk_above[o:o + w],
                                 rs_sum[pix0:pix0 + w], rs_cnt[pix0:pix0 + w], rs_max[pix0:pix0 + w],
                                 rs_above[pix0:pix0 + w] if do_above else rs_above)
+            for g in range(n_local):
+                for r in range(n_rows):
+                    pix0 = (m * height + yb + r) * width + x0
+                    o = r * w
+                    _flush_cube(cblk_sum[g, o:o + w], cblk_cnt[g, o:o + w], cblk_sq[g, o:o + w] if do_sq else no_sq,
+                                cb_sum[groups[g], pix0:pix0 + w], cb_cnt[groups[g], pix0:pix0 + w],
+                                cb_sq[groups[g], pix0:pix0 + w] if do_sq else no_sq)
     for f in range(n_frames):  # the static part of counts and weights: per module present or absent
         for k in range(n_az):
             for m in range(n_mod):
@@ -285,30 +312,42 @@ def _roi_row(vals, ok, f, i, y, x0, roi_def, roi_thr, roi_row, roi_col, roi_rown
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _rint32(y):
-    """``np.rint`` of a float32 (round half to even), without a call into libm or a branch.
+def _fixed(v, scale):
+    """The fixed-point integer ``np.rint(v * scale)`` of a float32 value, as a float64.
 
-    Adding and subtracting 2**23 (with the sign of ``y``) rounds a float32 below 2**23 in
-    magnitude to the nearest integer, ties to even (IEEE round to nearest, no fast-math);
-    from 2**23 on every float32 is an integer already.
+    The float32 product is rounded in float64, where it is exact: the same integer as
+    numpy's float32 ``rint`` (round half to even), and LLVM vectorises it.
     """
-    shift = RINT_SHIFT if y >= 0 else -RINT_SHIFT
-    rounded = (y + shift) - shift
-    return rounded if abs(y) < RINT_LIMIT else y
+    return np.rint(np.float64(v * scale))
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _sum_row(vals, ok, w, s_sum, s_cnt, s_max, s_above, thr, scale, limit):
-    """One row of one kept frame into a block's run sums (no branches: vectorised)."""
-    do_above = s_above.size > 0
+    """One row of one kept frame into a block's run sums.
+
+    One loop per accumulator: each vectorises on its own, together they would not.
+    """
+    _sum_count(vals, ok, w, s_sum, s_cnt, scale, limit)
     for j in range(w):
         v = vals[j]
-        good = ok[j] & (abs(v) < limit)  # False if not finite or beyond the fixed-point range
-        s_sum[j] += np.float64(_rint32(v * scale)) if good else 0.0
+        x = v if ok[j] & (abs(v) < limit) else np.float32(-np.inf)  # finite where valid
+        m = s_max[j]
+        s_max[j] = x if x > m else m
+    if s_above.size > 0:
+        for j in range(w):
+            v = vals[j]
+            s_above[j] += ok[j] & (abs(v) < limit) & (v > thr)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _sum_count(vals, ok, w, s_sum, s_cnt, scale, limit):
+    """Fixed-point sums and counts of the valid values within the fixed-point range (``abs < limit``:
+    False if not finite)."""
+    for j in range(w):
+        v = vals[j]
+        good = ok[j] & (abs(v) < limit)
+        s_sum[j] += _fixed(v, scale) if good else 0.0
         s_cnt[j] += good
-        s_max[j] = max(s_max[j], v if good else np.float32(-np.inf))
-        if do_above:
-            s_above[j] += good & (v > thr)
 
 
 @njit(cache=True, nogil=True)
@@ -323,20 +362,31 @@ def _flush_sums(s_sum, s_cnt, s_max, s_above, rs_sum, rs_cnt, rs_max, rs_above):
             rs_above[j] += s_above[j]
 
 
-@njit(cache=True, nogil=True)
-def _cube_row(vals, ok, w, c_sum, c_cnt, c_sq, scale, limit, sq_bits, n_bad):
-    """One row of one frame into its cube group (row views: indices from 0)."""
-    sq_half = (1 << (sq_bits - 1)) if sq_bits > 0 else 0
-    do_sq = c_sq.size > 0
+@njit(cache=True, nogil=True, inline="always")
+def _cube_row(vals, ok, w, c_sum, c_cnt, c_sq, scale, limit, sq_bits):
+    """One row of one frame into a block's accumulator of its cube group (sums as in :func:`_sum_row`).
+
+    Returns the number of valid values that are not finite or beyond the fixed-point range.
+    """
+    _sum_count(vals, ok, w, c_sum, c_cnt, scale, limit)
+    bad = 0
     for j in range(w):
-        if not ok[j]:
-            continue
-        v = vals[j]
-        if not abs(v) < limit:
-            n_bad[0] += 1
-            continue
-        q = np.int64(_rint32(v * scale))
-        c_sum[j] += q
-        c_cnt[j] += 1
-        if do_sq:
-            c_sq[j] += (q * q + sq_half) >> sq_bits
+        bad += ok[j] & ~(abs(vals[j]) < limit)
+    if c_sq.size > 0:
+        sq_half = (1 << (sq_bits - 1)) if sq_bits > 0 else 0
+        for j in range(w):
+            v = vals[j]
+            if ok[j] and abs(v) < limit:
+                q = np.int64(_fixed(v, scale))
+                c_sq[j] += (q * q + sq_half) >> sq_bits
+    return bad
+
+
+@njit(cache=True, nogil=True)
+def _flush_cube(s_sum, s_cnt, s_sq, c_sum, c_cnt, c_sq):
+    """Add a block row's sums of one cube group over the batch to the cube."""
+    for j in range(s_sum.shape[0]):
+        c_sum[j] += np.int64(s_sum[j])
+        c_cnt[j] += s_cnt[j]
+    for j in range(s_sq.shape[0]):
+        c_sq[j] += s_sq[j]
