@@ -1,4 +1,4 @@
-"""Scan binning, exact cubes and run sums (smalldata.sums.cube, smalldata.sums.runsums)."""
+"""Scan binning, exact cubes and run sums (smalldata.sums.binning, .cube, .fixedpoint, .runsums)."""
 import os
 import subprocess
 import sys
@@ -11,8 +11,10 @@ import pytest
 
 from smalldata.errors import ConfigError, DataError
 from smalldata.pulses.patterns import FramePattern
-from smalldata.sums.cube import CubeAccumulator, ScanBinning
-from smalldata.sums.runsums import RunSums, to_fixed
+from smalldata.sums.binning import ScanBinning
+from smalldata.sums.cube import CubeAccumulator
+from smalldata.sums.fixedpoint import to_fixed
+from smalldata.sums.runsums import RunSums
 
 INT_ARRAYS = ("_sum", "_pixel_count", "_sum_sq", "_count", "_xgm_sum", "_xgm_count", "_no_bin", "_n_bad")
 
@@ -359,8 +361,8 @@ KEEPS = {"all": lambda n, rng: None, "every_other": lambda n, rng: np.arange(n) 
 @pytest.mark.parametrize("with_valid", [True, False])
 def test_fast_cube_equals_reference(monkeypatch, dtype, spread, specials, keep_mode, with_valid):
     """Blocked kernels (clean and masked blocks, float32 and float64 sums, column corrections) = reference."""
-    import smalldata.sums.runsums as runsums
-    monkeypatch.setattr(runsums, "BLOCK_ELEMENTS", 2000)  # blocks of 1024 pixels (the minimum): 3 blocks
+    import smalldata.sums.fixedpoint as fixedpoint
+    monkeypatch.setattr(fixedpoint, "BLOCK_ELEMENTS", 2000)  # blocks of 1024 pixels (the minimum): 3 blocks
     key = repr((np.dtype(dtype).name, spread, specials, keep_mode, with_valid))
     rng = np.random.default_rng(zlib.crc32(key.encode()))
     n, shape, n_bins, n_labels = 60, (3, 7, 110), 3, 2

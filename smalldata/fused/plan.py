@@ -354,7 +354,7 @@ def _sums_arrays(sums, keep) -> Dict[str, object]:
         return {"keep": _empty(np.bool_, 1), "sum": _empty(np.int64, 1), "cnt": _empty(np.int64, 1),
                 "max": _empty(np.float32, 1), "above": _empty(np.int64, 1), "thr": 0.0, "scale": 1.0,
                 "limit": 0.0}
-    from smalldata.sums.runsums import value_limit
+    from smalldata.sums.fixedpoint import value_limit
 
     return {"keep": np.ascontiguousarray(keep, dtype=bool), "sum": sums._sum, "cnt": sums._pixel_count,
             "max": sums._max, "above": sums._above, "thr": 0.0 if sums.threshold is None else sums.threshold,
@@ -365,7 +365,7 @@ def _cube_arrays(cube, group) -> Dict[str, object]:
     if cube is None or group is None:
         return {"group": _empty(np.int64, 1), "sum": _empty(np.int64, 2), "cnt": _empty(np.int32, 2),
                 "sq": _empty(np.int64, 2), "scale": 1.0, "limit": 0.0, "bits": 0, "n_bad": np.zeros(1, np.int64)}
-    from smalldata.sums.runsums import value_limit
+    from smalldata.sums.fixedpoint import value_limit
 
     return {"group": np.ascontiguousarray(group, dtype=np.int64), "sum": cube._sum, "cnt": cube._pixel_count,
             "sq": cube._sum_sq if cube.sum_squares else _empty(np.int64, 2), "scale": 2.0 ** cube.scale_bits,

@@ -11,7 +11,7 @@ from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 
-from smalldata.errors import SmallDataError
+from smalldata.errors import DataError, SmallDataError
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +137,30 @@ def sum_reduce(array: np.ndarray, comm=None, root: Optional[int] = 0) -> np.ndar
         else:
             comm.Reduce(part, None, op=MPI.SUM, root=root)
     return array
+
+
+def max_reduce(array: np.ndarray, comm, root: int = 0) -> np.ndarray:
+    """Element-wise maximum of a float array over the ranks of ``comm``, in place on ``root``.
+
+    Like :func:`sum_reduce`: chunked messages; on the other ranks the content is
+    unspecified afterwards.
+    """
+    from mpi4py import MPI
+    flat = array.reshape(-1)
+    for start in range(0, max(flat.size, 1), REDUCE_CHUNK):
+        part = flat[start:start + REDUCE_CHUNK]
+        if comm.Get_rank() == root:
+            comm.Reduce(MPI.IN_PLACE, part, op=MPI.MAX, root=root)
+        else:
+            comm.Reduce(part, None, op=MPI.MAX, root=root)
+    return array
+
+
+def check_same_everywhere(comm, signature, what: str) -> None:
+    """Raise :class:`~smalldata.errors.DataError` unless every rank of ``comm`` passes an equal ``signature``."""
+    signatures = comm.allgather(signature)
+    if any(s != signatures[0] for s in signatures):
+        raise DataError(f"{what} differ between MPI ranks: {signatures}")
 
 
 def failure_of(exc: BaseException) -> tuple:

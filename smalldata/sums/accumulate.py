@@ -10,7 +10,8 @@ from smalldata.errors import ConfigError
 from smalldata.io.runaccess import RunAccess
 from smalldata.plugin.frames import Frames
 from smalldata.pulses.patterns import FramePattern
-from smalldata.sums.cube import CubeAccumulator, ScanBinning
+from smalldata.sums.binning import ScanBinning
+from smalldata.sums.cube import CubeAccumulator
 from smalldata.sums.runsums import RunSums
 
 log = logging.getLogger(__name__)
