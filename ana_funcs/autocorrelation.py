@@ -27,7 +27,7 @@ from smalldata.errors import ConfigError
 from smalldata.plugin.detfunc import DetObjectFunc
 from smalldata.plugin.frames import Frames
 
-from .droplet import check_count
+from .droplet_params import check_count
 from .roi import check_module_roi, crop_module
 
 

@@ -21,15 +21,13 @@ from smalldata.plugin.detfunc import DetObjectFunc
 from smalldata.plugin.frames import Frames
 from smalldata.plugin.ragged import Ragged
 
-from .droplet import (
-    DropletSet,
+from .droplet import cap_per_event, droplets_of
+from .droplet_find import DropletSet, find_droplets
+from .droplet_params import (
     DropletThresholds,
-    cap_per_event,
     check_count,
     check_droplet_params,
     check_photon_params,
-    droplets_of,
-    find_droplets,
     photons_per_droplet,
     resolve_adu_per_photon,
 )
