@@ -204,11 +204,11 @@ def test_average_image_equals_formula(sim_root, calib_dir, max_frames):  # noqa:
 
 def test_rounding_equals_numpy_rint():
     """The kernel's fixed-point rounding is numpy's float32 np.rint, ties to even, over the whole range."""
-    from smalldata.fused.kernels import _fixed
+    from smalldata.fused.rowsums import fixed_point
 
     rng = np.random.default_rng(2)
     y = np.concatenate([np.arange(-40, 40, 0.5), rng.uniform(-2.0 ** 31, 2.0 ** 31, 5000),
                         rng.uniform(-2.0 ** 23, 2.0 ** 23, 5000), rng.normal(0, 100, 5000),
                         [2.0 ** 22 - 0.5, 2.0 ** 22 + 1, -(2.0 ** 22) + 0.5, 2.0 ** 23 - 0.5, 0.0, -0.0]]).astype(np.float32)
-    got = np.array([_fixed(v, np.float32(1.0)) for v in y], dtype=np.float32)
+    got = np.array([fixed_point(v, np.float32(1.0)) for v in y], dtype=np.float32)
     np.testing.assert_array_equal(got, np.rint(y))

@@ -32,12 +32,16 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from smalldata.fused.rowsums import cube_row, flush_cube, flush_sums, sum_row
+
 #: A raw value at or above this is saturated (the DSSC's 9-bit ADC).
 ADC_MAX = 511
 #: Module rows per block: every frame of the batch goes through a block before the next one, so
 #: the block's constants and run-sum accumulators stay in the cache while the raw and pedestal
 #: rows stream in runs long enough for the hardware prefetcher (16 rows: 16 kB of raw data).
 ROWS = 16
+#: Frames whose blocks are binned together (:func:`_bin_lanes` is written for four).
+LANES = 4
 
 
 @njit(cache=True, nogil=True)
@@ -112,8 +116,9 @@ def fused_pass(raw, present, cell, ped, invg, mod_box,
     do_sums = rs_keep.size > 0
     do_cube = cb_group.size > 0
     fy0, fy1, fx0, fx1 = frame_box[0], frame_box[1], frame_box[2], frame_box[3]
-    vals = np.empty(ROWS * width, dtype=np.float32)  # a block of calibrated rows of one frame
-    ok = np.empty(ROWS * width, dtype=np.bool_)
+    # a block of calibrated rows of LANES frames: the azimuthal sums take the frames together
+    vals = np.zeros((LANES, ROWS * width), dtype=np.float32)
+    ok = np.empty((LANES, ROWS * width), dtype=np.bool_)
     do_above = rs_above.size > 0
     do_sq = cb_sq.size > 0
     rs_scale, cb_scale, rs_limit, cb_limit = fixed[0], fixed[1], fixed[2], fixed[3]
@@ -154,54 +159,58 @@ def fused_pass(raw, present, cell, ped, invg, mod_box,
             cblk_sum[:, :n_rows * w] = 0.0
             cblk_cnt[:, :n_rows * w] = 0
             cblk_sq[:, :n_rows * w] = 0
-            for f in range(n_frames):
-                keep = do_sums and rs_keep[f]
-                grp = frame_local[f]
-                here = present[f, m]
-                c = cell[f, m]
-                n_saturated = 0
-                for r in range(n_rows):
-                    y = yb + r
-                    n_saturated += _calibrate_row(raw[f, m, y, x0:x1], ped[c, m, y, x0:x1], invg[m, y, x0:x1],
-                                                  here, vals[r * w:(r + 1) * w], ok[r * w:(r + 1) * w], w)
-                for r in range(n_rows):
-                    y = yb + r
-                    o = r * w
-                    row_vals, row_ok = vals[o:o + w], ok[o:o + w]
-                    pix0 = (m * height + y) * width + x0
-                    if do_frames and fy0 <= y < fy1:
-                        _write_row(row_vals[fx0 - x0:fx1 - x0], row_ok[fx0 - x0:fx1 - x0],
-                                   frames_out[f, m, y - fy0], valid_out[f, m, y - fy0])
-                    for i in range(n_roi):
-                        if roi_def[i, 0] == m and roi_def[i, 1] <= y < roi_def[i, 2]:
-                            _roi_row(row_vals, row_ok, f, i, y, x0, roi_def, roi_thr, roi_row, roi_col, roi_rown,
-                                     roi_coln, roi_max, roi_crop_off, crop_vals, crop_valid)
-                    if keep:
-                        _sum_row(row_vals, row_ok, w, blk_sum[o:o + w], blk_cnt[o:o + w], blk_max[o:o + w],
-                                 blk_above[o:o + w], rs_thr, rs_scale, rs_limit)
-                    if grp >= 0:
-                        n_bad[0] += _cube_row(row_vals, row_ok, w, cblk_sum[grp, o:o + w], cblk_cnt[grp, o:o + w],
-                                              cblk_sq[grp, o:o + w] if do_sq else no_sq, cb_scale, cb_limit,
-                                              sq_bits)
-                if here:
-                    for k in range(n_az):
-                        _bin_block(vals, az_seg_bin, az_seg_ptr, az_offset, az_block_seg[k, m, block],
-                                   az_block_seg[k, m, block + 1], az_sum[f, k])
-                        if n_saturated > 0:  # rare: binned pixels not valid in this frame only
-                            _unbin_saturated(ok, invg[m], az_bins[k, m], az_weight[k, m], az_n_bins[k], yb, n_rows,
-                                             x0, w, az_cnt[f, k], az_wbad[f, k])
+            for f0 in range(0, n_frames, LANES):
+                n_lanes = min(LANES, n_frames - f0)
+                for lane in range(n_lanes):
+                    f = f0 + lane
+                    keep = do_sums and rs_keep[f]
+                    grp = frame_local[f]
+                    here = present[f, m]
+                    c = cell[f, m]
+                    lane_vals, lane_ok = vals[lane], ok[lane]
+                    n_saturated = 0
+                    for r in range(n_rows):
+                        y = yb + r
+                        n_saturated += _calibrate_row(raw[f, m, y, x0:x1], ped[c, m, y, x0:x1], invg[m, y, x0:x1],
+                                                      here, lane_vals[r * w:(r + 1) * w], lane_ok[r * w:(r + 1) * w], w)
+                    for r in range(n_rows):
+                        y = yb + r
+                        o = r * w
+                        row_vals, row_ok = lane_vals[o:o + w], lane_ok[o:o + w]
+                        pix0 = (m * height + y) * width + x0
+                        if do_frames and fy0 <= y < fy1:
+                            _write_row(row_vals[fx0 - x0:fx1 - x0], row_ok[fx0 - x0:fx1 - x0],
+                                       frames_out[f, m, y - fy0], valid_out[f, m, y - fy0])
+                        for i in range(n_roi):
+                            if roi_def[i, 0] == m and roi_def[i, 1] <= y < roi_def[i, 2]:
+                                _roi_row(row_vals, row_ok, f, i, y, x0, roi_def, roi_thr, roi_row, roi_col, roi_rown,
+                                         roi_coln, roi_max, roi_crop_off, crop_vals, crop_valid)
+                        if keep:
+                            sum_row(row_vals, row_ok, w, blk_sum[o:o + w], blk_cnt[o:o + w], blk_max[o:o + w],
+                                     blk_above[o:o + w], rs_thr, rs_scale, rs_limit)
+                        if grp >= 0:
+                            n_bad[0] += cube_row(row_vals, row_ok, w, cblk_sum[grp, o:o + w],
+                                                  cblk_cnt[grp, o:o + w], cblk_sq[grp, o:o + w] if do_sq else no_sq,
+                                                  cb_scale, cb_limit, sq_bits)
+                    if here and n_saturated > 0:  # rare: binned pixels not valid in this frame only
+                        for k in range(n_az):
+                            _unbin_saturated(lane_ok, invg[m], az_bins[k, m], az_weight[k, m], az_n_bins[k], yb,
+                                             n_rows, x0, w, az_cnt[f, k], az_wbad[f, k])
+                for k in range(n_az):  # absent modules hold 0 in vals: adding their sums changes nothing
+                    _bin_lanes(vals, n_lanes, az_seg_bin, az_seg_ptr, az_offset, az_block_seg[k, m, block],
+                               az_block_seg[k, m, block + 1], az_sum[f0:f0 + n_lanes, k])
             if do_sums:
                 for r in range(n_rows):
                     pix0 = (m * height + yb + r) * width + x0
                     o = r * w
-                    _flush_sums(blk_sum[o:o + w], blk_cnt[o:o + w], blk_max[o:o + w], blk_above[o:o + w],
+                    flush_sums(blk_sum[o:o + w], blk_cnt[o:o + w], blk_max[o:o + w], blk_above[o:o + w],
                                 rs_sum[pix0:pix0 + w], rs_cnt[pix0:pix0 + w], rs_max[pix0:pix0 + w],
                                 rs_above[pix0:pix0 + w] if do_above else rs_above)
             for g in range(n_local):
                 for r in range(n_rows):
                     pix0 = (m * height + yb + r) * width + x0
                     o = r * w
-                    _flush_cube(cblk_sum[g, o:o + w], cblk_cnt[g, o:o + w], cblk_sq[g, o:o + w] if do_sq else no_sq,
+                    flush_cube(cblk_sum[g, o:o + w], cblk_cnt[g, o:o + w], cblk_sq[g, o:o + w] if do_sq else no_sq,
                                 cb_sum[groups[g], pix0:pix0 + w], cb_cnt[groups[g], pix0:pix0 + w],
                                 cb_sq[groups[g], pix0:pix0 + w] if do_sq else no_sq)
     for f in range(n_frames):  # the static part of counts and weights: per module present or absent
@@ -242,24 +251,29 @@ def _write_row(vals, ok, out_row, ok_row):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _bin_block(vals, seg_bin, seg_ptr, offset, s0, s1, sums):
-    """Add a block of one frame to its bins: each segment's pixels summed in four lanes.
+def _bin_lanes(vals, n_lanes, seg_bin, seg_ptr, offset, s0, s1, sums):
+    """Add a block of ``n_lanes`` (up to :data:`LANES`) frames to their bins.
 
-    Invalid pixels hold 0 in ``vals``; the lanes break the chain of dependent additions.
+    Each segment's pixels are summed in pixel order for the frames together: one offset
+    read serves every frame, and the frames' additions do not wait on each other. Invalid
+    pixels hold 0 in ``vals``; lanes from ``n_lanes`` on are not used.
     """
     for s in range(s0, s1):
-        p, p1 = seg_ptr[s], seg_ptr[s + 1]
         a0 = a1 = a2 = a3 = 0.0
-        while p + 4 <= p1:
-            a0 += np.float64(vals[offset[p]])
-            a1 += np.float64(vals[offset[p + 1]])
-            a2 += np.float64(vals[offset[p + 2]])
-            a3 += np.float64(vals[offset[p + 3]])
-            p += 4
-        while p < p1:
-            a0 += np.float64(vals[offset[p]])
-            p += 1
-        sums[seg_bin[s]] += (a0 + a1) + (a2 + a3)
+        for p in range(seg_ptr[s], seg_ptr[s + 1]):
+            o = offset[p]
+            a0 += np.float64(vals[0, o])
+            a1 += np.float64(vals[1, o])
+            a2 += np.float64(vals[2, o])
+            a3 += np.float64(vals[3, o])
+        b = seg_bin[s]
+        sums[0, b] += a0
+        if n_lanes > 1:
+            sums[1, b] += a1
+        if n_lanes > 2:
+            sums[2, b] += a2
+        if n_lanes > 3:
+            sums[3, b] += a3
 
 
 @njit(cache=True, nogil=True)
@@ -309,84 +323,3 @@ def _roi_row(vals, ok, f, i, y, x0, roi_def, roi_thr, roi_row, roi_col, roi_rown
     roi_row[f, i, ry] += row_acc
     roi_rown[f, i, ry] += row_n
     roi_max[f, i] = vmax
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _fixed(v, scale):
-    """The fixed-point integer ``np.rint(v * scale)`` of a float32 value, as a float64.
-
-    The float32 product is rounded in float64, where it is exact: the same integer as
-    numpy's float32 ``rint`` (round half to even), and LLVM vectorises it.
-    """
-    return np.rint(np.float64(v * scale))
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _sum_row(vals, ok, w, s_sum, s_cnt, s_max, s_above, thr, scale, limit):
-    """One row of one kept frame into a block's run sums.
-
-    One loop per accumulator: each vectorises on its own, together they would not.
-    """
-    _sum_count(vals, ok, w, s_sum, s_cnt, scale, limit)
-    for j in range(w):
-        v = vals[j]
-        x = v if ok[j] & (abs(v) < limit) else np.float32(-np.inf)  # finite where valid
-        m = s_max[j]
-        s_max[j] = x if x > m else m
-    if s_above.size > 0:
-        for j in range(w):
-            v = vals[j]
-            s_above[j] += ok[j] & (abs(v) < limit) & (v > thr)
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _sum_count(vals, ok, w, s_sum, s_cnt, scale, limit):
-    """Fixed-point sums and counts of the valid values within the fixed-point range (``abs < limit``:
-    False if not finite)."""
-    for j in range(w):
-        v = vals[j]
-        good = ok[j] & (abs(v) < limit)
-        s_sum[j] += _fixed(v, scale) if good else 0.0
-        s_cnt[j] += good
-
-
-@njit(cache=True, nogil=True)
-def _flush_sums(s_sum, s_cnt, s_max, s_above, rs_sum, rs_cnt, rs_max, rs_above):
-    """Add a block row's sums of the batch to the run sums."""
-    for j in range(s_sum.shape[0]):
-        rs_sum[j] += np.int64(s_sum[j])
-        rs_cnt[j] += s_cnt[j]
-        rs_max[j] = max(rs_max[j], s_max[j])
-    if rs_above.size > 0:
-        for j in range(s_sum.shape[0]):
-            rs_above[j] += s_above[j]
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _cube_row(vals, ok, w, c_sum, c_cnt, c_sq, scale, limit, sq_bits):
-    """One row of one frame into a block's accumulator of its cube group (sums as in :func:`_sum_row`).
-
-    Returns the number of valid values that are not finite or beyond the fixed-point range.
-    """
-    _sum_count(vals, ok, w, c_sum, c_cnt, scale, limit)
-    bad = 0
-    for j in range(w):
-        bad += ok[j] & ~(abs(vals[j]) < limit)
-    if c_sq.size > 0:
-        sq_half = (1 << (sq_bits - 1)) if sq_bits > 0 else 0
-        for j in range(w):
-            v = vals[j]
-            if ok[j] and abs(v) < limit:
-                q = np.int64(_fixed(v, scale))
-                c_sq[j] += (q * q + sq_half) >> sq_bits
-    return bad
-
-
-@njit(cache=True, nogil=True)
-def _flush_cube(s_sum, s_cnt, s_sq, c_sum, c_cnt, c_sq):
-    """Add a block row's sums of one cube group over the batch to the cube."""
-    for j in range(s_sum.shape[0]):
-        c_sum[j] += np.int64(s_sum[j])
-        c_cnt[j] += s_cnt[j]
-    for j in range(s_sq.shape[0]):
-        c_sq[j] += s_sq[j]
