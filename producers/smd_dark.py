@@ -130,8 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _body(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from smalldata.calib.dark import characterise_dark_to_file, dark_file_path, open_dark_run
+    from smalldata.calib.dark import characterise_dark_to_file, dark_file_path
     from smalldata.errors import ConfigError, DataError, SmallDataError
+    from smalldata.io.runaccess import RunAccess
     from smalldata.pipeline import mpi, shutdown
 
     shutdown.install()  # a signal stops the dark between chunks; the temporary file is removed
@@ -155,11 +156,11 @@ def _body(args: argparse.Namespace) -> int:
             raise DataError(f"dark constants {out} exist already; pass --overwrite to replace them")
 
     mpi.agree(check_output, comm)
-    data = mpi.agree(lambda: open_dark_run(args.run, data_root, proposal), comm)
+    access = mpi.agree(lambda: RunAccess.open(proposal, args.run, data_root), comm)
     if comm.Get_rank() == 0:
         log.info("dark run %d of proposal %d: %d trains on %d rank(s) -> %s", args.run, proposal,
-                 len(data.train_ids), comm.Get_size(), out)
-    summary = characterise_dark_to_file(data, out, modules, settings.thresholds, comm, proposal=proposal,
+                 len(access.train_ids), comm.Get_size(), out)
+    summary = characterise_dark_to_file(access, out, modules, settings.thresholds, comm, proposal=proposal,
                                         run_number=args.run, detector=settings.detector,
                                         chunk_frames=args.chunk_frames, overwrite=args.overwrite,
                                         progress=not args.quiet)

@@ -10,18 +10,18 @@ from helpers import DARK_RUN, PROPOSAL, mpiexec, tool
 from smalldata.cli import smd_dark
 
 from smalldata.calib.badpixels import DarkThresholds, classify_bad_pixels
+from smalldata.calib.cellsums import CellAccumulator
 from smalldata.calib.dark import (
-    CellAccumulator,
     characterise_dark,
     check_cells_cover,
     dark_file_path,
     find_dark_file,
-    open_dark_run,
     read_dark_file,
     write_dark_file,
 )
 from smalldata.calib.masks import BAD_DEAD, BAD_HOT, BAD_NOISY, BAD_PEDESTAL_RANGE, describe_status
 from smalldata.errors import CalibrationError, ConfigError, DataError
+from smalldata.io.runaccess import RunAccess
 from smalldata.simulate import read_truth, run_path
 
 
@@ -147,7 +147,7 @@ def test_accumulator_exact_any_split():
 
 
 def test_module_subset_and_collection_input(sim_root, dark, thresholds):
-    data = open_dark_run(run_path(sim_root, PROPOSAL, DARK_RUN))
+    data = RunAccess.from_directory(run_path(sim_root, PROPOSAL, DARK_RUN)).data  # an extra_data.DataCollection
     one = characterise_dark(data, modules=[3], thresholds=thresholds, chunk_frames=7, progress=False)
     i = dark.module_index(3)
     assert list(one.modules) == [3]

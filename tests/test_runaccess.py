@@ -46,6 +46,22 @@ def test_non_consecutive_trains_and_errors(sim_root):
         find_run_directory(PROPOSAL, 999, str(sim_root))
 
 
+
+def test_from_run_accepts_number_directory_collection_and_access(sim_root, tmp_path):
+    folder = run_path(sim_root, PROPOSAL, DATA_RUN)
+    expected = np.asarray(RunDirectory(str(folder)).train_ids, dtype=np.uint64)
+    by_number = RunAccess.from_run(DATA_RUN, str(sim_root), PROPOSAL)
+    by_folder = RunAccess.from_run(folder)
+    by_collection = RunAccess.from_run(RunDirectory(str(folder)))
+    for access in (by_number, by_folder, by_collection):
+        np.testing.assert_array_equal(access.train_ids, expected)
+        assert access.available_modules() == by_number.available_modules()
+    assert RunAccess.from_run(by_folder) is by_folder
+    with pytest.raises(DataError, match="proposal number is needed"):
+        RunAccess.from_run(DATA_RUN)
+    with pytest.raises(DataError, match="does not exist"):
+        RunAccess.from_run(tmp_path / "nowhere")
+
 def test_point_values_per_train_and_block_cache(sim_root):
     from smalldata.simulate import read_truth
 

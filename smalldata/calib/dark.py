@@ -17,12 +17,12 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
 from smalldata.calib.badpixels import DarkThresholds, classify_bad_pixels
+from smalldata.calib.cellsums import CellAccumulator
 from smalldata.calib.darkfile import (  # noqa: F401
     DARK_FILE_PATTERN,
     DarkConstants,
@@ -34,174 +34,24 @@ from smalldata.calib.darkfile import (  # noqa: F401
     utc_now,
     write_dark_file,
 )
-from smalldata.constants import DSSC_ADC_MAX, DSSC_MODULE_SHAPE, DSSC_N_MODULES, dssc_source
+from smalldata.constants import DSSC_MODULE_SHAPE, dssc_source
 from smalldata.errors import DataError
-from smalldata.lookup import find_sorted
+from smalldata.io.runaccess import RunAccess
 from smalldata.pipeline import mpi, shutdown
 
-__all__ = ["CellAccumulator", "DarkPlan", "ModuleDark", "characterise_dark", "characterise_dark_to_file",
-           "iter_module_darks", "open_dark_run", "plan_dark", "available_modules",
+__all__ = ["DarkPlan", "ModuleDark", "characterise_dark", "characterise_dark_to_file",
+           "iter_module_darks", "plan_dark",
            # re-exported from smalldata.calib.darkfile
            "DARK_FILE_PATTERN", "DarkConstants", "DarkFileWriter", "check_cells_cover", "dark_file_path",
            "find_dark_file", "read_dark_file", "write_dark_file"]
 
 log = logging.getLogger(__name__)
 
-N_PIXELS = DSSC_MODULE_SHAPE[0] * DSSC_MODULE_SHAPE[1]
-#: Most frames summed at once in uint32 partial sums: 16384 * 511**2 < 2**32.
-MAX_FRAMES_PER_ADD = 16384
-
-
-# ---------------------------------------------------------------------------- accumulation
-class CellAccumulator:
-    """Exact per-cell, per-pixel sums of one module: count, sum and sum of squares (int64).
-
-    Parameters
-    ----------
-    cell_ids : sequence of int
-        The memory cells that can occur, ascending.
-    """
-
-    def __init__(self, cell_ids: Sequence[int]):
-        self.cell_ids = np.asarray(cell_ids, dtype=np.uint16)
-        n_cells = len(self.cell_ids)
-        self.count = np.zeros(n_cells, dtype=np.int64)
-        self.sum = np.zeros((n_cells, N_PIXELS), dtype=np.int64)
-        self.sumsq = np.zeros((n_cells, N_PIXELS), dtype=np.int64)
-
-    def cell_index(self, cells: np.ndarray) -> np.ndarray:
-        """Position of each of ``cells`` in :attr:`cell_ids`."""
-        idx, found = find_sorted(self.cell_ids, cells)
-        if len(cells) and not found.all():
-            raise ValueError("frames with memory cells not known to the accumulator")
-        return idx
-
-    def add(self, data: np.ndarray, cells: np.ndarray, cells_per_block: int = 64) -> None:
-        """Add frames ``data`` (n, 128, 512) uint16 taken in memory cells ``cells`` (n,)."""
-        n = len(cells)
-        if n == 0:
-            return
-        if n > MAX_FRAMES_PER_ADD:
-            for start in range(0, n, MAX_FRAMES_PER_ADD):
-                self.add(data[start:start + MAX_FRAMES_PER_ADD], cells[start:start + MAX_FRAMES_PER_ADD],
-                         cells_per_block)
-            return
-        data = data.reshape(n, N_PIXELS)
-        idx = self.cell_index(np.asarray(cells))
-        np.add.at(self.count, idx, 1)
-        # uint32 partial sums are exact for 9-bit values; anything larger takes the int64 path
-        period = _regular_period(idx) if data.max() <= DSSC_ADC_MAX else 0
-        if period:
-            # trains of identical cell sequences: add train after train into uint32 partial sums
-            # (exact: fewer than MAX_FRAMES_PER_ADD frames of values < 512), a block of cells at a time
-            stacked = data.reshape(n // period, period, N_PIXELS)
-            order = idx[:period]
-            for start in range(0, period, cells_per_block):
-                rows = order[start:start + cells_per_block]
-                s1 = np.zeros((len(rows), N_PIXELS), dtype=np.uint32)
-                s2 = np.zeros_like(s1)
-                square = np.empty_like(s1)
-                for train in stacked[:, start:start + cells_per_block]:
-                    np.add(s1, train, out=s1)
-                    np.multiply(train, train, out=square, dtype=np.uint32)
-                    np.add(s2, square, out=s2)
-                self.sum[rows] += s1
-                self.sumsq[rows] += s2
-            return
-        order = np.argsort(idx, kind="stable")
-        sorted_idx = idx[order]
-        bounds = np.flatnonzero(np.r_[True, sorted_idx[1:] != sorted_idx[:-1], True])
-        for a, b in zip(bounds[:-1], bounds[1:]):
-            seg = data[order[a:b]]
-            row = sorted_idx[a]
-            self.sum[row] += seg.sum(axis=0, dtype=np.int64)
-            self.sumsq[row] += np.square(seg, dtype=np.uint32).sum(axis=0, dtype=np.int64)
-
-    def reduce(self, comm=None, root: Optional[int] = 0) -> None:
-        """Add the sums of all ranks: counts to every rank, pixel sums to ``root`` (all if None)."""
-        mpi.sum_reduce(self.count, comm, root=None)
-        for arr in (self.sum, self.sumsq):
-            mpi.sum_reduce(arr, comm, root=root)
-
-    def mean_std(self) -> tuple:
-        """Pedestal and noise, each (C, 128, 512) float32 (NaN where a cell has < 1 or < 2 frames)."""
-        n = self.count[:, None]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = self.sum / n
-            numerator = n * self.sumsq - self.sum * self.sum  # exact in int64
-            var = numerator / (n * (n - 1)).astype(np.float64)
-        shape = (len(self.cell_ids),) + DSSC_MODULE_SHAPE
-        return (mean.astype(np.float32).reshape(shape),
-                np.sqrt(np.maximum(var, 0.0)).astype(np.float32).reshape(shape))
-
-
-def _regular_period(idx: np.ndarray) -> int:
-    """Length K if ``idx`` repeats one sequence of K distinct values, else 0."""
-    first_repeat = np.flatnonzero(idx == idx[0])
-    period = int(first_repeat[1]) if len(first_repeat) > 1 else len(idx)
-    if len(idx) % period:
-        return 0
-    rows = idx.reshape(-1, period)
-    if not (rows == rows[0]).all() or len(np.unique(rows[0])) != period:
-        return 0
-    return period
-
-
 # ---------------------------------------------------------------------------- reading the run
-def open_dark_run(run, data_root: Optional[os.PathLike] = None, proposal: Optional[int] = None):
-    """An ``extra_data.DataCollection`` from a collection, a run directory, or a run number.
-
-    Parameters
-    ----------
-    run : DataCollection, path or int
-        An int is a run number, found under ``data_root`` for ``proposal``.
-    """
-    from extra_data import RunDirectory
-
-    if isinstance(run, (int, np.integer)):
-        from smalldata.io.runaccess import find_run_directory
-
-        if proposal is None:
-            raise DataError(f"run {run}: a proposal number is needed to find the run")
-        run = find_run_directory(int(proposal), int(run), data_root)
-    if isinstance(run, (str, os.PathLike)):
-        path = Path(run)
-        if not path.is_dir():
-            raise DataError(f"dark run directory {path} does not exist; check -p/-r and data_root")
-        try:
-            return RunDirectory(str(path))
-        except Exception as exc:  # noqa: BLE001 - extra-data raises plain Exception for empty folders
-            raise DataError(f"cannot open dark run {path}: {exc}") from None
-    return run
-
-
-def _run_label(data, run_number: Optional[int]) -> str:
+def _run_label(access: RunAccess, run_number: Optional[int]) -> str:
     if run_number:
         return f"dark run {run_number}"
-    try:
-        return f"dark run {Path(data.files[0].filename).parent}"
-    except (AttributeError, IndexError):
-        return "dark run"
-
-
-def available_modules(data) -> tuple:
-    """DSSC modules with a source in ``data``."""
-    sources = data.instrument_sources
-    return tuple(m for m in range(DSSC_N_MODULES) if dssc_source(m) in sources)
-
-
-def _module_keydata(data, module: int, key: str):
-    return data[dssc_source(module), key]
-
-
-def _local_cells(data, module: int, train_ids: np.ndarray) -> np.ndarray:
-    """Memory cells of ``module``'s frames in ``train_ids`` (the rank's block)."""
-    from extra_data import by_id
-
-    if len(train_ids) == 0:
-        return np.zeros(0, dtype=np.uint16)
-    kd = _module_keydata(data, module, "image.cellId").select_trains(by_id[train_ids])
-    return kd.ndarray().reshape(-1).astype(np.uint16)
+    return f"dark run {access.path}" if access.path is not None else "dark run"
 
 
 @dataclass
@@ -231,7 +81,7 @@ class ModuleDark:
 class DarkPlan:
     """What a dark characterisation reads: the run, its modules and cells, this rank's trains."""
 
-    data: object
+    access: RunAccess
     label: str
     modules: tuple
     cell_ids: np.ndarray
@@ -245,28 +95,29 @@ def plan_dark(run, modules: Optional[Sequence[int]] = None, comm=None, run_numbe
     that a module lacks then shows up as too few frames for that module.
     """
     comm = mpi.get_comm(comm)
-    data = open_dark_run(run)
-    label = _run_label(data, run_number)
-    present = available_modules(data)
+    access = RunAccess.from_run(run)
+    label = _run_label(access, run_number)
+    present = access.available_modules()
     modules = tuple(sorted(present)) if modules is None else tuple(sorted({int(m) for m in modules}))
     missing = [m for m in modules if m not in present]
     if not modules or missing:
         raise DataError(f"{label}: no data for DSSC module(s) {missing or 'any'} "
                         f"(modules in the run: {list(present)}); choose modules from those")
-    all_trains = np.asarray(data.train_ids, dtype=np.uint64)
+    all_trains = access.train_ids
     start, stop = mpi.block_range(len(all_trains), comm)
     my_trains = all_trains[start:stop]
 
     def local_cells():
         found = set()
         for m in modules:
-            found.update(np.unique(_local_cells(data, m, my_trains)).tolist())
+            if len(my_trains):
+                found.update(np.unique(access.cell_ids(m, my_trains)).tolist())
         return found
 
     cells = np.array(sorted(set().union(*comm.allgather(mpi.agree(local_cells, comm)))), dtype=np.uint16)
     if len(cells) == 0:
         raise DataError(f"{label}: no DSSC frames in module(s) {list(modules)}")
-    return DarkPlan(data, label, modules, cells, my_trains)
+    return DarkPlan(access, label, modules, cells, my_trains)
 
 
 def iter_module_darks(plan: DarkPlan, thresholds: DarkThresholds = DarkThresholds(), comm=None,
@@ -280,7 +131,7 @@ def iter_module_darks(plan: DarkPlan, thresholds: DarkThresholds = DarkThreshold
     receives = root is None or comm.Get_rank() == root
     t0 = time.monotonic()
     for i, m in enumerate(plan.modules):
-        acc = mpi.agree(lambda m=m: _accumulate_module(plan.data, m, plan.train_ids, plan.cell_ids,
+        acc = mpi.agree(lambda m=m: _accumulate_module(plan.access, m, plan.train_ids, plan.cell_ids,
                                                        chunk_frames), comm)
         acc.reduce(comm, root=root)
         _check_frames(acc.count, plan.cell_ids, thresholds.min_frames, plan.label, m)
@@ -306,8 +157,8 @@ def characterise_dark(run, modules: Optional[Sequence[int]] = None,
 
     Parameters
     ----------
-    run : extra_data.DataCollection or path
-        The dark run (or its directory).
+    run : RunAccess, extra_data.DataCollection or path
+        The dark run (or its directory; see :meth:`RunAccess.from_run`).
     modules : sequence of int, optional
         DSSC modules to characterise; default all modules in the run.
     thresholds : DarkThresholds
@@ -394,7 +245,8 @@ def characterise_dark_to_file(run, path: os.PathLike, modules: Optional[Sequence
                          n_frames=np.stack(counts), proposal=int(proposal), run=int(run_number), detector=detector,
                          thresholds=thresholds, created=created)
 
-def _accumulate_module(data, module: int, train_ids: np.ndarray, cells: np.ndarray,
+
+def _accumulate_module(access: RunAccess, module: int, train_ids: np.ndarray, cells: np.ndarray,
                        chunk_frames: int) -> CellAccumulator:
     """Sums of one module over ``train_ids``, read ``chunk_frames`` frames at a time."""
     from extra_data import by_id
@@ -402,9 +254,10 @@ def _accumulate_module(data, module: int, train_ids: np.ndarray, cells: np.ndarr
     acc = CellAccumulator(cells)
     if len(train_ids) == 0:
         return acc
-    kd_data = _module_keydata(data, module, "image.data").select_trains(by_id[train_ids])
-    kd_cell = _module_keydata(data, module, "image.cellId").select_trains(by_id[train_ids])
-    kd_tid = _module_keydata(data, module, "image.trainId").select_trains(by_id[train_ids])
+    source = dssc_source(module)
+    kd_data = access.data[source, "image.data"].select_trains(by_id[train_ids])
+    kd_cell = access.data[source, "image.cellId"].select_trains(by_id[train_ids])
+    kd_tid = access.data[source, "image.trainId"].select_trains(by_id[train_ids])
     tids = np.asarray(kd_data.train_id_coordinates(), dtype=np.uint64)
     trains, counts = np.unique(tids, return_counts=True)
     dropped = 0

@@ -105,6 +105,31 @@ class RunAccess:
         access.unreadable_files = unreadable
         return access
 
+    @classmethod
+    def from_run(cls, run, data_root: Optional[os.PathLike] = None,
+                 proposal: Optional[int] = None) -> "RunAccess":
+        """Access to ``run``, given as a run number, a run directory, a DataCollection or a RunAccess.
+
+        Parameters
+        ----------
+        run : int, path, extra_data.DataCollection or RunAccess
+            A run number is found under ``data_root`` for ``proposal`` (:meth:`open`), a
+            directory opened with :meth:`from_directory`; a RunAccess is returned as it is.
+        data_root : path, optional
+            Root of the raw data tree (for a run number).
+        proposal : int, optional
+            Proposal number (needed for a run number).
+        """
+        if isinstance(run, RunAccess):
+            return run
+        if isinstance(run, (int, np.integer)):
+            if proposal is None:
+                raise DataError(f"run {run}: a proposal number is needed to find the run; pass -p")
+            return cls.open(int(proposal), int(run), data_root)
+        if isinstance(run, (str, os.PathLike)):
+            return cls.from_directory(run)
+        return cls(run)
+
     # ------------------------------------------------------------------ detector bookkeeping
     def available_modules(self) -> tuple:
         """DSSC modules that have data in this run."""
