@@ -49,7 +49,7 @@ def dark_settings_from_config(path: Optional[os.PathLike], detector: Optional[st
     ``detectors.<name>.modules`` and ``detectors.<name>.dark`` (thresholds). ``detector``
     picks the detector; default the only one configured, or ``dssc``.
     """
-    from smalldata.config.producer import load_yaml, resolve_path
+    from smalldata.config.yamlfile import load_yaml, resolve_path
     from smalldata.errors import ConfigError
 
     if path is None:

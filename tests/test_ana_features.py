@@ -238,7 +238,7 @@ def test_to_xarray_on_the_demo_config(tmp_path, sim_root, calib_dir):
     """Every function of the demo's config (ragged droplets and photons, cube, sums) through to_xarray."""
     import xarray as xr
 
-    from smalldata.config.producer import load_yaml
+    from smalldata.config.yamlfile import load_yaml
 
     cfg = load_yaml(Path(__file__).resolve().parents[1] / "configs" / "producer.yaml")
     cfg.update(data_root=str(sim_root), calib_dir=str(calib_dir), output_dir=str(tmp_path))

@@ -301,7 +301,7 @@ def test_no_good_pixel_for_default_range(positions):
 
 
 def test_built_from_yaml_config():
-    from smalldata.config.producer import build_function
+    from smalldata.config.functions import build_function
 
     path = "detectors.dssc.functions[0]"
     func = build_function({"type": "azimuthal", "center": [0.001, -0.002], "distance": 5, "q_bins": 50,

@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from smalldata.config.producer import ProducerConfig, config_markdown
+from smalldata.config.keys import config_markdown
+from smalldata.config.producer import ProducerConfig
 from smalldata.errors import ConfigError
 
 BASE = {

@@ -1,37 +1,35 @@
-"""The producer's YAML config: loading, validation before any data is read, function trees.
+"""The producer's YAML config: loading and validation before any data is read.
 
-Every key is declared in a schema table below (type, default, unit, meaning), which
-also generates ``docs/config.md`` (``python -m smalldata.config.producer``). Relative paths
-resolve against the config file's directory.
+The keys are declared in :mod:`smalldata.config.keys` (type, default, unit, meaning),
+which also generates ``docs/config.md`` (``python -m smalldata.config.producer``).
+Relative paths resolve against the config file's directory.
 """
 from __future__ import annotations
 
 import logging
 import os
-import re
-import typing
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
-import yaml
-
-from smalldata.calib.badpixels import DARK_SCHEMA, DarkThresholds
-from smalldata.config.schema import (
-    REQUIRED,
-    Field,
-    apply_schema,
-    check_unknown_keys,
-    conforms,
-    did_you_mean,
-    non_negative,
-    one_of,
-    positive,
-    schema_markdown,
-    type_name,
+from smalldata.calib.badpixels import DarkThresholds
+from smalldata.config.functions import build_functions
+from smalldata.config.keys import (
+    CUBE_SCHEMA,
+    DETECTOR_SCHEMA,
+    DIGITIZER_SCHEMA,
+    PATTERN_SCHEMA,
+    POINT_SCHEMA,
+    PULSES_SCHEMA,
+    REJECTION_SCHEMA,
+    SUMS_SCHEMA,
+    TOP_SCHEMA,
+    VETO_SCHEMA,
+    config_markdown,
 )
+from smalldata.config.schema import apply_schema, did_you_mean
+from smalldata.config.yamlfile import load_yaml, resolve_path
 from smalldata.errors import ConfigError
 from smalldata.plugin.detfunc import DetObjectFunc
-from smalldata.plugin.registry import BUILTIN_FUNCTIONS, resolve_function_type
 
 log = logging.getLogger(__name__)
 
@@ -39,233 +37,6 @@ log = logging.getLogger(__name__)
 def log_veto_last(where: str, index: int) -> None:
     """A veto after the last function skips nothing but still flags frames."""
     log.info("%s[%d]: no function follows; vetoed frames are only flagged and left out of cubes", where, index)
-
-
-def _module_list(value) -> Optional[str]:
-    if not value:
-        return "an empty list reads no module; list module numbers 0..15 or remove the key (default: what the " \
-               "functions need)"
-    bad = [m for m in value if not 0 <= m <= 15]
-    if bad:
-        return f"module numbers must be 0..15, got {bad}"
-    if len(set(value)) != len(value):
-        return f"modules listed twice in {value}"
-    return None
-
-
-def _quadrants(value) -> Optional[str]:
-    if len(value) != 4 or any(not isinstance(q, (list, tuple)) or len(q) != 2 for q in value):
-        return "need 4 pairs [x, y] in metres, one per quadrant"
-    if any(abs(c) > 1.0 for q in value for c in q):
-        return "quadrant positions are in metres (e.g. -0.1241), values above 1 m look like mm"
-    return None
-
-
-TOP_SCHEMA: Dict[str, Field] = {
-    "proposal": Field(int, REQUIRED, "proposal number (overridden by -p)", check=positive),
-    "data_root": Field(Optional[str], None, "root of the raw data tree; default $EXTRA_DATA_DATA_ROOT"),
-    "calib_dir": Field(str, "calib", "folder of dark constants written by smd_dark"),
-    "output_dir": Field(str, "smalldata_output", "folder of the output files (r<run>.h5)"),
-    "batch_size": Field(Optional[int], None, "frames per batch (whole trains are kept together); default: as "
-                                             "many as fit batch_megabytes of raw data", "frames", positive),
-    "batch_megabytes": Field(float, 64.0, "raw data per batch when batch_size is not set (per rank; calibrated "
-                                          "data and temporaries take about 8 times more)", "MiB", positive),
-    "progress_interval": Field(float, 10.0, "seconds between progress log lines", "s", positive),
-    "detectors": Field(dict, REQUIRED, "one entry per detector; see below"),
-    "point_data": Field(dict, {}, "per-event scalars: group -> name -> source spec; see below"),
-    "pulses": Field(Optional[dict], None, "bunch pattern decoding and frame-to-pulse alignment; see below"),
-    "digitizer": Field(Optional[dict], None, "digitizer (TIM/MCP) pulse integrals from raw traces; see below"),
-    "pattern": Field(Optional[dict], None, "repeating frame labels per train (pumped/unpumped/dark); see below"),
-    "rejection": Field(Optional[dict], None, "frame rejection: max frames, XGM/digitizer thresholds, mask file"),
-}
-
-
-def _pair(value) -> Optional[str]:
-    if len(value) != 2 or value[0] >= value[1]:
-        return f"need [start, stop] with start < stop, got {value}"
-    return None
-
-
-def _labels(value) -> Optional[str]:
-    if not value or any(not isinstance(v, str) or not v for v in value):
-        return f"need a non-empty list of label names, got {value}"
-    return None
-
-
-PULSES_SCHEMA: Dict[str, Field] = {
-    "source": Field(str, "SCS_RR_UTC/TSYS/TIMESERVER:outputBunchPattern", "bunch pattern source"),
-    "key": Field(str, "data.bunchPatternTable", "bunch pattern key"),
-    "sase": Field(int, 3, "SASE of the X-ray pulses", check=one_of(1, 2, 3)),
-    "laser": Field(str, "LP_SCS", "pump-laser bit name of euxfel_bunch_pattern's PPL_BITS"),
-    "first_slot": Field(Optional[int], None, "bunch-pattern slot of frame 0; default: the train's first "
-                                             "SASE3 pulse", "slot", check=non_negative),
-    "slot_spacing": Field(Optional[int], None, "slots between frames; default: the SASE3 pulse spacing",
-                          "slot", check=positive),
-    "laser_bunch_table_position": Field(Optional[int], None, "pump-laser anchor (one of three, needed when the "
-                                        "bunch pattern has laser bits): slot of the first laser pulse", "slot",
-                                        check=non_negative),
-    "laser_bunch_table_offset": Field(Optional[int], None, "pump-laser anchor: slots from the train's first X-ray "
-                                      "pulse to the first laser pulse", "slot"),
-    "laser_pulse_offset": Field(Optional[float], None, "pump-laser anchor: X-ray pulse spacings from the train's "
-                                "first X-ray pulse to the first laser pulse (0: on the first X-ray pulse)", "pulse"),
-}
-
-DIGITIZER_SCHEMA: Dict[str, Field] = {
-    "name": Field(str, "mcp", "output name: /digitizer/<name>"),
-    "source": Field(str, "SCS_UTC1_ADQ/ADC/1:network", "digitizer source"),
-    "key": Field(str, "digitizers.channel_1_A.raw.samples", "raw trace key"),
-    "first_slot": Field(int, 0, "bunch-pattern slot of the pulse at first_sample", "slot", check=non_negative),
-    "first_sample": Field(int, 0, "sample of the pulse at first_slot", "sample", check=non_negative),
-    "samples_per_slot": Field(float, 440.0, "trace samples per bunch-pattern slot", "sample", check=positive),
-    "baseline_window": Field(List[int], [-20, -5], "baseline samples relative to the pulse [start, stop)",
-                             "sample", check=_pair),
-    "peak_window": Field(List[int], [-5, 15], "integrated samples relative to the pulse [start, stop)", "sample",
-                         check=_pair),
-    "units": Field(str, "ADU sample", "unit of the integrals"),
-}
-
-PATTERN_SCHEMA: Dict[str, Field] = {
-    "labels": Field(List[str], ["image"], "labels of consecutive frames, repeated over the train; a label "
-                                          "containing 'dark' marks frames without X-rays", check=_labels),
-    "subtract_dark": Field(str, "none", "subtract intra-train darks from the other frames: the matching dark "
-                                        "frame, the mean of the matching dark label, or the train's mean dark",
-                           check=one_of("none", "matching", "matching_mean", "train_mean")),
-    "match_by": Field(str, "next", "matching dark of a label: the next dark label in the pattern, or by name "
-                                   "(pumped -> pumped_dark)", check=one_of("next", "name")),
-    "from_pulses": Field(bool, False, "label frames by the bunch pattern instead: pumped (X-rays and laser), "
-                                      "unpumped (X-rays only), dark (no X-rays); needs a pulses section"),
-}
-
-REJECTION_SCHEMA: Dict[str, Field] = {
-    "max_frames": Field(Optional[int], None, "reject frames at or beyond this position in the train", "frames",
-                        check=positive),
-    "xgm": Field(Optional[str], None, "point_data path of the per-pulse XGM for the thresholds, "
-                                      "e.g. xgm/sa3_intensity"),
-    "xgm_min": Field(Optional[float], None, "reject X-ray frames below this pulse energy", "uJ"),
-    "xgm_max": Field(Optional[float], None, "reject frames above this pulse energy", "uJ"),
-    "digitizer_min": Field(Optional[float], None, "reject X-ray frames with a smaller digitizer integral"),
-    "digitizer_max": Field(Optional[float], None, "reject frames with a larger digitizer integral"),
-    "user_mask": Field(Optional[str], None, "frame mask file: .h5 with trainId (T,) and mask (T, frames), or "
-                                            ".npy (T, frames) for the run's trains; True = keep"),
-    "exclude_dark": Field(bool, False, "reject the pattern's dark frames (they still serve as darks)"),
-}
-
-VETO_SCHEMA: Dict[str, Field] = {
-    "after": Field(str, REQUIRED, "name of the top-level function whose output decides"),
-    "key": Field(str, REQUIRED, "output key of that function as written, e.g. droplet_n_droplets"),
-    "op": Field(str, REQUIRED, "comparison; the frame is vetoed where 'output op value' holds",
-                check=one_of("<", "<=", ">", ">=", "==", "!=")),
-    "value": Field(float, REQUIRED, "compared value"),
-}
-
-CUBE_SCHEMA: Dict[str, Field] = {
-    "scan": Field(Optional[str], None, "point_data path of the scan variable, e.g. scan/delay; none: one bin"),
-    "edges": Field(Optional[List[float]], None, "bin edges of the scan variable"),
-    "width": Field(Optional[float], None, "bin width of the scan variable", check=positive),
-    "origin": Field(float, 0.0, "a bin centre when binning by width"),
-    "unique": Field(bool, False, "one bin per distinct scan value"),
-    "xgm": Field(Optional[str], None, "point_data path of the XGM summed per bin, e.g. xgm/sa3_intensity"),
-    "sum_squares": Field(bool, False, "also accumulate the sum of squares (for standard deviations)"),
-    "assembled": Field(bool, False, "also write the mean images assembled with the geometry"),
-}
-
-SUMS_SCHEMA: Dict[str, Field] = {
-    "threshold": Field(Optional[float], None, "count per pixel the frames above this value (data units)"),
-}
-
-DETECTOR_SCHEMA: Dict[str, Field] = {
-    "type": Field(str, "DSSC1M", "detector type", check=one_of("DSSC1M")),
-    "dark_run": Field(int, REQUIRED, "run number of the dark run characterised by smd_dark", check=positive),
-    "modules": Field(Optional[List[int]], None,
-                     "modules to load; default: those the functions need (all 16 if any needs all)",
-                     check=_module_list),
-    "gain": Field(Optional[float], None, "gain; when set, calibrated data are in photons", "ADU/photon",
-                  check=positive),
-    "common_mode": Field(str, "none", "common-mode correction", check=one_of("none", "asic_row_median")),
-    "common_mode_max": Field(Optional[float], None,
-                             "pixels above this (ADU) are lit and excluded from the common-mode median; "
-                             "default 5 x the pixel noise", "ADU", check=positive),
-    "mask_asic_edges": Field(bool, True, "mask the outermost pixel rows/columns of every ASIC"),
-    "embed_dark": Field(bool, False, "copy the dark pedestal and noise into /UserDataCfg/<det> (168 MB for 16 "
-                                     "modules and 20 cells); by default only a reference is recorded: path, "
-                                     "SHA-256, run, summary (smalldata.calib.darkref.read_output_dark reads it back)"),
-    "user_mask": Field(Optional[str], None, "mask file (.npy or .h5 'mask', (M,128,512) or (16,128,512) bool, "
-                                            "True = good)"),
-    "geometry_file": Field(Optional[str], None, "extra-geom DSSC geometry file; default the one shipped with "
-                                                "smalldata (DSSC 1M, June 2019, see docs/geometry.md)"),
-    "quadrant_positions": Field(Optional[List[List[float]]], None,
-                                "quadrant corner positions [[x, y] x 4]; default the SCS example", "m",
-                                check=_quadrants),
-    "dark": Field(dict, {}, "thresholds of the dark characterisation (smd_dark); see docs/dark.md"),
-    "functions": Field(list, [], "analysis functions: list of {type, name, children, parameters...}"),
-    "vetoes": Field(list, [], "conditions on a function's output that skip the later functions; see below"),
-    "cube": Field(Optional[dict], None, "binned image cube over a scan variable and pattern labels; see below"),
-    "sums": Field(Optional[dict], None, "run sums: mean, max and above-threshold counts per pixel; see below"),
-}
-
-POINT_SCHEMA: Dict[str, Field] = {
-    "source": Field(str, REQUIRED, "Karabo source, e.g. SCS_BLU_XGM/XGM/DOOCS:output"),
-    "key": Field(str, REQUIRED, "key, e.g. data.intensitySa3TD or actualPosition.value"),
-    "per": Field(str, "train", "'train': one value per train; 'pulse': the train's array, "
-                               "entry k for its k-th X-ray frame", check=one_of("train", "pulse")),
-    "units": Field(str, "", "unit written to the dataset's units attribute"),
-    "filler": Field(Optional[float], None, "per-pulse entries equal to this value are not pulses (NaN): 1.0 "
-                                           "for the XGM, which writes it beyond the train's pulses"),
-}
-
-
-class _Loader(yaml.SafeLoader):
-    """Safe YAML loader that also reads ``1e8`` and ``6.0e7`` as numbers (YAML 1.1 wants ``6.0e+7``)
-    and refuses a key given twice in one mapping (YAML would keep the last one silently)."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
-            if isinstance(key, (str, int, float, bool)) and key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} given twice (lines {seen[key] + 1} and {key_node.start_mark.line + 1}); "
-                    "keep one", key_node.start_mark)
-            seen[key] = key_node.start_mark.line
-        return super().construct_mapping(node, deep=deep)
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-                  |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-                  |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-                  |[-+]?\.(?:inf|Inf|INF)
-                  |\.(?:nan|NaN|NAN))$""", re.X),
-    list("-+0123456789."))
-
-
-def resolve_path(base: Path, value: str) -> Path:
-    """``value`` with ``~`` and ``$VARS`` expanded; relative paths taken from ``base`` (the config's folder)."""
-    path = Path(os.path.expandvars(os.path.expanduser(value)))
-    return path if path.is_absolute() else (base / path).resolve()
-
-
-def load_yaml(path: os.PathLike) -> Dict[str, Any]:
-    """Read a YAML file into a dict, with one-line errors."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError("", f"{path} does not exist; pass -c with a YAML file "
-                              "(configs/producer.yaml is an example)")
-    try:
-        with open(path, encoding="utf-8") as fh:
-            raw = yaml.load(fh, Loader=_Loader)
-    except UnicodeDecodeError as exc:
-        line = path.read_bytes()[:exc.start].count(b"\n") + 1
-        raise ConfigError("", f"{path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} on line {line}); "
-                              "save it as UTF-8") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError("", f"{path} is not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError("", f"{path} must contain a mapping of keys at the top level")
-    return raw
 
 
 class ProducerConfig:
@@ -373,76 +144,6 @@ class ProducerConfig:
     def functions(self, detector: str) -> List[DetObjectFunc]:
         """Fresh function trees of ``detector`` (new objects on every call)."""
         return build_functions(self.detectors[detector]["functions"], f"detectors.{detector}.functions")
-
-
-def build_functions(specs: list, path: str) -> List[DetObjectFunc]:
-    """Build a list of function trees, checking names are unique."""
-    funcs = [build_function(spec, f"{path}[{i}]") for i, spec in enumerate(specs)]
-    names = [f.name for f in funcs]
-    for name in names:
-        if names.count(name) > 1:
-            raise ConfigError(path, f"two functions are named {name!r}; give each a unique 'name'")
-    return funcs
-
-
-def build_function(spec: Dict[str, Any], path: str) -> DetObjectFunc:
-    """Build one function (and its children) from its config mapping."""
-    if not isinstance(spec, dict):
-        raise ConfigError(path, f"expected a mapping with a 'type', got {spec!r}")
-    if "type" not in spec:
-        raise ConfigError(path, f"needs a 'type': one of {sorted(BUILTIN_FUNCTIONS)} or 'package.module:Class'")
-    cls = resolve_function_type(str(spec["type"]), f"{path}.type")
-    params = cls.parameter_names()
-    check_unknown_keys(spec, set(params) | {"type", "children"}, path)
-    kwargs = {k: v for k, v in spec.items() if k not in ("type", "children")}
-    if "name" not in kwargs and "name" in params:
-        kwargs["name"] = str(spec["type"]) if spec["type"] in BUILTIN_FUNCTIONS else cls.__name__.lower()
-    try:
-        hints = typing.get_type_hints(cls.__init__)
-    except (NameError, TypeError):
-        hints = {}
-    for key, value in kwargs.items():
-        if key in hints and not conforms(value, hints[key]):
-            raise ConfigError(f"{path}.{key}", f"expected {type_name(hints[key])}, got {value!r}")
-    try:
-        func = cls(**kwargs)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}.{exc.path}" if exc.path else path, exc.message) from None
-    except TypeError as exc:
-        raise ConfigError(path, f"{exc}") from None
-    except Exception as exc:  # noqa: BLE001 - a user's constructor may raise anything; name it in one line
-        raise ConfigError(path, f"{cls.__module__}:{cls.__qualname__} cannot be built from these parameters: "
-                                f"{type(exc).__name__}: {exc}") from exc
-    func.config_path = path
-    children = spec.get("children", []) or []
-    if not isinstance(children, list):
-        raise ConfigError(f"{path}.children", "expected a list of functions")
-    for i, child_spec in enumerate(children):
-        try:
-            func.addFunc(build_function(child_spec, f"{path}.children[{i}]"))
-        except ConfigError as exc:
-            if exc.path == "children":
-                raise ConfigError(f"{path}.children", exc.message) from None
-            raise
-    return func
-
-
-def config_markdown() -> str:
-    """The key tables of docs/config.md."""
-    header = "| key | type | unit | default | meaning |\n| --- | --- | --- | --- | --- |\n"
-    return (
-        "## Top level\n\n" + header + schema_markdown(TOP_SCHEMA) + "\n\n"
-        "## `detectors.<name>`\n\n" + header + schema_markdown(DETECTOR_SCHEMA) + "\n\n"
-        "## `point_data.<group>.<name>`\n\n" + header + schema_markdown(POINT_SCHEMA) + "\n\n"
-        "## `pulses`\n\n" + header + schema_markdown(PULSES_SCHEMA) + "\n\n"
-        "## `digitizer`\n\n" + header + schema_markdown(DIGITIZER_SCHEMA) + "\n\n"
-        "## `pattern`\n\n" + header + schema_markdown(PATTERN_SCHEMA) + "\n\n"
-        "## `rejection`\n\n" + header + schema_markdown(REJECTION_SCHEMA) + "\n\n"
-        "## `detectors.<name>.vetoes[i]`\n\n" + header + schema_markdown(VETO_SCHEMA) + "\n\n"
-        "## `detectors.<name>.cube`\n\n" + header + schema_markdown(CUBE_SCHEMA) + "\n\n"
-        "## `detectors.<name>.sums`\n\n" + header + schema_markdown(SUMS_SCHEMA) + "\n\n"
-        "## `detectors.<name>.dark` (read by smd_dark)\n\n" + header + schema_markdown(DARK_SCHEMA) + "\n"
-    )
 
 
 if __name__ == "__main__":  # pragma: no cover - docs generator
