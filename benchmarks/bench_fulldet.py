@@ -44,15 +44,12 @@ from bench_producer import producer_run  # noqa: E402
 from common import (  # noqa: E402
     PROPOSAL,
     RESULTS_DIR,
-    bench_dir,
-    cache_key,
     cpu_pressure,
-    dark_constants,
     format_table,
     machine_info,
+    prepare_runs,
     run_command,
     run_files,
-    simulated_run,
     stats,
     warm_files,
     write_config,
@@ -164,14 +161,10 @@ def avimage_worker(argv: List[str]) -> int:
 
 def prepare_run(sim_config, data_run: int, dark_run: int, name: str) -> Dict[str, Path]:
     """Simulated data and dark runs, and their dark constants (cached)."""
-    root = simulated_run(sim_config, data_run)
-    simulated_run(sim_config, dark_run, dark=True, root=root)
-    work = bench_dir() / f"{name}_{cache_key(sim_config.to_json())}"
-    cfg = {"proposal": PROPOSAL, "data_root": str(root), "calib_dir": str(work / "calib"),
-           "output_dir": str(work / "out"),
-           "detectors": {"dssc": {"dark_run": dark_run, "functions": [], "dark": {"min_frames": 2}}}}
-    dark = dark_constants(write_config(work / "dark.yaml", cfg), dark_run, work / "calib")
-    return {"root": root, "work": work, "dark": dark}
+    prep = prepare_runs(name, {data_run: sim_config}, dark_run, sim_config, lambda root, work: {"dark": {
+        "proposal": PROPOSAL, "data_root": str(root), "calib_dir": str(work / "calib"), "output_dir": str(work / "out"),
+        "detectors": {"dssc": {"dark_run": dark_run, "functions": [], "dark": {"min_frames": 2}}}}}, warm=False)
+    return {"root": prep.root, "work": prep.work, "dark": prep.dark}
 
 
 def parse_args(argv):

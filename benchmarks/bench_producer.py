@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import logging
 import re
 import statistics
@@ -46,30 +45,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     PROPOSAL,
     RESULTS_DIR,
-    bench_dir,
-    cache_key,
     cpu_pressure,
-    dark_constants,
     evict_files,
-    format_table,
     machine_info,
+    prepare_runs,
     run_command,
     run_files,
     script_command,
-    simulated_run,
     stats,
     tool,
-    warm_files,
-    write_config,
     write_results,
 )
+from producer_report import print_report  # noqa: E402
+from readonly import DSSC_SOURCE, extra_data_read, h5py_read, h5py_read_plan  # noqa: E402
+from stagetimes import breakdown, run_stage_worker  # noqa: E402
 
 log = logging.getLogger("bench_producer")
 
 DATA_RUN, DARK_RUN, SHORT_RUN = 614, 615, 616
 PRODUCER_ENTRY = "smalldata.cli.smd_producer:main"
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DSSC_SOURCE = "SCS_DET_DSSC1M-1/DET/{m}CH0:xtdf"
 ROI = [10, 60, 100, 300]  # y0, y1, x0, x1 (module pixels)
 GOAL_RATIO = 0.5
 #: Allowed growth of the peak RSS from the short to the long run before it counts as growing.
@@ -109,53 +104,6 @@ def producer_config(root: Path, work: Path, roi_module: int, batch_size: int) ->
                                "units": "mm"}},
         },
     }
-
-
-# ---------------------------------------------------------------------- baselines
-def h5py_read_plan(files: Sequence[Path], module: int, batch_size: int) -> List[Tuple[Path, List[Tuple[int, int]]]]:
-    """Per file, the frame ranges ``[first, stop)`` of the producer's batches (from the file's INDEX).
-
-    Batches are made per file; they match the producer's when a file's train count is a
-    multiple of the trains per batch (as with the default 100 trains per file).
-    """
-    src = DSSC_SOURCE.format(m=module)
-    plan = []
-    for path in files:
-        with h5py.File(path, "r") as f:
-            first = f[f"INDEX/{src}/image/first"][:].astype(np.int64)
-            count = f[f"INDEX/{src}/image/count"][:].astype(np.int64)
-        ranges = [(int(first[a]), int(first[b - 1] + count[b - 1])) for a, b in split_batches(count, batch_size)]
-        plan.append((path, [(a, b) for a, b in ranges if b > a]))
-    return plan
-
-
-def h5py_read(plan, module: int) -> Tuple[int, float]:
-    """Read every planned block with plain h5py; returns (frames, seconds)."""
-    key = f"INSTRUMENT/{DSSC_SOURCE.format(m=module)}/image/data"
-    frames, touch = 0, 0
-    t0 = time.perf_counter()
-    for path, ranges in plan:
-        with h5py.File(path, "r") as f:
-            ds = f[key]
-            for a, b in ranges:
-                block = ds[a:b]
-                touch += int(block[-1, 0, 0, 0])  # use the data
-                frames += block.shape[0]
-    return frames, time.perf_counter() - t0
-
-
-def extra_data_read(run, module: int, train_blocks: Sequence[np.ndarray]) -> Tuple[int, float]:
-    """Read the same batches through extra-data (run-level ``select_trains``, then ``ndarray``)."""
-    from extra_data import by_id
-
-    src = DSSC_SOURCE.format(m=module)
-    frames, touch = 0, 0
-    t0 = time.perf_counter()
-    for tids in train_blocks:
-        block = run.select_trains(by_id[tids])[src, "image.data"].ndarray()
-        touch += int(block[-1, 0, 0, 0])
-        frames += block.shape[0]
-    return frames, time.perf_counter() - t0
 
 
 # ---------------------------------------------------------------------- the producer
@@ -243,160 +191,6 @@ def _per_rank_peak(runs) -> Optional[Dict[str, float]]:
     return peaks or None
 
 
-# ---------------------------------------------------------------------- where the time goes (worker)
-class StageTimer:
-    """Wall-clock timers around named stages, nested: each stage's exclusive time per call path."""
-
-    def __init__(self):
-        self.stack: List[str] = []
-        self.exclusive: Dict[Tuple[str, ...], float] = {}
-        self.calls: Dict[Tuple[str, ...], int] = {}
-        self._child_time: List[float] = []
-        self.wrapped: List[str] = []
-        self.missing: List[str] = []
-
-    def wrap(self, owner, attr: str, label: str, where: str) -> None:
-        """Replace ``owner.attr`` by a timed version (skipped, and noted, if it does not exist)."""
-        original = getattr(owner, attr, None)
-        if original is None:
-            self.missing.append(where)
-            return
-        timer = self
-
-        def timed(*args, **kwargs):
-            if timer.stack and timer.stack[-1] == label:  # recursion (function children): one stage
-                return original(*args, **kwargs)
-            timer.stack.append(label)
-            timer._child_time.append(0.0)
-            t0 = time.perf_counter()
-            try:
-                return original(*args, **kwargs)
-            finally:
-                spent = time.perf_counter() - t0
-                path = tuple(timer.stack)
-                children = timer._child_time.pop()
-                timer.stack.pop()
-                timer.exclusive[path] = timer.exclusive.get(path, 0.0) + spent - children
-                timer.calls[path] = timer.calls.get(path, 0) + 1
-                if timer._child_time:
-                    timer._child_time[-1] += spent
-
-        setattr(owner, attr, timed)
-        self.wrapped.append(where)
-
-
-def _instrument(timer: StageTimer) -> None:
-    import smalldata.calib.detobject as detobject
-    import smalldata.io.pointdata as pointdata
-    import smalldata.io.runaccess as runaccess
-    import smalldata.output.writer as writer
-    import smalldata.pipeline.eventloop as eventloop
-    import smalldata.plugin.detfunc as detfunc
-
-    targets = [
-        (eventloop, "run_producer", "run_producer", "smalldata.pipeline.eventloop.run_producer"),
-        (eventloop, "_process_block", "event loop", "smalldata.pipeline.eventloop._process_block"),
-        (eventloop, "_write_output", "merge parts + metadata", "smalldata.pipeline.eventloop._write_output"),
-        (eventloop, "setup_detectors", "set up detectors (dark, geometry, functions)",
-         "smalldata.pipeline.eventloop.setup_detectors"),
-        (runaccess.RunAccess, "open", "open run (extra-data)", "smalldata.io.runaccess.RunAccess.open"),
-        (runaccess.RunAccess, "read_raw", "read detector frames (RunAccess.read_raw)",
-         "smalldata.io.runaccess.RunAccess.read_raw"),
-        (h5py.Dataset, "read_direct", "HDF5 read_direct", "h5py.Dataset.read_direct"),
-        (detobject.DetObject, "calibrate", "calibrate (DetObject.calibrate)",
-         "smalldata.calib.detobject.DetObject.calibrate"),
-        (detfunc.DetObjectFunc, "run", "functions (ROI + projection)", "smalldata.plugin.detfunc.DetObjectFunc.run"),
-        (pointdata.PointReader, "read", "point data (PointReader.read)", "smalldata.io.pointdata.PointReader.read"),
-        (writer.PartWriter, "append", "write part file (PartWriter.append)", "smalldata.output.writer.PartWriter.append"),
-    ]
-    for owner, attr, label, where in targets:
-        timer.wrap(owner, attr, label, where)
-
-
-def _short_name(func_key) -> str:
-    """``path:line(function)`` relative to the repository or to site-packages."""
-    filename, line, name = func_key
-    if filename == "~":  # built-in
-        return name
-    path = Path(filename)
-    if REPO_ROOT in path.parents:
-        rel = path.relative_to(REPO_ROOT).as_posix()
-    elif "site-packages" in path.parts:
-        rel = "/".join(path.parts[path.parts.index("site-packages") + 1:])
-    else:
-        rel = path.name
-    return f"{rel}:{line}({name})"
-
-
-def stage_worker(args) -> int:
-    """In-process producer run with stage timers (and optionally cProfile); prints JSON on stdout."""
-    logging.basicConfig(level=logging.WARNING)
-    import smalldata.pipeline.eventloop as eventloop
-    from smalldata.config.producer import ProducerConfig
-
-    config = ProducerConfig.from_file(args.stage_worker)
-    # warm-up on a few trains (imports, first-touch of constants)
-    eventloop.run_producer(config, args.run, output=args.worker_output, overwrite=True,
-                           batch_size=args.batch_size, max_trains=5)
-    timer = StageTimer()
-    _instrument(timer)
-    profiler = None
-    if args.cprofile:
-        import cProfile
-
-        profiler = cProfile.Profile()
-        profiler.enable()
-    t0 = time.perf_counter()
-    summary = eventloop.run_producer(config, args.run, output=args.worker_output, overwrite=True,
-                                     batch_size=args.batch_size)
-    wall = time.perf_counter() - t0
-    report = {"frames": summary.rows, "wall_s": wall, "wrapped": timer.wrapped, "missing": timer.missing,
-              "stages": [{"path": " > ".join(p), "exclusive_s": round(s, 4), "calls": timer.calls[p]}
-                         for p, s in sorted(timer.exclusive.items(), key=lambda kv: -kv[1])]}
-    if profiler is not None:
-        import pstats
-
-        profiler.disable()
-        st = pstats.Stats(profiler)
-        by_tottime = sorted(st.stats.items(), key=lambda kv: -kv[1][2])[:15]
-        report["cprofile_total_s"] = wall
-        report["cprofile_top_tottime"] = [
-            {"function": _short_name(k), "calls": v[1], "tottime_s": round(v[2], 3), "cumtime_s": round(v[3], 3)}
-            for k, v in by_tottime]
-    print(json.dumps(report))
-    return 0
-
-
-def run_stage_worker(config: Path, run: int, batch_size: int, output: Path, cprofile: bool) -> Dict:
-    """Run :func:`stage_worker` in a subprocess (MPI stays out of this process)."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--stage-worker", str(config), "--run", str(run),
-           "--batch-size", str(batch_size), "--worker-output", str(output)]
-    if cprofile:
-        cmd.append("--cprofile")
-    result = run_command(cmd).check("stage worker")
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-def breakdown(stages: Dict, frames: int) -> List[Dict[str, object]]:
-    """Stage table: exclusive seconds, microseconds per frame and share of the loop, loop stages first."""
-    rows = [s for s in stages["stages"] if s["path"].startswith("run_producer > event loop")]
-    loop_total = sum(s["exclusive_s"] for s in rows)
-    out = []
-    for s in rows:
-        name = s["path"].replace("run_producer > event loop", "loop").replace("loop > ", "", 1)
-        if name == "loop":
-            name = "loop itself (batching, frame stage, bookkeeping)"
-        out.append({"stage": name, "s": round(s["exclusive_s"], 3),
-                    "us_per_frame": round(1e6 * s["exclusive_s"] / frames, 1),
-                    "share": round(s["exclusive_s"] / loop_total, 3) if loop_total else 0.0})
-    outside = [s for s in stages["stages"] if not s["path"].startswith("run_producer > event loop")]
-    for s in outside:
-        out.append({"stage": "(outside the loop) " + s["path"].replace("run_producer > ", "").replace(
-            "run_producer", "run_producer itself"), "s": round(s["exclusive_s"], 3),
-            "us_per_frame": round(1e6 * s["exclusive_s"] / frames, 1), "share": None})
-    return out
-
-
 # ---------------------------------------------------------------------- main
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -419,11 +213,6 @@ def parse_args(argv):
     parser.add_argument("--profile", choices=("auto", "always", "never"), default="auto",
                         help="cProfile a run: when below the goal (auto), always or never")
     parser.add_argument("--output", type=Path, default=RESULTS_DIR / "producer.json")
-    # internal: the in-process stage worker
-    parser.add_argument("--stage-worker", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--run", type=int, default=DATA_RUN, help=argparse.SUPPRESS)
-    parser.add_argument("--worker-output", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--cprofile", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.roi_module not in args.modules:
         parser.error(f"--roi-module {args.roi_module} is not among --modules {args.modules}")
@@ -449,20 +238,10 @@ class Prepared:
 def prepare(args) -> Prepared:
     """Simulated runs, dark constants and the producer config (cached); warm page cache."""
     long_cfg, short_cfg = simulation_configs(args)
-    root = bench_dir() / f"sim_{cache_key(long_cfg.to_json() + short_cfg.to_json())}"
-    simulated_run(long_cfg, DARK_RUN, dark=True, root=root)
-    simulated_run(long_cfg, DATA_RUN, root=root)
-    simulated_run(short_cfg, SHORT_RUN, root=root)
-    work = root / "work"
-    config = write_config(work / "producer.yaml", producer_config(root, work, args.roi_module, args.batch_size))
-    dark_constants(config, DARK_RUN, work / "calib")
-    out_dir = work / "out"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    # every file either side reads, once, so that both find them in the page cache
-    files = run_files(root, DATA_RUN) + run_files(root, SHORT_RUN) + sorted((work / "calib").glob("*.h5"))
-    log.info("warmed %.0f MB of files", warm_files(files) / 2**20)
-    module_files = run_files(root, DATA_RUN, f"RAW-R{DATA_RUN:04d}-DSSC{args.roi_module:02d}-S*.h5")
-    return Prepared(root, config, out_dir, module_files)
+    prep = prepare_runs("sim", {DATA_RUN: long_cfg, SHORT_RUN: short_cfg}, DARK_RUN, long_cfg, lambda root, work: {
+        "producer": producer_config(root, work, args.roi_module, args.batch_size)})
+    module_files = run_files(prep.root, DATA_RUN, f"RAW-R{DATA_RUN:04d}-DSSC{args.roi_module:02d}-S*.h5")
+    return Prepared(prep.root, prep.configs["producer"], prep.work / "out", module_files)
 
 
 def measure_rounds(args, prep: Prepared) -> Dict[str, object]:
@@ -537,8 +316,6 @@ def measure_large_batch(args, prep: Prepared) -> Optional[Dict[str, object]]:
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.stage_worker is not None:
-        return stage_worker(args)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     t_start = time.perf_counter()
     machine = machine_info()
@@ -609,65 +386,9 @@ def main(argv=None):
     report["bench_wall_s"] = round(time.perf_counter() - t_start, 1)
     report["machine"]["cpu_pressure_some_avg60_at_end"] = cpu_pressure()
     path = write_results(report, args.output)
-    print_report(report)
+    print_report(report, GOAL_RATIO)
     log.info("wrote %s (%.0f s)", path, report["bench_wall_s"])
     return 0 if goal_met and memory_bounded else 1
-
-
-def _fmt_rate(s) -> str:
-    return f"{s['best']:.0f} / {s['median']:.0f}"
-
-
-def print_report(report: Dict) -> None:
-    """The result tables on stdout."""
-    p, ro = report["producer_1_rank"], report["read_only"]
-    rows = [
-        ["h5py read-only (image/data)", _fmt_rate(ro["h5py_fps"]), "", ""],
-        ["extra-data read-only (image/data)", _fmt_rate(ro["extra_data_fps"]), "", ""],
-        ["producer, 1 rank, loop", _fmt_rate(p["loop_fps"]), f"{report['ratio_loop_fps_best']:.3f}",
-         f"{p['max_rss_mb']:.0f}"],
-        ["producer, 1 rank, end to end", _fmt_rate(p["end_to_end_fps"]), f"{report['ratio_end_to_end_best']:.3f}",
-         ""],
-    ]
-    large = report["producer_large_batch_1_rank"]
-    if large:
-        rows.append([f"h5py read-only, batch {large['batch_size']}", _fmt_rate(large["h5py_fps"]), "", ""])
-        rows.append([f"producer, 1 rank, loop, batch {large['batch_size']}", _fmt_rate(large["loop_fps"]),
-                     f"{large['ratio_loop_best']:.3f}", f"{large['max_rss_mb']:.0f}"])
-    cold = report.get("producer_cold_1_rank")
-    if cold:
-        rows.append(["h5py read-only, cold page cache", _fmt_rate(cold["h5py_fps"]), "", ""])
-        rows.append(["producer, 1 rank, loop, cold page cache", _fmt_rate(cold["loop_fps"]),
-                     f"{cold['ratio_loop_best']:.3f}", f"{cold['max_rss_mb']:.0f}"])
-    multi = report["producer_n_ranks"]
-    if multi:
-        rows.append([f"producer, {multi['ranks']} ranks, loop", _fmt_rate(multi["loop_fps"]),
-                     f"{multi['ratio_loop_best']:.3f}", f"{multi['max_rss_mb']:.0f}"])
-    d = report["data"]
-    print(f"\nproducer benchmark: {d['trains']} trains x {d['frames_per_train']} frames, module {d['roi_module']}, "
-          f"batch {d['batch_size']} frames")
-    print(format_table(rows, ["measurement", "frames/s best / median", "ratio to h5py", "max RSS MB"]))
-    print(f"start-up (median): {p['startup_s_median']:.2f} s; set-up + merge: {p['setup_merge_s_median']:.2f} s")
-    m = report["memory"]
-    print(f"peak RSS, 1 rank: {m['max_rss_mb_short']:.0f} MB ({m['short_trains']} trains), "
-          f"{m['max_rss_mb_long']:.0f} MB ({m['long_trains']} trains): "
-          f"{'bounded' if report['memory_bounded'] else 'GROWS'}; imports alone {m['max_rss_mb_imports_only']} MB")
-    cold = report.get("producer_cold_1_rank")
-    cold_text = "" if not cold else (f"; cold page cache (files read from disk): "
-                                     f"{'met' if cold['ratio_loop_best'] >= GOAL_RATIO else 'NOT met'} "
-                                     f"({cold['ratio_loop_best']:.2f})")
-    print(f"goal (loop >= {GOAL_RATIO} x read-only): warm page cache: {'met' if report['goal_met'] else 'NOT met'} "
-          f"({report['ratio_loop_fps_best']:.2f}){cold_text}")
-    stages = report["profile"]["stages"]
-    print("\nwhere the loop's time goes (one in-process run, exclusive wall time):")
-    print(format_table([[s["stage"], f"{s['s']:.3f}", f"{s['us_per_frame']:.0f}",
-                         "" if s["share"] is None else f"{100 * s['share']:.0f} %"] for s in stages],
-                       ["stage", "s", "us/frame", "share of loop"]))
-    top = report["profile"].get("cprofile_top_tottime")
-    if top:
-        print("\ncProfile, top functions by own time:")
-        print(format_table([[t["function"], t["calls"], f"{t['tottime_s']:.3f}", f"{t['cumtime_s']:.3f}"]
-                            for t in top[:12]], ["function", "calls", "tottime s", "cumtime s"]))
 
 
 if __name__ == "__main__":

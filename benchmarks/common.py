@@ -8,9 +8,11 @@ Everything a benchmark needs besides its own measurement:
 - :func:`dark_constants`: the dark constants of a simulated dark run (``smd_dark`` in a
   subprocess, written once and reused);
 - :func:`write_config`: a producer YAML config;
+- :func:`prepare_runs`: all of these for one benchmark (its runs, configs and dark constants);
 - :func:`run_command`: a subprocess with its wall time and its peak memory (max RSS);
 - :func:`warm_files`, :func:`repeat_timings`, :func:`stats`: page cache and repeats;
-- :func:`machine_info`, :func:`cpu_pressure`, :func:`write_results`, :func:`format_table`: the report.
+- :func:`machine_info`, :func:`cpu_pressure`, :func:`write_results`, :func:`format_table`: the report
+  (from :mod:`reporting`).
 
 The benchmark process itself never initialises MPI: whatever needs it runs in a
 subprocess (``smd_dark``, ``smd_producer``, ``mpiexec``).
@@ -18,10 +20,8 @@ subprocess (``smd_dark``, ``smd_producer``, ``mpiexec``).
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 import yaml
+
+from reporting import cpu_pressure, format_table, machine_info, write_results  # noqa: F401 (the benchmarks' imports)
 
 log = logging.getLogger("benchmarks.common")
 
@@ -148,6 +150,49 @@ def dark_constants(config_path: Path, dark_run: int, calib_dir: Path) -> Path:
     log.info("dark constants %s made in %.1f s", path, result.wall_s)
     return path
 
+
+
+@dataclass
+class PreparedRuns:
+    """What :func:`prepare_runs` made: data root, work folder (configs, ``calib/``, ``out/``), configs, dark file."""
+
+    root: Path
+    work: Path
+    configs: Dict[str, Path]
+    dark: Path
+
+
+def prepare_runs(name: str, runs: Mapping[int, object], dark_run: int, dark_sim,
+                 configs: Callable[[Path, Path], Mapping[str, Mapping]], warm: bool = True) -> PreparedRuns:
+    """Simulated runs, producer configs and dark constants of a benchmark (made once, then reused).
+
+    Parameters
+    ----------
+    name : str
+        Cache folder ``bench_dir()/<name>_<hash of the simulation configs>`` (the data root).
+    runs : mapping of int to SimulationConfig
+        Data runs to simulate.
+    dark_run : int
+    dark_sim : SimulationConfig
+        Simulation config of the dark run.
+    configs : callable
+        ``configs(root, work)`` -> ``{name: config}``, written to ``<work>/<name>.yaml``; the
+        first one makes the dark constants (``smd_dark``, in ``<work>/calib``).
+    warm : bool
+        Read the data runs' files and the dark constants once, into the page cache.
+    """
+    root = bench_dir() / f"{name}_{cache_key(''.join(s.to_json() for s in (dark_sim, *runs.values())))}"
+    simulated_run(dark_sim, dark_run, dark=True, root=root)
+    for run, sim in runs.items():
+        simulated_run(sim, run, root=root)
+    work = root / "work"
+    paths = {key: write_config(work / f"{key}.yaml", cfg) for key, cfg in configs(root, work).items()}
+    dark = dark_constants(next(iter(paths.values())), dark_run, work / "calib")
+    (work / "out").mkdir(parents=True, exist_ok=True)
+    if warm:
+        files = [f for run in runs for f in run_files(root, run)] + [dark]
+        log.info("warmed %.0f MB of files", warm_files(files) / 2**20)
+    return PreparedRuns(root, work, paths, dark)
 
 # ---------------------------------------------------------------------- running and timing
 #: ``python -c`` program that runs a console script's ``main`` and, at exit, writes the
@@ -306,84 +351,3 @@ def stats(values: Sequence[float], higher_is_better: bool = True) -> Dict[str, f
     values = [float(f"{float(v):.5g}") for v in values]
     best = max(values) if higher_is_better else min(values)
     return {"best": best, "median": float(f"{statistics.median(values):.5g}"), "all": values}
-
-
-# ---------------------------------------------------------------------- report
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _mem_total_gb() -> Optional[float]:
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemTotal:"):
-                    return round(int(line.split()[1]) / 2**20, 1)
-    except OSError:
-        pass
-    return None
-
-
-def cpu_pressure() -> Optional[float]:
-    """Share (%) of the last 60 s in which runnable tasks waited for a CPU (Linux PSI), or None.
-
-    Other work on the machine shows up here; figures taken under pressure are noisy.
-    """
-    try:
-        with open("/proc/pressure/cpu") as fh:
-            for line in fh:
-                if line.startswith("some"):
-                    return float(dict(kv.split("=") for kv in line.split()[1:])["avg60"])
-    except (OSError, KeyError, ValueError):
-        pass
-    return None
-
-
-def machine_info() -> Dict[str, object]:
-    """The machine and the versions that matter for the figures."""
-    import h5py
-    import numpy
-
-    info = {"nproc": os.cpu_count(), "cpu_model": _cpu_model(), "mem_total_gb": _mem_total_gb(),
-            "python": platform.python_version(), "numpy": numpy.__version__, "h5py": h5py.__version__,
-            "hdf5": h5py.version.hdf5_version, "platform": platform.platform()}
-    try:
-        import extra_data
-
-        info["extra_data"] = extra_data.__version__
-    except ImportError:
-        pass
-    try:
-        info["load_average_at_start"] = [round(v, 2) for v in os.getloadavg()]
-    except OSError:
-        pass
-    return info
-
-
-def write_results(report: Mapping, path: Path) -> Path:
-    """Write ``report`` as JSON to ``path`` (e.g. ``RESULTS_DIR / "producer.json"``) atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
-    return path
-
-
-def format_table(rows: Sequence[Sequence[object]], headers: Sequence[str]) -> str:
-    """A plain-text table (left-aligned first column, right-aligned others)."""
-    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-
-    def line(row):
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
-
-    rule = "  ".join("-" * w for w in widths)
-    return "\n".join([line(cells[0]), rule] + [line(r) for r in cells[1:]])
