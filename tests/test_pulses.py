@@ -301,3 +301,27 @@ def test_laser_before_the_table_refused():
             frame_pulse_info(bpt, np.array([2]), laser_anchor=anchor)
     info = frame_pulse_info(bpt, np.array([2]), laser_anchor=LaserAnchor(bunch_table_offset=-10))
     assert info["laser_first_slot"].tolist() == [0] and info["laser_on"].tolist() == [False, False]
+
+
+def test_point_reader_per_pulse_values_stop_at_the_trains_pulse_count():
+    from types import SimpleNamespace
+
+    from smalldata.io.pointdata import PointReader
+
+    class Access:  # two trains of per-pulse values, as RunAccess.train_values returns them
+        def has_key(self, source, key):
+            return True
+
+        def train_values(self, source, key, train_ids):
+            assert list(train_ids) == [10, 11]
+            return np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+
+    spec = {"source": "XGM", "key": "data.intensitySa3TD", "per": "pulse", "units": "uJ", "filler": None}
+    reader = PointReader({("xgm", "sa3"): spec}, Access())
+    raw = SimpleNamespace(train_ids=np.array([10, 10, 10, 11, 11, 11], np.uint64), frame_index=np.arange(6) % 3)
+    pulse_index = np.array([0, 1, 2, 0, 1, -1])
+    everything, units = reader.read(raw, pulse_index=pulse_index)
+    np.testing.assert_array_equal(everything["xgm/sa3"], [1, 2, 3, 4, 5, np.nan])
+    assert units == {"xgm/sa3": "uJ"}
+    counted, _ = reader.read(raw, pulse_index=pulse_index, train_pulses=np.array([3, 1]))
+    np.testing.assert_array_equal(counted["xgm/sa3"], [1, 2, 3, 4, np.nan, np.nan])  # train 11 has one pulse

@@ -9,6 +9,7 @@ import numpy as np
 from smalldata.errors import DataError
 from smalldata.io.runaccess import RunAccess
 from smalldata.plugin.frames import RawBatch
+from smalldata.pulses.bunchpattern import align_per_pulse
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,8 @@ class PointReader:
                 raise DataError(f"config point_data.{group}.{name}: run {access.path} has no {what}; "
                                 "fix the source/key or remove the entry")
 
-    def read(self, raw: RawBatch, pulse_index: Optional[np.ndarray] = None) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
+    def read(self, raw: RawBatch, pulse_index: Optional[np.ndarray] = None,
+             train_pulses: Optional[np.ndarray] = None) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
         """Per-frame values for the frames of ``raw``.
 
         Parameters
@@ -44,6 +46,10 @@ class PointReader:
         pulse_index : ndarray, optional
             (N,) index of each frame's X-ray pulse within its train (-1: none); default the
             frame's position in the train.
+        train_pulses : ndarray, optional
+            (T,) X-ray pulses of each of the batch's trains (ascending train ids, as
+            :attr:`FrameInfo.train_pulses <smalldata.pulses.framestage.FrameInfo>`): per-pulse
+            entries at or beyond it are not pulses (NaN). Default: no such limit.
         """
         outputs, units = {}, {}
         if not self.specs:
@@ -59,11 +65,8 @@ class PointReader:
                     values = values.reshape(len(trains), -1)[:, 0]
                 per_frame = values[frame_train]
             else:
-                per_train = values.reshape(len(trains), -1)
-                k = np.asarray(pulse_index, dtype=np.int64)
-                ok = (k >= 0) & (k < per_train.shape[1])
-                per_frame = np.full(len(raw), np.nan)
-                per_frame[ok] = per_train[frame_train[ok], k[ok]]
+                per_frame = align_per_pulse(values.reshape(len(trains), -1), pulse_index, frame_train,
+                                            n_valid=train_pulses)
                 if spec.get("filler") is not None:  # entries beyond the train's pulses, as EXtra's XGM reads them
                     per_frame[per_frame == spec["filler"]] = np.nan
             outputs[path] = per_frame.astype(np.float64)

@@ -215,7 +215,7 @@ def _process_block(access: RunAccess, stage: FrameStage, setups: Sequence[Detect
             }
             info, stage_out, units = stage.frame_info(raw)
             outputs.update(stage_out)
-            point_out, point_units = points.read(raw, pulse_index=info.pulse_index)
+            point_out, point_units = points.read(raw, pulse_index=info.pulse_index, train_pulses=info.train_pulses)
             outputs.update(point_out)
             units.update(point_units)
             stage.reject(raw, info, point_out)

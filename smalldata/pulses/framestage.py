@@ -38,6 +38,8 @@ class FrameInfo:
     is_dark : bool, the frame's label is a dark label
     digitizer : float64 or None, the frame's pulse integral
     reasons : uint16, rejection reason bits (0 = keep), filled in by :meth:`FrameStage.reject`
+    train_pulses : int64 (T,) or None, SASE pulses of each of the batch's trains (``np.unique`` of
+        its train ids; 0 without a bunch pattern), None without a ``pulses`` section
     """
 
     pulse_index: np.ndarray
@@ -47,6 +49,7 @@ class FrameInfo:
     is_dark: np.ndarray
     digitizer: Optional[np.ndarray]
     reasons: np.ndarray
+    train_pulses: Optional[np.ndarray] = None
 
     @property
     def keep(self) -> np.ndarray:
@@ -174,9 +177,11 @@ class FrameStage:
         trains, train_of_frame = np.unique(raw.train_ids, return_inverse=True)
         outputs: Dict[str, np.ndarray] = {}
         units: Dict[str, str] = {}
-        digitizer = None
+        digitizer = train_pulses = None
         if self.pulses:
             rows, have = self._rows(trains)
+            slots, n_pulses = sase_pulse_slots(rows, sase=self.pulses["sase"])
+            train_pulses = np.where(have, n_pulses, 0).astype(np.int64)
             tof = np.where(have[train_of_frame], train_of_frame, -1)
             align = dict(sase=self.pulses["sase"], laser=self.pulses["laser"], laser_anchor=self.laser_anchor,
                          train_ids=trains)
@@ -194,7 +199,6 @@ class FrameStage:
             outputs.update({"pulses/slot": info["slot"], "pulses/aligned": info["aligned"]})
             if self.integration is not None:
                 traces = self.access.train_values(self.digitizer["source"], self.digitizer["key"], trains)
-                slots, n_pulses = sase_pulse_slots(rows, sase=self.pulses["sase"])
                 integrals = self.integration(np.nan_to_num(traces), slots)
                 digitizer = align_per_pulse(integrals, pulse_index, tof, n_valid=n_pulses).astype(np.float64)
                 outputs[f"digitizer/{self.digitizer['name']}"] = digitizer
@@ -214,7 +218,8 @@ class FrameStage:
         outputs["pattern/label_id"] = label_id.astype(np.int16)
         outputs["pattern/is_dark"] = is_dark
         frame_info = FrameInfo(pulse_index=pulse_index, xray_on=xray_on, laser_on=laser_on, label_id=label_id,
-                               is_dark=is_dark, digitizer=digitizer, reasons=np.zeros(n, dtype=np.uint16))
+                               is_dark=is_dark, digitizer=digitizer, reasons=np.zeros(n, dtype=np.uint16),
+                               train_pulses=train_pulses)
         return frame_info, outputs, units
 
     def reject(self, raw: RawBatch, info: FrameInfo, points: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
