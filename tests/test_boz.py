@@ -110,6 +110,21 @@ def test_rois_found_match_planted_beams(determination, truth):
         assert np.abs(np.array(rois[order]) - truth["boz_rois"][k]).max() <= 2, (order, rois[order])
 
 
+def test_rois_not_moved_by_stray_pixels():
+    from smalldata.simulate.boz import beam_profile
+
+    # the planted beams with a stray lit pixel next to an edge of each: the boxes stay the planted ones
+    cfg = BozSimConfig()
+    planted = cfg.beam_boxes()
+    image = np.random.default_rng(3).normal(0.0, 0.3, (128, 512))
+    for k, (y0, y1, x0, x1) in enumerate(planted):
+        image[y0:y1, x0:x1] += beam_profile(cfg) / cfg.photons_per_adu
+        image[y0 - 1 if k != 1 else y1, x0 + 10 * (k + 1)] = 5.0
+    rois = find_rois(image, 1.0)
+    for k, order in enumerate("n0p"):
+        assert rois[order] == planted[k].tolist(), (order, rois[order])
+
+
 def test_flat_field_planes_recovered_within_fit_error(determination, truth):
     from smalldata.boz.determine import _module_image, roi_mean_images
     from smalldata.boz.flatfield import fit_flat_field

@@ -17,6 +17,8 @@ from smalldata.errors import ConfigError, DataError
 
 #: Fewest pixels above the threshold for a region to count as a beam.
 MIN_BEAM_PIXELS = 50
+#: A row (column) belongs to a beam's box if it holds this fraction of the fullest row's (column's) pixels.
+EDGE_FRACTION = 0.25
 
 
 def find_rois(mean_image: np.ndarray, threshold: float, min_pixels: int = MIN_BEAM_PIXELS) -> Dict[str, list]:
@@ -24,8 +26,11 @@ def find_rois(mean_image: np.ndarray, threshold: float, min_pixels: int = MIN_BE
 
     Pixels above ``threshold`` (after a 3 x 3 closing that bridges masked ASIC edges
     and dead pixels) are grouped into connected regions; the three largest become
-    ``n``, ``0`` and ``p`` from left to right. The boxes are then made the same size
-    (the largest height and width), centred on each region's box.
+    ``n``, ``0`` and ``p`` from left to right. A region's box spans the rows (columns)
+    holding at least :data:`EDGE_FRACTION` of its fullest row's (column's) pixels, so a
+    stray pixel above the threshold next to a beam (noise, a pedestal off by an ADU)
+    neither widens the box nor shifts it against the other beams'. The boxes are then
+    made the same size (the largest height and width), centred on each region's box.
 
     Parameters
     ----------
@@ -56,9 +61,7 @@ def find_rois(mean_image: np.ndarray, threshold: float, min_pixels: int = MIN_BE
         raise DataError(f"found {len(beams)} beam(s) above the ROI threshold {threshold:g} ADU in the mean image "
                         f"(brightest pixel {peak:.3g} ADU), need 3; lower the threshold (-t) or check the run "
                         f"and module (-m)")
-    slices = ndimage.find_objects(labels)
-    boxes = sorted(([s[0].start, s[0].stop, s[1].start, s[1].stop] for s in (slices[b - 1] for b in beams)),
-                   key=lambda b: b[2])
+    boxes = sorted((_beam_box(labels == b) for b in beams), key=lambda b: b[2])
     h = max(b[1] - b[0] for b in boxes)
     w = max(b[3] - b[2] for b in boxes)
     rois = {}
@@ -66,6 +69,16 @@ def find_rois(mean_image: np.ndarray, threshold: float, min_pixels: int = MIN_BE
         cy, cx = (y0 + y1 - h) // 2, (x0 + x1 - w) // 2
         rois[order] = [int(cy), int(cy + h), int(cx), int(cx + w)]
     return check_rois(rois, "found ROIs")
+
+
+def _beam_box(region: np.ndarray) -> list:
+    """``[y0, y1, x0, x1]`` of the rows and columns holding most of a region's pixels."""
+    spans = []
+    for axis in (1, 0):
+        counts = region.sum(axis=axis)
+        idx = np.flatnonzero(counts >= EDGE_FRACTION * counts.max())
+        spans += [int(idx[0]), int(idx[-1]) + 1]
+    return spans
 
 
 def check_rois(rois: Mapping[str, Sequence[int]], where: str = "rois") -> Dict[str, list]:
