@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default 3)")
     parser.add_argument("--nl-bins", type=int, default=64,
                         help="intensity bins whose frames are summed for the table fit (default 64)")
+    parser.add_argument("--error-groups", type=int, default=8,
+                        help="groups of trains (train id modulo) whose jackknife gives the errors of the table and "
+                             "of the flat field; 1: pixel-scatter errors only (default 8)")
     parser.add_argument("--min-frames", type=int, default=100, help="fewest unsaturated frames (default 100)")
     parser.add_argument("--max-trains", type=int, default=None, help="use only the first K trains")
     parser.add_argument("--detector", help="detector name in the config (default: the only one, else dssc)")
@@ -107,7 +110,7 @@ def _body(args: argparse.Namespace) -> int:
                       sat_level=args.sat_level, ff_symmetric=args.ff_symmetric, ff_prod_th=tuple(args.ff_prod_th),
                       ff_ratio_th=tuple(args.ff_ratio_th), nl_points=args.nl_points, nl_low=args.nl_low,
                       nl_high=args.nl_high, nl_alpha=args.nl_alpha, nl_classes=args.nl_classes,
-                      nl_bins=args.nl_bins, min_frames=args.min_frames,
+                      nl_bins=args.nl_bins, error_groups=args.error_groups, min_frames=args.min_frames,
                       max_trains=args.max_trains)
     calib_dir = settings.calib_dir
     if args.output is not None:

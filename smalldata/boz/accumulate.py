@@ -7,9 +7,10 @@ per-frame array is one integer per frame (the intensity proxy), gathered in trai
 - :func:`mean_image_pass`: the dark-corrected mean image of all frames (finds the ROIs)
   and each frame's summed raw values (to bin the frames by intensity);
 - :func:`roi_pass`: the raw-value histograms of each ROI (per pixel class) summed over the
-  unsaturated frames of each intensity bin (for the non-linearity fit), and per pixel the
-  raw-value histogram over the unsaturated frames (mean images with any lookup table, for
-  the flat field).
+  unsaturated frames of each intensity bin (for the non-linearity fit), kept apart for
+  groups of trains (train id modulo the number of groups: independent subsets whose
+  scatter gives honest errors), and per pixel the raw-value histogram over the
+  unsaturated frames (mean images with any lookup table, for the flat field).
 """
 from __future__ import annotations
 
@@ -123,13 +124,13 @@ class RoiData:
 
     Attributes
     ----------
-    hist : (B, 3, C, 512) int64
+    group_hist : (G, B, 3, C, 512) int64
         Raw-value histograms of the good pixels of the n, 0, p ROIs per pixel class, summed over
-        the unsaturated frames of each intensity bin.
-    ped_sums : (B, 3, C) float64
+        the unsaturated frames of each group of trains and intensity bin.
+    group_ped_sums : (G, B, 3, C) float64
         Sum of those pixels' pedestals over the same frames (each frame's memory cell).
-    counts : (B,) int64
-        Unsaturated frames per bin.
+    group_counts : (G, B) int64
+        Unsaturated frames per group and bin.
     n_frames, n_saturated : int
     pixel_hist : (3, P, 512) int32
         Raw-value histogram per good pixel over the unsaturated frames.
@@ -138,14 +139,34 @@ class RoiData:
     n_unsaturated : int
     """
 
-    hist: np.ndarray
-    ped_sums: np.ndarray
-    counts: np.ndarray
+    group_hist: np.ndarray
+    group_ped_sums: np.ndarray
+    group_counts: np.ndarray
     n_frames: int
     n_saturated: int
     pixel_hist: np.ndarray
     pixel_ped: np.ndarray
     n_unsaturated: int
+
+    @property
+    def hist(self) -> np.ndarray:
+        """(B, 3, C, 512) int64: :attr:`group_hist` summed over the groups."""
+        return self.group_hist.sum(axis=0)
+
+    @property
+    def ped_sums(self) -> np.ndarray:
+        """(B, 3, C) float64: :attr:`group_ped_sums` summed over the groups."""
+        return self.group_ped_sums.sum(axis=0)
+
+    @property
+    def counts(self) -> np.ndarray:
+        """(B,) int64: :attr:`group_counts` summed over the groups."""
+        return self.group_counts.sum(axis=0)
+
+    @property
+    def n_groups(self) -> int:
+        """Number of groups of trains."""
+        return len(self.group_counts)
 
 
 def roi_pixels(data: np.ndarray, rois: Mapping[str, Sequence[int]], common: np.ndarray) -> np.ndarray:
@@ -155,12 +176,13 @@ def roi_pixels(data: np.ndarray, rois: Mapping[str, Sequence[int]], common: np.n
 
 def roi_pass(access, module: int, rois: Mapping[str, Sequence[int]], common: np.ndarray, pedestal: np.ndarray,
              cell_index, sat_level: int, edges: np.ndarray, comm=None, max_trains: Optional[int] = None,
-             batch_frames: int = 512, classes: Optional[np.ndarray] = None) -> RoiData:
+             batch_frames: int = 512, classes: Optional[np.ndarray] = None, n_groups: int = 1) -> RoiData:
     """Binned ROI histograms of unsaturated frames, per-pixel histograms (see the module doc).
 
     ``edges`` (B + 1,) bin the frames by :func:`frame_intensity`; ``classes`` (P,) assigns each
-    good ROI pixel position to a class 0..C-1 (default one class). Memory is bounded by the
-    bins and the ROI pixels, not by the run length.
+    good ROI pixel position to a class 0..C-1 (default one class); a frame of train ``t`` goes
+    to group ``t % n_groups``. Memory is bounded by the groups, bins and ROI pixels, not by
+    the run length.
     """
     comm = mpi.get_comm(comm)
     trains = local_trains(access, module, comm, max_trains)
@@ -171,8 +193,9 @@ def roi_pass(access, module: int, rois: Mapping[str, Sequence[int]], common: np.
     n_cls = int(classes.max()) + 1 if n_pix else 1
     ped_cell_sums = np.stack([ped_roi[:, :, classes == c].sum(axis=2) for c in range(n_cls)], axis=2)
     pixel_hist = np.zeros((3, n_pix, N_VALUES), np.int32)
-    bin_hist = np.zeros((n_bins, 3, n_cls, N_VALUES), np.int64)
-    bin_cells = np.zeros((n_bins, pedestal.shape[0]), np.int64)
+    n_groups = max(int(n_groups), 1)
+    bin_hist = np.zeros((n_groups * n_bins, 3, n_cls, N_VALUES), np.int64)
+    bin_cells = np.zeros((n_groups * n_bins, pedestal.shape[0]), np.int64)
     n_total = np.zeros(2, np.int64)  # frames, saturated frames
     eta = EtaLog("ROI histograms", len(trains))
     for batch, keep, done in iter_batches(access, module, trains, batch_frames):
@@ -180,6 +203,7 @@ def roi_pass(access, module: int, rois: Mapping[str, Sequence[int]], common: np.
         vals = np.ascontiguousarray(roi_pixels(data, rois, common))  # (N, 3, P) uint16
         ci = cell_index(batch.cell_ids[keep])
         b = np.clip(np.searchsorted(edges, frame_intensity(data), side="right") - 1, 0, n_bins - 1)
+        b += (batch.train_ids[keep] % n_groups).astype(np.int64) * n_bins
         sat = np.zeros(len(vals), bool)
         accumulate_histograms(vals, int(sat_level), b.astype(np.int64), classes, pixel_hist, bin_hist, sat)
         n_total += (len(vals), int(sat.sum()))
@@ -190,7 +214,8 @@ def roi_pass(access, module: int, rois: Mapping[str, Sequence[int]], common: np.
     cell_counts = bin_cells.sum(axis=0)
     n_unsat = int(cell_counts.sum())
     pixel_ped = np.tensordot(cell_counts.astype(np.float64), ped_roi, axes=1) / max(n_unsat, 1)
-    return RoiData(hist=bin_hist,
-                   ped_sums=np.tensordot(bin_cells.astype(np.float64), ped_cell_sums, axes=1),
-                   counts=bin_cells.sum(axis=1), n_frames=int(n_total[0]), n_saturated=int(n_total[1]),
+    ped_sums = np.tensordot(bin_cells.astype(np.float64), ped_cell_sums, axes=1)
+    return RoiData(group_hist=bin_hist.reshape(n_groups, n_bins, 3, n_cls, N_VALUES),
+                   group_ped_sums=ped_sums.reshape(n_groups, n_bins, 3, n_cls),
+                   group_counts=bin_cells.sum(axis=1).reshape(n_groups, n_bins), n_frames=int(n_total[0]), n_saturated=int(n_total[1]),
                    pixel_hist=pixel_hist, pixel_ped=pixel_ped, n_unsaturated=n_unsat)

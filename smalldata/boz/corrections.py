@@ -22,8 +22,9 @@ from smalldata.boz.rois import check_rois
 from smalldata.errors import CalibrationError, DataError
 
 FORMAT = "smalldata-boz-corrections"
-#: Version of the file layout; readers accept this version only.
-FORMAT_VERSION = 1
+#: Version of the file layout; readers accept this version only (2: the table's control values are
+#: those of a natural cubic spline).
+FORMAT_VERSION = 2
 FILE_PATTERN = "boz_p{proposal:06d}_r{run:04d}_m{module:02d}_{det}.json"
 
 

@@ -8,7 +8,12 @@ Steps (all ranks take part; the results are the same on every rank):
    unsaturated frames (:func:`~.accumulate.roi_pass`);
 3. a first flat field on the uncorrected mean of unsaturated frames;
 4. the non-linearity fit on the per-frame histograms;
-5. the flat field again, on the mean corrected by the fitted table.
+5. the flat field again, on the mean corrected by the fitted table;
+6. honest errors: the table moves every pixel of a ROI together, so the planes' errors from
+   the pixel scatter (:func:`~.flatfield.fit_flat_field`) miss the table's own uncertainty.
+   A delete-one-group jackknife over independent groups of trains refits the table without
+   each group and the planes with it; the planes' errors are the pixel errors and the
+   jackknife errors added in quadrature, and the table's errors are its jackknife errors.
 """
 from __future__ import annotations
 
@@ -63,6 +68,8 @@ class BozSettings:
         Classes of pixel positions (by brightness in the mean image) whose ratios are fitted separately.
     nl_bins : int
         Intensity bins (quantiles of the frames' summed raw values) whose frames are summed for the fit.
+    error_groups : int
+        Groups of trains (train id modulo ``error_groups``) of the jackknife errors; 1: none.
     min_frames : int
         Fewest unsaturated frames for a determination.
     max_trains : int or None
@@ -85,6 +92,7 @@ class BozSettings:
     nl_alpha: float = 1e-11
     nl_classes: int = 3
     nl_bins: int = 64
+    error_groups: int = 8
     min_frames: int = 100
     max_trains: Optional[int] = None
     batch_frames: int = 512
@@ -94,6 +102,9 @@ class BozSettings:
             raise ConfigError("module", f"{self.module} is not a DSSC module 0..15 (-m)")
         if self.nl_classes < 1:
             raise ConfigError("nl_classes", f"need at least 1 pixel class (--nl-classes), got {self.nl_classes}")
+        if self.error_groups < 1:
+            raise ConfigError("error_groups", f"need at least 1 group of trains (--error-groups), got "
+                                              f"{self.error_groups}")
         if self.nl_bins < 2:
             raise ConfigError("nl_bins", f"need at least 2 intensity bins (--nl-bins), got {self.nl_bins}")
         if not self.photons_per_adu > 0:
@@ -184,7 +195,7 @@ def determine_corrections(access, det, settings: BozSettings, proposal: int, run
     edges = np.quantile(intensity, np.linspace(0, 1, settings.nl_bins + 1))
     t1 = time.monotonic()
     data = roi_pass(access, settings.module, rois, common, pedestal, det.cell_index, settings.sat_level, edges,
-                    comm, settings.max_trains, settings.batch_frames, classes)
+                    comm, settings.max_trains, settings.batch_frames, classes, settings.error_groups)
     timings["roi_pass_s"] = time.monotonic() - t1
     n_unsat = data.n_unsaturated
     if n_unsat < settings.min_frames:
@@ -202,6 +213,14 @@ def determine_corrections(access, det, settings: BozSettings, proposal: int, run
     mean_nl = _module_image(roi_mean_images(data, common, nl.lut), rois, common)
     ff = fit_flat_field(mean_nl, rois, None, **ff_kw)
     timings["fits_s"] = time.monotonic() - t2
+    t3 = time.monotonic()
+    error_parts = {"pixels": {"n": ff.n_err.tolist(), "p": ff.p_err.tolist()}}
+    jack = jackknife(data, common, rois, settings, ff_kw)
+    if jack is not None:
+        nl.errors = jack["nl"]
+        error_parts["table"] = {"n": jack["n"].tolist(), "p": jack["p"].tolist()}
+        ff.n_err, ff.p_err = np.hypot(ff.n_err, jack["n"]), np.hypot(ff.p_err, jack["p"])
+    timings["errors_s"] = time.monotonic() - t3
     timings["total_s"] = time.monotonic() - t0
     log.info("non-linearity: %d frames, control values %s ADU", nl.n_frames, np.round(nl.values, 2).tolist())
     log.info("flat field: n %s, p %s", np.round(ff.n, 6).tolist(), np.round(ff.p, 6).tolist())
@@ -209,7 +228,7 @@ def determine_corrections(access, det, settings: BozSettings, proposal: int, run
     deciles = ratio_deciles(data, nl)
     summary = {"n_frames": n_frames, "n_unsaturated": n_unsat, "n_saturated": data.n_saturated,
                "rois_source": source, "common_pixels": int(common.sum()), "timings_s": timings,
-               "pedestal_max_adu": ped_max,
+               "pedestal_max_adu": ped_max, "flat_field_error_parts": error_parts,
                "ratio_deciles_after": {k: v["after"]["ratio"].tolist() for k, v in deciles.items()},
                "ratio_deciles_before": {k: v["before"]["ratio"].tolist() for k, v in deciles.items()}}
     recorded = asdict(settings)
@@ -218,6 +237,31 @@ def determine_corrections(access, det, settings: BozSettings, proposal: int, run
     corr = BozCorrections(proposal, run, dark_run, settings.module, detector, settings.photons_per_adu,
                           settings.sat_level, rois, ff, nl, ff_linear, recorded, summary)
     return Determination(corr, mean, {"linear": mean_lin, "corrected": mean_nl}, common, deciles, data, timings)
+
+
+def jackknife(data: RoiData, common: np.ndarray, rois, settings: BozSettings, ff_kw: dict) -> Optional[dict]:
+    """Delete-one-group jackknife errors of the table and of the planes it makes.
+
+    For each group of trains the table is refitted on the other groups and the planes on
+    the mean image (of all frames) corrected by that table. Returns ``{"nl": (N,), "n": (3,),
+    "p": (3,)}`` standard errors, or None with fewer than 2 groups holding frames.
+    """
+    groups = [g for g in range(data.n_groups) if data.group_counts[g].sum() > 0]
+    if len(groups) < 2:
+        return None
+    samples = []
+    for g in groups:
+        keep = np.arange(data.n_groups) != g
+        nl = fit_nonlinearity(data.group_hist[keep].sum(axis=0), data.group_ped_sums[keep].sum(axis=0),
+                              settings.nl_points, settings.nl_low, settings.nl_high, settings.nl_alpha,
+                              counts=data.group_counts[keep].sum(axis=0))
+        ff = fit_flat_field(_module_image(roi_mean_images(data, common, nl.lut), rois, common), rois, None, **ff_kw)
+        samples.append(np.concatenate([nl.values, ff.n, ff.p]))
+    samples = np.array(samples)
+    k = len(groups)
+    err = np.sqrt((k - 1) / k * ((samples - samples.mean(axis=0)) ** 2).sum(axis=0))
+    n_pts = settings.nl_points
+    return {"nl": err[:n_pts], "n": err[n_pts:n_pts + 3], "p": err[n_pts + 3:]}
 
 
 def ratio_deciles(data: RoiData, nl: NonLinearity, n_groups: int = 10) -> Dict[str, dict]:

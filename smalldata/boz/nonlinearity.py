@@ -1,10 +1,13 @@
 """The DSSC non-linearity: a 512-entry lookup table over the 9-bit raw values.
 
 The table ``F`` maps a raw value to a linearised value (ADU): ``F(x) = x + d(x)``
-with ``d`` piecewise linear between ``N`` control points spread evenly inside
-``(low, high)``, and ``d = 0`` at and outside the end points ``low`` (above the
-pedestals, where the response is taken as linear) and ``high``. A pixel's corrected
-signal is ``F(raw) - pedestal``.
+with ``d`` the natural cubic spline through ``N`` control points spread evenly inside
+``(low, high)`` and through 0 at the end points ``low`` (above the pedestals, where the
+response is taken as linear) and ``high``; ``d = 0`` outside them. A pixel's corrected
+signal is ``F(raw) - pedestal``. A smooth response needs a smooth table: straight
+segments between the control points would leave a scalloped residual that the fit
+partly absorbs by tilting the whole table, which shifts every ratio (and the flat field)
+by more than its statistical error.
 
 Ratios of the orders cannot tell the overall gain: any table times a constant
 flattens them as well. ``d(low) = d(high) = 0`` fixes that freedom the way an ADC's
@@ -18,7 +21,7 @@ intensity. The ROI sums are linear in the control values ``d_k``::
     S_f(d) = sum_x h_f(x) (x + d(x)) - pedestal sum = L_f + H_f . d
 
 with ``h_f`` the histogram of the frame's raw values in the ROI (good pixels only)
-and ``H_f = h_f B`` its projection on the hat functions ``B`` of the control points.
+and ``H_f = h_f B`` its projection on the cardinal splines ``B`` of the control points.
 The residuals ``S_n/S_0 - K_n`` and ``S_p/S_0 - K_p`` (``K`` fitted too) and a
 penalty ``alpha * d_k`` on the deviation from a linear response are minimised with
 ``scipy.optimize.least_squares`` and an analytic Jacobian: seconds for 10^5 frames.
@@ -47,14 +50,19 @@ def control_points(n_points: int, low: float, high: float) -> np.ndarray:
 
 
 def basis(n_points: int, low: float, high: float) -> np.ndarray:
-    """(512, N) hat functions: ``d(x) = basis[x] @ d_k`` (0 at and outside ``low`` and ``high``)."""
+    """(512, N) cardinal splines: ``d(x) = basis[x] @ d_k`` (0 at and outside ``low`` and ``high``).
+
+    Column ``k`` is the natural cubic spline through 1 at control point ``k`` and 0 at the
+    other control points and at ``low`` and ``high``; the table is linear in ``d_k``.
+    """
+    from scipy.interpolate import CubicSpline
+
     knots = np.concatenate([[low], control_points(n_points, low, high), [high]])
-    x = np.clip(np.arange(N_VALUES, dtype=np.float64), low, high)
+    x = np.arange(N_VALUES, dtype=np.float64)
+    inside = (x > low) & (x < high)
     out = np.zeros((N_VALUES, n_points))
-    for k in range(n_points):
-        eye = np.zeros(n_points + 2)
-        eye[k + 1] = 1.0
-        out[:, k] = np.interp(x, knots, eye)
+    spline = CubicSpline(knots, np.eye(n_points + 2)[:, 1:-1], bc_type="natural")
+    out[inside] = spline(x[inside])
     return out
 
 
@@ -73,7 +81,8 @@ class NonLinearity:
     values : (N,) float
         ``d`` at the control points, ADU.
     errors : (N,) float
-        Standard errors of ``values`` (from the fit's Jacobian).
+        Standard errors of ``values``: from the fit's Jacobian, or (``smd_boz``) from a jackknife
+        over groups of trains (:func:`smalldata.boz.determine.jackknife`).
     low, high : float
         Raw values bounding the corrected range.
     alpha : float
