@@ -175,10 +175,11 @@ def test_results_follow_frame_subsets(setup):
             np.testing.assert_array_equal(value, full[key][pick], err_msg=key)
 
 
-@pytest.mark.parametrize("max_frames", [1, 7])
-def test_average_image_equals_formula(sim_root, calib_dir, max_frames):  # noqa: F811
+@pytest.mark.parametrize("batch_bytes", [1, 7 * 2 ** 17])
+def test_average_image_equals_formula(sim_root, calib_dir, batch_bytes):  # noqa: F811
     """AvImage's computation: mean and max of the plain formula over the selected frames of
-    each module, batch by batch (1 frame: every train, of 3 or 4 frames, is read on its own)."""
+    each module, batch by batch (1 byte: every train, of 3 or 4 frames, is read on its own;
+    7 frames of 128 kB: two trains)."""
     from smalldata.sums.average import average_image, frame_keys
 
     path = dark_file_path(calib_dir, PROPOSAL, DARK_RUN, "dssc")
@@ -192,8 +193,8 @@ def test_average_image_equals_formula(sim_root, calib_dir, max_frames):  # noqa:
     def make(mods):
         return DetObject.from_dark_file("dssc", path, modules=mods, gain=GAIN)
 
-    mean = average_image(access, make, det.modules, access.train_ids, keys, "mean", max_frames)
-    peak = average_image(access, make, det.modules, access.train_ids, keys, "max", max_frames)
+    mean = average_image(access, make, det.modules, access.train_ids, keys, "mean", batch_bytes)
+    peak = average_image(access, make, det.modules, access.train_ids, keys, "max", batch_bytes)
     use = valid & pick[:, None, None, None]
     with np.errstate(invalid="ignore"):
         expected = np.where(use, cal, 0).astype(np.float64).sum(axis=0) / use.sum(axis=0)

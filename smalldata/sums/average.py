@@ -1,12 +1,13 @@
 """Average (or maximum) calibrated image of selected frames, straight from the raw data.
 
 What :meth:`SmallDataAna.AvImage <smalldata.ana.session.SmallDataAna.AvImage>` computes:
-module by module, in batches of at most ``max_frames`` frames (whole trains; a train with
-more frames is read on its own), each batch goes through the fused kernel
+module by module, in batches of whole trains of at most ``batch_bytes`` of raw data (a
+longer train is read on its own), each batch goes through the fused kernel
 (:mod:`smalldata.fused`) with only the run-sum consumer, which sums the selected frames
 as :class:`~smalldata.sums.runsums.RunSums` does (exact fixed point, 2**-12 of the data
-unit per frame). Memory is one module's constants and one batch of one module's raw
-frames, whatever the number of frames per train or of trains.
+unit per frame). Memory is one module's constants (pedestal and noise of each memory
+cell: 210 MB for 400 cells) and one batch, whatever the number of frames per train or of
+trains; a module's constants are released before the next module's are loaded.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from smalldata.constants import DSSC_MODULE_SHAPE
 from smalldata.errors import SmallDataError
 from smalldata.fused.plan import FusedPlan
 from smalldata.pipeline.mpi import split_batches
@@ -22,8 +24,10 @@ from smalldata.sums.runsums import RunSums
 
 log = logging.getLogger(__name__)
 
-#: Frames of one module read and summed at a time (16 MiB of raw data).
-MAX_FRAMES = 128
+#: Raw data of one module read and summed at a time: 64 MiB (512 frames).
+BATCH_BYTES = 64 * 2 ** 20
+#: Raw bytes of one module's frame (uint16).
+MODULE_FRAME_BYTES = 2 * DSSC_MODULE_SHAPE[0] * DSSC_MODULE_SHAPE[1]
 STATISTICS = ("mean", "max")
 
 
@@ -33,7 +37,7 @@ def frame_keys(train_ids: np.ndarray, pulse_ids: np.ndarray) -> np.ndarray:
 
 
 def average_image(access, make_detector: Callable, modules: Sequence[int], train_ids: np.ndarray,
-                  wanted_keys: np.ndarray, statistic: str = "mean", max_frames: int = MAX_FRAMES) -> np.ndarray:
+                  wanted_keys: np.ndarray, statistic: str = "mean", batch_bytes: int = BATCH_BYTES) -> np.ndarray:
     """Mean or maximum calibrated image of the wanted frames of ``train_ids``.
 
     Parameters
@@ -49,8 +53,8 @@ def average_image(access, make_detector: Callable, modules: Sequence[int], train
     wanted_keys : ndarray of uint64
         :func:`frame_keys` of the frames to use.
     statistic : {"mean", "max"}
-    max_frames : int
-        Frames of one module per batch.
+    batch_bytes : int
+        Raw data of one module per batch (whole trains; at least one).
 
     Returns
     -------
@@ -60,29 +64,37 @@ def average_image(access, make_detector: Callable, modules: Sequence[int], train
     if statistic not in STATISTICS:
         raise SmallDataError(f"statistic must be one of {', '.join(STATISTICS)}, got {statistic!r}")
     wanted = np.unique(np.asarray(wanted_keys, dtype=np.uint64))
-    image = None
+    max_frames = max(1, batch_bytes // MODULE_FRAME_BYTES)
+    image = np.empty((len(modules),) + DSSC_MODULE_SHAPE, dtype=np.float32)
     for j, module in enumerate(modules):
         det = make_detector((module,))
-        # common mode needs each calibrated ASIC row before summing: the numpy calibration
-        plan = FusedPlan(det, (), whole_modules=True) if det.common_mode == "none" else None
-        sums = RunSums((1,) + det.mask.shape[1:], units=det.units)
-        counts = access.frame_counts([module])[np.searchsorted(access.train_ids, train_ids), 0]
-        for start, stop in split_batches(counts, max_frames):
-            if not counts[start:stop].any():
-                continue
-            raw = access.read_raw((module,), train_ids[start:stop])
-            keep = np.isin(frame_keys(raw.train_ids, raw.pulse_ids), wanted) & raw.present[:, 0]
-            if plan is None:
-                frames = det.calibrate(raw)
-                sums.add(frames.data, valid=frames.valid, keep=keep)
-            else:
-                sums._n_frames[0] += int(np.count_nonzero(keep))
-                plan.run(raw, sums=sums, sums_keep=keep)
-        if image is None:
-            image = np.empty((len(modules),) + det.mask.shape[1:], dtype=np.float32)
+        sums = _module_sums(access, det, train_ids, wanted, max_frames)
         image[j] = (sums.mean() if statistic == "mean" else sums.max())[0]
         log.debug("module %d: %d frames", module, sums.n_frames)
+        del det, sums  # one module's constants in memory at a time, not two
     return image
+
+
+def _module_sums(access, det, train_ids: np.ndarray, wanted: np.ndarray, max_frames: int) -> RunSums:
+    """Run sums of the wanted frames of the one module of ``det``, in batches of whole trains."""
+    # common mode needs each calibrated ASIC row before summing: the numpy calibration
+    plan = FusedPlan(det, (), whole_modules=True) if det.common_mode == "none" else None
+    sums = RunSums(det.mask.shape, units=det.units)
+    counts = access.frame_counts(det.modules)[np.searchsorted(access.train_ids, train_ids), 0]
+    for start, stop in split_batches(counts, max_frames):
+        if not counts[start:stop].any():
+            continue
+        raw = access.read_raw(tuple(det.modules), train_ids[start:stop])
+        keep = np.isin(frame_keys(raw.train_ids, raw.pulse_ids), wanted) & raw.present[:, 0]
+        if plan is None:
+            frames = det.calibrate(raw)
+            sums.add(frames.data, valid=frames.valid, keep=keep)
+            del frames
+        else:
+            sums._n_frames[0] += int(np.count_nonzero(keep))
+            plan.run(raw, sums=sums, sums_keep=keep)
+        del raw  # unreferenced, its memory serves the next batch (RunAccess reuses it)
+    return sums
 
 
 def selected_trains(session, selection, max_trains: int):
