@@ -7,23 +7,24 @@ frames, modules or DSSC ASICs (64 x 64 pixels) are never connected.
 Two implementations give the same droplets and the same numbers bit for bit:
 
 - the compiled pass (:func:`smalldata.funcs.droplet_kernel.droplet_pass`), which looks at
-  each pixel once and does all further work on the pixels above threshold only: the
-  default;
+  each pixel once and does all further work on the pixels above threshold only: what
+  :class:`~smalldata.funcs.droplet.Droplet` and photon assignment use, on the fused and
+  on the numpy path alike (droplets are not part of the fused calibration pass);
 - the reference, :func:`scipy.ndimage.label` of the whole batch on a view that has no
-  link between ASICs, and :func:`numpy.bincount` sums: the oracle of the tests, and what
-  the numpy reference path (``SMALLDATA_HOT_PATH=numpy``) runs.
+  link between ASICs, and :func:`numpy.bincount` sums (``method="reference"``): the oracle
+  of the tests and of ``benchmarks/bench_droplet.py``, several times slower than the
+  compiled pass (and than the labelling this package had before it), so no hot path runs it.
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Tuple
 
 import numpy as np
 from scipy import ndimage
 
 from smalldata.constants import DSSC_ASIC_SHAPE
-from smalldata.fused.plan import hot_path
 
 from .droplet_kernel import find_in_stack
 
@@ -83,7 +84,7 @@ class DropletSet:
 
 def find_droplets(data: np.ndarray, valid: np.ndarray, seed_threshold, grow_threshold,
                   min_sum: float = 0.0, split_asics: bool = True,
-                  asic_shape: Tuple[int, int] = DSSC_ASIC_SHAPE, method: Optional[str] = None,
+                  asic_shape: Tuple[int, int] = DSSC_ASIC_SHAPE, method: str = "compiled",
                   with_pixels: bool = True) -> DropletSet:
     """Find the droplets of a batch of frames.
 
@@ -98,14 +99,11 @@ def find_droplets(data: np.ndarray, valid: np.ndarray, seed_threshold, grow_thre
         Droplets whose summed value is below this are dropped.
     split_asics : bool
         Cut connections at ASIC borders (when H, W are multiples of ``asic_shape``).
-    method : {"compiled", "reference"} or None
-        Implementation (see the module docstring); None: ``"reference"`` on the numpy
-        reference path (``SMALLDATA_HOT_PATH=numpy``), else ``"compiled"``.
+    method : {"compiled", "reference"}
+        Implementation (see the module docstring).
     with_pixels : bool
         Also list the droplets' pixels (the ``pixel_*`` attributes, else None).
     """
-    if method is None:
-        method = "reference" if hot_path() == "numpy" else "compiled"
     if method not in METHODS:
         raise ValueError(f"droplet finding method {method!r}; use one of {', '.join(METHODS)}")
     if data.ndim < 3:

@@ -1,9 +1,9 @@
 """Droplet finding: the batched function against a per-frame ``scipy.ndimage.label`` baseline.
 
 All run on the same simulated DSSC frames in the same process, rounds interleaved, and must
-agree on every droplet: ``Droplet.process`` (the compiled pass), the reference
-implementation of the numpy path (``find_droplets(method="reference")``: one
-``ndimage.label`` of the whole batch) and the per-module-frame baseline. Writes
+agree on every droplet: ``Droplet.process`` (the compiled pass), the package's reference
+implementation (``find_droplets(method="reference")``: one ``ndimage.label`` of the whole
+batch, the tests' oracle) and the per-module-frame baseline. Writes
 ``benchmarks/results/droplet.json``.
 
     python benchmarks/bench_droplet.py [--frames 32] [--modules 4] [--repeat 3]
@@ -150,7 +150,7 @@ def run_case(n, m, occupancy, repeat, rng):
         "agreement": compare(mine, base),
         "bit_identical_to_reference": bool(same_as_reference),
     }
-    log.info("occupancy %.3g: ours %.3f ms, reference (numpy path) %.3f ms, baseline %.3f ms per module frame "
+    log.info("occupancy %.3g: ours %.3f ms, reference %.3f ms, baseline %.3f ms per module frame "
              "(x%.1f vs baseline, x%.1f vs reference); %d droplets", occupancy, result["ours_ms_per_module_frame"],
              result["reference_ms_per_module_frame"], result["baseline_ms_per_module_frame"], result["speedup"],
              result["speedup_vs_reference"], len(mine))
@@ -173,7 +173,7 @@ def main(argv=None):
     report = {
         "benchmark": "droplet",
         "what": "Droplet.process (the compiled pass over the whole batch) vs a per-module-frame "
-                "scipy.ndimage.label (ASIC planes) + numpy.bincount sums baseline, and vs the numpy path's "
+                "scipy.ndimage.label (ASIC planes) + numpy.bincount sums baseline, and vs the package's "
                 "reference (one ndimage.label of the batch), same frames, same thresholds, same process; "
                 "interleaved, best of --repeat",
         "goal": "ours at least 2x faster per module frame",
