@@ -41,6 +41,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_producer import producer_run  # noqa: E402
+from fulldet_parts import format_parts, kernel_parts  # noqa: E402
 from common import (  # noqa: E402
     PROPOSAL,
     RESULTS_DIR,
@@ -212,6 +213,8 @@ def main(argv=None) -> int:
     report["compile"] = compile_times()
     log.info("kernel first call %.1f s (compile), %.2f s from the cache", report["compile"]["first_call_s"],
              report["compile"]["cached_call_s"])
+    report["parts"] = kernel_parts(std, DATA_RUN)
+    log.info("%s", format_parts(report["parts"]))
     rounds: Dict[str, List[float]] = {k: [] for k in ("read", "std_fused", "std_numpy", "std_2ranks",
                                                       "demo_fused", "demo_numpy")}
     rss: Dict[str, float] = {}
@@ -323,6 +326,8 @@ def print_report(report: Dict) -> None:
     rows = [[k, f"{v['best']:.2f} / {v['median']:.2f}", GOALS.get(k, "")] for k, v in report["ratios"].items()]
     print(format_table(rows, ["ratio (same round)", "best / median", "goal"]))
     print_avimage(report)
+    if "parts" in report:
+        print(format_parts(report["parts"]))
     print(f"kernel compile {report['compile']['first_call_s']:.1f} s, from cache "
           f"{report['compile']['cached_call_s']:.2f} s")
 
