@@ -9,6 +9,7 @@ from helpers import DARK_RUN, DATA_RUN, PROPOSAL
 from test_producer import FUNCS, producer_yaml
 
 from smalldata.calib.dark import dark_file_path, read_dark_file
+from smalldata.calib.detobject import MEDIAN_CELLS
 from smalldata.calib.darkref import file_sha256, read_output_dark
 from smalldata.config.producer import ProducerConfig
 from smalldata.errors import CalibrationError
@@ -48,8 +49,8 @@ def test_reference_reads_back_the_same_arrays(outputs):
     np.testing.assert_array_equal(dark.pedestal, direct.pedestal)
     np.testing.assert_array_equal(dark.noise, direct.noise)
     good = direct.status_mask == 0
-    n_cells = direct.pedestal.shape[1]  # the summary looks at up to 16 cells, evenly spread
-    cells = np.unique(np.linspace(0, n_cells - 1, min(n_cells, 16)).round().astype(int))
+    n_cells = direct.pedestal.shape[1]  # the summary looks at up to MEDIAN_CELLS cells, evenly spread
+    cells = np.unique(np.linspace(0, n_cells - 1, min(n_cells, MEDIAN_CELLS)).round().astype(int))
     np.testing.assert_allclose(ped_median, [np.median(direct.pedestal[i][cells][:, good[i]]) for i in range(2)])
     # the embedded copy holds the very same arrays, and reads back through the same function
     with h5py.File(embedded, "r") as f:

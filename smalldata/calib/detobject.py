@@ -28,7 +28,7 @@ COMMON_MODES = ("none", "asic_row_median")
 #: Default lit threshold of the common-mode median, in units of each pixel's noise.
 COMMON_MODE_NOISE_FACTOR = 5.0
 #: Memory cells that the summary medians of the dark constants look at (evenly spread over all).
-MEDIAN_CELLS = 16
+MEDIAN_CELLS = 4
 _N_SEGMENTS = DSSC_MODULE_SHAPE[1] // DSSC_ASIC_SHAPE[1]  # ASIC row segments per pixel row
 
 
