@@ -180,7 +180,9 @@ class DetObject:
             idx = np.arange(len(dark.modules))
         else:
             idx = np.array([dark.module_index(m) for m in sorted(int(m) for m in modules)])
-        return cls(name, [int(m) for m in dark.modules[idx]], dark.pedestal[idx], dark.noise[idx],
+        whole = np.array_equal(idx, np.arange(len(dark.modules)))
+        pick = (lambda a: a) if whole else (lambda a: a[idx])  # noqa: E731 (all modules: no copy)
+        return cls(name, [int(m) for m in dark.modules[idx]], pick(dark.pedestal), pick(dark.noise),
                    dark.cell_ids, dark.status_mask[idx], gain=gain, geometry_file=geometry_file,
                    quadrant_positions=quadrant_positions, mask_asic_edges=mask_asic_edges,
                    user_mask=user_mask, common_mode=common_mode, common_mode_max_adu=common_mode_max_adu,
@@ -206,14 +208,15 @@ class DetObject:
 
     @classmethod
     def from_config(cls, name: str, det_config: Mapping[str, Any], dark_constants: Union[DarkConstants, os.PathLike],
-                    modules: Optional[Sequence[int]] = None) -> "DetObject":
+                    modules: Optional[Sequence[int]] = None, dark_file: Optional[str] = None) -> "DetObject":
         """A detector from its validated config mapping (``detectors.<name>``) and its dark constants.
 
         ``modules`` overrides ``det_config["modules"]``; without both, all modules of the dark are used.
+        ``dark_file`` names the file constants given in memory were read from.
         """
         mods = modules if modules is not None else det_config.get("modules")
         if isinstance(dark_constants, DarkConstants):
-            dark, dark_file = dark_constants, None
+            dark = dark_constants
         else:
             dark, dark_file = read_dark_file(dark_constants, mods), str(dark_constants)
         quads = det_config.get("quadrant_positions")

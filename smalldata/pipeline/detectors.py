@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
@@ -155,18 +156,37 @@ def calibration_region(functions: List[DetObjectFunc], whole_modules_needed: boo
     return int(y0.min()), int(y1.max()), int(x0.min()), int(x1.max())
 
 
-def build_detobject(config: ProducerConfig, name: str, proposal: int, modules: tuple, access: RunAccess):
-    """The DetObject of detector ``name`` for ``modules``, checked against the run's memory cells."""
-    from smalldata.calib.dark import check_cells_cover, find_dark_file
+def dark_path(config: ProducerConfig, name: str, proposal: int) -> Path:
+    """The dark constants file of detector ``name`` (a one-line error naming ``dark_run`` if missing)."""
+    from smalldata.calib.dark import find_dark_file
+
+    try:
+        return find_dark_file(config.settings["calib_dir"], proposal, config.detectors[name]["dark_run"], name)
+    except CalibrationError as exc:
+        raise ConfigError(f"detectors.{name}.dark_run", str(exc)) from None
+
+
+def dark_requests(config: ProducerConfig, proposal: int, access: RunAccess) -> Dict[str, Tuple[str, tuple]]:
+    """Per detector, its dark constants file and the modules :func:`setup_detectors` will read."""
+    return {name: (str(dark_path(config, name, proposal)),
+                   modules_for(config.functions(name), det_cfg["modules"], access.available_modules()))
+            for name, det_cfg in config.detectors.items()}
+
+
+def build_detobject(config: ProducerConfig, name: str, proposal: int, modules: tuple, access: RunAccess,
+                    dark=None):
+    """The DetObject of detector ``name`` for ``modules``, checked against the run's memory cells.
+
+    ``dark``: its dark constants already in memory (e.g. shared by the node's ranks), else read here.
+    """
+    from smalldata.calib.dark import check_cells_cover
     from smalldata.calib.detobject import DetObject
 
     det_cfg = config.detectors[name]
+    path = dark_path(config, name, proposal)
     try:
-        dark_path = find_dark_file(config.settings["calib_dir"], proposal, det_cfg["dark_run"], name)
-    except CalibrationError as exc:
-        raise ConfigError(f"detectors.{name}.dark_run", str(exc)) from None
-    try:
-        det = DetObject.from_config(name, det_cfg, dark_path, modules=modules)
+        det = DetObject.from_config(name, det_cfg, path if dark is None else dark, modules=modules,
+                                    dark_file=str(path))
     except ConfigError as exc:
         if exc.path.startswith("detectors."):
             raise
@@ -181,8 +201,12 @@ def build_detobject(config: ProducerConfig, name: str, proposal: int, modules: t
 
 def setup_detectors(config: ProducerConfig, proposal: int, access: RunAccess,
                     pattern: Optional[FramePattern] = None,
-                    run_train_ids: Optional[np.ndarray] = None) -> List[DetectorSetup]:
-    """Build every configured detector for this run (dark constants, geometry, functions, sums)."""
+                    run_train_ids: Optional[np.ndarray] = None,
+                    darks: Optional[Mapping[str, object]] = None) -> List[DetectorSetup]:
+    """Build every configured detector for this run (dark constants, geometry, functions, sums).
+
+    ``darks``: dark constants per detector already in memory (:func:`dark_requests` says which).
+    """
     setups = []
     for name, det_cfg in config.detectors.items():
         where = f"detectors.{name}"
@@ -191,7 +215,7 @@ def setup_detectors(config: ProducerConfig, proposal: int, access: RunAccess,
         if not modules:
             raise ConfigError(where, f"no DSSC module of the run {access.path} to read")
         access.check_modules(modules)
-        det = build_detobject(config, name, proposal, modules, access)
+        det = build_detobject(config, name, proposal, modules, access, (darks or {}).get(name))
         for func in functions:
             try:
                 func.setup(det)

@@ -37,8 +37,9 @@ from smalldata.output.writer import (
 from smalldata.output.files import SPACE_MARGIN, DiskFullError, check_free_space, clean_stale_temporaries, is_disk_full
 from smalldata.output.losses import LossSummary
 from smalldata.pipeline.checks import check_config_against_run, check_setups
-from smalldata.pipeline.detectors import DetectorSetup, setup_detectors
+from smalldata.pipeline.detectors import DetectorSetup, dark_requests, setup_detectors
 from smalldata.pipeline.mpi import agree, failure_of, get_comm, raise_agreed, split_batches, split_blocks
+from smalldata.pipeline.nodeshare import load_shared_darks
 from smalldata.pipeline.progress import Coordinator, StoppedByOtherRank
 from smalldata.pipeline.shutdown import Interrupted, received, signals_set_flag
 from smalldata.pulses.framestage import FrameStage
@@ -125,7 +126,10 @@ def _run(config, run, proposal, output, overwrite, max_trains, batch_size, comma
         check_config_against_run(config, access, run_ids)
         stage = FrameStage(config.settings["pulses"], config.settings["digitizer"], config.settings["pattern"],
                            config.settings["rejection"], access, run_ids)
-        setups = setup_detectors(config, proposal, access, stage.pattern, run_ids)
+        return access, run_ids, stage, dark_requests(config, proposal, access)
+
+    def prepare_detectors(access, run_ids, stage, darks):
+        setups = setup_detectors(config, proposal, access, stage.pattern, run_ids, darks)
         check_setups(config, setups, access, run_ids, proposal)
         points = PointReader(config.point_data, access)
         return access, run_ids, stage, setups, points
@@ -143,7 +147,12 @@ def _run(config, run, proposal, output, overwrite, max_trains, batch_size, comma
 
     parts_dir = comm.bcast(agree(prepare_output, comm, coordinator), root=0)
     try:
-        access, train_ids, stage, setups, points = agree(prepare, comm, coordinator)
+        access, run_ids, stage, requests = agree(prepare, comm, coordinator)
+        # every rank is here: the node's ranks read the dark constants once, into shared memory
+        darks = agree(lambda: load_shared_darks(requests, comm), comm, coordinator)
+        access, train_ids, stage, setups, points = agree(
+            lambda: prepare_detectors(access, run_ids, stage, darks), comm, coordinator)
+        del darks
         modules_all = sorted({m for s in setups for m in s.modules})
         if batch_size is None:
             batch_size = auto_batch_size(config.settings["batch_megabytes"], len(modules_all))
