@@ -37,8 +37,9 @@ WORKER = textwrap.dedent("""
         error = None
     except CalibrationError as exc:
         error = str(exc)
-    print(json.dumps({"rank": comm.rank, "same": same, "writeable": bool(dark.pedestal.flags.writeable),
-                      "seen": seen, "shmem_kb": shmem_kb, "error": error}), flush=True)
+    with open(f"{sys.argv[3]}{comm.rank}.json", "w") as out:  # a file per rank: stdout lines interleave
+        json.dump({"rank": comm.rank, "same": same, "writeable": bool(dark.pedestal.flags.writeable),
+                   "seen": seen, "shmem_kb": shmem_kb, "error": error}, out)
 """)
 
 
@@ -51,11 +52,10 @@ def test_two_ranks_share_one_copy(calib_dir, tmp_path):
     bad = tmp_path / "not_a_dark.h5"
     bad.write_bytes(b"")
     path = dark_file_path(calib_dir, PROPOSAL, DARK_RUN, "dssc")
-    res = subprocess.run(mpiexec(2) + [sys.executable, str(worker), str(path), str(bad)],
+    res = subprocess.run(mpiexec(2) + [sys.executable, str(worker), str(path), str(bad), str(tmp_path / "rank")],
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
-    rows = sorted((json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")),
-                  key=lambda r: r["rank"])
+    rows = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert [r["rank"] for r in rows] == [0, 1]
     for r in rows:
         assert r["same"], "shared constants differ from the file's"
