@@ -2,7 +2,7 @@
 
 Per frame the function takes the raw values of its module back from the calibrated
 frames (``raw = data * gain + pedestal[cell]``: the detector subtracts the pedestal of
-the frame's memory cell and divides by its gain, both known exactly), applies the
+the memory cell its module recorded and divides by its gain, both known exactly), applies the
 non-linearity table to them, subtracts the pedestal, divides ``n`` and ``p`` by their
 flat-field planes and sums each ROI over the pixels good in all three ROIs. Sums are
 in photons (``photons_per_adu`` of the corrections). Outputs: ``sum_n``, ``sum_0``,
@@ -140,7 +140,7 @@ class BOZ(DetObjectFunc):
         if self._gain is not None:
             g = self._gain if np.ndim(self._gain) == 0 else self._gain[y0:y1, x0:x1]
             data = data * np.float32(g) if np.ndim(g) == 0 else data * g.astype(np.float32)
-        cells = self.det.cell_index(frames.cell_ids)
+        cells = self.det.cell_index(frames.module_cells(self.module))
         raw = np.rint(data + self._ped[cells, y0:y1, x0:x1])
         return np.clip(raw, 0, DSSC_ADC_MAX).astype(np.int16)
 
@@ -148,7 +148,7 @@ class BOZ(DetObjectFunc):
         corr = self.corr
         y0, _, x0, _ = union_box(corr.rois)
         raw = self.raw_values(frames)
-        cells = self.det.cell_index(frames.cell_ids)
+        cells = self.det.cell_index(frames.module_cells(self.module))
         j = frames.module_axis_index(self.module)
         present = frames.valid[:, j].reshape(len(frames), -1).any(axis=1)
         out: Dict[str, np.ndarray] = {}

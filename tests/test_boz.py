@@ -201,6 +201,32 @@ def test_without_table_the_planted_deviation_remains(boz_root, corrections_files
     assert np.abs(dec - 1).max() > 0.005, dec
 
 
+def test_boz_uses_the_cells_its_module_recorded(boz_root, detector, corrections_files):
+    from dataclasses import replace
+
+    from smalldata.funcs.boz import BOZ
+
+    # a batch whose frame cells are another module's (the next dark cell) while module 15 recorded its
+    # own: the detector subtracts module 15's pedestals, and the boz sums equal those of the plain batch
+    access = RunAccess.from_directory(run_path(boz_root, PROPOSAL, EMPTY))
+    raw = access.read_raw((15,), access.train_ids[:4])
+    raw = replace(raw, data=raw.data.copy())
+    cells = detector.cell_ids[(detector.cell_index(raw.cell_ids) + 1) % len(detector.cell_ids)]
+    other = replace(raw, cell_ids=cells.astype(np.uint16), module_cell_ids=raw.cell_ids[:, None].copy())
+    func = BOZ(module=15, corrections=str(corrections_files[1]))
+    func.setFromDet(detector)
+    plain, shifted = detector.calibrate(raw), detector.calibrate(other)
+    np.testing.assert_array_equal(shifted.module_cells(15), raw.cell_ids)
+    pick = np.arange(len(raw)) % 3 == 0
+    np.testing.assert_array_equal(shifted.subset(pick).module_cells(15), raw.cell_ids[pick])
+    expected, got = func.process(plain), func.process(shifted)
+    for key in expected:
+        np.testing.assert_array_equal(got[key], expected[key], err_msg=key)
+    # the frame cells' pedestals instead would move the sums
+    wrong = func.process(replace(shifted, module_cell_ids=None))
+    assert np.abs(wrong["sum_0"] - expected["sum_0"]).max() > 10, (wrong["sum_0"], expected["sum_0"])
+
+
 # ---------------------------------------------------------------------- XAS on the sample run
 def _sample(outputs, key="sample"):
     with h5py.File(outputs[key], "r") as f:

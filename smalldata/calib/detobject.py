@@ -316,7 +316,8 @@ class DetObject:
         if inv_gain is not None:
             out *= inv_gain
         return Frames(data=out, valid=valid, units=self.units, train_ids=raw.train_ids,
-                      pulse_ids=raw.pulse_ids, cell_ids=raw.cell_ids, modules=self.modules, origin=origin)
+                      pulse_ids=raw.pulse_ids, cell_ids=raw.cell_ids, modules=self.modules, origin=origin,
+                      module_cell_ids=raw.select_modules(self.modules).module_cell_ids)
 
     def _constants_in(self, region: Optional[tuple], box: tuple) -> tuple:
         """Pedestal (cell-major), mask and inverse gain of a region, as contiguous arrays (cached)."""

@@ -346,7 +346,8 @@ class FusedPlan:
         written = self.frame_box is not None and functions
         return Frames(data=frames_out if written else None, valid=valid_out if written else None,
                       units=det.units, train_ids=raw.train_ids, pulse_ids=raw.pulse_ids, cell_ids=raw.cell_ids,
-                      modules=det.modules, origin=origin, fused=batch)
+                      modules=det.modules, origin=origin, fused=batch,
+                      module_cell_ids=raw.select_modules(det.modules).module_cell_ids)
 
 
 def _sums_arrays(sums, keep) -> Dict[str, object]:

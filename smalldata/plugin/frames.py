@@ -95,6 +95,10 @@ class Frames:
         The fused pass's results for the built-in functions of this batch
         (:mod:`smalldata.fused.plan`); with it, ``data`` and ``valid`` may be None when
         no function of the detector needs the calibrated pixels.
+    module_cell_ids : ndarray, (N, M) or None
+        Memory cell of each frame as each module along axis 1 recorded it (the one whose
+        pedestal was subtracted); None when every module agrees with ``cell_ids``.
+        :meth:`module_cells` gives one module's.
     """
 
     data: np.ndarray
@@ -108,6 +112,7 @@ class Frames:
     zeroed: bool = False
     payload: Mapping[str, Any] = field(default_factory=dict)
     fused: Optional[object] = None
+    module_cell_ids: Optional[np.ndarray] = None
 
     def __len__(self) -> int:
         return len(self.train_ids)
@@ -118,12 +123,18 @@ class Frames:
             raise KeyError(f"module {module} is not in this batch (modules {self.modules})")
         return self.modules.index(module)
 
+    def module_cells(self, module: int) -> np.ndarray:
+        """(N,) memory cells that detector module ``module`` recorded for these frames."""
+        if self.module_cell_ids is None:
+            return self.cell_ids
+        return self.module_cell_ids[:, self.module_axis_index(module)]
+
     def derived(self, data: np.ndarray, valid: np.ndarray, units: Optional[str] = None,
                 zeroed: bool = False, payload: Optional[Mapping[str, Any]] = None,
                 fused: Optional[object] = None) -> "Frames":
-        """New frames with the same ids but other pixel values (e.g. an ROI crop)."""
+        """New frames with the same ids but other pixel values (e.g. an ROI crop; no module axis)."""
         return replace(self, data=data, valid=valid, units=units or self.units, modules=None, origin=(0, 0),
-                       zeroed=zeroed, payload=dict(payload or {}), fused=fused)
+                       zeroed=zeroed, payload=dict(payload or {}), fused=fused, module_cell_ids=None)
 
     def with_payload(self, payload: Mapping[str, Any]) -> "Frames":
         """The same pixels carrying ``payload`` (added to any they carry) for a function's children."""
@@ -138,6 +149,7 @@ class Frames:
             train_ids=self.train_ids[selection],
             pulse_ids=self.pulse_ids[selection],
             cell_ids=self.cell_ids[selection],
+            module_cell_ids=None if self.module_cell_ids is None else self.module_cell_ids[selection],
             payload={},
             fused=None if self.fused is None else self.fused.subset(selection),
         )
