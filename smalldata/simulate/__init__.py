@@ -11,12 +11,13 @@
 Modules: :mod:`.config` (parameters and presets), :mod:`.xfel_files` (the raw-file
 writer), :mod:`.detector` (pedestal, noise, bad pixels), :mod:`.physics` (ring,
 speckle, pump effect, XGM, digitizer), :mod:`.timing` (frames and bunch pattern),
-:mod:`.runs` (whole runs), :mod:`.truth` (paths and the truth file).
+:mod:`.runs` (whole runs; presets subclass :class:`RunSimulation`), :mod:`.truth` (paths
+and the truth file), :mod:`.boz` (the BOZ preset).
 See ``docs/simulator.md``.
 """
 from .config import CYCLE, SimulationConfig
-from .runs import simulate_dark_run, simulate_data_run
+from .runs import RunSimulation, TrainPlan, simulate_dark_run, simulate_data_run, simulate_run
 from .truth import read_truth, run_path, truth_path
 
-__all__ = ["CYCLE", "SimulationConfig", "simulate_dark_run", "simulate_data_run", "run_path", "truth_path",
-           "read_truth"]
+__all__ = ["CYCLE", "SimulationConfig", "simulate_dark_run", "simulate_data_run", "simulate_run", "RunSimulation",
+           "TrainPlan", "run_path", "truth_path", "read_truth"]

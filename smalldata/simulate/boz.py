@@ -42,9 +42,8 @@ from scipy.special import erf
 from smalldata.constants import DSSC_ADC_MAX, DSSC_MODULE_SHAPE
 from smalldata.errors import ConfigError
 
-from . import physics
 from .config import SimulationConfig
-from .runs import _RunSimulation, _simulate
+from .runs import FIRST_FREE_STREAM, RunSimulation, TrainPlan, simulate_run
 
 VARIANTS = ("empty", "sample")
 ORDERS = ("n", "0", "p")
@@ -237,8 +236,15 @@ def absorbance(cfg: BozSimConfig, energy: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------- the run
-class BozRunSimulation(_RunSimulation):
-    """A run of the BOZ preset: the regular writer with the BOZ module frames."""
+class BozRunSimulation(RunSimulation):
+    """A run of the BOZ preset: the regular writer with the BOZ module frames and truth entries.
+
+    Parameters
+    ----------
+    boz : BozSimConfig
+    cfg, proposal, run, dark, run_dir
+        As :class:`~smalldata.simulate.runs.RunSimulation` (``cfg`` from :meth:`BozSimConfig.simulation_config`).
+    """
 
     def __init__(self, boz: BozSimConfig, cfg: SimulationConfig, proposal: int, run: int, dark: bool, run_dir: Path):
         super().__init__(cfg, proposal, run, dark, run_dir)
@@ -252,9 +258,11 @@ class BozRunSimulation(_RunSimulation):
         self.boz_frames = {k: [] for k in ("boz_rel", "boz_transmission_n", "boz_photons_n", "boz_photons_0",
                                            "boz_photons_p", "boz_saturated")}
 
-    def _module_train(self, i, t, lay, xi, ring_scale, plan, speckle_lam):
-        boz, n = self.boz, len(lay)
-        rng = self._rng(5, t, self.modules[i])
+    def module_frames(self, i: int, train: TrainPlan):
+        """The BOZ module's frames: noise, pedestal, the three beams' photons, the planted response."""
+        boz, lay, xi, t = self.boz, train.layout, train.xray, train.index
+        n = len(lay)
+        rng = self.rng(FIRST_FREE_STREAM, t, self.modules[i])
         cells = np.asarray(lay.cells, np.int64)
         v = rng.standard_normal((n,) + DSSC_MODULE_SHAPE, dtype=np.float32)
         v *= self.det.noise[i].reshape(DSSC_MODULE_SHAPE)
@@ -263,11 +271,9 @@ class BozRunSimulation(_RunSimulation):
         trans = np.ones(n)
         photons = np.zeros((3, n), np.int64)
         if len(xi):
-            pump = np.where(lay.laser, physics.pump_factor(self.delays[t], boz.pump_amplitude, boz.pump_t0,
-                                                           boz.pump_tau), 1.0)
-            rel[xi] = ring_scale / pump[xi]  # the run writer scales by the pump factor too
-            if boz.variant == "sample":
-                trans[xi] = np.exp(-absorbance(boz, self.energies[t])) * pump[xi]
+            rel[xi] = train.intensity[xi]
+            if boz.variant == "sample":  # the pump acts on the sample; empty membranes transmit everything
+                trans[xi] = np.exp(-absorbance(boz, self.energies[t])) * train.pump[xi]
             dead = self.det.dead[i].reshape(DSSC_MODULE_SHAPE)
             for k, lam in enumerate((self.lam_n, self.lam0, self.lam_p)):
                 y0, y1, x0, x1 = self.boxes[k]
@@ -285,16 +291,17 @@ class BozRunSimulation(_RunSimulation):
             self.boz_frames[key].append(value)
         return raw.reshape(n, 1, *DSSC_MODULE_SHAPE), photons.sum(axis=0), np.zeros(n, np.int64)
 
-    def truth(self):
-        datasets, attrs = super().truth()
+    def extra_truth(self):
+        """The ``boz_*`` datasets and attributes (see the module doc)."""
         boz = self.boz
+        datasets = {}
         if not self.dark:
             datasets.update({k: np.concatenate(v) for k, v in self.boz_frames.items()})
             datasets["boz_absorbance_train"] = absorbance(boz, self.energies)
         datasets["boz_rois"] = self.boxes
         datasets["boz_profile_0"] = self.lam0.astype(np.float32)
         datasets["boz_nl_lut"] = inverse_response_lut(boz.nl_knee, boz.nl_amplitude)
-        attrs.update({
+        attrs = {
             "boz_variant": boz.variant, "boz_module": boz.module, "boz_photons_per_adu": boz.photons_per_adu,
             "boz_ff_n": np.array(boz.ff_n), "boz_ff_p": np.array(boz.ff_p), "boz_nl_knee": boz.nl_knee,
             "boz_nl_amplitude": boz.nl_amplitude, "boz_peak_photons": boz.peak_photons,
@@ -302,7 +309,7 @@ class BozRunSimulation(_RunSimulation):
             "boz_edge_step": boz.edge_step if boz.variant == "sample" else 0.0,
             "boz_pump_amplitude": boz.pump_amplitude if boz.variant == "sample" else 0.0,
             "boz_pump_t0": boz.pump_t0, "boz_pump_tau": boz.pump_tau, "boz_config_json": boz.to_json(),
-        })
+        }
         return datasets, attrs
 
 
@@ -335,6 +342,6 @@ def simulate_boz_runs(root: os.PathLike, proposal: int, run: int, dark_run: Opti
     factory = partial(BozRunSimulation, cfg)
     written = []
     if dark_run is not None:
-        written.append(_simulate(root, proposal, dark_run, sim_cfg, True, overwrite, threads, simulation=factory))
-    written.append(_simulate(root, proposal, run, sim_cfg, False, overwrite, threads, simulation=factory))
+        written.append(simulate_run(root, proposal, dark_run, sim_cfg, True, overwrite, threads, simulation=factory))
+    written.append(simulate_run(root, proposal, run, sim_cfg, False, overwrite, threads, simulation=factory))
     return written

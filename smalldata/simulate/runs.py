@@ -8,6 +8,12 @@ by one train of all modules plus the detector constants.
 Randomness: detector constants from ``cfg.detector_seed``; everything else from
 ``numpy.random.default_rng([cfg.seed, run, stream, train_index, ...])`` so each module
 and train has its own stream, independent of the module subset and of the order of work.
+
+Presets with their own physics subclass :class:`RunSimulation` and override its hooks
+:meth:`~RunSimulation.module_frames` (the raw frames of one module in one train) and
+:meth:`~RunSimulation.extra_truth` (their entries of the truth file), then write runs
+with :func:`simulate_run`; everything else (files, scans, XGM, digitizer, truth) stays
+the regular writer's.
 """
 from __future__ import annotations
 
@@ -16,8 +22,9 @@ import os
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -28,14 +35,16 @@ from smalldata.geometry.positions import load_dssc_geometry, pixel_positions
 from . import facility, physics
 from .config import SimulationConfig
 from .detector import N_PIXELS, DetectorModel
-from .timing import scan_values, train_layout
-from .truth import run_path, truth_path, write_truth
+from .timing import TrainLayout, scan_values, train_layout
+from .truth import run_path, run_truth_attrs, run_truth_datasets, truth_path, write_truth
 from .xfel_files import AggregatorWriter, KeySpec, karabo_units
 
 log = logging.getLogger(__name__)
 
-# per-run RNG streams
+# per-run RNG streams (presets use streams from FIRST_FREE_STREAM on)
 _S_XGM, _S_SPECKLE, _S_MODULE, _S_DIGITIZER = 1, 2, 3, 4
+#: First random stream number free for presets (:meth:`RunSimulation.rng`).
+FIRST_FREE_STREAM = 5
 #: Time of ``first_train_id`` of run 0, ns since the epoch (2026-01-01T00:00:00Z); runs are an hour apart.
 EPOCH_NS = 1_767_225_600 * 10 ** 9
 TRAIN_PERIOD_NS = 100_000_000
@@ -67,13 +76,13 @@ def simulate_dark_run(root: os.PathLike, proposal: int, run: int, cfg: Optional[
     Path
         The run directory.
     """
-    return _simulate(root, proposal, run, cfg or SimulationConfig(), True, overwrite, threads)
+    return simulate_run(root, proposal, run, cfg or SimulationConfig(), True, overwrite, threads)
 
 
 def simulate_data_run(root: os.PathLike, proposal: int, run: int, cfg: Optional[SimulationConfig] = None,
                       overwrite: bool = False, threads: Optional[int] = None) -> Path:
     """Write a data run of ``cfg.n_trains`` trains with planted physics; parameters as :func:`simulate_dark_run`."""
-    return _simulate(root, proposal, run, cfg or SimulationConfig(), False, overwrite, threads)
+    return simulate_run(root, proposal, run, cfg or SimulationConfig(), False, overwrite, threads)
 
 
 def _n_threads(threads: Optional[int], n_modules: int) -> int:
@@ -135,15 +144,33 @@ def _prepare_dirs(root, proposal: int, run: int, overwrite: bool):
     return final, truth, partial
 
 
-def _simulate(root, proposal: int, run: int, cfg: SimulationConfig, dark: bool, overwrite: bool,
-              threads: Optional[int], simulation=None) -> Path:
-    """Write one run; ``simulation`` builds the run plan (default :class:`_RunSimulation`, presets subclass it)."""
+def simulate_run(root: os.PathLike, proposal: int, run: int, cfg: SimulationConfig, dark: bool = False,
+                 overwrite: bool = False, threads: Optional[int] = None,
+                 simulation: Optional[Callable[..., "RunSimulation"]] = None) -> Path:
+    """Write one run with its truth file.
+
+    Parameters
+    ----------
+    root, proposal, run, overwrite, threads
+        As :func:`simulate_dark_run`.
+    cfg : SimulationConfig
+    dark : bool
+        A dark run (no X-rays, no laser) instead of a data run.
+    simulation : callable, optional
+        ``simulation(cfg, proposal, run, dark, run_dir)`` returns the :class:`RunSimulation`
+        (a preset's subclass); default :class:`RunSimulation`.
+
+    Returns
+    -------
+    Path
+        The run directory.
+    """
     cfg.validate()
     proposal, run = int(proposal), int(run)
     final, truth_file, partial = _prepare_dirs(root, proposal, run, overwrite)
     t_start = time.monotonic()
     try:
-        sim = (simulation or _RunSimulation)(cfg, proposal, run, dark, partial)
+        sim = (simulation or RunSimulation)(cfg, proposal, run, dark, partial)
         log.info("simulating %s run %d: modules %s, %d trains, %d frames -> %s", sim.kind, run, list(cfg.modules),
                  sim.n_trains, sum(sim.counts), final)
         log_every = max(1, sim.n_trains // 10)
@@ -170,8 +197,52 @@ def _simulate(root, proposal: int, run: int, cfg: SimulationConfig, dark: bool, 
     return final
 
 
-class _RunSimulation:
-    """The plan of one run and its writers; :meth:`write_train` makes and writes one train."""
+@dataclass
+class TrainPlan:
+    """What the modules of one train share: the argument of :meth:`RunSimulation.module_frames`.
+
+    Attributes
+    ----------
+    index : int
+        Position of the train in the run.
+    layout : TrainLayout
+        The train's frames: memory cells, slots, X-ray and laser flags, labels.
+    xray : (k,) int64
+        Frames with an X-ray pulse.
+    intensity : (n,) float64
+        Each frame's pulse energy over the mean (0 without X-rays).
+    pump : (n,) float64
+        Each frame's pump factor of the sample response (1 without the laser).
+    ring, speckle
+        The default physics' ring plan at the train's photon energy and speckle expectation
+        (``(k, S)`` in the speckle ROI), or None.
+    """
+
+    index: int
+    layout: TrainLayout
+    xray: np.ndarray
+    intensity: np.ndarray
+    pump: np.ndarray
+    ring: Optional[_RingPlan] = None
+    speckle: Optional[np.ndarray] = None
+
+
+class RunSimulation:
+    """The plan of one run and its writers; :meth:`write_train` makes and writes one train.
+
+    The base of presets: a subclass overrides :meth:`module_frames` and :meth:`extra_truth`
+    and may use :attr:`cfg`, :attr:`det` (pedestal, noise and bad pixels per module),
+    :attr:`modules`, :attr:`dark`, :attr:`delays`, :attr:`energies` (per train) and
+    :meth:`rng`.
+
+    Parameters
+    ----------
+    cfg : SimulationConfig
+    proposal, run : int
+    dark : bool
+    run_dir : Path
+        Where the files are written (the hidden partial directory).
+    """
 
     def __init__(self, cfg: SimulationConfig, proposal: int, run: int, dark: bool, run_dir: Path):
         self.cfg, self.proposal, self.run, self.dark = cfg, proposal, run, dark
@@ -222,7 +293,8 @@ class _RunSimulation:
         return train_layout(self.counts[t], cfg.pattern, cfg.first_slot, cfg.slot_spacing, beam_off=self.dark,
                             laser_pulses=cfg.laser_pulses)
 
-    def _rng(self, stream: int, *idx: int) -> np.random.Generator:
+    def rng(self, stream: int, *idx: int) -> np.random.Generator:
+        """The random stream ``stream`` of this run at ``idx`` (streams below :data:`FIRST_FREE_STREAM` are taken)."""
         return np.random.default_rng([self.cfg.seed, self.run, stream, *idx])
 
     def write_train(self, t: int, pool: ThreadPoolExecutor) -> None:
@@ -235,7 +307,7 @@ class _RunSimulation:
         xs = lay.slots[xi].astype(np.int64)
         self.train_slots[t] = lay.laser_first_slot, xs[0] if len(xs) else -1, xs[1] if len(xs) > 1 else -1
         xgm = np.zeros(n)
-        xgm[xi] = physics.xgm_pulse_energies(len(xi), cfg.xgm_mean_uj, cfg.xgm_log_sigma, self._rng(_S_XGM, t))
+        xgm[xi] = physics.xgm_pulse_energies(len(xi), cfg.xgm_mean_uj, cfg.xgm_log_sigma, self.rng(_S_XGM, t))
         rel = xgm / cfg.xgm_mean_uj
         pump = np.where(lay.laser, physics.pump_factor(self.delays[t], cfg.pump_amplitude, cfg.pump_t0,
                                                        cfg.pump_tau), 1.0)
@@ -243,14 +315,13 @@ class _RunSimulation:
         if self.speckle_i is not None and len(xi) and cfg.speckle_mean_photons > 0:
             y0, y1, x0, x1 = cfg.speckle_roi
             inten = physics.speckle_intensity((len(xi), y1 - y0, x1 - x0), cfg.speckle_contrast,
-                                              cfg.speckle_size_px, self._rng(_S_SPECKLE, t))
+                                              cfg.speckle_size_px, self.rng(_S_SPECKLE, t))
             speckle_lam = cfg.speckle_mean_photons * inten.reshape(len(xi), -1) * rel[xi, None]
             speckle_lam[:, self.det.dead[self.speckle_i, self.roi_pixels]] = 0.0
-        plan = self.plans.get(float(self.energies[t]))
-        ring_scale = rel[xi] * pump[xi]
+        train = TrainPlan(t, lay, xi, rel, pump, self.plans.get(float(self.energies[t])), speckle_lam)
 
         def make(i: int):
-            return None if self.missing[i, t] else self._module_train(i, t, lay, xi, ring_scale, plan, speckle_lam)
+            return None if self.missing[i, t] else self.module_frames(i, train)
 
         photons = np.zeros((n, len(modules)), np.int64)
         roi_photons = np.zeros(n, np.int64)
@@ -269,7 +340,7 @@ class _RunSimulation:
                 "trailer.status": np.zeros(1, np.uint64),
                 "detector.data": np.zeros((1, DETECTOR_DATA_SIZE), np.uint8),
             }})
-        integrals = facility.write_other_train(self.other, cfg, self._rng(_S_DIGITIZER, t), tid, ts, lay, xi, xgm,
+        integrals = facility.write_other_train(self.other, cfg, self.rng(_S_DIGITIZER, t), tid, ts, lay, xi, xgm,
                                  self.delays[t], self.energies[t], self.n_samples)
         for key, value in zip(_FRAME_KEYS, (
                 np.full(n, tid, np.uint64), np.arange(n), lay.slots, lay.cells, lay.xray, lay.laser,
@@ -277,11 +348,21 @@ class _RunSimulation:
                 integrals)):
             self.frames[key].append(value)
 
-    def _module_train(self, i: int, t: int, lay, xi: np.ndarray, ring_scale: np.ndarray,
-                      plan: Optional[_RingPlan], speckle_lam: Optional[np.ndarray]):
-        """Raw frames (n, 1, 128, 512), planted photons (n,) and speckle-ROI photons (n,) of module i."""
+    def module_frames(self, i: int, train: TrainPlan) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Hook: the frames of module ``self.modules[i]`` in ``train`` (called in worker threads).
+
+        Returns
+        -------
+        raw : (n, 1, 128, 512) uint16
+        photons : (n,) int64
+            Photons planted on the module per frame (truth ``frame_photons``).
+        roi_photons : (n,) int64
+            Of those, the photons in the speckle ROI (truth ``frame_speckle_photons``).
+        """
+        lay, xi, t, plan, speckle_lam = train.layout, train.xray, train.index, train.ring, train.speckle
+        ring_scale = train.intensity[xi] * train.pump[xi]
         n = len(lay)
-        rng = self._rng(_S_MODULE, t, self.modules[i])
+        rng = self.rng(_S_MODULE, t, self.modules[i])
         pixels, counts = [], []
         n_ph, n_roi = np.zeros(n, np.int64), np.zeros(n, np.int64)
         if plan is not None and len(xi):
@@ -306,68 +387,19 @@ class _RunSimulation:
 
     def truth(self):
         """(datasets, attributes) of the truth file."""
-        datasets = _truth_datasets(self.cfg, self.det, self.modules, self.train_ids, self.counts, self.missing,
+        datasets = run_truth_datasets(self.cfg, self.det, self.modules, self.train_ids, self.counts, self.missing,
                                    self.delays, self.energies, self.plans, self.speckle_i, self.roi_pixels,
                                    self.dark)
         datasets["train_laser_first_slot"] = self.train_slots[:, 0]
         if not self.dark:
             datasets.update({k: np.concatenate(v) for k, v in self.frames.items()})
-        attrs = _truth_attrs(self.cfg, self.proposal, self.run, self.kind, self.n_samples)
+        attrs = run_truth_attrs(self.cfg, self.proposal, self.run, self.kind, self.n_samples)
         attrs.update(facility.laser_anchors(*self.train_slots.T))
+        extra_datasets, extra_attrs = self.extra_truth()
+        datasets.update(extra_datasets)
+        attrs.update(extra_attrs)
         return datasets, attrs
 
-
-def _truth_datasets(cfg, det, modules, train_ids, counts, missing, delays, energies, plans, speckle_i,
-                    roi_pixels, dark) -> Dict[str, np.ndarray]:
-    mean = np.zeros((len(modules), N_PIXELS), np.float32)
-    if not dark:
-        mean += plans[cfg.photon_energy].lam.astype(np.float32)
-        if speckle_i is not None:
-            mean[speckle_i, roi_pixels] += np.float32(cfg.speckle_mean_photons) * ~det.dead[speckle_i, roi_pixels]
-    shape = C.DSSC_MODULE_SHAPE
-    return {
-        "modules": np.array(modules, np.int64),
-        "train_ids": train_ids,
-        "frames_per_train": np.array(counts, np.int64),
-        "module_missing": missing,
-        "cell_ids": np.arange(det.n_cells, dtype=np.uint16),
-        "pedestal": det.shaped("pedestal"),
-        "noise": det.shaped("noise"),
-        "bad_dead": det.shaped("dead"),
-        "bad_hot": det.shaped("hot"),
-        "bad_noisy": det.shaped("noisy"),
-        "mean_photons": mean.reshape((len(modules),) + shape),
-        "train_delay": np.asarray(delays, np.float64),
-        "train_photon_energy": np.asarray(energies, np.float64),
-    }
-
-
-def _truth_attrs(cfg: SimulationConfig, proposal: int, run: int, kind: str, n_samples: int) -> Dict[str, object]:
-    from smalldata.geometry.positions import default_geometry_file
-
-    return {
-        "run_type": kind, "proposal": proposal, "run": run,
-        "gain_adu_per_photon": cfg.gain_adu_per_photon,
-        "photon_energy_ev": cfg.photon_energy, "distance_m": cfg.distance,
-        "beam_center_m": np.array(cfg.beam_center), "ring_q": cfg.ring_q, "ring_sigma_q": cfg.ring_sigma_q,
-        "ring_peak_photons": cfg.ring_peak_photons, "ring_cutoff": physics.RING_CUTOFF,
-        "speckle_module": cfg.speckle_module, "speckle_roi": np.array(cfg.speckle_roi),
-        "speckle_mean_photons": cfg.speckle_mean_photons, "speckle_contrast": cfg.speckle_contrast,
-        "speckle_size_px": cfg.speckle_size_px,
-        "pump_amplitude": cfg.pump_amplitude, "pump_t0": cfg.pump_t0, "pump_tau": cfg.pump_tau,
-        "delay_units": "mm", "xgm_mean_uj": cfg.xgm_mean_uj, "xgm_log_sigma": cfg.xgm_log_sigma,
-        "seed": cfg.seed, "detector_seed": cfg.detector_seed, "pattern": list(cfg.pattern),
-        "first_slot": cfg.first_slot, "slot_spacing": cfg.slot_spacing,
-        "laser_pulses": np.array(cfg.laser_pulses if cfg.laser_pulses is not None else (-1, -1)),
-        "bunch_table_length": cfg.bunch_table_length,
-        "sequence_trains": cfg.sequence_trains, "first_train_id": cfg.first_train_id,
-        "digitizer_first_sample": cfg.digitizer_first_sample,
-        "digitizer_samples_per_slot": cfg.digitizer_samples_per_slot, "digitizer_n_samples": n_samples,
-        "digitizer_baseline_adu": cfg.digitizer_baseline_adu, "digitizer_noise_adu": cfg.digitizer_noise_adu,
-        "digitizer_adu_per_uj": cfg.digitizer_adu_per_uj,
-        "digitizer_pulse_sigma_samples": cfg.digitizer_pulse_sigma_samples,
-        "hot_offset_adu": cfg.hot_offset_adu, "noisy_factor": cfg.noisy_factor,
-        "geometry_file": str(cfg.geometry_file or default_geometry_file()),
-        "quadrant_positions_m": np.array(cfg.quadrant_positions),
-        "config_json": cfg.to_json(),
-    }
+    def extra_truth(self) -> Tuple[Dict[str, np.ndarray], Dict[str, object]]:
+        """Hook: a preset's (datasets, attributes) added to the truth file (after all trains)."""
+        return {}, {}
