@@ -49,6 +49,8 @@ def dark_settings_from_config(path: Optional[os.PathLike], detector: Optional[st
     ``detectors.<name>.modules`` and ``detectors.<name>.dark`` (thresholds). ``detector``
     picks the detector; default the only one configured, or ``dssc``.
     """
+    from smalldata.config.keys import DETECTOR_SCHEMA, TOP_SCHEMA
+    from smalldata.config.schema import apply_schema
     from smalldata.config.yamlfile import load_yaml, resolve_path
     from smalldata.errors import ConfigError
 
@@ -56,36 +58,25 @@ def dark_settings_from_config(path: Optional[os.PathLike], detector: Optional[st
         return DarkSettings(None, None, Path("calib").resolve(), detector or "dssc", None, DarkThresholds())
     path = Path(path).resolve()
     raw = load_yaml(path)
-    base = path.parent
-    proposal = raw.get("proposal")
-    if proposal is not None and (not isinstance(proposal, int) or isinstance(proposal, bool) or proposal <= 0):
-        raise ConfigError("proposal", f"expected a positive proposal number, got {proposal!r} (in {path})")
-    for key in ("data_root", "calib_dir"):
-        if raw.get(key) is not None and not isinstance(raw[key], str):
-            raise ConfigError(key, f"expected a folder name, got {raw[key]!r} (in {path})")
-    data_root = resolve_path(base, raw["data_root"]) if raw.get("data_root") else None
-    calib_dir = resolve_path(base, raw.get("calib_dir") or "calib")
-    detectors = raw.get("detectors")
-    if not isinstance(detectors, dict) or not detectors:
-        raise ConfigError("detectors", f"is required in {path}: a mapping with one entry per detector, "
-                                       "e.g. 'dssc: {dark_run: 615}'")
-    if detector is None:
-        detector = next(iter(detectors)) if len(detectors) == 1 else "dssc"
-    if detector not in detectors:
-        names = ", ".join(map(str, detectors))
-        raise ConfigError("detectors", f"no detector {detector!r} in {path} (detectors: {names}); "
-                                       "choose one with --detector")
-    det = detectors[detector] or {}
-    if not isinstance(det, dict):
-        raise ConfigError(f"detectors.{detector}", f"expected a mapping of keys, got {det!r}")
-    modules = det.get("modules")
-    if modules is not None:
-        if not isinstance(modules, list) or not all(isinstance(m, int) and 0 <= m <= 15 for m in modules):
-            raise ConfigError(f"detectors.{detector}.modules",
-                              f"expected a list of module numbers 0..15, got {modules!r}")
-        modules = tuple(sorted(set(modules)))
-    thresholds = DarkThresholds.from_mapping(det.get("dark"), f"detectors.{detector}.dark")
-    return DarkSettings(proposal, data_root, calib_dir, str(detector), modules, thresholds)
+    try:  # the producer's own key tables, for the keys smd_dark reads (the config is made for the producer)
+        top = apply_schema(raw, TOP_SCHEMA, "", keys=("proposal", "data_root", "calib_dir", "detectors"))
+        detectors = top["detectors"]
+        if not detectors:
+            raise ConfigError("detectors", "is required: a mapping with one entry per detector, "
+                                           "e.g. 'dssc: {dark_run: 615}'")
+        if detector is None:
+            detector = next(iter(detectors)) if len(detectors) == 1 else "dssc"
+        if detector not in detectors:
+            raise ConfigError("detectors", f"no detector {detector!r} (detectors: {', '.join(map(str, detectors))}); "
+                                           "choose one with --detector")
+        det = apply_schema(detectors[detector], DETECTOR_SCHEMA, f"detectors.{detector}", keys=("modules", "dark"))
+    except ConfigError as exc:
+        raise ConfigError(exc.path, f"{exc.message} (in {path})") from None
+    data_root = resolve_path(path.parent, top["data_root"]) if top["data_root"] else None
+    calib_dir = resolve_path(path.parent, top["calib_dir"])
+    modules = tuple(sorted(det["modules"])) if det["modules"] is not None else None
+    thresholds = DarkThresholds.from_mapping(det["dark"], f"detectors.{detector}.dark")
+    return DarkSettings(top["proposal"], data_root, calib_dir, str(detector), modules, thresholds)
 
 
 def parse_modules(text: str) -> Tuple[int, ...]:

@@ -321,3 +321,32 @@ def test_accumulator_exact_beyond_nine_bits():
     acc = CellAccumulator(np.array([0, 1]))
     acc.add(data, np.array([0, 1, 0, 1], np.uint16))
     assert acc.sum[0, 0] == 2 * 65535 and acc.sumsq[0, 0] == 2 * 65535 ** 2 and acc.sumsq[1, 0] == 65535 ** 2
+
+
+def test_dark_settings_checked_by_the_producer_schema(tmp_path, sim_root, sim_config):
+    """smd_dark checks the keys it reads with the producer's key tables: same rules, same messages."""
+    from smalldata.cli.smd_dark import dark_settings_from_config
+    from smalldata.config.producer import ProducerConfig
+
+    cfg = write_config(tmp_path / "producer.yaml", sim_root, sim_config)
+    settings = dark_settings_from_config(cfg)
+    assert settings.proposal == PROPOSAL and settings.modules is None and settings.detector == "dssc"
+    assert settings.calib_dir == (tmp_path / "calib").resolve() and str(settings.data_root) == str(sim_root)
+    raw = yaml.safe_load(cfg.read_text())
+    raw["output_dir"] = "out"  # a key smd_dark does not read is left to the producer
+    for key, value, where in (("proposal", 0, "proposal"), ("calib_dir", 5, "calib_dir"),
+                              ("modules", [3, 16], "detectors.dssc.modules"),
+                              ("modules", [2, 2], "detectors.dssc.modules")):
+        bad = yaml.safe_load(yaml.safe_dump(raw))
+        (bad["detectors"]["dssc"] if key == "modules" else bad)[key] = value
+        path = tmp_path / f"bad_{key}.yaml"
+        path.write_text(yaml.safe_dump(bad))
+        with pytest.raises(ConfigError) as dark_err:
+            dark_settings_from_config(path)
+        with pytest.raises(ConfigError) as producer_err:
+            ProducerConfig.from_file(path)
+        assert dark_err.value.path == producer_err.value.path == where
+        assert dark_err.value.message == f"{producer_err.value.message} (in {path.resolve()})"
+    raw["detectors"]["dssc"]["modules"] = [3, 1]
+    (tmp_path / "ok.yaml").write_text(yaml.safe_dump(raw))
+    assert dark_settings_from_config(tmp_path / "ok.yaml").modules == (1, 3)

@@ -10,7 +10,7 @@ import inspect
 import math
 import typing
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 from smalldata.errors import ConfigError
 
@@ -102,22 +102,40 @@ def conforms(value, kind) -> bool:
     return True
 
 
-def apply_schema(mapping: Optional[Mapping], schema: Dict[str, Field], path: str) -> Dict[str, Any]:
+def apply_schema(mapping: Optional[Mapping], schema: Dict[str, Field], path: str,
+                 keys: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     """Validate ``mapping`` against ``schema``: unknown keys, required keys, types, checks.
 
-    Returns a new dict with defaults filled in.
+    Parameters
+    ----------
+    mapping : mapping or None
+    schema : dict of Field
+    path : str
+        Where ``mapping`` is in the config (for messages).
+    keys : sequence of str, optional
+        Validate only these keys of ``schema`` and ignore the others, also unknown ones;
+        a missing required key is then None (for a tool that reads a few keys of a
+        config made for the producer, e.g. ``smd_dark``).
+
+    Returns
+    -------
+    dict
+        A new dict with defaults filled in.
     """
     mapping = {} if mapping is None else mapping
     if not isinstance(mapping, Mapping):
         raise ConfigError(path, f"expected a mapping of keys, got {type(mapping).__name__}")
-    check_unknown_keys(mapping, schema, path)
+    if keys is None:
+        check_unknown_keys(mapping, schema, path)
     result = {}
     for key, field in schema.items():
+        if keys is not None and key not in keys:
+            continue
         where = f"{path}.{key}" if path else key
         if key not in mapping:
-            if field.default is REQUIRED:
+            if field.default is REQUIRED and keys is None:
                 raise ConfigError(where, f"is required ({field.doc})")
-            result[key] = field.default
+            result[key] = None if field.default is REQUIRED else field.default
             continue
         value = mapping[key]
         if not conforms(value, field.kind):
