@@ -72,6 +72,7 @@ def _describe(ds) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the demo: simulate (once), characterise the dark (once), produce, summarise; the exit status."""
     parser = argparse.ArgumentParser(prog="python -m smalldata.cli.demo", description=__doc__)
     parser.add_argument("--config", type=Path, default=Path("configs/producer.yaml"))
     parser.add_argument("--ranks", type=int, default=2, help="MPI ranks for smd_dark and smd_producer")

@@ -18,6 +18,7 @@ from ._cli import add_common_arguments, run_main
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``runSmallDataAna``."""
     parser = argparse.ArgumentParser(
         prog="runSmallDataAna",
         description="Open the small-data file of a run in an IPython session with 'ana' (a SmallDataAna), "

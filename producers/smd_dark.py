@@ -91,6 +91,7 @@ def parse_modules(text: str) -> Tuple[int, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``smd_dark``."""
     parser = argparse.ArgumentParser(
         prog="smd_dark",
         description="Characterise a DSSC dark run: pedestal and noise per module, memory cell and pixel, "

@@ -11,6 +11,7 @@ from ._cli import add_common_arguments, run_main
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``smd_producer``."""
     parser = argparse.ArgumentParser(
         prog="smd_producer",
         description="Process a European XFEL run into a compact HDF5 file: one row per detector frame, "

@@ -139,6 +139,7 @@ class ProducerConfig:
 
     @property
     def proposal(self) -> int:
+        """The proposal number of the config."""
         return self.settings["proposal"]
 
     def functions(self, detector: str) -> List[DetObjectFunc]:

@@ -247,10 +247,12 @@ class FrameRejection:
 
     @property
     def needs_xgm(self) -> bool:
+        """True when an XGM threshold is set (the per-frame XGM must be given to :meth:`reasons`)."""
         return self.xgm_min is not None or self.xgm_max is not None
 
     @property
     def needs_digitizer(self) -> bool:
+        """True when a digitizer threshold is set (the per-frame integral must be given to :meth:`reasons`)."""
         return self.digitizer_min is not None or self.digitizer_max is not None
 
     def reasons(self, train_ids: np.ndarray, frame_index: np.ndarray, is_dark: Optional[np.ndarray] = None,
@@ -319,6 +321,7 @@ class Veto:
         self.value = value
 
     def params(self) -> dict:
+        """The veto's condition as configured: key, op and value."""
         return {"key": self.key, "op": self.op, "value": self.value}
 
     def __repr__(self) -> str:

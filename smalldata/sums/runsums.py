@@ -176,6 +176,7 @@ class RunSums:
     # ------------------------------------------------------------------ results
     @property
     def n_frames(self) -> int:
+        """Frames added (on every rank its own count; after :meth:`reduce` the run's on root)."""
         return int(self._n_frames[0])
 
     @property
