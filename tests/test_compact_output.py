@@ -1,5 +1,5 @@
 """The compact output: dark constants by reference (read back, moved, changed), embedded on request,
-positions in float32, sums compressed."""
+positions in float32, sums compressed, the assembled cube mean at the sums' resolution."""
 import shutil
 
 import h5py
@@ -14,6 +14,7 @@ from smalldata.calib.darkref import file_sha256, read_output_dark
 from smalldata.config.producer import ProducerConfig
 from smalldata.errors import CalibrationError
 from smalldata.pipeline.eventloop import run_producer
+from smalldata.sums.cube import CubeAccumulator
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,9 @@ def outputs(tmp_path_factory, sim_root, calib_dir):
     made = {}
     for embed in (False, True):
         cfg = producer_yaml(tmp, sim_root, calib, FUNCS, name=f"p{embed}.yaml", extra=lambda c, e=embed: (
-            c["detectors"]["dssc"].update(embed_dark=e), c.update(output_dir=str(tmp / f"out{e}"))))
+            c["detectors"]["dssc"].update(embed_dark=e, cube={"scan": "scan/delay", "unique": True,
+                                                              "assembled": True}),
+            c.update(output_dir=str(tmp / f"out{e}"))))
         made[embed] = run_producer(ProducerConfig.from_file(cfg), DATA_RUN).output
     return calib, made[False], made[True]
 
@@ -86,3 +89,30 @@ def test_moved_or_changed_dark_is_reported(outputs, tmp_path):
             read_output_dark(by_ref, path=moved)
     finally:
         shutil.move(moved, dark_file)
+
+
+def test_assembled_cube_mean_at_the_sums_resolution(outputs):
+    """``mean_assembled`` is the cube's exact mean, assembled with the geometry, rounded to 2**-scale_bits."""
+    from smalldata.geometry.positions import load_dssc_geometry
+
+    _, by_ref, _ = outputs
+    with h5py.File(by_ref, "r") as f:
+        group = f["Sums/dssc_cube"]
+        cube = CubeAccumulator.read(group)
+        modules = [int(m) for m in group.attrs["modules"]]
+        ds = group["mean_assembled"]
+        assert ds.dtype == np.float32 and ds.compression == "gzip" and ds.shuffle
+        assert ds.chunks == (1, 1) + ds.shape[2:] and group["sum"].chunks == (1, 1, 1, 128, 512)
+        step = float(ds.attrs["resolution"])
+        stored = ds[()]
+    assert step == 2.0 ** -cube.scale_bits and modules == [2, 3]
+    mean = cube.mean()
+    full = np.full(mean.shape[:2] + (16, 128, 512), np.nan)
+    full[:, :, modules] = mean
+    exact, _ = load_dssc_geometry().position_modules(full)
+    assert stored.shape == exact.shape and cube.count.sum() > 0
+    np.testing.assert_array_equal(np.isnan(stored), np.isnan(exact))
+    on = ~np.isnan(exact)
+    assert on.sum() == np.isfinite(mean).sum() > 0
+    assert np.abs(stored[on] - exact[on]).max() <= step / 2 * (1 + 1e-6)
+    np.testing.assert_array_equal(np.rint(stored[on] / step) * step, stored[on])  # on the grid

@@ -137,7 +137,8 @@ CUBE_SCHEMA: Dict[str, Field] = {
     "unique": Field(bool, False, "one bin per distinct scan value"),
     "xgm": Field(Optional[str], None, "point_data path of the XGM summed per bin, e.g. xgm/sa3_intensity"),
     "sum_squares": Field(bool, False, "also accumulate the sum of squares (for standard deviations)"),
-    "assembled": Field(bool, False, "also write the mean images assembled with the geometry"),
+    "assembled": Field(bool, False, "also write the mean images assembled with the geometry (float32, rounded to "
+                                    "the sums' fixed-point resolution)"),
 }
 
 SUMS_SCHEMA: Dict[str, Field] = {

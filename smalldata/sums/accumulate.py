@@ -117,8 +117,14 @@ class DetectorAccumulators:
                 full = np.full(mean.shape[:2] + (16,) + mean.shape[3:], np.nan, dtype=np.float32)
                 full[:, :, list(modules)] = mean
                 assembled, centre = geometry.position_modules(full)
-                ds = group.create_dataset("mean_assembled", data=assembled.astype(np.float32), compression="gzip")
+                # at the sums' fixed-point resolution, at which every frame was summed: the random digits
+                # below it do not compress (34 MB instead of 15 MB for the demo); sum / pixel_count is exact
+                step = 2.0 ** -self.cube.scale_bits
+                rounded = (np.rint(np.asarray(assembled, dtype=np.float64) / step) * step).astype(np.float32)
+                ds = group.create_dataset("mean_assembled", data=rounded, compression="gzip", shuffle=True,
+                                          chunks=(1, 1) + rounded.shape[2:])
                 ds.attrs["units"] = self.cube.units
+                ds.attrs["resolution"] = step
                 ds.attrs["centre_pixel"] = np.asarray(centre)
         if self.sums is not None:
             self.sums.write(sums_group, self.name)

@@ -323,7 +323,9 @@ class CubeAccumulator:
                 ds.attrs["units"] = units
             return ds
 
-        sum_kw = {"compression": sum_compression, "shuffle": True} if sum_compression else {}
+        # one chunk per 2-D image (a module): compresses better than HDF5's default chunks, reads per module
+        image_chunks = (1, 1) + (1,) * (len(self.image_shape) - 2) + self.image_shape[-2:]
+        sum_kw = {"compression": sum_compression, "shuffle": True, "chunks": image_chunks} if sum_compression else {}
         put("sum", self.sum, self.units, **sum_kw)
         put("pixel_count", self.pixel_count, "frame", **({"compression": compression, "shuffle": True}
                                                           if compression else {}))
