@@ -21,7 +21,7 @@ from .droplet_params import (
     check_count,
     check_droplet_params,
     check_photon_params,
-    photons_per_droplet,
+    photon_values,
     resolve_adu_per_photon,
 )
 
@@ -122,9 +122,9 @@ class Droplet(DetObjectFunc):
     def _outputs(self, frames: Frames, drops: DropletSet) -> Dict[str, np.ndarray]:
         n = len(frames)
         out = {"n_droplets": drops.counts.astype(np.int32),
-               "total_adu": np.bincount(drops.event, weights=drops.adu, minlength=n)}
+               "total_adu": drops.event_adu}
         if self._app is not None:
-            nph = photons_per_droplet(drops.adu, self._app, self.rounding_offset)
+            nph = photon_values(drops.adu, self._app, self.rounding_offset)
             out["photons"] = np.bincount(drops.event, weights=nph, minlength=n).astype(np.int64)
         if self.save_droplets:
             keep = cap_per_event(drops.event, drops.counts, self.max_droplets_per_event)

@@ -26,7 +26,7 @@ from scipy import ndimage
 
 from smalldata.constants import DSSC_ASIC_SHAPE
 
-from .droplet_kernel import find_in_stack
+from .droplet_kernel import droplet_fields, find_in_stack
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,8 @@ class DropletSet:
         Pixels per droplet.
     counts : ndarray (N,) int64
         Droplets per event.
+    event_adu : ndarray (N,) float64
+        Summed value of each event's droplets (added in droplet order).
     """
 
     n_events: int
@@ -77,6 +79,7 @@ class DropletSet:
     col: np.ndarray
     npix: np.ndarray
     counts: np.ndarray
+    event_adu: np.ndarray
 
     def __len__(self) -> int:
         return len(self.adu)
@@ -124,16 +127,13 @@ def find_droplets(data: np.ndarray, valid: np.ndarray, seed_threshold, grow_thre
                               seed, grow, per_pixel, n_p, block, float(min_sum), bool(with_pixels))
     # the droplet arrays may be views of the compiled pass's workspace: every field is a new array
     pixel_plane, pixel_row, pixel_col, pixel_droplet, pixel_value, drop_plane, adu, sum_row, sum_col, npix = found
-    adu = adu.copy()
-    with np.errstate(invalid="ignore", divide="ignore"):
-        com_row = sum_row / adu
-        com_col = sum_col / adu
-    event = drop_plane // n_p
+    event, plane, adu, com_row, com_col, npix, counts, event_adu = droplet_fields(
+        drop_plane, adu, sum_row, sum_col, npix, n_p, n_events)
     return DropletSet(n_events=n_events, planes_per_event=n_p,
                       pixel_plane=pixel_plane, pixel_row=pixel_row, pixel_col=pixel_col,
                       pixel_droplet=pixel_droplet, pixel_value=pixel_value,
-                      event=event, plane=drop_plane % n_p, adu=adu, row=com_row, col=com_col, npix=npix.copy(),
-                      counts=np.bincount(event, minlength=n_events).astype(np.int64))
+                      event=event, plane=plane, adu=adu, row=com_row, col=com_col, npix=npix, counts=counts,
+                      event_adu=event_adu)
 
 
 def _kernel_thresholds(dtype, planes_shape, seed, grow):

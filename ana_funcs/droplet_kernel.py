@@ -264,3 +264,37 @@ def droplet_pass(data, valid, seed, grow, per_pixel, planes_per_event, block_h, 
                     p_val[n_pix] = val[i]
                     n_pix += 1
     return n_planes, n_pix, n_drop
+
+
+def droplet_fields(stack_plane, adu, sum_row, sum_col, npix, planes_per_event: int, n_events: int) -> tuple:
+    """Per-droplet fields of a :class:`~smalldata.funcs.droplet_find.DropletSet`, as new arrays.
+
+    Event and plane of each droplet's stack plane, its summed value and pixel count, its
+    centre of mass ``sum / adu`` (the division numpy performs: NaN or inf for a zero sum),
+    and per event the droplets and their summed value (added in droplet order, as
+    ``numpy.bincount`` does). The arrays are numpy's (which asks for huge pages for large
+    ones: far fewer page faults than numba's allocations), filled by :func:`_fill_fields`.
+    """
+    n = len(adu)
+    out = (np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.float64), np.empty(n, np.float64),
+           np.empty(n, np.float64), np.empty(n, np.int64), np.zeros(n_events, np.int64),
+           np.zeros(n_events, np.float64))
+    _fill_fields(stack_plane, adu, sum_row, sum_col, npix, planes_per_event, *out)
+    return out
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _fill_fields(stack_plane, adu, sum_row, sum_col, npix, planes_per_event,
+                 event, plane, adu_out, row, col, npix_out, counts, event_adu):
+    """Fill :func:`droplet_fields`' arrays."""
+    for i in range(len(adu)):
+        e = stack_plane[i] // planes_per_event
+        event[i] = e
+        plane[i] = stack_plane[i] - e * planes_per_event
+        a = adu[i]
+        adu_out[i] = a
+        row[i] = sum_row[i] / a
+        col[i] = sum_col[i] / a
+        npix_out[i] = npix[i]
+        counts[e] += 1
+        event_adu[e] += a

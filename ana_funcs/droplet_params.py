@@ -81,11 +81,16 @@ def resolve_adu_per_photon(adu_per_photon: Optional[float], det) -> Optional[flo
 
 def photons_per_droplet(adu: np.ndarray, adu_per_photon: float, rounding_offset: float) -> np.ndarray:
     """Integer photons of each droplet: ``floor(adu / adu_per_photon + rounding_offset)``, at least 0."""
+    return photon_values(adu, adu_per_photon, rounding_offset).astype(np.int64)
+
+
+def photon_values(adu: np.ndarray, adu_per_photon: float, rounding_offset: float) -> np.ndarray:
+    """:func:`photons_per_droplet` as float64 (whole numbers, exact), e.g. for ``numpy.bincount`` weights."""
     n = np.divide(adu, adu_per_photon, dtype=np.float64)  # one temporary, the rest in place
     n += rounding_offset
     np.floor(n, out=n)
     np.maximum(n, 0, out=n)
-    return n.astype(np.int64)
+    return n
 
 
 class DropletThresholds:

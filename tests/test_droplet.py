@@ -151,7 +151,7 @@ def test_droplets_never_cross_asics_modules_frames_or_bad_pixels(monkeypatch, me
 
 
 DROPLET_FIELDS = ("pixel_plane", "pixel_row", "pixel_col", "pixel_droplet", "pixel_value", "event", "plane",
-                  "adu", "row", "col", "npix", "counts")
+                  "adu", "row", "col", "npix", "counts", "event_adu")
 
 
 def assert_same_droplets(a: DropletSet, b: DropletSet, fields=DROPLET_FIELDS):
@@ -226,6 +226,11 @@ def test_compiled_droplets_equal_the_ndimage_reference(min_sum):
     np.testing.assert_allclose(fast.adu, oracle[:, 5], rtol=1e-12)
     np.testing.assert_allclose(fast.row, oracle[:, 6] / oracle[:, 5], rtol=1e-12)
     np.testing.assert_allclose(fast.col, oracle[:, 7] / oracle[:, 5], rtol=1e-12)
+    n_events = len(data)
+    np.testing.assert_array_equal(fast.counts, np.bincount(oracle[:, 0].astype(int), minlength=n_events))
+    np.testing.assert_array_equal(fast.event_adu, np.bincount(fast.event, weights=fast.adu, minlength=n_events))
+    np.testing.assert_allclose(fast.event_adu, np.bincount(oracle[:, 0].astype(int), weights=oracle[:, 5],
+                                                           minlength=n_events), rtol=1e-12)
 
 
 def test_compiled_and_reference_agree_on_every_input_kind():
