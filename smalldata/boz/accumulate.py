@@ -2,7 +2,8 @@
 
 Every rank reads a contiguous block of trains (module only) in batches; sums are
 integers (exact, so the result does not depend on the number of ranks); the only
-per-frame array is one integer per frame (the intensity proxy), gathered in train order.
+per-frame array is one integer per frame (the intensity proxy), gathered in train order
+(and kept by each rank for its own frames, which the second pass reads in the same order).
 
 - :func:`mean_image_pass`: the dark-corrected mean image of all frames (finds the ROIs)
   and each frame's summed raw values (to bin the frames by intensity);
@@ -25,6 +26,7 @@ from smalldata.boz import ORDERS
 from smalldata.boz.kernels import accumulate_histograms
 from smalldata.boz.rois import crop
 from smalldata.constants import DSSC_MODULE_SHAPE
+from smalldata.errors import DataError
 from smalldata.pipeline import mpi
 
 log = logging.getLogger(__name__)
@@ -93,7 +95,8 @@ def mean_image_pass(access, module: int, pedestal: np.ndarray, cell_index, comm=
 
     Returns
     -------
-    (mean (128, 512) float64, n_frames int, intensity (F,) int64 of all ranks' frames)
+    (mean (128, 512) float64, n_frames int, intensity (F,) int64 of all ranks' frames,
+    local (f,) int64: this rank's frames' intensities in the order it read them)
     """
     comm = mpi.get_comm(comm)
     trains = local_trains(access, module, comm, max_trains)
@@ -102,7 +105,7 @@ def mean_image_pass(access, module: int, pedestal: np.ndarray, cell_index, comm=
     intensity = []
     eta = EtaLog("mean image", len(trains))
     for batch, keep, done in iter_batches(access, module, trains, batch_frames):
-        data = batch.data[keep, 0]
+        data = batch.data[:, 0] if keep.all() else batch.data[keep, 0]
         raw_sum += data.sum(axis=0, dtype=np.int64)
         intensity.append(frame_intensity(data))
         cells += np.bincount(cell_index(batch.cell_ids[keep]), minlength=len(cells))
@@ -113,9 +116,9 @@ def mean_image_pass(access, module: int, pedestal: np.ndarray, cell_index, comm=
     intensity = np.concatenate(comm.allgather(local)) if comm.Get_size() > 1 else local
     n = int(cells.sum())
     if n == 0:
-        return np.zeros(DSSC_MODULE_SHAPE), 0, intensity
+        return np.zeros(DSSC_MODULE_SHAPE), 0, intensity, local
     ped_sum = np.tensordot(cells.astype(np.float64), pedestal.astype(np.float64), axes=1)
-    return (raw_sum - ped_sum) / n, n, intensity
+    return (raw_sum - ped_sum) / n, n, intensity, local
 
 
 @dataclass
@@ -174,15 +177,23 @@ def roi_pixels(data: np.ndarray, rois: Mapping[str, Sequence[int]], common: np.n
     return np.stack([crop(data, rois, o)[:, common] for o in ORDERS], axis=1)
 
 
+def roi_flat_indices(rois: Mapping[str, Sequence[int]], common: np.ndarray) -> np.ndarray:
+    """(3, P) int64 flat module indices of the good pixels of the n, 0, p ROIs (order of :func:`roi_pixels`)."""
+    ys, xs = np.nonzero(common)
+    return np.stack([(rois[o][0] + ys) * DSSC_MODULE_SHAPE[1] + rois[o][2] + xs for o in ORDERS]).astype(np.int64)
+
+
 def roi_pass(access, module: int, rois: Mapping[str, Sequence[int]], common: np.ndarray, pedestal: np.ndarray,
              cell_index, sat_level: int, edges: np.ndarray, comm=None, max_trains: Optional[int] = None,
-             batch_frames: int = 512, classes: Optional[np.ndarray] = None, n_groups: int = 1) -> RoiData:
+             batch_frames: int = 512, classes: Optional[np.ndarray] = None, n_groups: int = 1,
+             intensity: Optional[np.ndarray] = None) -> RoiData:
     """Binned ROI histograms of unsaturated frames, per-pixel histograms (see the module doc).
 
-    ``edges`` (B + 1,) bin the frames by :func:`frame_intensity`; ``classes`` (P,) assigns each
-    good ROI pixel position to a class 0..C-1 (default one class); a frame of train ``t`` goes
-    to group ``t % n_groups``. Memory is bounded by the groups, bins and ROI pixels, not by
-    the run length.
+    ``edges`` (B + 1,) bin the frames by :func:`frame_intensity` (``intensity``: this rank's
+    frames' values from :func:`mean_image_pass`, else computed again); ``classes`` (P,) assigns
+    each good ROI pixel position to a class 0..C-1 (default one class); a frame of train ``t``
+    goes to group ``t % n_groups``. Memory is bounded by the groups, bins and ROI pixels, not
+    by the run length.
     """
     comm = mpi.get_comm(comm)
     trains = local_trains(access, module, comm, max_trains)
@@ -197,16 +208,26 @@ def roi_pass(access, module: int, rois: Mapping[str, Sequence[int]], common: np.
     bin_hist = np.zeros((n_groups * n_bins, 3, n_cls, N_VALUES), np.int64)
     bin_cells = np.zeros((n_groups * n_bins, pedestal.shape[0]), np.int64)
     n_total = np.zeros(2, np.int64)  # frames, saturated frames
+    pixels = roi_flat_indices(rois, common)
+    done_frames = 0
     eta = EtaLog("ROI histograms", len(trains))
     for batch, keep, done in iter_batches(access, module, trains, batch_frames):
-        data = batch.data[keep, 0]
-        vals = np.ascontiguousarray(roi_pixels(data, rois, common))  # (N, 3, P) uint16
-        ci = cell_index(batch.cell_ids[keep])
-        b = np.clip(np.searchsorted(edges, frame_intensity(data), side="right") - 1, 0, n_bins - 1)
-        b += (batch.train_ids[keep] % n_groups).astype(np.int64) * n_bins
-        sat = np.zeros(len(vals), bool)
-        accumulate_histograms(vals, int(sat_level), b.astype(np.int64), classes, pixel_hist, bin_hist, sat)
-        n_total += (len(vals), int(sat.sum()))
+        data = np.ascontiguousarray(batch.data[:, 0]).reshape(len(batch), -1)
+        rows = np.flatnonzero(keep)
+        if intensity is None:
+            values = frame_intensity(data[rows])
+        else:
+            values = intensity[done_frames:done_frames + len(rows)]
+            if len(values) != len(rows):
+                raise DataError(f"module {module} has more frames than in the first pass over the run; was it "
+                                "rewritten meanwhile? Run smd_boz again")
+        done_frames += len(rows)
+        ci = cell_index(batch.cell_ids[rows])
+        b = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, n_bins - 1).astype(np.int64)
+        b += (batch.train_ids[rows] % n_groups).astype(np.int64) * n_bins
+        sat = np.zeros(len(rows), bool)
+        accumulate_histograms(data, rows, pixels, int(sat_level), b, classes, pixel_hist, bin_hist, sat)
+        n_total += (len(rows), int(sat.sum()))
         np.add.at(bin_cells, (b[~sat], ci[~sat]), 1)
         eta.update(done)
     for arr in (pixel_hist, bin_hist, bin_cells, n_total):

@@ -175,7 +175,7 @@ def determine_corrections(access, det, settings: BozSettings, proposal: int, run
     pedestal = det.pedestal[j]  # (C, 128, 512)
     mask = det.mask[j]
 
-    mean, n_frames, intensity = mean_image_pass(access, settings.module, pedestal, det.cell_index, comm,
+    mean, n_frames, intensity, local = mean_image_pass(access, settings.module, pedestal, det.cell_index, comm,
                                                 settings.max_trains, settings.batch_frames)
     if n_frames == 0:
         raise DataError(f"run {run} has no frames of module {settings.module}; check -m and the run")
@@ -195,7 +195,7 @@ def determine_corrections(access, det, settings: BozSettings, proposal: int, run
     edges = np.quantile(intensity, np.linspace(0, 1, settings.nl_bins + 1))
     t1 = time.monotonic()
     data = roi_pass(access, settings.module, rois, common, pedestal, det.cell_index, settings.sat_level, edges,
-                    comm, settings.max_trains, settings.batch_frames, classes, settings.error_groups)
+                    comm, settings.max_trains, settings.batch_frames, classes, settings.error_groups, local)
     timings["roi_pass_s"] = time.monotonic() - t1
     n_unsat = data.n_unsaturated
     if n_unsat < settings.min_frames:
@@ -250,12 +250,14 @@ def jackknife(data: RoiData, common: np.ndarray, rois, settings: BozSettings, ff
     if len(groups) < 2:
         return None
     samples = []
+    pixel_hist = data.pixel_hist.astype(np.float64)  # once for all the tables
     for g in groups:
         keep = np.arange(data.n_groups) != g
         nl = fit_nonlinearity(data.group_hist[keep].sum(axis=0), data.group_ped_sums[keep].sum(axis=0),
                               settings.nl_points, settings.nl_low, settings.nl_high, settings.nl_alpha,
                               counts=data.group_counts[keep].sum(axis=0))
-        ff = fit_flat_field(_module_image(roi_mean_images(data, common, nl.lut), rois, common), rois, None, **ff_kw)
+        mean = corrected_mean_image(pixel_hist, data.n_unsaturated, nl.lut) - data.pixel_ped
+        ff = fit_flat_field(_module_image(mean, rois, common), rois, None, **ff_kw)
         samples.append(np.concatenate([nl.values, ff.n, ff.p]))
     samples = np.array(samples)
     k = len(groups)

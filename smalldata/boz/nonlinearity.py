@@ -264,7 +264,7 @@ def corrected_mean_image(pixel_hist: np.ndarray, n_frames: int, lut: np.ndarray)
     """Mean of ``F(raw)`` per pixel from per-pixel raw histograms (..., 512) of ``n_frames`` frames."""
     if n_frames < 1:
         raise DataError("no frames for the mean image")
-    return (pixel_hist.astype(np.float64) @ np.asarray(lut, dtype=np.float64)) / n_frames
+    return (np.asarray(pixel_hist, dtype=np.float64) @ np.asarray(lut, dtype=np.float64)) / n_frames
 
 
 def intensity_deciles(values: np.ndarray, ratios: np.ndarray, n_bins: int = 10) -> Dict[str, np.ndarray]:
