@@ -20,6 +20,7 @@ import numpy as np
 
 from smalldata.boz import ORDERS
 from smalldata.boz.corrections import BozCorrections
+from smalldata.boz.kernels import frame_roi_sums
 from smalldata.boz.nonlinearity import NonLinearity
 from smalldata.boz.rois import check_rois, crop, roi_shape, union_box
 from smalldata.constants import DSSC_ADC_MAX, DSSC_N_MODULES
@@ -103,6 +104,9 @@ class BOZ(DetObjectFunc):
         self._ped = np.ascontiguousarray(det.pedestal[j])  # (C, 128, 512)
         gain = det.gain
         self._gain = None if gain is None else (np.asarray(gain)[j] if np.ndim(gain) else float(gain))
+        self._gain_image = np.ascontiguousarray(np.broadcast_to(np.float32(1.0) if gain is None else
+                                                                np.asarray(self._gain, np.float32),
+                                                                self._ped.shape[1:]))
         mask = det.mask[j]
         self._common = np.logical_and.reduce([crop(mask, corr.rois, o) for o in ORDERS])
         self._prepare(corr)
@@ -119,7 +123,7 @@ class BOZ(DetObjectFunc):
                              "0": common.astype(np.float32),
                              "p": np.where(common, 1.0 / planes["p"], 0.0).astype(np.float32)}
         self._npix = int(common.sum())
-        self._ped_roi = {o: np.ascontiguousarray(crop(self._ped, corr.rois, o)) for o in ORDERS}
+        self._weight_stack = np.ascontiguousarray(np.stack([self._weights[o] for o in ORDERS]))
         self._sat = self.sat_level if self.sat_level is not None else corr.sat_level
 
     # ------------------------------------------------------------------ processing
@@ -146,24 +150,19 @@ class BOZ(DetObjectFunc):
 
     def process(self, frames: Frames) -> Dict[str, np.ndarray]:
         corr = self.corr
-        y0, _, x0, _ = union_box(corr.rois)
-        raw = self.raw_values(frames)
-        cells = self.det.cell_index(frames.module_cells(self.module))
+        oy, ox = frames.origin
         j = frames.module_axis_index(self.module)
+        cells = self.det.cell_index(frames.module_cells(self.module)).astype(np.int64)
+        corners = np.array([corr.rois[o][::2] for o in ORDERS], np.int64)  # (y0, x0) of n, 0, p
+        sums = np.zeros((len(frames), 3))
+        saturated = np.zeros(len(frames), bool)
+        frame_roi_sums(frames.data[:, j], corners - [oy, ox], self._gain_image, self._ped, corners, cells,
+                       self._common, self._weight_stack, self._lut, int(self._sat), sums, saturated)
         present = frames.valid[:, j].reshape(len(frames), -1).any(axis=1)
         out: Dict[str, np.ndarray] = {}
-        saturated = np.zeros(len(frames), bool)
-        ppa = np.float64(corr.photons_per_adu)
-        for order in ORDERS:
-            ry0, ry1, rx0, rx1 = corr.rois[order]
-            box = (slice(ry0 - y0, ry1 - y0), slice(rx0 - x0, rx1 - x0))
-            r = raw[(slice(None),) + box]
-            lin = self._lut[r] - self._ped_roi[order][cells]
-            total = (lin * self._weights[order]).astype(np.float64).sum(axis=(1, 2)) * ppa
-            saturated |= ((r >= self._sat) & self._common).any(axis=(1, 2))
-            key = "0" if order == "0" else order
-            out[f"sum_{key}"] = np.where(present, total, np.nan)
-            out[f"npix_{key}"] = np.where(present, self._npix, 0).astype(np.int32)
+        for k, order in enumerate(ORDERS):
+            out[f"sum_{order}"] = np.where(present, sums[:, k] * np.float64(corr.photons_per_adu), np.nan)
+            out[f"npix_{order}"] = np.where(present, self._npix, 0).astype(np.int32)
         out["saturated"] = saturated & present
         with np.errstate(divide="ignore", invalid="ignore"):
             out["ratio_n"] = out["sum_n"] / out["sum_0"]

@@ -1,4 +1,4 @@
-"""Compiled (numba) accumulation of the BOZ ROI histograms: one pass over the ROI pixels of a batch.
+"""Compiled (numba) BOZ loops: the ROI histograms of ``smd_boz`` and the boz function's ROI sums.
 
 :func:`accumulate_histograms` does what three ``numpy.bincount`` calls over (frames x pixels)
 index arrays would, without materialising those arrays or a copy of the ROI pixels: per frame
@@ -7,9 +7,13 @@ histograms of each frame's intensity bin. It runs pixel by pixel over all frames
 batch, so a pixel's histogram stays in the cache while it is filled (frame by frame, every
 increment would land in another pixel's histogram: a cache miss each). All counts are
 integers, so the result does not depend on how frames are split.
+
+:func:`frame_roi_sums` does the boz function's per-frame work (raw values back, table, pedestal,
+flat field, sums, saturation) in one pass over the ROI pixels instead of a numpy pass per step.
 """
 from __future__ import annotations
 
+import numpy as np
 from numba import njit
 
 
@@ -60,3 +64,61 @@ def accumulate_histograms(data, rows, pixels, sat_level, bins, classes, pixel_hi
                     v = data[rows[j], i]
                     pixel_hist[r, p, v] += 1
                     bin_hist[bins[j], r, c, v] += 1
+
+
+@njit(cache=True, nogil=True)
+def frame_roi_sums(data, data_offsets, gain, pedestal, ped_offsets, cells, common, weights, lut, sat_level,
+                   sums, saturated):
+    """The boz function's per-frame work in one pass over the ROI pixels.
+
+    For every good pixel of the three ROIs: the raw value back from the calibrated one,
+    ``raw = clip(rint(value * gain + pedestal[cell]), 0, 511)`` (float32, as numpy does it),
+    then ``(lut[raw] - pedestal[cell]) * weight`` summed in float64 per ROI, and the frame
+    flagged when a raw value reaches ``sat_level``.
+
+    Parameters
+    ----------
+    data : (N, h', w') float32
+        Calibrated values of the module (any region holding the ROIs).
+    data_offsets : (3, 2) int64
+        Row and column of each ROI's corner in ``data``.
+    gain : (128, 512) float32
+        ADU per calibrated unit (1 for ADU frames).
+    pedestal : (C, 128, 512) float32
+    ped_offsets : (3, 2) int64
+        Row and column of each ROI's corner in the module.
+    cells : (N,) int64
+        Pedestal cell of each frame.
+    common : (h, w) bool
+        Pixels used (good in the three ROIs).
+    weights : (3, h, w) float32
+        Per-pixel factor of each ROI (the inverse flat field; 1 for ``0``).
+    lut : (512,) float32
+        Non-linearity table.
+    sat_level : int
+    sums : (N, 3) float64
+        Output: the ROI sums (ADU).
+    saturated : (N,) bool
+        Output.
+    """
+    n = data.shape[0]
+    h, w = common.shape
+    for f in range(n):
+        c = cells[f]
+        sat = False
+        for k in range(3):
+            dy, dx = data_offsets[k, 0], data_offsets[k, 1]
+            py, px = ped_offsets[k, 0], ped_offsets[k, 1]
+            total = 0.0
+            for y in range(h):
+                for x in range(w):
+                    if not common[y, x]:
+                        continue
+                    ped = pedestal[c, py + y, px + x]
+                    r = int(np.rint(data[f, dy + y, dx + x] * gain[py + y, px + x] + ped))
+                    r = min(max(r, 0), 511)
+                    if r >= sat_level:
+                        sat = True
+                    total += np.float64((lut[r] - ped) * weights[k, y, x])
+            sums[f, k] = total
+        saturated[f] = sat
