@@ -23,7 +23,7 @@ from typing import Iterator, Mapping, Optional, Sequence
 import numpy as np
 
 from smalldata.boz import ORDERS
-from smalldata.boz.kernels import accumulate_histograms
+from smalldata.boz.kernels import accumulate_histograms, frame_sums
 from smalldata.boz.rois import crop
 from smalldata.constants import DSSC_MODULE_SHAPE
 from smalldata.errors import DataError
@@ -101,13 +101,15 @@ def mean_image_pass(access, module: int, pedestal: np.ndarray, cell_index, comm=
     comm = mpi.get_comm(comm)
     trains = local_trains(access, module, comm, max_trains)
     raw_sum = np.zeros(DSSC_MODULE_SHAPE, np.int64)
+    raw_flat = raw_sum.reshape(-1)
     cells = np.zeros(pedestal.shape[0], np.int64)
     intensity = []
     eta = EtaLog("mean image", len(trains))
     for batch, keep, done in iter_batches(access, module, trains, batch_frames):
-        data = batch.data[:, 0] if keep.all() else batch.data[keep, 0]
-        raw_sum += data.sum(axis=0, dtype=np.int64)
-        intensity.append(frame_intensity(data))
+        data = np.ascontiguousarray(batch.data[:, 0] if keep.all() else batch.data[keep, 0])
+        values = np.zeros(len(data), np.int64)
+        frame_sums(data.reshape(len(data), -1), raw_flat, values)
+        intensity.append(values)
         cells += np.bincount(cell_index(batch.cell_ids[keep]), minlength=len(cells))
         eta.update(done)
     mpi.sum_reduce(raw_sum, comm, root=None)

@@ -8,6 +8,7 @@ batch, so a pixel's histogram stays in the cache while it is filled (frame by fr
 increment would land in another pixel's histogram: a cache miss each). All counts are
 integers, so the result does not depend on how frames are split.
 
+:func:`frame_sums` gives the mean image's pixel sums and each frame's intensity proxy in one pass.
 :func:`frame_roi_sums` does the boz function's per-frame work (raw values back, table, pedestal,
 flat field, sums, saturation) in one pass over the ROI pixels instead of a numpy pass per step.
 """
@@ -122,3 +123,26 @@ def frame_roi_sums(data, data_offsets, gain, pedestal, ped_offsets, cells, commo
                     total += np.float64((lut[r] - ped) * weights[k, y, x])
             sums[f, k] = total
         saturated[f] = sat
+
+
+@njit(cache=True, nogil=True)
+def frame_sums(data, raw_sum, intensity):
+    """Per-pixel sums over frames and per-frame sums over pixels, in one pass.
+
+    Parameters
+    ----------
+    data : (N, P) uint16
+        Raw frames, flattened.
+    raw_sum : (P,) int64
+        Added to: each pixel's sum over the frames.
+    intensity : (N,) int64
+        Output: each frame's sum over the pixels.
+    """
+    n, m = data.shape
+    for f in range(n):
+        s = 0
+        for i in range(m):
+            v = data[f, i]
+            raw_sum[i] += v
+            s += v
+        intensity[f] = s
