@@ -9,8 +9,7 @@ from helpers import DARK_RUN, DATA_RUN, PROPOSAL
 from test_producer import FUNCS, producer_yaml
 
 from smalldata.calib.dark import dark_file_path, read_dark_file
-from smalldata.calib.detobject import MEDIAN_CELLS
-from smalldata.calib.darkref import file_sha256, read_output_dark
+from smalldata.calib.darkref import MEDIAN_CELLS, file_sha256, read_output_dark
 from smalldata.config.producer import ProducerConfig
 from smalldata.errors import CalibrationError
 from smalldata.pipeline.eventloop import run_producer

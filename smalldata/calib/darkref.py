@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
@@ -24,6 +24,8 @@ from smalldata.calib.darkfile import DarkConstants, read_dark_file
 from smalldata.errors import CalibrationError
 
 CHUNK_BYTES = 1 << 22
+#: Memory cells that the summary medians of the dark constants look at (evenly spread over all).
+MEDIAN_CELLS = 4
 
 
 def file_sha256(path: os.PathLike) -> str:
@@ -33,6 +35,17 @@ def file_sha256(path: os.PathLike) -> str:
         for block in iter(lambda: f.read(CHUNK_BYTES), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def dark_medians(det) -> Tuple[np.ndarray, np.ndarray]:
+    """Per module, the median pedestal and noise (ADU, float32) of a detector's pixels good in the
+    dark's status, over at most :data:`MEDIAN_CELLS` memory cells evenly spread over all."""
+    n_cells = det.noise.shape[1]
+    cells = np.unique(np.linspace(0, n_cells - 1, min(n_cells, MEDIAN_CELLS)).round().astype(np.int64))
+    good = det.status_mask == 0
+    return tuple(np.array([np.median(a[i][cells][:, good[i]]) if good[i].any() else np.nan
+                           for i in range(len(det.modules))], dtype=np.float32)
+                 for a in (det.pedestal, det.noise))
 
 
 def dark_reference(det) -> Dict[str, object]:
@@ -50,7 +63,7 @@ def dark_reference(det) -> Dict[str, object]:
         file_modules = f["modules"][()].astype(np.int64).tolist()
         n_frames = f["n_frames"][()][[file_modules.index(m) for m in det.modules]].astype(np.int64)
     good = det.status_mask == 0
-    pedestal_median, noise_median = det.dark_medians()
+    pedestal_median, noise_median = dark_medians(det)
     return {
         "path": str(path),
         "sha256": file_sha256(path),

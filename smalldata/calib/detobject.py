@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -27,8 +27,6 @@ log = logging.getLogger(__name__)
 COMMON_MODES = ("none", "asic_row_median")
 #: Default lit threshold of the common-mode median, in units of each pixel's noise.
 COMMON_MODE_NOISE_FACTOR = 5.0
-#: Memory cells that the summary medians of the dark constants look at (evenly spread over all).
-MEDIAN_CELLS = 4
 _N_SEGMENTS = DSSC_MODULE_SHAPE[1] // DSSC_ASIC_SHAPE[1]  # ASIC row segments per pixel row
 
 
@@ -100,7 +98,6 @@ class DetObject:
         self._ped_cm = np.ascontiguousarray(np.asarray(pedestal, dtype=np.float32).transpose(1, 0, 2, 3))
         self._noise = np.asarray(noise, dtype=np.float32)
         self.status_mask = np.asarray(status_mask, dtype=np.uint8)
-        self._medians: Optional[Tuple[np.ndarray, np.ndarray]] = None
         lut = np.full(int(self.cell_ids.max()) + 1 if len(self.cell_ids) else 1, -1, dtype=np.int64)
         lut[self.cell_ids] = np.arange(len(self.cell_ids))
         self._cell_lut = lut
@@ -243,19 +240,6 @@ class DetObject:
         """(M, 128, 512) float32 noise (mean over cells) in :attr:`units`."""
         mean = self._noise.mean(axis=1)
         return mean if self._inv_gain is None else (mean * self._inv_gain).astype(np.float32)
-
-    def dark_medians(self) -> Tuple[np.ndarray, np.ndarray]:
-        """Per module, the median pedestal and noise (ADU, float32) of the pixels good in the dark's
-        status, over at most :data:`MEDIAN_CELLS` memory cells evenly spread (computed once)."""
-        if self._medians is None:
-            n_cells = self._noise.shape[1]
-            cells = np.unique(np.linspace(0, n_cells - 1, min(n_cells, MEDIAN_CELLS)).round().astype(np.int64))
-            good = self.status_mask == 0
-            ped, noise = self.pedestal, self._noise
-            self._medians = tuple(np.array([np.median(a[i][cells][:, good[i]]) if good[i].any() else np.nan
-                                            for i in range(len(self.modules))], dtype=np.float32)
-                                  for a in (ped, noise))
-        return self._medians
 
     def module_index(self, module: int) -> int:
         """Index of module ``module`` along axis M."""

@@ -20,7 +20,7 @@ cached on disk by numba):
   per row and column, the maximum, and optionally the thresholded crop;
 - run sums and the cube: exact int64 fixed-point sums ``rint(value * 2**scale_bits)``,
   pixel counts, maxima, above-threshold counts and squares, as
-  :mod:`smalldata.sums.runsums` defines them. A block's sums over the batch are held in
+  :mod:`smalldata.sums.fixedpoint` defines them. A block's sums over the batch are held in
   a small accumulator (float64 holds these integers exactly below 2**53) and added to
   the run's once per block, so the large arrays are touched once per batch, not per frame.
 

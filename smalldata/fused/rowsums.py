@@ -1,6 +1,6 @@
 """Per-row accumulation of the run sums and the cube inside the fused pass.
 
-Exact fixed-point sums as :mod:`smalldata.sums.runsums` defines them: each valid value
+Exact fixed-point sums as :mod:`smalldata.sums.fixedpoint` defines them: each valid value
 within range becomes the integer ``rint(value * 2**scale_bits)``. A row of one frame is
 added to a block accumulator (float64, which holds these integers exactly below 2**53),
 and a block's accumulator is added to the run's int64 arrays once per batch. Every

@@ -14,6 +14,7 @@ from typing import List, Sequence
 
 import numpy as np
 
+from smalldata.calib.darkref import dark_medians
 from smalldata.errors import CalibrationError, ConfigError
 from smalldata.io.runaccess import RunAccess
 
@@ -118,13 +119,14 @@ def _check_dark_fits(setup, access: RunAccess, run_ids: np.ndarray, present: Lis
     det = setup.det
     cells = det.cell_index(raw.cell_ids if raw.module_cell_ids is None else raw.module_cell_ids[:, 0])
     pedestal = det.pedestal  # (M, C, 128, 512) ADU
+    noise_median = dark_medians(det)[1]
     mask = np.asarray(det.mask)
     for j in present:
         good = mask[j] & raw.present[:, j, None, None] & (raw.data[:, j] < 511)
         if not good.any():
             continue
         offset = (raw.data[:, j].astype(np.float32) - pedestal[j][cells])[good]
-        sigma = float(det.dark_medians()[1][j])
+        sigma = float(noise_median[j])
         # photons only add: the lower quartile of raw - pedestal is -0.67 sigma with the right dark, whatever
         # the light; a dark of another detector or other settings spreads it by the pedestals' own spread
         low = -float(np.percentile(offset, 25))
