@@ -2,9 +2,11 @@
 
 What :meth:`SmallDataAna.AvImage <smalldata.ana.session.SmallDataAna.AvImage>` computes:
 module by module, in batches of whole trains of at most ``batch_bytes`` of raw data (a
-longer train is read on its own), each batch goes through the fused kernel
-(:mod:`smalldata.fused`) with only the run-sum consumer, which sums the selected frames
-as :class:`~smalldata.sums.runsums.RunSums` does (exact fixed point, 2**-12 of the data
+longer train is read on its own). The mean comes from sums of the raw values per pixel
+and frames per memory cell (:mod:`smalldata.fused.rawmean`: one integer addition per
+pixel and frame, the pedestal applied once at the end); the maximum (and the mean with
+common-mode correction) from the fused kernel with only the run-sum consumer, as
+:class:`~smalldata.sums.runsums.RunSums` sums (exact fixed point, 2**-12 of the data
 unit per frame). Memory is one module's constants (pedestal and noise of each memory
 cell: 210 MB for 400 cells) and one batch, whatever the number of frames per train or of
 trains; a module's constants are released before the next module's are loaded.
@@ -68,11 +70,31 @@ def average_image(access, make_detector: Callable, modules: Sequence[int], train
     image = np.empty((len(modules),) + DSSC_MODULE_SHAPE, dtype=np.float32)
     for j, module in enumerate(modules):
         det = make_detector((module,))
-        sums = _module_sums(access, det, train_ids, wanted, max_frames)
-        image[j] = (sums.mean() if statistic == "mean" else sums.max())[0]
-        log.debug("module %d: %d frames", module, sums.n_frames)
-        del det, sums  # one module's constants in memory at a time, not two
+        if statistic == "mean" and det.common_mode == "none":
+            image[j] = _module_raw_mean(access, det, train_ids, wanted, max_frames)
+        else:
+            sums = _module_sums(access, det, train_ids, wanted, max_frames)
+            image[j] = (sums.mean() if statistic == "mean" else sums.max())[0]
+            del sums
+        del det  # one module's constants in memory at a time, not two
     return image
+
+
+def _module_raw_mean(access, det, train_ids: np.ndarray, wanted: np.ndarray, max_frames: int) -> np.ndarray:
+    """Mean image of the wanted frames of the one module of ``det`` from raw sums (:mod:`smalldata.fused.rawmean`)."""
+    from smalldata.fused.rawmean import RawMean
+
+    acc = RawMean(len(det.cell_ids), DSSC_MODULE_SHAPE)
+    counts = access.frame_counts(det.modules)[np.searchsorted(access.train_ids, train_ids), 0]
+    for start, stop in split_batches(counts, max_frames):
+        if not counts[start:stop].any():
+            continue
+        raw = access.read_raw(tuple(det.modules), train_ids[start:stop])
+        keep = np.isin(frame_keys(raw.train_ids, raw.pulse_ids), wanted) & raw.present[:, 0]
+        acc.add(raw.data[:, 0], det.cell_index(raw.cell_ids), keep, det._ped_cm)
+        del raw  # unreferenced, its memory serves the next batch (RunAccess reuses it)
+    log.debug("module %d: %d frames", det.modules[0], acc.n_frames)
+    return acc.mean(det._ped_cm, det._inv_gain, det.mask)
 
 
 def _module_sums(access, det, train_ids: np.ndarray, wanted: np.ndarray, max_frames: int) -> RunSums:
