@@ -326,7 +326,8 @@ def test_fused_path_matches_pyfai(pyfai, static_mask):
     zeros = np.zeros((16, 1) + SHAPE[1:], np.float32)
     det = DetObject("dssc", MODULES, zeros, zeros + 1, np.arange(1), np.zeros(SHAPE, np.uint8),
                     mask_asic_edges=False)
-    det.x, det.y, det.z, det.mask = p2, p1, np.zeros(SHAPE), static_mask  # pyFAI's pixel positions
+    det.set_positions(p2, p1, np.zeros(SHAPE))  # pyFAI's pixel positions
+    det.mask = static_mask
     func = AzimuthalBinning(center=CENTER, distance=DISTANCE, photon_energy=ENERGY, q_bins=list(edges_nm * 1e9),
                             polarization_fraction=POL)
     func.setFromDet(det)

@@ -107,7 +107,7 @@ class DetObject:
         self.geometry_file = str(geometry_file) if geometry_file is not None else str(default_geometry_file())
         self.quadrant_positions = [[float(c) for c in q] for q in quadrant_positions]
         self.geometry = load_dssc_geometry(self.geometry_file, self.quadrant_positions)
-        self.x, self.y, self.z = pixel_positions(self.geometry, self.modules)
+        self._positions: Optional[tuple] = None  # x, y, z: computed when first asked for
 
         self.mask_asic_edges = bool(mask_asic_edges)
         self.user_mask = user_mask
@@ -240,6 +240,19 @@ class DetObject:
         """(M, 128, 512) float32 noise (mean over cells) in :attr:`units`."""
         mean = self._noise.mean(axis=1)
         return mean if self._inv_gain is None else (mean * self._inv_gain).astype(np.float32)
+
+    x = property(lambda self: self._pixel_positions()[0], doc="(M, 128, 512) float64 pixel centre x, metres.")
+    y = property(lambda self: self._pixel_positions()[1], doc="(M, 128, 512) float64 pixel centre y, metres.")
+    z = property(lambda self: self._pixel_positions()[2], doc="(M, 128, 512) float64 pixel centre z, metres.")
+
+    def _pixel_positions(self) -> tuple:
+        if self._positions is None:  # extra-geom's, when first asked for
+            self._positions = pixel_positions(self.geometry, self.modules)
+        return self._positions
+
+    def set_positions(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> None:
+        """Use other pixel centre positions (each (M, 128, 512), metres), e.g. another program's."""
+        self._positions = tuple(np.asarray(a, dtype=np.float64) for a in (x, y, z))
 
     def module_index(self, module: int) -> int:
         """Index of module ``module`` along axis M."""

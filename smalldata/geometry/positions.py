@@ -6,6 +6,7 @@ is a parameter of the functions that need it.
 """
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
@@ -37,8 +38,6 @@ def load_dssc_geometry(geometry_file: Optional[os.PathLike] = None,
     quadrant_positions : 4 x 2 floats
         Quadrant corner positions in metres.
     """
-    from extra_geom import DSSC_1MGeometry
-
     path = Path(geometry_file) if geometry_file is not None else default_geometry_file()
     if not path.is_file():
         raise ConfigError("geometry.file", f"geometry file {path} does not exist; give an extra-geom DSSC .h5 file")
@@ -47,9 +46,21 @@ def load_dssc_geometry(geometry_file: Optional[os.PathLike] = None,
         raise ConfigError("geometry.quadrant_positions",
                           f"need 4 pairs of (x, y) in metres, got shape {quads.shape}")
     # extra-geom reads the file and the quadrant positions in the same unit (mm by default).
-    quads_mm = [tuple(q * 1e3) for q in quads]
+    quads_mm = tuple(tuple(float(v) for v in q * 1e3) for q in quads)
+    stat = path.stat()
+    return _geometry(str(path.resolve()), stat.st_mtime_ns, stat.st_size, quads_mm)
+
+
+@functools.lru_cache(maxsize=8)
+def _geometry(path: str, mtime_ns: int, size: int, quads_mm: tuple):
+    """The geometry of a file as it is now (its modification time and size are part of the key).
+
+    Detectors built one module at a time (``AvImage``) share one geometry object.
+    """
+    from extra_geom import DSSC_1MGeometry
+
     try:
-        return DSSC_1MGeometry.from_h5_file_and_quad_positions(str(path), quads_mm)
+        return DSSC_1MGeometry.from_h5_file_and_quad_positions(path, list(quads_mm))
     except (OSError, KeyError, ValueError, TypeError, IndexError) as exc:
         raise ConfigError("geometry_file", f"{path} is not an extra-geom DSSC geometry file ({type(exc).__name__}: "
                                            f"{exc}); give one such as extra_geom's dssc_geo_june19.h5") from None
