@@ -88,7 +88,7 @@ def _body(args: argparse.Namespace) -> int:
     from smalldata.boz.determine import BozSettings, determine_corrections
     from smalldata.calib.dark import find_dark_file
     from smalldata.calib.detobject import DetObject
-    from smalldata.config.producer import load_yaml
+    from smalldata.config.yamlfile import load_yaml
     from smalldata.errors import ConfigError, DataError
     from smalldata.io.runaccess import RunAccess
     from smalldata.pipeline import mpi
