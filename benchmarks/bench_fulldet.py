@@ -23,7 +23,7 @@ Also recorded: the numba compile and cache-load times of the kernel (a fresh cac
 folder, then the same again), and the parts of a full frame in one process with the
 bound they put on the 1-rank ratio (:mod:`fulldet_parts`). Writes ``benchmarks/results/fulldet.json``.
 
-    python benchmarks/bench_fulldet.py [--trains 50] [--repeat 3] [--demo-trains 10]
+    python benchmarks/bench_fulldet.py [--trains 50] [--repeat 3] [--demo-trains 50]
 """
 from __future__ import annotations
 
@@ -188,7 +188,8 @@ def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--trains", type=int, default=50, help="trains of 20 frames of the data run (default 50)")
     p.add_argument("--repeat", type=int, default=3, help="alternating rounds (default 3)")
-    p.add_argument("--demo-trains", type=int, default=10, help="trains of the demo-config comparison (default 10)")
+    p.add_argument("--demo-trains", type=int, default=50,
+                   help="trains of the demo-config comparison (default 50: the whole run; fewer measure mostly start-up)")
     p.add_argument("--avimage-frames", type=int, default=1000, help="full frames of the AvImage rounds")
     p.add_argument("--skip-avimage", action="store_true", help="no AvImage measurement (saves the 400-frame run)")
     p.add_argument("--only-avimage", action="store_true",
