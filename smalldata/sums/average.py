@@ -85,12 +85,7 @@ def _module_raw_mean(access, det, train_ids: np.ndarray, wanted: np.ndarray, max
     from smalldata.fused.rawmean import RawMean
 
     acc = RawMean(len(det.cell_ids), DSSC_MODULE_SHAPE)
-    counts = access.frame_counts(det.modules)[np.searchsorted(access.train_ids, train_ids), 0]
-    for start, stop in split_batches(counts, max_frames):
-        if not counts[start:stop].any():
-            continue
-        raw = access.read_raw(tuple(det.modules), train_ids[start:stop])
-        keep = np.isin(frame_keys(raw.train_ids, raw.pulse_ids), wanted) & raw.present[:, 0]
+    for raw, keep in _module_batches(access, det, train_ids, wanted, max_frames):
         acc.add(raw.data[:, 0], det.cell_index(raw.cell_ids), keep, det._ped_cm)
         del raw  # unreferenced, its memory serves the next batch (RunAccess reuses it)
     log.debug("module %d: %d frames", det.modules[0], acc.n_frames)
@@ -102,12 +97,7 @@ def _module_sums(access, det, train_ids: np.ndarray, wanted: np.ndarray, max_fra
     # common mode needs each calibrated ASIC row before summing: the numpy calibration
     plan = FusedPlan(det, (), whole_modules=True) if det.common_mode == "none" else None
     sums = RunSums(det.mask.shape, units=det.units)
-    counts = access.frame_counts(det.modules)[np.searchsorted(access.train_ids, train_ids), 0]
-    for start, stop in split_batches(counts, max_frames):
-        if not counts[start:stop].any():
-            continue
-        raw = access.read_raw(tuple(det.modules), train_ids[start:stop])
-        keep = np.isin(frame_keys(raw.train_ids, raw.pulse_ids), wanted) & raw.present[:, 0]
+    for raw, keep in _module_batches(access, det, train_ids, wanted, max_frames):
         if plan is None:
             frames = det.calibrate(raw)
             sums.add(frames.data, valid=frames.valid, keep=keep)
@@ -117,6 +107,18 @@ def _module_sums(access, det, train_ids: np.ndarray, wanted: np.ndarray, max_fra
             plan.run(raw, sums=sums, sums_keep=keep)
         del raw  # unreferenced, its memory serves the next batch (RunAccess reuses it)
     return sums
+
+
+def _module_batches(access, det, train_ids: np.ndarray, wanted: np.ndarray, max_frames: int):
+    """The raw batches of whole trains of the one module of ``det`` and which of their frames are wanted."""
+    counts = access.frame_counts(det.modules)[np.searchsorted(access.train_ids, train_ids), 0]
+    for start, stop in split_batches(counts, max_frames):
+        if not counts[start:stop].any():
+            continue
+        raw = access.read_raw(tuple(det.modules), train_ids[start:stop])
+        keep = np.isin(frame_keys(raw.train_ids, raw.pulse_ids), wanted) & raw.present[:, 0]
+        yield raw, keep
+        del raw, keep
 
 
 def selected_trains(session, selection, max_trains: int):
