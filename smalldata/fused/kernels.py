@@ -177,7 +177,6 @@ def fused_pass(raw, present, cell, ped, invg, mod_box,
                         y = yb + r
                         o = r * w
                         row_vals, row_ok = lane_vals[o:o + w], lane_ok[o:o + w]
-                        pix0 = (m * height + y) * width + x0
                         if do_frames and fy0 <= y < fy1:
                             _write_row(row_vals[fx0 - x0:fx1 - x0], row_ok[fx0 - x0:fx1 - x0],
                                        frames_out[f, m, y - fy0], valid_out[f, m, y - fy0])

@@ -245,10 +245,10 @@ class RunAccess:
         spare = self._spare
         if (spare is None or spare.shape[0] < n or spare.shape[1] != n_modules
                 or sys.getrefcount(spare) > 3):  # this name, the attribute and getrefcount's argument
-            spare = None
+            del spare  # our references go first, so that a released batch is freed before the new one exists
             self._spare = None
-            spare = self._spare = np.empty((n, n_modules) + DSSC_MODULE_SHAPE, dtype=np.uint16)
-        data = spare[:n]
+            self._spare = np.empty((n, n_modules) + DSSC_MODULE_SHAPE, dtype=np.uint16)
+        data = self._spare[:n]
         if zeroed:
             data.fill(0)
         return data

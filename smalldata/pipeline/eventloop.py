@@ -131,8 +131,7 @@ def _run(config, run, proposal, output, overwrite, max_trains, batch_size, comma
     def prepare_detectors(access, run_ids, stage, darks):
         setups = setup_detectors(config, proposal, access, stage.pattern, run_ids, darks)
         check_setups(config, setups, access, run_ids, proposal)
-        points = PointReader(config.point_data, access)
-        return access, run_ids, stage, setups, points
+        return setups, PointReader(config.point_data, access)
 
     def prepare_output():
         if rank == 0:
@@ -147,11 +146,10 @@ def _run(config, run, proposal, output, overwrite, max_trains, batch_size, comma
 
     parts_dir = comm.bcast(agree(prepare_output, comm, coordinator), root=0)
     try:
-        access, run_ids, stage, requests = agree(prepare, comm, coordinator)
+        access, train_ids, stage, requests = agree(prepare, comm, coordinator)
         # every rank is here: the node's ranks read the dark constants once, into shared memory
         darks = agree(lambda: load_shared_darks(requests, comm), comm, coordinator)
-        access, train_ids, stage, setups, points = agree(
-            lambda: prepare_detectors(access, run_ids, stage, darks), comm, coordinator)
+        setups, points = agree(lambda: prepare_detectors(access, train_ids, stage, darks), comm, coordinator)
         del darks
         modules_all = sorted({m for s in setups for m in s.modules})
         if batch_size is None:
