@@ -168,11 +168,12 @@ def fused_pass(raw, present, cell, ped, invg, mod_box,
                     here = present[f, m]
                     c = cell[f, m]
                     lane_vals, lane_ok = vals[lane], ok[lane]
-                    n_saturated = 0
+                    peak = np.uint16(0)
                     for r in range(n_rows):
                         y = yb + r
-                        n_saturated += _calibrate_row(raw[f, m, y, x0:x1], ped[c, m, y, x0:x1], invg[m, y, x0:x1],
-                                                      here, lane_vals[r * w:(r + 1) * w], lane_ok[r * w:(r + 1) * w], w)
+                        peak = max(peak, _calibrate_row(raw[f, m, y, x0:x1], ped[c, m, y, x0:x1], invg[m, y, x0:x1],
+                                                         here, lane_vals[r * w:(r + 1) * w], lane_ok[r * w:(r + 1) * w],
+                                                         w))
                     for r in range(n_rows):
                         y = yb + r
                         o = r * w
@@ -191,7 +192,7 @@ def fused_pass(raw, present, cell, ped, invg, mod_box,
                             n_bad[0] += cube_row(row_vals, row_ok, w, cblk_sum[grp, o:o + w],
                                                   cblk_cnt[grp, o:o + w], cblk_sq[grp, o:o + w] if do_sq else no_sq,
                                                   cb_scale, cb_limit, sq_bits)
-                    if here and n_saturated > 0:  # rare: binned pixels not valid in this frame only
+                    if here and peak >= ADC_MAX:  # rare: binned pixels not valid in this frame only
                         for k in range(n_az):
                             _unbin_saturated(lane_ok, invg[m], az_bins[k, m], az_weight[k, m], az_n_bins[k], yb,
                                              n_rows, x0, w, az_cnt[f, k], az_wbad[f, k])
@@ -226,19 +227,21 @@ def fused_pass(raw, present, cell, ped, invg, mod_box,
 def _calibrate_row(raw_row, ped_row, gain_row, here, vals, ok, w):
     """``(raw - pedestal) * inverse gain`` and validity of one row; 0 where not valid.
 
-    Returns the number of pixels good in the static mask but saturated. Indices from 0
-    and no branches: LLVM vectorises it.
+    Returns the largest raw value of the statically good pixels: a saturated one
+    (``>= ADC_MAX``) sends the block to the rare path. A maximum, not a count: LLVM
+    vectorises it, where a count of booleans costs as much as the calibration itself.
     """
-    saturated = 0
+    peak = np.uint16(0)
     for j in range(w):
         r = raw_row[j]
         g = gain_row[j]
         v = (np.float32(r) - ped_row[j]) * g
-        good = (r < ADC_MAX) & (g == g) & here
+        static_good = g == g
+        good = (r < ADC_MAX) & static_good & here
         vals[j] = v if good else np.float32(0.0)
         ok[j] = good
-        saturated += (r >= ADC_MAX) & (g == g)
-    return saturated
+        peak = max(peak, r if static_good else np.uint16(0))
+    return peak
 
 
 @njit(cache=True, nogil=True, inline="always")
