@@ -1,4 +1,5 @@
 """Dark characterisation: planted pedestal, noise and bad pixels recovered; exact MPI sums; files; CLI."""
+import dataclasses
 import subprocess
 from pathlib import Path
 
@@ -209,6 +210,22 @@ def test_file_round_trip(tmp_path, dark):
         write_dark_file(dark, path)
     with pytest.raises(CalibrationError, match=r"no module\(s\) \[9\]"):
         read_dark_file(path, modules=[9])
+
+
+def test_non_finite_constants_masked_on_reading(tmp_path, dark):
+    """A pixel with a NaN or infinite pedestal or noise in any cell is read as bad (pedestal out of range), in
+    whole files and in module subsets; every other pixel keeps its status."""
+    ped, noise = dark.pedestal.copy(), dark.noise.copy()
+    ped[0, 1, 5, 7] = np.nan
+    noise[1, 0, 9, 11] = np.inf
+    noise[1, -1, 100, 500] = -np.inf
+    path = write_dark_file(dataclasses.replace(dark, pedestal=ped, noise=noise), tmp_path / "dark.h5")
+    expected = dark.status_mask.copy()
+    for m, y, x in ((0, 5, 7), (1, 9, 11), (1, 100, 500)):
+        expected[m, y, x] |= BAD_PEDESTAL_RANGE
+    np.testing.assert_array_equal(read_dark_file(path).status_mask, expected)
+    second = int(dark.modules[1])
+    np.testing.assert_array_equal(read_dark_file(path, modules=[second]).status_mask[0], expected[1])
 
 
 # ---------------------------------------------------------------------------- command line

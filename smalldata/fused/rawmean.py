@@ -61,8 +61,8 @@ class RawMean:
 
         ``inverse_gain``: scalar, (1, 128, 512) or None (ADU); ``good``: (1, 128, 512) static mask.
         """
-        ped = pedestal_cm.reshape(pedestal_cm.shape[0], -1).astype(np.float64)
-        ped_sum = self.frames_per_cell.astype(np.float64) @ ped - self.saturated_pedestal
+        ped_sum = _pedestal_sum(pedestal_cm.reshape(pedestal_cm.shape[0], -1), self.frames_per_cell)
+        ped_sum -= self.saturated_pedestal
         count = self.frames_per_cell.sum() - self.saturated
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = (self.raw_sum - ped_sum) / count
@@ -82,13 +82,27 @@ def _add_frames(raw, cells, keep, ped, raw_sum, per_cell, saturated, saturated_p
         c = cells[f]
         per_cell[c] += 1
         row = raw[f]
-        n_sat = 0
-        for p in range(n_pix):  # no branch: vectorised
+        peak = np.uint16(0)
+        for p in range(n_pix):  # no branch, and a maximum rather than a count: vectorised
             r = row[p]
             raw_sum[p] += np.int64(r) if r < ADC_MAX else 0
-            n_sat += r >= ADC_MAX
-        if n_sat > 0:  # rare
+            peak = max(peak, r)
+        if peak >= ADC_MAX:  # rare
             for p in range(n_pix):
                 if row[p] >= ADC_MAX:
                     saturated[p] += 1
                     saturated_ped[p] += ped[c, p]
+
+
+@njit(cache=True, nogil=True)
+def _pedestal_sum(ped, frames_per_cell):
+    """Per pixel, the sum over cells of (frames of the cell) * pedestal, in float64; cells without frames are not read."""
+    out = np.zeros(ped.shape[1])
+    for c in range(ped.shape[0]):
+        n = np.float64(frames_per_cell[c])
+        if n == 0:
+            continue
+        row = ped[c]
+        for p in range(ped.shape[1]):
+            out[p] += n * np.float64(row[p])
+    return out
