@@ -243,3 +243,40 @@ def test_rounding_equals_numpy_rint():
                         [2.0 ** 22 - 0.5, 2.0 ** 22 + 1, -(2.0 ** 22) + 0.5, 2.0 ** 23 - 0.5, 0.0, -0.0]]).astype(np.float32)
     got = np.array([fixed_point(v, np.float32(1.0)) for v in y], dtype=np.float32)
     np.testing.assert_array_equal(got, np.rint(y))
+
+
+KERNEL_TYPES_SCRIPT = """
+import sys
+import numpy as np
+from smalldata.calib.detobject import DetObject
+from smalldata.fused.kernels import fused_pass
+from smalldata.fused.plan import FusedPlan
+from smalldata.io.runaccess import RunAccess
+from smalldata.sums.cube import CubeAccumulator
+from smalldata.sums.runsums import RunSums
+
+det = DetObject.from_dark_file("dssc", sys.argv[1], gain=15.0)
+access = RunAccess.from_directory(sys.argv[2])
+raw = access.read_raw(det.modules, access.train_ids[:2])
+plan = FusedPlan(det, (), whole_modules=True)
+plan.load_kernel()
+loaded = list(fused_pass.signatures)
+n = len(raw)
+plan.run(raw)
+plan.run(raw, sums=RunSums(det.mask.shape, threshold=0.5), sums_keep=np.ones(n, bool),
+         cube=CubeAccumulator(2, ["a"], det.mask.shape, sum_squares=True), cube_group=np.arange(n) % 2)
+print(len(loaded), len(fused_pass.signatures))
+"""
+
+
+def test_kernel_loaded_at_setup_serves_every_batch(sim_root, calib_dir):  # noqa: F811
+    """``load_kernel`` (called at set-up) loads the one specialisation that batches with and without
+    run sums and cube then use: no rank compiles or loads the kernel inside its event loop."""
+    import subprocess
+    import sys
+
+    dark = dark_file_path(calib_dir, PROPOSAL, DARK_RUN, "dssc")
+    out = subprocess.run([sys.executable, "-c", KERNEL_TYPES_SCRIPT, str(dark),
+                          str(run_path(sim_root, PROPOSAL, DATA_RUN))], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["1", "1"]

@@ -32,7 +32,9 @@ def build_plan(det, functions: Sequence, accumulators, dark_subtraction) -> Opti
         log.info("%s: numpy hot path (common mode %s, intra-train darks %s)", det.name, det.common_mode,
                  dark_subtraction is not None)
         return None
-    return FusedPlan(det, functions, whole_modules=accumulators is not None)
+    plan = FusedPlan(det, functions, whole_modules=accumulators is not None)
+    plan.load_kernel()
+    return plan
 
 
 def process_fused(setup, raw, info, points: Mapping[str, np.ndarray]) -> Tuple[Dict[str, object], np.ndarray]:
