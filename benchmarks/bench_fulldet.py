@@ -155,7 +155,7 @@ def avimage_worker(argv: List[str]) -> int:
     keys = np.concatenate([frame_keys(r.train_ids, r.pulse_ids) for r in raw_ids])[:n_frames]
     del raw_ids
     t0 = time.perf_counter()
-    image = average_image(access, lambda mods: DetObject.from_dark_file("dssc", dark, modules=mods, gain=15.0),
+    image = average_image(access, lambda mods: DetObject.from_dark_file("dssc", dark, modules=mods, gain=15.0, noise=False),
                           access.available_modules(), trains, keys, "mean")
     seconds = time.perf_counter() - t0
     with open("/proc/self/status") as fh:

@@ -190,3 +190,22 @@ def test_gain_map_masks_bad_gain(dark_file, det_adu, raw):
     np.testing.assert_allclose(photons.data[:, 1, 3, 30], adu.data[:, 1, 3, 30] / 20.0, rtol=1e-6)
     np.testing.assert_allclose(photons.data[:, 0, 50, 50], adu.data[:, 0, 50, 50] / 10.0, rtol=1e-6)
     assert det.params()["gain"] == "map"
+
+
+def test_constants_without_noise(dark_file, det_adu, raw):
+    """Read without the noise, a detector calibrates and masks exactly as with it; asking for the
+    noise, or for common mode that takes its threshold from it, fails in one line that says how."""
+    det = DetObject.from_dark_file("dssc", dark_file, modules=[2, 3], noise=False)
+    full = DetObject.from_dark_file("dssc", dark_file, modules=[2, 3])
+    np.testing.assert_array_equal(det.pedestal, full.pedestal)
+    np.testing.assert_array_equal(det.mask, full.mask)
+    got, expected = det.calibrate(raw), full.calibrate(raw)
+    np.testing.assert_array_equal(got.data, expected.data)
+    np.testing.assert_array_equal(got.valid, expected.valid)
+    with pytest.raises(CalibrationError, match="noise was not loaded"):
+        det.noise
+    with pytest.raises(CalibrationError, match="needs the dark noise"):
+        DetObject.from_dark_file("dssc", dark_file, modules=[3], noise=False, common_mode="asic_row_median")
+    fixed = DetObject.from_dark_file("dssc", dark_file, modules=[3], noise=False, common_mode="asic_row_median",
+                                     common_mode_max_adu=20.0)
+    assert fixed.common_mode == "asic_row_median"

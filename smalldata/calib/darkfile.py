@@ -44,7 +44,7 @@ class DarkConstants:
     Attributes
     ----------
     pedestal, noise : ndarray, (M, C, 128, 512) float32
-        Mean and standard deviation of the raw values, ADU.
+        Mean and standard deviation of the raw values, ADU (``noise`` None when read without it).
     status_mask : ndarray, (M, 128, 512) uint8
         Bad-pixel reason bits, 0 = good (:mod:`smalldata.calib.masks`).
     modules : ndarray, (M,) int64
@@ -59,7 +59,7 @@ class DarkConstants:
     """
 
     pedestal: np.ndarray
-    noise: np.ndarray
+    noise: Optional[np.ndarray]
     status_mask: np.ndarray
     modules: np.ndarray
     cell_ids: np.ndarray
@@ -201,8 +201,13 @@ def write_dark_file(constants: DarkConstants, path: os.PathLike, overwrite: bool
     return Path(path)
 
 
-def read_dark_file(path: os.PathLike, modules: Optional[Sequence[int]] = None) -> DarkConstants:
-    """Read dark constants, optionally only ``modules`` (only those are loaded into memory)."""
+def read_dark_file(path: os.PathLike, modules: Optional[Sequence[int]] = None, noise: bool = True) -> DarkConstants:
+    """Read dark constants, optionally only ``modules`` (only those are loaded into memory).
+
+    ``noise=False`` leaves the noise out (``DarkConstants.noise`` is None): half the bytes, for
+    what needs only the pedestal (the mean image). Non-finite noise is then not looked for;
+    ``smd_dark`` writes none where the pedestal is finite (every cell has 2 frames or more).
+    """
     import h5py
 
     path = Path(path)
@@ -237,10 +242,11 @@ def read_dark_file(path: os.PathLike, modules: Optional[Sequence[int]] = None) -
             _check_layout(f, path)
             attrs = {k: _plain(v) for k, v in f.attrs.items()}
             thresholds = DarkThresholds(**{k: attrs[k] for k in DarkThresholds().as_dict() if k in attrs})
-            pedestal, noise, status_mask = take("pedestal"), take("noise"), take("status_mask")
-            _mask_non_finite(pedestal, noise, status_mask, path)
+            pedestal, status_mask = take("pedestal"), take("status_mask")
+            noise_values = take("noise") if noise else None
+            _mask_non_finite(pedestal, noise_values, status_mask, path)
             return DarkConstants(
-                pedestal=pedestal, noise=noise, status_mask=status_mask,
+                pedestal=pedestal, noise=noise_values, status_mask=status_mask,
                 modules=file_modules[idx], cell_ids=f["cell_ids"][()].astype(np.uint16), n_frames=take("n_frames"),
                 proposal=int(attrs.get("proposal", 0)), run=int(attrs.get("run", 0)),
                 detector=str(attrs.get("detector", "")), thresholds=thresholds,
@@ -261,12 +267,14 @@ def _check_layout(f, path: Path) -> None:
                                    "with smd_dark")
 
 
-def _mask_non_finite(pedestal: np.ndarray, noise: np.ndarray, status_mask: np.ndarray, path: Path) -> None:
+def _mask_non_finite(pedestal: np.ndarray, noise: Optional[np.ndarray], status_mask: np.ndarray,
+                     path: Path) -> None:
     """Pixels with a NaN or infinite pedestal or noise in any cell get the 'pedestal out of range' bit."""
     bad = np.zeros(status_mask.shape, dtype=bool)
     for m in range(len(bad)):
         _flag_non_finite(pedestal[m].reshape(pedestal.shape[1], -1), bad[m].reshape(-1))
-        _flag_non_finite(noise[m].reshape(noise.shape[1], -1), bad[m].reshape(-1))
+        if noise is not None:
+            _flag_non_finite(noise[m].reshape(noise.shape[1], -1), bad[m].reshape(-1))
     n_new = int(np.count_nonzero(bad & (status_mask == 0)))
     if bad.any():
         status_mask[bad] |= np.uint8(8)

@@ -89,14 +89,15 @@ class DetObject:
         n_mod = len(self.modules)
         self.cell_ids = np.asarray(cell_ids, dtype=np.uint16)
         shape = (n_mod, len(self.cell_ids)) + DSSC_MODULE_SHAPE
-        if pedestal.shape != shape or noise.shape != shape:
-            raise CalibrationError(f"dark constants have shapes {pedestal.shape} / {noise.shape}, expected {shape} "
+        if pedestal.shape != shape or (noise is not None and noise.shape != shape):
+            raise CalibrationError(f"dark constants have shapes {pedestal.shape} / "
+                                   f"{None if noise is None else noise.shape}, expected {shape} "
                                    f"for modules {list(self.modules)} and {len(self.cell_ids)} cells")
         if status_mask.shape != shape[:1] + shape[2:]:
             raise CalibrationError(f"status_mask has shape {status_mask.shape}, expected {shape[:1] + shape[2:]}")
         # cell-major copy: np.take over cells then gives (N, M, 128, 512) directly
         self._ped_cm = np.ascontiguousarray(np.asarray(pedestal, dtype=np.float32).transpose(1, 0, 2, 3))
-        self._noise = np.asarray(noise, dtype=np.float32)
+        self._noise = None if noise is None else np.asarray(noise, dtype=np.float32)
         self.status_mask = np.asarray(status_mask, dtype=np.uint8)
         lut = np.full(int(self.cell_ids.max()) + 1 if len(self.cell_ids) else 1, -1, dtype=np.int64)
         lut[self.cell_ids] = np.arange(len(self.cell_ids))
@@ -130,10 +131,15 @@ class DetObject:
         self.common_mode = common_mode
         self.common_mode_max_adu = None if common_mode_max_adu is None else float(common_mode_max_adu)
         self.common_mode_min_pixels = int(common_mode_min_pixels)
-        if self.common_mode_max_adu is None:
-            threshold = COMMON_MODE_NOISE_FACTOR * self._noise.mean(axis=1)
-        else:
+        if self.common_mode_max_adu is not None:
             threshold = np.full((n_mod,) + DSSC_MODULE_SHAPE, self.common_mode_max_adu, dtype=np.float32)
+        elif self._noise is not None:
+            threshold = COMMON_MODE_NOISE_FACTOR * self._noise.mean(axis=1)
+        elif common_mode == "none":
+            threshold = np.full((n_mod,) + DSSC_MODULE_SHAPE, np.inf, dtype=np.float32)  # not used
+        else:
+            raise CalibrationError(f"common-mode correction of {name} needs the dark noise (the lit threshold is "
+                                   "5 x the noise): load the constants with their noise, or set common_mode_max")
         self._cm_threshold = threshold.astype(np.float32).reshape(n_mod, DSSC_MODULE_SHAPE[0], _N_SEGMENTS, -1)
         self._cm_good = self.mask.reshape(self._cm_threshold.shape)
         if isinstance(self.gain, np.ndarray):
@@ -179,7 +185,8 @@ class DetObject:
             idx = np.array([dark.module_index(m) for m in sorted(int(m) for m in modules)])
         whole = np.array_equal(idx, np.arange(len(dark.modules)))
         pick = (lambda a: a) if whole else (lambda a: a[idx])  # noqa: E731 (all modules: no copy)
-        return cls(name, [int(m) for m in dark.modules[idx]], pick(dark.pedestal), pick(dark.noise),
+        return cls(name, [int(m) for m in dark.modules[idx]], pick(dark.pedestal),
+                   None if dark.noise is None else pick(dark.noise),
                    dark.cell_ids, dark.status_mask[idx], gain=gain, geometry_file=geometry_file,
                    quadrant_positions=quadrant_positions, mask_asic_edges=mask_asic_edges,
                    user_mask=user_mask, common_mode=common_mode, common_mode_max_adu=common_mode_max_adu,
@@ -194,9 +201,12 @@ class DetObject:
                        user_mask: Union[None, np.ndarray, os.PathLike, str] = None,
                        common_mode: str = "none",
                        common_mode_max_adu: Optional[float] = None,
-                       common_mode_min_pixels: int = 16) -> "DetObject":
-        """A detector from a dark constants file, loading only ``modules`` (default: all in the file)."""
-        dark = read_dark_file(path, modules)
+                       common_mode_min_pixels: int = 16, noise: bool = True) -> "DetObject":
+        """A detector from a dark constants file, loading only ``modules`` (default: all in the file).
+
+        ``noise=False``: without the noise (see :func:`~smalldata.calib.darkfile.read_dark_file`).
+        """
+        dark = read_dark_file(path, modules, noise=noise)
         return cls.from_constants(name, dark, None, gain=gain, geometry_file=geometry_file,
                                   quadrant_positions=quadrant_positions, mask_asic_edges=mask_asic_edges,
                                   user_mask=user_mask, common_mode=common_mode,
@@ -205,17 +215,19 @@ class DetObject:
 
     @classmethod
     def from_config(cls, name: str, det_config: Mapping[str, Any], dark_constants: Union[DarkConstants, os.PathLike],
-                    modules: Optional[Sequence[int]] = None, dark_file: Optional[str] = None) -> "DetObject":
+                    modules: Optional[Sequence[int]] = None, dark_file: Optional[str] = None,
+                    noise: bool = True) -> "DetObject":
         """A detector from its validated config mapping (``detectors.<name>``) and its dark constants.
 
         ``modules`` overrides ``det_config["modules"]``; without both, all modules of the dark are used.
-        ``dark_file`` names the file constants given in memory were read from.
+        ``dark_file`` names the file constants given in memory were read from. ``noise=False``:
+        a file's noise is not read (see :func:`~smalldata.calib.darkfile.read_dark_file`).
         """
         mods = modules if modules is not None else det_config.get("modules")
         if isinstance(dark_constants, DarkConstants):
             dark = dark_constants
         else:
-            dark, dark_file = read_dark_file(dark_constants, mods), str(dark_constants)
+            dark, dark_file = read_dark_file(dark_constants, mods, noise=noise), str(dark_constants)
         quads = det_config.get("quadrant_positions")
         return cls.from_constants(
             name, dark, mods, gain=det_config.get("gain"), geometry_file=det_config.get("geometry_file"),
@@ -232,13 +244,16 @@ class DetObject:
 
     @property
     def noise(self) -> np.ndarray:
-        """(M, C, 128, 512) float32 noise, ADU."""
+        """(M, C, 128, 512) float32 noise, ADU (:class:`CalibrationError` if it was not loaded)."""
+        if self._noise is None:
+            raise CalibrationError(f"{self.name}: the dark noise was not loaded (noise=False); "
+                                   "build the detector with its noise")
         return self._noise
 
     @property
     def noise_in_units(self) -> np.ndarray:
         """(M, 128, 512) float32 noise (mean over cells) in :attr:`units`."""
-        mean = self._noise.mean(axis=1)
+        mean = self.noise.mean(axis=1)
         return mean if self._inv_gain is None else (mean * self._inv_gain).astype(np.float32)
 
     x = property(lambda self: self._pixel_positions()[0], doc="(M, 128, 512) float64 pixel centre x, metres.")
@@ -354,7 +369,7 @@ class DetObject:
         """Arrays for ``UserDataCfg/<det>``: constants, positions, masks."""
         arrays = {
             "pedestal": np.ascontiguousarray(self.pedestal),
-            "noise": self._noise,
+            "noise": self.noise,
             "x": self.x, "y": self.y, "z": self.z,
             "mask": self.mask,
             "status_mask": self.status_mask,

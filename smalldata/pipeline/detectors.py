@@ -174,10 +174,11 @@ def dark_requests(config: ProducerConfig, proposal: int, access: RunAccess) -> D
 
 
 def build_detobject(config: ProducerConfig, name: str, proposal: int, modules: tuple, access: RunAccess,
-                    dark=None):
+                    dark=None, noise: bool = True):
     """The DetObject of detector ``name`` for ``modules``, checked against the run's memory cells.
 
-    ``dark``: its dark constants already in memory (e.g. shared by the node's ranks), else read here.
+    ``dark``: its dark constants already in memory (e.g. shared by the node's ranks), else read here
+    (without the noise if ``noise`` is False).
     """
     from smalldata.calib.dark import check_cells_cover
     from smalldata.calib.detobject import DetObject
@@ -186,7 +187,7 @@ def build_detobject(config: ProducerConfig, name: str, proposal: int, modules: t
     path = dark_path(config, name, proposal)
     try:
         det = DetObject.from_config(name, det_cfg, path if dark is None else dark, modules=modules,
-                                    dark_file=str(path))
+                                    dark_file=str(path), noise=noise)
     except ConfigError as exc:
         if exc.path.startswith("detectors."):
             raise

@@ -7,9 +7,10 @@ and frames per memory cell (:mod:`smalldata.fused.rawmean`: one integer addition
 pixel and frame, the pedestal applied once at the end); the maximum (and the mean with
 common-mode correction) from the fused kernel with only the run-sum consumer, as
 :class:`~smalldata.sums.runsums.RunSums` sums (exact fixed point, 2**-12 of the data
-unit per frame). Memory is one module's constants (pedestal and noise of each memory
-cell: 210 MB for 400 cells) and one batch, whatever the number of frames per train or of
-trains; a module's constants are released before the next module's are loaded.
+unit per frame). Memory is one module's constants (the pedestal of each memory cell: 105 MB
+for 400 cells; the noise is read only for common-mode correction) and one batch, whatever the
+number of frames per train or of trains; a module's constants are released before the next
+module's are loaded.
 """
 from __future__ import annotations
 
@@ -156,8 +157,12 @@ def session_average(session, det: str, selection, max_trains: int, statistic: st
     tids, pids, sel, trains = selected_trains(session, selection, max_trains)
     units = []
 
+    # the mean and the maximum need the pedestal, not the noise (half the constants' bytes);
+    # common-mode correction takes its lit threshold from the noise
+    noise = config.detectors[det].get("common_mode", "none") != "none"
+
     def make(mods):
-        detobj = build_detobject(config, det, session.proposal, mods, access)
+        detobj = build_detobject(config, det, session.proposal, mods, access, noise=noise)
         units.append(detobj.units)
         return detobj
 
