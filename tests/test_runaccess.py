@@ -73,3 +73,26 @@ def test_point_values_per_train_and_block_cache(sim_root):
     np.testing.assert_array_equal(got, truth["train_delay"])
     with pytest.raises(DataError, match="no source"):
         access.train_values("NOPE/DEV", "x.value", access.train_ids[:2])
+
+
+def test_batch_buffers_reused_and_never_overwritten_while_held(sim_root):
+    """``raw = access.read_raw(...)`` in a loop reads into two buffers in turn (the held batch and the
+    next), and a batch the caller keeps is never written over by later reads."""
+    access = RunAccess.from_directory(run_path(sim_root, PROPOSAL, DATA_RUN))
+    modules = access.available_modules()
+    tids = access.train_ids
+    turns, raw = [], None
+    for i in range(6):
+        raw = access.read_raw(modules, tids[i:i + 1])
+        turns.append([k for k, buffer in enumerate(access._spares) if raw.data.base is buffer])
+    assert turns == [[0], [1], [0], [1], [0], [1]]
+    kept = [access.read_raw(modules, tids[i:i + 1]) for i in range(3)]  # all three held at once
+    copies = [k.data.copy() for k in kept]
+    for i in range(3, 6):
+        access.read_raw(modules, tids[i:i + 1])
+    for k, c in zip(kept, copies):
+        np.testing.assert_array_equal(k.data, c)
+    assert len({id(k.data.base) for k in kept}) == 3
+    for i, k in enumerate(kept):
+        expected = access.read_raw(modules, tids[i:i + 1])
+        np.testing.assert_array_equal(k.data, expected.data)

@@ -12,7 +12,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 #: Read-ahead is asked for only while frames arrive slower than this (bytes per second).
 READ_AHEAD_BELOW = 1e9
+#: Batch buffers kept for reuse: the batch a caller still holds, and the one being read.
+BATCH_BUFFERS = 2
 
 
 def find_run_directory(proposal: int, run: int, data_root: Optional[os.PathLike] = None) -> Path:
@@ -67,7 +69,7 @@ class RunAccess:
         self._keydata_cache: Dict[tuple, object] = {}
         self._frame_indexes: Dict[int, ModuleFrameIndex] = {}
         self._blocks: Dict[tuple, tuple] = {}
-        self._spare: Optional[np.ndarray] = None  # the last batch's frames, reused once released
+        self._spares: List[np.ndarray] = []  # batch buffers, each reused once released
         self._read_rate: Optional[float] = None  # bytes per second of the last batch's frames
         #: rows not used because their ids disagree with the INDEX
         self.faults = FaultLog()
@@ -238,17 +240,25 @@ class RunAccess:
     def _batch_buffer(self, n: int, n_modules: int, zeroed: bool) -> np.ndarray:
         """An (n, n_modules, 128, 512) uint16 array for a batch's frames.
 
-        The previous batch's memory is used again when nothing refers to it any more
-        (its reference count shows that): a fresh array of this size would cost page
-        faults on every batch.
+        Two buffers take turns, each used again once nothing refers to it any more (its
+        reference count shows that): a loop ``raw = access.read_raw(...)`` still holds the
+        current batch while it reads the next, which then goes to the other buffer. A fresh
+        array for every batch would cost its page faults every time (a third of the read).
         """
-        spare = self._spare
-        if (spare is None or spare.shape[0] < n or spare.shape[1] != n_modules
-                or sys.getrefcount(spare) > 3):  # this name, the attribute and getrefcount's argument
-            del spare  # our references go first, so that a released batch is freed before the new one exists
-            self._spare = None
-            self._spare = np.empty((n, n_modules) + DSSC_MODULE_SHAPE, dtype=np.uint16)
-        data = self._spare[:n]
+        spares = self._spares
+
+        def free(k):  # referred to by the list and getrefcount's argument only
+            return sys.getrefcount(spares[k]) <= 2
+
+        fits = [k for k in range(len(spares)) if spares[k].shape[0] >= n and spares[k].shape[1] == n_modules]
+        chosen = next((k for k in fits if free(k)), None)
+        if chosen is None:
+            # released buffers of another size go before a new one exists; of those still held, the newest stays
+            held = [k for k in range(len(spares)) if not free(k)][-(BATCH_BUFFERS - 1):]
+            self._spares = spares = [spares[k] for k in held]
+            spares.append(np.empty((n, n_modules) + DSSC_MODULE_SHAPE, dtype=np.uint16))
+            chosen = len(spares) - 1
+        data = spares[chosen][:n]
         if zeroed:
             data.fill(0)
         return data
