@@ -28,6 +28,8 @@ from smalldata.output.files import SPACE_MARGIN, check_free_space, clean_stale_t
 DARK_FILE_PATTERN = "dark_p{proposal:06d}_r{run:04d}_{det}.h5"
 DARK_DATASETS = ("pedestal", "noise", "status_mask", "modules", "cell_ids", "n_frames")
 STATUS_BITS_DOC = "1 dead, 2 hot, 4 noisy, 8 pedestal out of range; 0 = good"
+#: Memory cells of a module read at once (4 MiB of float32): each block is checked while in the cache.
+CELLS_PER_READ = 16
 
 log = logging.getLogger(__name__)
 
@@ -139,9 +141,9 @@ class DarkFileWriter:
         self._file = h5py.File(self.tmp, "w")
         f = self._file
         per_cell = (n_mod, n_cells) + DSSC_MODULE_SHAPE
-        chunks = (1, 1) + DSSC_MODULE_SHAPE
-        f.create_dataset("pedestal", per_cell, np.float32, chunks=chunks).attrs["units"] = "ADU"
-        f.create_dataset("noise", per_cell, np.float32, chunks=chunks).attrs["units"] = "ADU"
+        # contiguous: a module's constants are one run of bytes, read at the speed of a copy
+        f.create_dataset("pedestal", per_cell, np.float32).attrs["units"] = "ADU"
+        f.create_dataset("noise", per_cell, np.float32).attrs["units"] = "ADU"
         f.create_dataset("status_mask", (n_mod,) + DSSC_MODULE_SHAPE, np.uint8).attrs["bits"] = STATUS_BITS_DOC
         f.create_dataset("modules", data=np.asarray(modules, dtype=np.int64))
         f.create_dataset("cell_ids", data=np.asarray(cell_ids, dtype=np.uint16))
@@ -242,9 +244,11 @@ def read_dark_file(path: os.PathLike, modules: Optional[Sequence[int]] = None, n
             _check_layout(f, path)
             attrs = {k: _plain(v) for k, v in f.attrs.items()}
             thresholds = DarkThresholds(**{k: attrs[k] for k in DarkThresholds().as_dict() if k in attrs})
-            pedestal, status_mask = take("pedestal"), take("status_mask")
-            noise_values = take("noise") if noise else None
-            _mask_non_finite(pedestal, noise_values, status_mask, path)
+            status_mask = take("status_mask")
+            non_finite = np.zeros(status_mask.shape, dtype=bool)
+            pedestal = _read_per_cell(f["pedestal"], idx, non_finite)
+            noise_values = _read_per_cell(f["noise"], idx, non_finite) if noise else None
+            _mask_non_finite(non_finite, status_mask, path)
             return DarkConstants(
                 pedestal=pedestal, noise=noise_values, status_mask=status_mask,
                 modules=file_modules[idx], cell_ids=f["cell_ids"][()].astype(np.uint16), n_frames=take("n_frames"),
@@ -267,14 +271,24 @@ def _check_layout(f, path: Path) -> None:
                                    "with smd_dark")
 
 
-def _mask_non_finite(pedestal: np.ndarray, noise: Optional[np.ndarray], status_mask: np.ndarray,
-                     path: Path) -> None:
-    """Pixels with a NaN or infinite pedestal or noise in any cell get the 'pedestal out of range' bit."""
-    bad = np.zeros(status_mask.shape, dtype=bool)
-    for m in range(len(bad)):
-        _flag_non_finite(pedestal[m].reshape(pedestal.shape[1], -1), bad[m].reshape(-1))
-        if noise is not None:
-            _flag_non_finite(noise[m].reshape(noise.shape[1], -1), bad[m].reshape(-1))
+def _read_per_cell(dataset, modules: np.ndarray, non_finite: np.ndarray) -> np.ndarray:
+    """The (M, C, 128, 512) constants of the file's modules at ``modules``, read a few cells at a time.
+
+    Each block's non-finite values are looked for while it is still in the CPU cache
+    (``non_finite`` (M, 128, 512) is set where any cell is not finite).
+    """
+    n_cells = dataset.shape[1]
+    out = np.empty((len(modules),) + dataset.shape[1:], dtype=dataset.dtype)
+    for j, i in enumerate(modules):
+        for c0 in range(0, n_cells, CELLS_PER_READ):
+            c1 = min(c0 + CELLS_PER_READ, n_cells)
+            dataset.read_direct(out, source_sel=np.s_[i, c0:c1], dest_sel=np.s_[j, c0:c1])
+            _flag_non_finite(out[j, c0:c1].reshape(c1 - c0, -1), non_finite[j].reshape(-1))
+    return out
+
+
+def _mask_non_finite(bad: np.ndarray, status_mask: np.ndarray, path: Path) -> None:
+    """Pixels ``bad`` (a NaN or infinite pedestal or noise in any cell) get the 'pedestal out of range' bit."""
     n_new = int(np.count_nonzero(bad & (status_mask == 0)))
     if bad.any():
         status_mask[bad] |= np.uint8(8)
