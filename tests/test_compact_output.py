@@ -115,3 +115,21 @@ def test_assembled_cube_mean_at_the_sums_resolution(outputs):
     assert on.sum() == np.isfinite(mean).sum() > 0
     assert np.abs(stored[on] - exact[on]).max() <= step / 2 * (1 + 1e-6)
     np.testing.assert_array_equal(np.rint(stored[on] / step) * step, stored[on])  # on the grid
+
+
+def test_checksum_read_in_background_and_again_after_a_change(tmp_path, calib_dir):
+    """The checksum started in the background is the file's; a file changed meanwhile is hashed anew."""
+    import hashlib
+
+    from smalldata.calib.darkref import hash_in_background
+
+    copy = tmp_path / "dark.h5"
+    shutil.copy(dark_file_path(calib_dir, PROPOSAL, DARK_RUN), copy)
+    original = hashlib.sha256(copy.read_bytes()).hexdigest()
+    hash_in_background(copy)
+    assert file_sha256(copy) == original
+    hash_in_background(copy)
+    with open(copy, "ab") as f:  # changed after the hash started: its size and time differ
+        f.write(b"changed")
+    changed = file_sha256(copy)
+    assert changed == hashlib.sha256(copy.read_bytes()).hexdigest() and changed != original

@@ -192,6 +192,20 @@ def test_gain_map_masks_bad_gain(dark_file, det_adu, raw):
     assert det.params()["gain"] == "map"
 
 
+def test_pedestal_read_cell_major_and_kept_without_a_copy(dark_file):
+    """A dark file's pedestal is read into the cell-major layout calibration uses, and the detector
+    keeps that very memory (a copy would double the largest array of a run's set-up)."""
+    from smalldata.calib.darkfile import read_dark_file
+
+    dark = read_dark_file(dark_file, [2, 3])
+    assert dark.pedestal.transpose(1, 0, 2, 3).flags.c_contiguous
+    with h5py.File(dark_file, "r") as f:
+        stored = f["pedestal"][()][[list(f["modules"][()]).index(m) for m in (2, 3)]]
+    np.testing.assert_array_equal(dark.pedestal, stored)
+    det = DetObject.from_constants("dssc", dark)
+    assert np.shares_memory(det.pedestal, dark.pedestal)
+
+
 def test_constants_without_noise(dark_file, det_adu, raw):
     """Read without the noise, a detector calibrates and masks exactly as with it; asking for the
     noise, or for common mode that takes its threshold from it, fails in one line that says how."""

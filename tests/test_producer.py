@@ -14,7 +14,8 @@ from helpers import DARK_RUN, DATA_RUN, PROPOSAL, mpiexec, read_all, tool
 
 from smalldata.config.producer import ProducerConfig
 from smalldata.errors import SmallDataError
-from smalldata.pipeline.eventloop import run_producer, split_batches, split_blocks
+from smalldata.pipeline.eventloop import run_producer, split_blocks
+from smalldata.pipeline.mpi import frame_batches, split_batches
 from smalldata.simulate import read_truth, run_path
 
 ROI_MODULE = 2
@@ -312,6 +313,11 @@ def test_split_helpers():
     assert split_batches(frames, 8) == [(0, 2), (2, 4), (4, 7)]
     assert split_batches(frames, 1) == [(i, i + 1) for i in range(7)]
     assert split_blocks(np.array([5]), 3)[0] == (0, 1)
+    # trains longer than a batch are cut into pieces of their frame positions, unless whole trains are needed
+    assert frame_batches(frames, 8) == [(0, 2, None), (2, 4, None), (4, 7, None)]
+    assert frame_batches(np.array([2, 10, 3]), 4) == [(0, 1, None), (1, 2, (0, 4)), (1, 2, (4, 8)),
+                                                     (1, 2, (8, 10)), (2, 3, None)]
+    assert frame_batches(np.array([2, 10, 3]), 4, whole_trains=True) == [(0, 1, None), (1, 2, None), (2, 3, None)]
 
 
 def test_region_calibration_gives_same_numbers(tmp_path, produced, sim_root, calib_dir):

@@ -32,6 +32,23 @@ def test_read_raw_equals_extra_data(sim_root, block):
     assert raw.present[:, 0].all()
 
 
+@pytest.mark.parametrize("window", [(0, 3), (3, 4), (1, 9)])
+def test_window_reads_the_same_frames_as_whole_trains(sim_root, window):
+    """A window of frame positions reads exactly those rows of each train (module 3 misses two trains),
+    into a batch of only that many frames per train, with their positions in the train."""
+    access = RunAccess.open(PROPOSAL, DATA_RUN, str(sim_root))
+    tids = access.train_ids[3:8]
+    whole = access.read_raw((2, 3), tids)
+    whole = {k: getattr(whole, k).copy() for k in ("data", "present", "train_ids", "pulse_ids", "cell_ids",
+                                                    "frame_index")}
+    part = access.read_raw((2, 3), tids, window)
+    keep = (whole["frame_index"] >= window[0]) & (whole["frame_index"] < window[1])
+    assert len(part) == keep.sum() < len(whole["data"])
+    for key, expected in whole.items():
+        np.testing.assert_array_equal(getattr(part, key), expected[keep], err_msg=key)
+    assert access._spares[-1].shape[0] >= len(part) and part.data.base is not None
+
+
 def test_non_consecutive_trains_and_errors(sim_root):
     access = RunAccess.open(PROPOSAL, DATA_RUN, str(sim_root))
     tids = access.train_ids[[1, 9, 10, 20]]

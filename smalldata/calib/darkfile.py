@@ -47,6 +47,7 @@ class DarkConstants:
     ----------
     pedestal, noise : ndarray, (M, C, 128, 512) float32
         Mean and standard deviation of the raw values, ADU (``noise`` None when read without it).
+        Read from a file, ``pedestal`` is a view of a cell-major (C, M, 128, 512) array.
     status_mask : ndarray, (M, 128, 512) uint8
         Bad-pixel reason bits, 0 = good (:mod:`smalldata.calib.masks`).
     modules : ndarray, (M,) int64
@@ -246,7 +247,7 @@ def read_dark_file(path: os.PathLike, modules: Optional[Sequence[int]] = None, n
             thresholds = DarkThresholds(**{k: attrs[k] for k in DarkThresholds().as_dict() if k in attrs})
             status_mask = take("status_mask")
             non_finite = np.zeros(status_mask.shape, dtype=bool)
-            pedestal = _read_per_cell(f["pedestal"], idx, non_finite)
+            pedestal = _read_per_cell(f["pedestal"], idx, non_finite, cell_major=True)
             noise_values = _read_per_cell(f["noise"], idx, non_finite) if noise else None
             _mask_non_finite(non_finite, status_mask, path)
             return DarkConstants(
@@ -271,19 +272,31 @@ def _check_layout(f, path: Path) -> None:
                                    "with smd_dark")
 
 
-def _read_per_cell(dataset, modules: np.ndarray, non_finite: np.ndarray) -> np.ndarray:
+def _read_per_cell(dataset, modules: np.ndarray, non_finite: np.ndarray, cell_major: bool = False) -> np.ndarray:
     """The (M, C, 128, 512) constants of the file's modules at ``modules``, read a few cells at a time.
 
     Each block's non-finite values are looked for while it is still in the CPU cache
-    (``non_finite`` (M, 128, 512) is set where any cell is not finite).
+    (``non_finite`` (M, 128, 512) is set where any cell is not finite). ``cell_major``: the
+    array returned is a view of a (C, M, 128, 512) contiguous one, the layout calibration
+    takes a frame's cell from (:class:`~smalldata.calib.detobject.DetObject` keeps it as is).
     """
     n_cells = dataset.shape[1]
-    out = np.empty((len(modules),) + dataset.shape[1:], dtype=dataset.dtype)
+    if not cell_major:
+        out = np.empty((len(modules), n_cells) + dataset.shape[2:], dtype=dataset.dtype)
+    else:  # through a contiguous block: HDF5 scatters into strided memory at half the speed of a copy
+        out = np.empty((n_cells, len(modules)) + dataset.shape[2:], dtype=dataset.dtype).transpose(1, 0, 2, 3)
+        staging = np.empty((CELLS_PER_READ,) + dataset.shape[2:], dtype=dataset.dtype)
     for j, i in enumerate(modules):
         for c0 in range(0, n_cells, CELLS_PER_READ):
             c1 = min(c0 + CELLS_PER_READ, n_cells)
-            dataset.read_direct(out, source_sel=np.s_[i, c0:c1], dest_sel=np.s_[j, c0:c1])
-            _flag_non_finite(out[j, c0:c1].reshape(c1 - c0, -1), non_finite[j].reshape(-1))
+            if cell_major:
+                block = staging[: c1 - c0]
+                dataset.read_direct(block, source_sel=np.s_[i, c0:c1])
+                out[j, c0:c1] = block
+            else:
+                block = out[j, c0:c1]
+                dataset.read_direct(out, source_sel=np.s_[i, c0:c1], dest_sel=np.s_[j, c0:c1])
+            _flag_non_finite(block.reshape(c1 - c0, -1), non_finite[j].reshape(-1))
     return out
 
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
+import weakref
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
@@ -27,9 +29,23 @@ CHUNK_BYTES = 1 << 22
 #: Memory cells that the summary medians of the dark constants look at (evenly spread over all).
 MEDIAN_CELLS = 4
 
+#: Hashes under way: file identity to (thread, [digest once done]).
+_BACKGROUND: Dict[Tuple[str, int, int], Tuple[threading.Thread, list]] = {}
+#: Summary medians of each detector object alive.
+_MEDIANS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
 
 def file_sha256(path: os.PathLike) -> str:
-    """SHA-256 of a file's bytes, as 64 hex digits."""
+    """SHA-256 of a file's bytes, as 64 hex digits (the one :func:`hash_in_background` started, if any)."""
+    job = _BACKGROUND.pop(_identity(path), None)
+    if job is not None:
+        job[0].join()
+        if job[1]:
+            return job[1][0]
+    return _hash_file(path)
+
+
+def _hash_file(path: os.PathLike) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(CHUNK_BYTES), b""):
@@ -37,15 +53,56 @@ def file_sha256(path: os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def hash_in_background(path: os.PathLike) -> None:
+    """Start :func:`file_sha256` of ``path`` in a thread, so that its reading (seconds for a dark
+    of hundreds of cells) overlaps the frames' processing; a later call takes its result.
+
+    The file is hashed again if its size or modification time changed meanwhile; a failed read
+    is retried by the later call, which reports it.
+    """
+    key = _identity(path)
+    if key in _BACKGROUND:
+        return
+    result: list = []
+
+    def work():
+        try:
+            result.append(_hash_file(path))
+        except OSError:
+            pass  # file_sha256 reads again when asked and reports the error then
+
+    thread = threading.Thread(target=work, name="dark-sha256", daemon=True)
+    _BACKGROUND[key] = (thread, result)
+    thread.start()
+
+
+def _identity(path: os.PathLike) -> Tuple[str, int, int]:
+    """A file's resolved path, size and modification time: equal only for the same content, as far as
+    the file system tells."""
+    resolved = Path(path).resolve()
+    try:
+        stat = resolved.stat()
+    except OSError:
+        return str(resolved), -1, -1
+    return str(resolved), stat.st_size, stat.st_mtime_ns
+
+
 def dark_medians(det) -> Tuple[np.ndarray, np.ndarray]:
     """Per module, the median pedestal and noise (ADU, float32) of a detector's pixels good in the
-    dark's status, over at most :data:`MEDIAN_CELLS` memory cells evenly spread over all."""
+    dark's status, over at most :data:`MEDIAN_CELLS` memory cells evenly spread over all.
+
+    Worked out once per detector object (the set-up check and the output both ask).
+    """
+    if det in _MEDIANS:
+        return _MEDIANS[det]
     n_cells = det.noise.shape[1]
     cells = np.unique(np.linspace(0, n_cells - 1, min(n_cells, MEDIAN_CELLS)).round().astype(np.int64))
     good = det.status_mask == 0
-    return tuple(np.array([np.median(a[i][cells][:, good[i]]) if good[i].any() else np.nan
-                           for i in range(len(det.modules))], dtype=np.float32)
-                 for a in (det.pedestal, det.noise))
+    medians = tuple(np.array([np.median(a[i][cells][:, good[i]]) if good[i].any() else np.nan
+                              for i in range(len(det.modules))], dtype=np.float32)
+                    for a in (det.pedestal, det.noise))
+    _MEDIANS[det] = medians
+    return medians
 
 
 def dark_reference(det) -> Dict[str, object]:

@@ -368,7 +368,7 @@ class DetObject:
     def config_arrays(self) -> Dict[str, np.ndarray]:
         """Arrays for ``UserDataCfg/<det>``: constants, positions, masks."""
         arrays = {
-            "pedestal": np.ascontiguousarray(self.pedestal),
+            "pedestal": self.pedestal,
             "noise": self.noise,
             "x": self.x, "y": self.y, "z": self.z,
             "mask": self.mask,

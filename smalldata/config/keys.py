@@ -37,8 +37,9 @@ TOP_SCHEMA: Dict[str, Field] = {
     "data_root": Field(Optional[str], None, "root of the raw data tree; default $EXTRA_DATA_DATA_ROOT"),
     "calib_dir": Field(str, "calib", "folder of dark constants written by smd_dark"),
     "output_dir": Field(str, "smalldata_output", "folder of the output files (r<run>.h5)"),
-    "batch_size": Field(Optional[int], None, "frames per batch (whole trains are kept together); default: as "
-                                             "many as fit batch_megabytes of raw data", "frames", positive),
+    "batch_size": Field(Optional[int], None, "frames per batch: short trains batched whole, a longer train in "
+                                             "pieces (whole with pattern.subtract_dark); default: as many as fit "
+                                             "batch_megabytes of raw data", "frames", positive),
     "batch_megabytes": Field(float, 64.0, "raw data per batch when batch_size is not set (per rank; calibrated "
                                           "data and temporaries take about 8 times more)", "MiB", positive),
     "progress_interval": Field(float, 10.0, "seconds between progress log lines", "s", positive),

@@ -18,6 +18,11 @@ from smalldata.lookup import find_sorted
 log = logging.getLogger(__name__)
 
 
+def frames_in_window(counts: np.ndarray, window: Optional[Tuple[int, int]]) -> np.ndarray:
+    """Frames per train (``counts``) at positions ``window = (start, stop)`` of their train (None: all)."""
+    return counts if window is None else np.clip(counts - window[0], 0, window[1] - window[0])
+
+
 class ModuleFrameIndex:
     """Per train of the run: which file holds a module's frames, the first row and the count.
 
@@ -59,27 +64,30 @@ class ModuleFrameIndex:
             self._datasets[key] = self.files[file_number].file[f"{self.group_path}/{name}"]
         return self._datasets[key]
 
-    def read(self, name: str, positions: np.ndarray, out: np.ndarray, column: Optional[int] = None) -> None:
+    def read(self, name: str, positions: np.ndarray, out: np.ndarray, column: Optional[int] = None,
+             window: Optional[Tuple[int, int]] = None) -> None:
         """Read key ``image.<name>`` of the trains at ``positions`` (ascending) into ``out``.
 
         ``out`` has one row per frame of those trains, in train order (their counts summed).
         With ``column``, ``out`` is (frames, modules, ...) and this module's frames go to
         ``out[:, column]`` (HDF5 writes the strided rows itself: no intermediate copy).
+        ``window`` ``(start, stop)``: only each train's frames at those positions in the train.
         """
         dest = 0
-        for file_number, first, rows in self._runs(positions):  # one read per run of back-to-back trains
+        for file_number, first, rows in self._runs(positions, window):  # one read per run of stored rows
             dataset = self._dataset(file_number, name)
             target = np.s_[dest:dest + rows] if column is None else np.s_[dest:dest + rows, column:column + 1]
             dataset.read_direct(out, source_sel=np.s_[first:first + rows], dest_sel=target)
             dest += rows
 
-    def _runs(self, positions: np.ndarray):
-        """(file number, first row, rows) of the runs of trains stored back to back."""
+    def _runs(self, positions: np.ndarray, window: Optional[Tuple[int, int]] = None):
+        """(file number, first row, rows) of the runs of rows stored back to back."""
         positions = np.asarray(positions, dtype=np.int64)
-        positions = positions[self.count[positions] > 0]
+        counts = frames_in_window(self.count[positions], window)
+        positions, counts = positions[counts > 0], counts[counts > 0]
         if len(positions) == 0:
             return []
-        files, firsts, counts = self.file_of[positions], self.first[positions], self.count[positions]
+        files, firsts = self.file_of[positions], self.first[positions] + (0 if window is None else window[0])
         breaks = np.flatnonzero((files[1:] != files[:-1]) | (firsts[1:] != firsts[:-1] + counts[:-1])) + 1
         starts, stops = np.concatenate([[0], breaks]), np.concatenate([breaks, [len(positions)]])
         return [(int(files[a]), int(firsts[a]), int(counts[a:b].sum())) for a, b in zip(starts, stops)]
@@ -106,10 +114,12 @@ class ModuleFrameIndex:
                 log.debug("no read-ahead for %s rows %d..%d: %s", self.source, first, first + rows, exc)
                 return
 
-    def read_block_cached(self, name: str, positions: np.ndarray, dtype, block_trains: int = 256) -> np.ndarray:
+    def read_block_cached(self, name: str, positions: np.ndarray, dtype, block_trains: int = 256,
+                          window: Optional[Tuple[int, int]] = None) -> np.ndarray:
         """Small per-frame keys (``pulseId``, ``cellId``) of the trains at ``positions`` as (frames,).
 
-        Reads ``block_trains`` trains at once and serves later batches from memory.
+        Reads ``block_trains`` trains at once and serves later batches from memory. ``window``:
+        as in :meth:`read`.
         """
         positions = np.asarray(positions, dtype=np.int64)
         block = self._blocks.get(name)
@@ -123,6 +133,9 @@ class ModuleFrameIndex:
             block = self._blocks[name] = (p0, p1, values[:, 0], offsets)
         p0, _, values, offsets = block
         rel = positions - p0
-        if len(rel) and rel[-1] - rel[0] + 1 == len(rel):
-            return values[offsets[rel[0]]:offsets[rel[-1] + 1]]
-        return np.concatenate([values[offsets[r]:offsets[r + 1]] for r in rel]) if len(rel) else values[:0]
+        starts, stops = offsets[rel], offsets[rel + 1]
+        if window is not None:
+            starts, stops = np.minimum(starts + window[0], stops), np.minimum(starts + window[1], stops)
+        if len(rel) and np.array_equal(starts[1:], stops[:-1]):
+            return values[starts[0]:stops[-1]]
+        return np.concatenate([values[a:b] for a, b in zip(starts, stops)]) if len(rel) else values[:0]

@@ -12,14 +12,14 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from smalldata.constants import DSSC_MODULE_SHAPE, DSSC_N_MODULES, INSTRUMENT, dssc_source
 from smalldata.errors import DataError
 from smalldata.io.faults import FaultLog, describe_mismatch
-from smalldata.io.frameindex import ModuleFrameIndex
+from smalldata.io.frameindex import ModuleFrameIndex, frames_in_window
 from smalldata.lookup import find_sorted
 from smalldata.plugin.frames import RawBatch
 
@@ -169,11 +169,14 @@ class RunAccess:
         return self.frame_counts(modules).max(axis=1)
 
     # ------------------------------------------------------------------ reading frames
-    def read_raw(self, modules: Sequence[int], train_ids: np.ndarray) -> RawBatch:
+    def read_raw(self, modules: Sequence[int], train_ids: np.ndarray,
+                 window: Optional[Tuple[int, int]] = None) -> RawBatch:
         """Raw frames of ``train_ids`` (ascending, of this run) for ``modules``.
 
         Frames of a train are aligned across modules by their position in the train;
         a module with fewer frames (or none) for a train is marked absent there.
+        ``window`` ``(start, stop)``: only the frames at those positions of each train (a
+        piece of a train too long for one batch).
         """
         modules = tuple(modules)
         train_ids = np.asarray(train_ids, dtype=np.uint64)
@@ -181,12 +184,12 @@ class RunAccess:
         if np.any(tpos >= len(self.train_ids)) or np.any(self.train_ids[np.minimum(tpos, len(self.train_ids) - 1)]
                                                            != train_ids):
             raise DataError(f"train ids {train_ids} are not all in run {self.path}")
-        counts = self.frame_counts(modules)[tpos]  # (T, M)
+        counts = frames_in_window(self.frame_counts(modules)[tpos], window)  # (T, M)
         per_train = counts.max(axis=1)
         n = int(per_train.sum())
         starts = np.concatenate([[0], np.cumsum(per_train)[:-1]]).astype(np.int64)
         frame_train = np.repeat(train_ids, per_train)
-        frame_index = np.arange(n, dtype=np.int64) - np.repeat(starts, per_train)
+        frame_index = np.arange(n, dtype=np.int64) - np.repeat(starts, per_train) + (0 if window is None else window[0])
 
         complete = bool(np.all(counts == per_train[:, None]))
         data = self._batch_buffer(n, len(modules), zeroed=not complete)
@@ -205,14 +208,14 @@ class RunAccess:
             index = self._frame_index(module)
             try:
                 if total == n:  # straight into the batch: the module's column of every row
-                    index.read("data", tpos, data, column=j)
+                    index.read("data", tpos, data, column=j, window=window)
                 else:
                     buf = np.empty((total, 1) + DSSC_MODULE_SHAPE, dtype=np.uint16)
-                    index.read("data", tpos, buf)
+                    index.read("data", tpos, buf, window=window)
                     data[rows, j] = buf[:, 0]
-                tids = index.read_block_cached("trainId", tpos, np.uint64, self.block_trains)
-                pids = index.read_block_cached("pulseId", tpos, np.uint64, self.block_trains)
-                cids = index.read_block_cached("cellId", tpos, np.uint16, self.block_trains)
+                tids, pids, cids = (index.read_block_cached(key, tpos, dtype, self.block_trains, window)
+                                    for key, dtype in (("trainId", np.uint64), ("pulseId", np.uint64),
+                                                       ("cellId", np.uint16)))
             except (OSError, ValueError, TypeError) as exc:
                 raise DataError(f"cannot read DSSC module {module} for trains {int(train_ids[0])}.."
                                 f"{int(train_ids[-1])} of {self.path}: {exc}; the file may be truncated") from None

@@ -20,6 +20,7 @@ import h5py
 import numpy as np
 
 from smalldata import __version__
+from smalldata.calib.darkref import hash_in_background
 from smalldata.config.producer import ProducerConfig
 from smalldata.constants import DSSC_MODULE_SHAPE
 from smalldata.errors import SmallDataError
@@ -38,7 +39,7 @@ from smalldata.output.files import SPACE_MARGIN, DiskFullError, check_free_space
 from smalldata.output.losses import LossSummary
 from smalldata.pipeline.checks import check_config_against_run, check_setups
 from smalldata.pipeline.detectors import DetectorSetup, dark_requests, setup_detectors
-from smalldata.pipeline.mpi import agree, failure_of, get_comm, raise_agreed, split_batches, split_blocks
+from smalldata.pipeline.mpi import agree, failure_of, get_comm, raise_agreed, frame_batches, split_blocks
 from smalldata.pipeline.nodeshare import load_shared_darks
 from smalldata.pipeline.progress import Coordinator, StoppedByOtherRank
 from smalldata.pipeline.shutdown import Interrupted, received, signals_set_flag
@@ -131,6 +132,10 @@ def _run(config, run, proposal, output, overwrite, max_trains, batch_size, comma
     def prepare_detectors(access, run_ids, stage, darks):
         setups = setup_detectors(config, proposal, access, stage.pattern, run_ids, darks)
         check_setups(config, setups, access, run_ids, proposal)
+        if rank == 0:  # the output records each dark's checksum: read for it while the frames are processed
+            for s in setups:
+                if s.det.dark_file:
+                    hash_in_background(s.det.dark_file)
         return setups, PointReader(config.point_data, access)
 
     def prepare_output():
@@ -210,12 +215,14 @@ def _process_block(access: RunAccess, stage: FrameStage, setups: Sequence[Detect
     trains_done = frames_done = 0
     writer = PartWriter(part_path)
     try:
-        batches = split_batches(frames_per_train, batch_size)
-        for i, (b0, b1) in enumerate(batches):
+        # intra-train dark subtraction needs each train's dark frames in the batch: no pieces of trains
+        whole_trains = any(s.dark_subtraction is not None for s in setups)
+        batches = frame_batches(frames_per_train, batch_size, whole_trains)
+        for i, (b0, b1, window) in enumerate(batches):
             coordinator.poll()
             tids = train_ids[b0:b1]
-            raw = access.read_raw(modules_all, tids)
-            if i + 1 < len(batches):  # the disk reads the next batch while this one is processed
+            raw = access.read_raw(modules_all, tids, window)
+            if i + 1 < len(batches) and batches[i + 1][0] >= b1:  # the disk reads the next trains meanwhile
                 access.prefetch(modules_all, train_ids[batches[i + 1][0]:batches[i + 1][1]])
             outputs: Dict[str, np.ndarray] = {
                 "trainId": raw.train_ids, "pulseId": raw.pulse_ids, "cellId": raw.cell_ids,
@@ -233,7 +240,8 @@ def _process_block(access: RunAccess, stage: FrameStage, setups: Sequence[Detect
                 info.reasons = info.reasons | np.where(vetoed, np.uint16(Reason.VETO), np.uint16(0))
             outputs["rejection/reasons"] = info.reasons
             writer.append(outputs, units)
-            trains_done += len(tids)
+            if window is None or window[1] >= frames_per_train[b0]:  # a train counts once its last piece is done
+                trains_done += len(tids)
             frames_done += len(raw)
             coordinator.batch_done(trains_done, frames_done)
         writer.close()

@@ -94,6 +94,25 @@ def split_batches(frames_per_train: np.ndarray, batch_size: int) -> List[Tuple[i
     return batches
 
 
+def frame_batches(frames_per_train: np.ndarray, batch_size: int,
+                  whole_trains: bool = False) -> List[Tuple[int, int, Optional[Tuple[int, int]]]]:
+    """Batches of at most ``batch_size`` frames: ``(first train, stop train, window)``.
+
+    Consecutive trains as in :func:`split_batches`, with ``window`` None; a train of more
+    than ``batch_size`` frames is cut into pieces ``(t, t + 1, (start, stop))`` of its frame
+    positions, so that a batch's memory does not grow with the frames per train, unless
+    ``whole_trains`` (a batch must hold every frame of its trains).
+    """
+    batches: List[Tuple[int, int, Optional[Tuple[int, int]]]] = []
+    for start, stop in split_batches(frames_per_train, batch_size):
+        n = int(frames_per_train[start])
+        if whole_trains or stop - start > 1 or n <= batch_size:
+            batches.append((start, stop, None))
+        else:
+            batches.extend((start, stop, (f, min(f + batch_size, n))) for f in range(0, n, batch_size))
+    return batches
+
+
 def block_range(n_items: int, comm=None) -> tuple:
     """Contiguous block ``(start, stop)`` of ``n_items`` equal items for this rank (:func:`split_blocks`)."""
     return split_blocks(np.ones(n_items, dtype=np.int64), size(comm))[rank(comm)]

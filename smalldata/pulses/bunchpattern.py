@@ -159,7 +159,8 @@ def _check_slot_param(name: str, value: Optional[int], minimum: int) -> Optional
 def align_frames(bunch_pattern_rows: np.ndarray, train_of_frame: np.ndarray, frame_index: np.ndarray,
                  first_slot: Optional[int] = None, slot_spacing: Optional[int] = None,
                  sase: int = 3, laser: str = "LP_SCS", laser_anchor: Optional[LaserAnchor] = None,
-                 previous_laser_slot: int = -1, train_ids: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
+                 previous_laser_slot: int = -1, train_ids: Optional[np.ndarray] = None,
+                 frames_in_train: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
     """Per-frame pulse information for frames of trains with known bunch pattern rows.
 
     Frame ``f`` of a train sits at slot ``first_slot + f * slot_spacing``.
@@ -180,8 +181,8 @@ def align_frames(bunch_pattern_rows: np.ndarray, train_of_frame: np.ndarray, fra
         Slots between consecutive frames (>= 1). None: the spacing of the
         train's SASE3 pulses, which requires as many frames as pulses in the
         train (a single pulse and frame also works); other trains are not
-        aligned, with a warning. Frames per train are counted from
-        ``train_of_frame``, so pass all frames of each train (whole-train batches).
+        aligned, with a warning. Frames per train are ``frames_in_train``, or counted
+        from ``train_of_frame`` (then pass all frames of each train).
     sase : int
         SASE of the X-rays (3 at SCS).
     laser : str
@@ -194,6 +195,8 @@ def align_frames(bunch_pattern_rows: np.ndarray, train_of_frame: np.ndarray, fra
         lack the X-ray pulses the anchor needs (-1: none).
     train_ids : ndarray, optional
         Train id of each row, for messages.
+    frames_in_train : ndarray, (T,) int, optional
+        Frames each train holds, also those not among these frames (a piece of a train).
 
     Returns
     -------
@@ -231,7 +234,10 @@ def align_frames(bunch_pattern_rows: np.ndarray, train_of_frame: np.ndarray, fra
         first = np.full(n_trains, first_slot, dtype=np.int64)
 
     if slot_spacing is None:
-        frames_in_train = np.bincount(row[has_train], minlength=n_trains)
+        if frames_in_train is None:
+            frames_in_train = np.bincount(row[has_train], minlength=n_trains)
+        frames_in_train = np.where(np.bincount(row[has_train], minlength=n_trains) > 0,
+                                   np.asarray(frames_in_train, dtype=np.int64), 0)
         spacing = infer_slot_spacing(*slots_of(xray))
         single = (n_pulses == 1) & (frames_in_train <= 1)
         good = (frames_in_train == n_pulses) & ((spacing > 0) | single)

@@ -183,8 +183,11 @@ class FrameStage:
             slots, n_pulses = sase_pulse_slots(rows, sase=self.pulses["sase"])
             train_pulses = np.where(have, n_pulses, 0).astype(np.int64)
             tof = np.where(have[train_of_frame], train_of_frame, -1)
+            whole = None  # an inferred slot spacing needs each train's frame count, also of a piece of the train
+            if self.pulses["slot_spacing"] is None:
+                whole = self.access.frames_per_train(raw.modules)[np.searchsorted(self.access.train_ids, trains)]
             align = dict(sase=self.pulses["sase"], laser=self.pulses["laser"], laser_anchor=self.laser_anchor,
-                         train_ids=trains)
+                         train_ids=trains, frames_in_train=whole)
             try:
                 info = align_frames(rows, tof, raw.frame_index, self.pulses["first_slot"],
                                     self.pulses["slot_spacing"], **align)
