@@ -90,6 +90,10 @@ class Droplet(DetObjectFunc):
         self._app: Optional[float] = self.adu_per_photon
         self._units = "ADU"
 
+    def needs_noise(self) -> bool:
+        """Thresholds in units of the noise take the detector's noise map."""
+        return self.threshold_unit == "noise"
+
     def setFromDet(self, det) -> None:
         super().setFromDet(det)
         self._units = det.units

@@ -239,6 +239,10 @@ class Photons(DetObjectFunc):
         self._thresholds = DropletThresholds(threshold, threshold_low, threshold_unit, name)
         self._app: Optional[float] = self.adu_per_photon
 
+    def needs_noise(self) -> bool:
+        """Thresholds in units of the noise take the detector's noise map."""
+        return self.threshold_unit == "noise"
+
     def setFromDet(self, det) -> None:
         super().setFromDet(det)
         self._app = resolve_adu_per_photon(self.adu_per_photon, det)

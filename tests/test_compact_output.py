@@ -44,7 +44,7 @@ def test_reference_reads_back_the_same_arrays(outputs):
         assert ref.attrs["sha256"] == file_sha256(dark_file) and not ref.attrs["embedded"]
         modules = ref["modules"][()]
         assert g["x"].dtype == np.float32 and g["x"].attrs["units"] == "m"
-        ped_median = ref["pedestal_median"][()]
+        ped_median, noise_median = ref["pedestal_median"][()], ref["noise_median"][()]
     assert list(modules) == [2, 3]
     dark = read_output_dark(by_ref)
     direct = read_dark_file(dark_file, modules)
@@ -54,6 +54,8 @@ def test_reference_reads_back_the_same_arrays(outputs):
     n_cells = direct.pedestal.shape[1]  # the summary looks at up to MEDIAN_CELLS cells, evenly spread
     cells = np.unique(np.linspace(0, n_cells - 1, min(n_cells, MEDIAN_CELLS)).round().astype(int))
     np.testing.assert_allclose(ped_median, [np.median(direct.pedestal[i][cells][:, good[i]]) for i in range(2)])
+    # the run needed no noise (only ROIs): its median comes from those cells of the file
+    np.testing.assert_allclose(noise_median, [np.median(direct.noise[i][cells][:, good[i]]) for i in range(2)])
     # the embedded copy holds the very same arrays, and reads back through the same function
     with h5py.File(embedded, "r") as f:
         assert f["UserDataCfg/dssc/dark"].attrs["embedded"]
@@ -133,3 +135,24 @@ def test_checksum_read_in_background_and_again_after_a_change(tmp_path, calib_di
         f.write(b"changed")
     changed = file_sha256(copy)
     assert changed == hashlib.sha256(copy.read_bytes()).hexdigest() and changed != original
+
+
+def test_noise_loaded_only_when_needed(tmp_path, sim_root, calib_dir):
+    """The dark noise (as large as the pedestal) is read for common mode with its threshold from the
+    noise, embedded constants, and functions (or children) whose needs_noise() says so; not otherwise."""
+    from smalldata.pipeline.detectors import needs_noise
+
+    def decide(functions, **det):
+        cfg = producer_yaml(tmp_path, sim_root, calib_dir, functions, extra=lambda c: c["detectors"]["dssc"].update(det))
+        config = ProducerConfig.from_file(cfg)
+        return needs_noise(config.detectors["dssc"], config.functions("dssc"))
+
+    drop = {"type": "droplet", "name": "drop", "threshold": 0.5, "threshold_low": 0.3}
+    assert not decide(FUNCS)
+    assert decide(FUNCS, common_mode="asic_row_median")
+    assert not decide(FUNCS, common_mode="asic_row_median", common_mode_max=20.0)
+    assert decide(FUNCS, embed_dark=True)
+    assert decide(FUNCS + [{**drop, "threshold_unit": "noise"}])
+    assert not decide(FUNCS + [{**drop, "threshold_unit": "data"}])
+    photons = {"type": "photons", "name": "ph", "adu_per_photon": 10.0, "threshold_unit": "noise"}
+    assert decide([{**FUNCS[1], "children": [photons]}])

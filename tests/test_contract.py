@@ -68,6 +68,15 @@ class KeyFromTrain(DetObjectFunc):
         return {"late" if late else "early": np.zeros(len(frames))}
 
 
+class NoiseUndeclared(DetObjectFunc):
+    def setFromDet(self, det):
+        super().setFromDet(det)
+        self._typical = float(np.median(det.noise_in_units))
+
+    def process(self, frames):
+        return {"typical": np.full(len(frames), self._typical, np.float32)}
+
+
 class Declared(DetObjectFunc):
     def output_layout(self):
         return {"s": (np.float32, ())}
@@ -105,6 +114,7 @@ def broken_config(tmp_path, sim_root, calib_dir, monkeypatch, spec):
     ({"type": "brokenfuncs:InPlace"}, ["writes into its input frames", "frames.data.copy()"]),
     ({"type": "brokenfuncs:CheckedLate", "mode": "median"}, ["'median' is not a mode"]),
     ({"type": "brokenfuncs:Declared"}, ["float64", "output_layout() declares float32"]),
+    ({"type": "brokenfuncs:NoiseUndeclared"}, ["noise was not loaded", "needs_noise() returning True"]),
 ])
 def test_violation_fails_before_first_batch(tmp_path, sim_root, calib_dir, monkeypatch, counted_reads, spec,
                                              expected):

@@ -18,7 +18,7 @@ WORKER = textwrap.dedent("""
 
     comm = MPI.COMM_WORLD
     path, bad = sys.argv[1], sys.argv[2]
-    darks = load_shared_darks({"dssc": (path, (2, 3))}, comm)
+    darks = load_shared_darks({"dssc": (path, (2, 3), True)}, comm)
     dark = darks["dssc"]
     direct = read_dark_file(path, (2, 3))
     same = bool(np.array_equal(dark.pedestal, direct.pedestal) and np.array_equal(dark.noise, direct.noise)
@@ -33,10 +33,12 @@ WORKER = textwrap.dedent("""
     with open("/proc/self/status") as fh:
         shmem_kb = int([l.split()[1] for l in fh if l.startswith("RssShmem:")][0])
     try:
-        load_shared_darks({"dssc": (bad, None)}, comm)
+        load_shared_darks({"dssc": (bad, None, True)}, comm)
         error = None
     except CalibrationError as exc:
         error = str(exc)
+    bare = load_shared_darks({"dssc": (path, (2, 3), False)}, comm)["dssc"]  # the pedestal alone
+    same &= bare.noise is None and bool(np.array_equal(bare.pedestal, direct.pedestal))
     with open(f"{sys.argv[3]}{comm.rank}.json", "w") as out:  # a file per rank: stdout lines interleave
         json.dump({"rank": comm.rank, "same": same, "writeable": bool(dark.pedestal.flags.writeable),
                    "seen": seen, "shmem_kb": shmem_kb, "error": error}, out)

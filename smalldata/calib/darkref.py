@@ -91,18 +91,30 @@ def dark_medians(det) -> Tuple[np.ndarray, np.ndarray]:
     """Per module, the median pedestal and noise (ADU, float32) of a detector's pixels good in the
     dark's status, over at most :data:`MEDIAN_CELLS` memory cells evenly spread over all.
 
-    Worked out once per detector object (the set-up check and the output both ask).
+    Worked out once per detector object (the set-up check and the output both ask). A noise
+    not loaded is read for those cells from the detector's dark file.
     """
     if det in _MEDIANS:
         return _MEDIANS[det]
-    n_cells = det.noise.shape[1]
+    n_cells = len(det.cell_ids)
     cells = np.unique(np.linspace(0, n_cells - 1, min(n_cells, MEDIAN_CELLS)).round().astype(np.int64))
     good = det.status_mask == 0
-    medians = tuple(np.array([np.median(a[i][cells][:, good[i]]) if good[i].any() else np.nan
+    noise = (det.noise[:, cells] if det.has_noise or not det.dark_file
+             else _read_cells(det.dark_file, "noise", det.modules, cells))
+    medians = tuple(np.array([np.median(a[i][:, good[i]]) if good[i].any() else np.nan
                               for i in range(len(det.modules))], dtype=np.float32)
-                    for a in (det.pedestal, det.noise))
+                    for a in (det.pedestal[:, cells], noise))
     _MEDIANS[det] = medians
     return medians
+
+
+def _read_cells(path: os.PathLike, name: str, modules, cells: np.ndarray) -> np.ndarray:
+    """(M, len(cells), 128, 512) of dataset ``name`` of a dark file, for ``modules`` and cell indices ``cells``."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        stored = f["modules"][()].astype(np.int64).tolist()
+        return np.stack([f[name][stored.index(m), cells] for m in modules])
 
 
 def dark_reference(det) -> Dict[str, object]:

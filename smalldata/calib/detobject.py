@@ -15,19 +15,16 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
+from smalldata.calib.commonmode import AsicRowMedian, check_common_mode
 from smalldata.calib.dark import DarkConstants, check_cells_cover, read_dark_file
 from smalldata.calib.masks import asic_edge_mask, load_user_mask, status_to_mask
-from smalldata.constants import DSSC_ADC_MAX, DSSC_ASIC_SHAPE, DSSC_DEFAULT_QUAD_POSITIONS, DSSC_MODULE_SHAPE
+from smalldata.constants import DSSC_ADC_MAX, DSSC_DEFAULT_QUAD_POSITIONS, DSSC_MODULE_SHAPE
 from smalldata.errors import CalibrationError, ConfigError, DataError
 from smalldata.geometry.positions import default_geometry_file, load_dssc_geometry, pixel_positions
 from smalldata.plugin.frames import Frames, RawBatch
 
 log = logging.getLogger(__name__)
 
-COMMON_MODES = ("none", "asic_row_median")
-#: Default lit threshold of the common-mode median, in units of each pixel's noise.
-COMMON_MODE_NOISE_FACTOR = 5.0
-_N_SEGMENTS = DSSC_MODULE_SHAPE[1] // DSSC_ASIC_SHAPE[1]  # ASIC row segments per pixel row
 
 
 class DetObject:
@@ -121,27 +118,12 @@ class DetObject:
             self.masks["gain"] = np.isfinite(self.gain) & (self.gain > 0)
         self.mask = np.logical_and.reduce(list(self.masks.values()))
 
-        if common_mode not in COMMON_MODES:
-            raise ConfigError("common_mode", f"{common_mode!r} is not one of {', '.join(COMMON_MODES)}")
-        if common_mode_max_adu is not None and not common_mode_max_adu > 0:
-            raise ConfigError("common_mode_max", f"must be > 0 ADU, got {common_mode_max_adu}")
-        if not 1 <= common_mode_min_pixels <= DSSC_ASIC_SHAPE[1]:
-            raise ConfigError("common_mode_min_pixels",
-                              f"must be 1..{DSSC_ASIC_SHAPE[1]}, got {common_mode_min_pixels}")
+        check_common_mode(common_mode, common_mode_max_adu, common_mode_min_pixels)
         self.common_mode = common_mode
         self.common_mode_max_adu = None if common_mode_max_adu is None else float(common_mode_max_adu)
         self.common_mode_min_pixels = int(common_mode_min_pixels)
-        if self.common_mode_max_adu is not None:
-            threshold = np.full((n_mod,) + DSSC_MODULE_SHAPE, self.common_mode_max_adu, dtype=np.float32)
-        elif self._noise is not None:
-            threshold = COMMON_MODE_NOISE_FACTOR * self._noise.mean(axis=1)
-        elif common_mode == "none":
-            threshold = np.full((n_mod,) + DSSC_MODULE_SHAPE, np.inf, dtype=np.float32)  # not used
-        else:
-            raise CalibrationError(f"common-mode correction of {name} needs the dark noise (the lit threshold is "
-                                   "5 x the noise): load the constants with their noise, or set common_mode_max")
-        self._cm_threshold = threshold.astype(np.float32).reshape(n_mod, DSSC_MODULE_SHAPE[0], _N_SEGMENTS, -1)
-        self._cm_good = self.mask.reshape(self._cm_threshold.shape)
+        self._common_mode = None if common_mode == "none" else AsicRowMedian.for_detector(
+            name, self.mask, self._noise, self.common_mode_max_adu, self.common_mode_min_pixels)
         if isinstance(self.gain, np.ndarray):
             self._inv_gain = np.where(self.masks["gain"], 1.0 / np.where(self.masks["gain"], self.gain, 1.0), 0.0)
             self._inv_gain = self._inv_gain.astype(np.float32)
@@ -246,9 +228,12 @@ class DetObject:
     def noise(self) -> np.ndarray:
         """(M, C, 128, 512) float32 noise, ADU (:class:`CalibrationError` if it was not loaded)."""
         if self._noise is None:
-            raise CalibrationError(f"{self.name}: the dark noise was not loaded (noise=False); "
-                                   "build the detector with its noise")
+            raise CalibrationError(f"{self.name}: the dark noise was not loaded; a function that reads it says so "
+                                   "with needs_noise() returning True (docs/writing_functions.md), or build the "
+                                   "detector with noise=True")
         return self._noise
+
+    has_noise = property(lambda self: self._noise is not None, doc="Whether the dark noise was loaded.")
 
     @property
     def noise_in_units(self) -> np.ndarray:
@@ -320,8 +305,8 @@ class DetObject:
             out = ped_cm[self.cell_index(cells), np.arange(len(self.modules))]
         np.subtract(data, out, out=out, dtype=np.float32)
         valid = data < DSSC_ADC_MAX
-        if self.common_mode == "asic_row_median":
-            self._subtract_asic_row_median(out, valid)
+        if self._common_mode is not None:
+            self._common_mode.subtract(out, valid)
         valid &= mask
         if not present.all():
             valid &= present[:, :, None, None]
@@ -343,22 +328,6 @@ class DetObject:
                                   np.ascontiguousarray(self.mask[(slice(None),) + box]), inv_gain)
         return self._region_cache[1:]
 
-    def _subtract_asic_row_median(self, out: np.ndarray, unsaturated: np.ndarray) -> None:
-        """Subtract, in place, the median of each ASIC row segment's good, unlit pixels."""
-        n, n_mod = out.shape[:2]
-        seg = out.reshape(n, n_mod, DSSC_MODULE_SHAPE[0], _N_SEGMENTS, -1)
-        use = seg <= self._cm_threshold
-        use &= self._cm_good
-        use &= unsaturated.reshape(seg.shape)
-        vals = np.where(use, seg, np.float32(np.inf))
-        vals.sort(axis=-1)
-        k = use.sum(axis=-1, dtype=np.int64)[..., None]
-        lo = np.take_along_axis(vals, np.maximum(k - 1, 0) // 2, axis=-1)  # the valid values come first
-        hi = np.take_along_axis(vals, k // 2, axis=-1)
-        median = np.float32(0.5) * (lo + hi)
-        median[k < self.common_mode_min_pixels] = 0.0
-        seg -= median
-
     def saturated_count(self, raw: RawBatch) -> np.ndarray:
         """(N, M) int64: good pixels with a saturated raw value (>= 511) per frame and module."""
         data, _ = self._module_data(raw)
@@ -369,7 +338,7 @@ class DetObject:
         """Arrays for ``UserDataCfg/<det>``: constants, positions, masks."""
         arrays = {
             "pedestal": self.pedestal,
-            "noise": self.noise,
+            **({"noise": self._noise} if self.has_noise else {}),
             "x": self.x, "y": self.y, "z": self.z,
             "mask": self.mask,
             "status_mask": self.status_mask,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -105,7 +105,8 @@ class DetectorSetup:
             arrays[key] = np.asarray(arrays[key], dtype=np.float32)
         reference = dark_reference(self.det)
         if not self.embed_dark:
-            del arrays["pedestal"], arrays["noise"]
+            arrays.pop("pedestal")
+            arrays.pop("noise", None)
         reference["embedded"] = self.embed_dark
         description.update(with_units(arrays, self.det.config_units()))
         description["dark"] = reference
@@ -166,11 +167,27 @@ def dark_path(config: ProducerConfig, name: str, proposal: int) -> Path:
         raise ConfigError(f"detectors.{name}.dark_run", str(exc)) from None
 
 
-def dark_requests(config: ProducerConfig, proposal: int, access: RunAccess) -> Dict[str, Tuple[str, tuple]]:
-    """Per detector, its dark constants file and the modules :func:`setup_detectors` will read."""
-    return {name: (str(dark_path(config, name, proposal)),
-                   modules_for(config.functions(name), det_cfg["modules"], access.available_modules()))
-            for name, det_cfg in config.detectors.items()}
+def dark_requests(config: ProducerConfig, proposal: int,
+                  access: RunAccess) -> Dict[str, Tuple[str, tuple, bool]]:
+    """Per detector, its dark constants file, the modules :func:`setup_detectors` will read, and
+    whether the noise is needed (:func:`needs_noise`)."""
+    requests = {}
+    for name, det_cfg in config.detectors.items():
+        functions = config.functions(name)
+        requests[name] = (str(dark_path(config, name, proposal)),
+                          modules_for(functions, det_cfg["modules"], access.available_modules()),
+                          needs_noise(det_cfg, functions))
+    return requests
+
+
+def needs_noise(det_cfg: Mapping, functions: Sequence[DetObjectFunc]) -> bool:
+    """Whether a detector needs its dark noise: common mode with the lit threshold from the noise,
+    the constants embedded in the output, or a function (or child) whose ``needs_noise()`` says so."""
+    def tree(func):
+        return func.needs_noise() or any(tree(child) for child in func.children)
+
+    return ((det_cfg["common_mode"] != "none" and det_cfg.get("common_mode_max") is None)
+            or bool(det_cfg["embed_dark"]) or any(tree(func) for func in functions))
 
 
 def build_detobject(config: ProducerConfig, name: str, proposal: int, modules: tuple, access: RunAccess,

@@ -57,13 +57,13 @@ def _free_windows() -> None:
         _WINDOWS.pop().Free()
 
 
-def load_shared_darks(requests: Mapping[str, Tuple[str, Sequence[int]]], comm) -> Dict[str, DarkConstants]:
+def load_shared_darks(requests: Mapping[str, Tuple[str, Sequence[int], bool]], comm) -> Dict[str, DarkConstants]:
     """Dark constants per detector, their pedestal and noise in node-shared memory.
 
     Parameters
     ----------
     requests : mapping
-        Detector name to (dark constants file, modules to load).
+        Detector name to (dark constants file, modules to load, whether to load the noise).
     comm : MPI communicator
         Every rank of it calls this function.
 
@@ -72,25 +72,25 @@ def load_shared_darks(requests: Mapping[str, Tuple[str, Sequence[int]]], comm) -
     dict
         Detector name to :class:`DarkConstants`; ``pedestal`` is a (M, C, 128, 512) view of a
         cell-major shared array (what :class:`~smalldata.calib.detobject.DetObject` keeps,
-        so it takes it without a copy), ``noise`` shared as is. Without MPI (or with one
-        rank) the constants are read as usual.
+        so it takes it without a copy), ``noise`` shared as is (or None). Without MPI (or with
+        one rank) the constants are read as usual.
     """
     node = node_communicator(comm)
     if node is None:
-        return {name: read_dark_file(path, modules) for name, (path, modules) in requests.items()}
+        return {name: read_dark_file(path, modules, noise) for name, (path, modules, noise) in requests.items()}
     out = {}
-    for name, (path, modules) in requests.items():
-        out[name] = _load_one(node, path, modules)
+    for name, (path, modules, noise) in requests.items():
+        out[name] = _load_one(node, path, modules, noise)
     log.debug("dark constants of %s shared by %d rank(s) of this node", list(out), node.Get_size())
     return out
 
 
-def _load_one(node, path: str, modules: Optional[Sequence[int]]) -> DarkConstants:
+def _load_one(node, path: str, modules: Optional[Sequence[int]], with_noise: bool) -> DarkConstants:
     """One file's constants: read on the node's rank 0, shared with the others."""
     dark, error = None, None
     if node.Get_rank() == 0:
         try:
-            dark = read_dark_file(path, modules)
+            dark = read_dark_file(path, modules, with_noise)
         except CalibrationError as exc:
             error = str(exc)
         except (OSError, ValueError, KeyError) as exc:  # must reach the node's other ranks, waiting below
@@ -103,12 +103,14 @@ def _load_one(node, path: str, modules: Optional[Sequence[int]]) -> DarkConstant
     n_mod, n_cells = len(meta.modules), len(meta.cell_ids)
     shape = (n_mod, n_cells) + tuple(meta.status_mask.shape[1:])
     pedestal_cm = shared_empty(node, (shape[1], shape[0]) + shape[2:], np.float32)
-    noise = shared_empty(node, shape, np.float32)
+    noise = shared_empty(node, shape, np.float32) if with_noise else None
     if node.Get_rank() == 0:
         np.copyto(pedestal_cm, dark.pedestal.transpose(1, 0, 2, 3))
-        np.copyto(noise, dark.noise)
+        if with_noise:
+            np.copyto(noise, dark.noise)
         del dark
     node.Barrier()
     pedestal_cm.flags.writeable = False
-    noise.flags.writeable = False
+    if with_noise:
+        noise.flags.writeable = False
     return dataclasses.replace(meta, pedestal=pedestal_cm.transpose(1, 0, 2, 3), noise=noise)

@@ -70,6 +70,14 @@ class DetObjectFunc:
         """
         self.det = det
 
+    def needs_noise(self) -> bool:
+        """Whether :meth:`setFromDet` reads the dark noise (``det.noise``, ``det.noise_in_units``).
+
+        The producer loads the noise (as large as the pedestal) only for functions that say so
+        here, and for common mode; without it ``det.noise`` raises. Override to return True.
+        """
+        return False
+
     def setup(self, det) -> None:
         """Set up this function and, recursively, its children."""
         self.setFromDet(det)
