@@ -140,12 +140,14 @@ def test_checksum_read_in_background_and_again_after_a_change(tmp_path, calib_di
 def test_noise_loaded_only_when_needed(tmp_path, sim_root, calib_dir):
     """The dark noise (as large as the pedestal) is read for common mode with its threshold from the
     noise, embedded constants, and functions (or children) whose needs_noise() says so; not otherwise."""
-    from smalldata.pipeline.detectors import needs_noise
+    from smalldata.io.runaccess import RunAccess
+    from smalldata.pipeline.detectors import dark_requests
 
     def decide(functions, **det):
         cfg = producer_yaml(tmp_path, sim_root, calib_dir, functions, extra=lambda c: c["detectors"]["dssc"].update(det))
         config = ProducerConfig.from_file(cfg)
-        return needs_noise(config.detectors["dssc"], config.functions("dssc"))
+        access = RunAccess.open(PROPOSAL, DATA_RUN, str(sim_root))
+        return dark_requests(config, PROPOSAL, access)["dssc"][2]
 
     drop = {"type": "droplet", "name": "drop", "threshold": 0.5, "threshold_low": 0.3}
     assert not decide(FUNCS)

@@ -143,7 +143,7 @@ class ImagesMixin:
         """
         from smalldata.config.producer import ProducerConfig
         from smalldata.io.runaccess import RunAccess
-        from smalldata.pipeline.detectors import DetectorSetup, build_detobject
+        from smalldata.pipeline.detectors import DetectorSetup, build_detobject, needs_noise
         from smalldata.pulses.patterns import FramePattern
         from smalldata.sums.average import selected_trains
 
@@ -152,7 +152,8 @@ class ImagesMixin:
             raise SmallDataError(f"no detector {det!r} in {self.config_path}; detectors: {list(config.detectors)}")
         access = RunAccess.open(self.proposal, self.run, config.settings["data_root"])
         modules = tuple(sorted(modules)) if modules is not None else access.available_modules()
-        detobj = build_detobject(config, det, self.proposal, modules, access)
+        detobj = build_detobject(config, det, self.proposal, modules, access,
+                                 noise=needs_noise(config.detectors[det]))
         pattern_cfg = config.settings["pattern"] or {}
         dark_subtraction = None
         if pattern_cfg.get("subtract_dark", "none") != "none":

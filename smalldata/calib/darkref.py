@@ -57,8 +57,9 @@ def hash_in_background(path: os.PathLike) -> None:
     """Start :func:`file_sha256` of ``path`` in a thread, so that its reading (seconds for a dark
     of hundreds of cells) overlaps the frames' processing; a later call takes its result.
 
-    The file is hashed again if its size or modification time changed meanwhile; a failed read
-    is retried by the later call, which reports it.
+    The thread runs at the lowest priority, so that it takes only CPU time the frames leave
+    idle. The file is hashed again if its size or modification time changed meanwhile; a
+    failed read is retried by the later call, which reports it.
     """
     key = _identity(path)
     if key in _BACKGROUND:
@@ -66,6 +67,10 @@ def hash_in_background(path: os.PathLike) -> None:
     result: list = []
 
     def work():
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)  # Linux: this thread only
+        except (AttributeError, OSError):
+            pass  # elsewhere it runs at the process's priority
         try:
             result.append(_hash_file(path))
         except OSError:

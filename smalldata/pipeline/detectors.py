@@ -170,24 +170,24 @@ def dark_path(config: ProducerConfig, name: str, proposal: int) -> Path:
 def dark_requests(config: ProducerConfig, proposal: int,
                   access: RunAccess) -> Dict[str, Tuple[str, tuple, bool]]:
     """Per detector, its dark constants file, the modules :func:`setup_detectors` will read, and
-    whether the noise is needed (:func:`needs_noise`)."""
+    whether the noise is needed (:func:`needs_noise`, or the constants embedded in the output)."""
     requests = {}
     for name, det_cfg in config.detectors.items():
         functions = config.functions(name)
         requests[name] = (str(dark_path(config, name, proposal)),
                           modules_for(functions, det_cfg["modules"], access.available_modules()),
-                          needs_noise(det_cfg, functions))
+                          needs_noise(det_cfg, functions) or bool(det_cfg["embed_dark"]))
     return requests
 
 
-def needs_noise(det_cfg: Mapping, functions: Sequence[DetObjectFunc]) -> bool:
-    """Whether a detector needs its dark noise: common mode with the lit threshold from the noise,
-    the constants embedded in the output, or a function (or child) whose ``needs_noise()`` says so."""
+def needs_noise(det_cfg: Mapping, functions: Sequence[DetObjectFunc] = ()) -> bool:
+    """Whether calibration or ``functions`` need a detector's dark noise: common mode with its lit
+    threshold from the noise, or a function (or child) whose ``needs_noise()`` says so."""
     def tree(func):
         return func.needs_noise() or any(tree(child) for child in func.children)
 
     return ((det_cfg["common_mode"] != "none" and det_cfg.get("common_mode_max") is None)
-            or bool(det_cfg["embed_dark"]) or any(tree(func) for func in functions))
+            or any(tree(func) for func in functions))
 
 
 def build_detobject(config: ProducerConfig, name: str, proposal: int, modules: tuple, access: RunAccess,

@@ -145,7 +145,7 @@ def session_average(session, det: str, selection, max_trains: int, statistic: st
     """
     from smalldata.config.producer import ProducerConfig
     from smalldata.io.runaccess import RunAccess
-    from smalldata.pipeline.detectors import build_detobject
+    from smalldata.pipeline.detectors import build_detobject, needs_noise
 
     config = ProducerConfig.from_file(session.config_path)
     if det not in config.detectors:
@@ -157,9 +157,8 @@ def session_average(session, det: str, selection, max_trains: int, statistic: st
     tids, pids, sel, trains = selected_trains(session, selection, max_trains)
     units = []
 
-    # the mean and the maximum need the pedestal, not the noise (half the constants' bytes);
-    # common-mode correction takes its lit threshold from the noise
-    noise = config.detectors[det].get("common_mode", "none") != "none"
+    # the mean and the maximum need the pedestal, not the noise (half the constants' bytes)
+    noise = needs_noise(config.detectors[det])
 
     def make(mods):
         detobj = build_detobject(config, det, session.proposal, mods, access, noise=noise)
