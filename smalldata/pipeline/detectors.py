@@ -14,7 +14,7 @@ from smalldata.errors import CalibrationError, ConfigError, SmallDataError
 from smalldata.fused.detector import build_plan, process_fused
 from smalldata.io.runaccess import RunAccess
 from smalldata.pipeline.chain import run_chain
-from smalldata.plugin.contract import Layout, check_function, name_error
+from smalldata.plugin.contract import Layout, check_function, dry_run_batches, name_error
 from smalldata.plugin.detfunc import DetObjectFunc
 from smalldata.plugin.frames import Frames, RawBatch
 from smalldata.pulses.framestage import FrameInfo
@@ -252,8 +252,9 @@ def setup_detectors(config: ProducerConfig, proposal: int, access: RunAccess,
                                 "match_by": pattern_cfg["match_by"]}
         region = calibration_region(functions, accumulators is not None or det_cfg["common_mode"] != "none")
         layout: Layout = {}
+        batches = dry_run_batches(det, modules, region)
         for func in functions:
-            layout.update(check_function(func, det, modules, region))
+            layout.update(check_function(func, batches))
         plan = build_plan(det, functions, accumulators, dark_subtraction)
         setups.append(DetectorSetup(name, det, functions, modules, det_cfg["vetoes"], accumulators,
                                     dark_subtraction, region, plan, layout, det_cfg["embed_dark"]))

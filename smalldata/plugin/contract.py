@@ -16,7 +16,7 @@ so a key, dtype or shape that changes fails at that batch, naming the function.
 from __future__ import annotations
 
 import os
-from typing import Dict, Mapping, Optional, Tuple
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -176,14 +176,21 @@ def check_declared(func: DetObjectFunc, declared: Mapping[str, tuple], found: Ma
                                 f"output_layout() declares {describe_layout(want)}; make them agree")
 
 
-def check_function(func: DetObjectFunc, det, modules: tuple, region: Optional[tuple]) -> Layout:
-    """Check a set-up function tree against the contract; returns its output layout.
+def dry_run_batches(det, modules: tuple, region: Optional[tuple]) -> Tuple[Frames, ...]:
+    """The synthetic batches of :data:`DRY_RUN_FRAMES` frames that :func:`check_function` runs a
+    detector's functions on (read-only: made once, shared by all of them)."""
+    return tuple(synthetic_frames(det, modules, region, n, seed=n) for n in DRY_RUN_FRAMES)
+
+
+def check_function(func: DetObjectFunc, batches: Sequence[Frames]) -> Layout:
+    """Check a set-up function tree against the contract on ``batches`` (:func:`dry_run_batches`);
+    returns its output layout.
 
     Raises :class:`~smalldata.errors.FunctionError` or :class:`~smalldata.errors.ConfigError`
     naming the function and the fix.
     """
     check_parameters(func)
-    layouts = [dry_run(func, synthetic_frames(det, modules, region, n, seed=n)) for n in DRY_RUN_FRAMES]
+    layouts = [dry_run(func, frames) for frames in batches]
     first, other = layouts
     for key in sorted(set(first) | set(other)):
         if key not in first or key not in other:
