@@ -144,7 +144,7 @@ def avimage_worker(argv: List[str]) -> int:
     from smalldata.calib.detobject import DetObject
     from smalldata.io.runaccess import RunAccess
     from smalldata.simulate import run_path
-    from smalldata.sums.average import average_image, frame_keys
+    from smalldata.sums.average import average_image, frame_keys, module_detectors
 
     root, run, dark, n_frames = Path(argv[0]), int(argv[1]), Path(argv[2]), int(argv[3])
     access = RunAccess.from_directory(run_path(root, PROPOSAL, run))
@@ -155,8 +155,9 @@ def avimage_worker(argv: List[str]) -> int:
     keys = np.concatenate([frame_keys(r.train_ids, r.pulse_ids) for r in raw_ids])[:n_frames]
     del raw_ids
     t0 = time.perf_counter()
-    image = average_image(access, lambda mods: DetObject.from_dark_file("dssc", dark, modules=mods, gain=15.0, noise=False),
-                          access.available_modules(), trains, keys, "mean")
+    make = module_detectors(dark, lambda mods, constants: DetObject.from_constants("dssc", constants, gain=15.0,
+                                                                                   dark_file=str(dark)))
+    image = average_image(access, make, access.available_modules(), trains, keys, "mean")
     seconds = time.perf_counter() - t0
     with open("/proc/self/status") as fh:
         peak = int([line.split()[1] for line in fh if line.startswith("VmHWM:")][0]) / 1024

@@ -223,3 +223,25 @@ def test_constants_without_noise(dark_file, det_adu, raw):
     fixed = DetObject.from_dark_file("dssc", dark_file, modules=[3], noise=False, common_mode="asic_row_median",
                                      common_mode_max_adu=20.0)
     assert fixed.common_mode == "asic_row_median"
+
+
+def test_module_constants_reuse_a_released_pedestal_only(dark_file):
+    """AvImage's per-module detectors read into the previous module's pedestal array once nothing
+    refers to it, never into one still in use, and hold the file's numbers either way."""
+    import weakref
+
+    from smalldata.sums.average import module_detectors
+
+    make = module_detectors(dark_file, lambda mods, dark: DetObject.from_constants("dssc", dark))
+    with h5py.File(dark_file, "r") as f:
+        stored = {int(m): f["pedestal"][i] for i, m in enumerate(f["modules"][()])}
+    first = make((2,))
+    held = make((3,))  # the first is still in use: another array
+    assert not np.shares_memory(held.pedestal, first.pedestal)
+    np.testing.assert_array_equal(first.pedestal[0], stored[2])
+    np.testing.assert_array_equal(held.pedestal[0], stored[3])
+    last = weakref.ref(held.pedestal.base)
+    del first, held
+    again = make((2,))  # both released: the last array is read into
+    assert again.pedestal.base is last()
+    np.testing.assert_array_equal(again.pedestal[0], stored[2])

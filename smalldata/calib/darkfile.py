@@ -13,7 +13,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 from numba import njit
@@ -204,12 +204,16 @@ def write_dark_file(constants: DarkConstants, path: os.PathLike, overwrite: bool
     return Path(path)
 
 
-def read_dark_file(path: os.PathLike, modules: Optional[Sequence[int]] = None, noise: bool = True) -> DarkConstants:
+def read_dark_file(path: os.PathLike, modules: Optional[Sequence[int]] = None, noise: bool = True,
+                   allocate: Optional[Callable[[tuple], np.ndarray]] = None) -> DarkConstants:
     """Read dark constants, optionally only ``modules`` (only those are loaded into memory).
 
     ``noise=False`` leaves the noise out (``DarkConstants.noise`` is None): half the bytes, for
     what needs only the pedestal (the mean image). Non-finite noise is then not looked for;
     ``smd_dark`` writes none where the pedestal is finite (every cell has 2 frames or more).
+    ``allocate(shape)`` gives the C-contiguous float32 array of ``shape`` (C, M, 128, 512) to read
+    the pedestal into, e.g. one whose content is no longer used (a new one costs its page
+    faults); by default a new one.
     """
     import h5py
 
@@ -247,8 +251,9 @@ def read_dark_file(path: os.PathLike, modules: Optional[Sequence[int]] = None, n
             thresholds = DarkThresholds(**{k: attrs[k] for k in DarkThresholds().as_dict() if k in attrs})
             status_mask = take("status_mask")
             non_finite = np.zeros(status_mask.shape, dtype=bool)
-            pedestal = _read_per_cell(f["pedestal"], idx, non_finite, cell_major=True)
-            noise_values = _read_per_cell(f["noise"], idx, non_finite) if noise else None
+            shape = (len(idx),) + f["pedestal"].shape[1:]
+            pedestal = _read_per_cell(f["pedestal"], idx, non_finite, _cell_major(shape, allocate))
+            noise_values = _read_per_cell(f["noise"], idx, non_finite, np.empty(shape, np.float32)) if noise else None
             _mask_non_finite(non_finite, status_mask, path)
             return DarkConstants(
                 pedestal=pedestal, noise=noise_values, status_mask=status_mask,
@@ -272,32 +277,39 @@ def _check_layout(f, path: Path) -> None:
                                    "with smd_dark")
 
 
-def _read_per_cell(dataset, modules: np.ndarray, non_finite: np.ndarray, cell_major: bool = False) -> np.ndarray:
-    """The (M, C, 128, 512) constants of the file's modules at ``modules``, read a few cells at a time.
+def _read_per_cell(dataset, modules: np.ndarray, non_finite: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Read the (C, 128, 512) constants of the file's modules at ``modules`` into ``out`` (M, C, 128, 512)
+    a few cells at a time; returns ``out``.
 
-    Each block's non-finite values are looked for while it is still in the CPU cache
-    (``non_finite`` (M, 128, 512) is set where any cell is not finite). ``cell_major``: the
-    array returned is a view of a (C, M, 128, 512) contiguous one, the layout calibration
-    takes a frame's cell from (:class:`~smalldata.calib.detobject.DetObject` keeps it as is).
+    ``out`` may be a view of a cell-major array (the layout calibration takes a frame's cell
+    from). Each block's non-finite values are looked for while it is still in the CPU cache
+    (``non_finite`` (M, 128, 512) is set where any cell is not finite).
     """
     n_cells = dataset.shape[1]
-    if not cell_major:
-        out = np.empty((len(modules), n_cells) + dataset.shape[2:], dtype=dataset.dtype)
-    else:  # through a contiguous block: HDF5 scatters into strided memory at half the speed of a copy
-        out = np.empty((n_cells, len(modules)) + dataset.shape[2:], dtype=dataset.dtype).transpose(1, 0, 2, 3)
-        staging = np.empty((CELLS_PER_READ,) + dataset.shape[2:], dtype=dataset.dtype)
+    staging = None
     for j, i in enumerate(modules):
         for c0 in range(0, n_cells, CELLS_PER_READ):
             c1 = min(c0 + CELLS_PER_READ, n_cells)
-            if cell_major:
-                block = staging[: c1 - c0]
+            block = out[j, c0:c1]
+            if block.flags.c_contiguous:
                 dataset.read_direct(block, source_sel=np.s_[i, c0:c1])
-                out[j, c0:c1] = block
-            else:
-                block = out[j, c0:c1]
-                dataset.read_direct(out, source_sel=np.s_[i, c0:c1], dest_sel=np.s_[j, c0:c1])
+            else:  # through a contiguous block: HDF5 scatters into strided memory at half the speed of a copy
+                if staging is None:
+                    staging = np.empty((CELLS_PER_READ,) + dataset.shape[2:], dtype=dataset.dtype)
+                dataset.read_direct(staging[: c1 - c0], source_sel=np.s_[i, c0:c1])
+                block[...] = staging[: c1 - c0]
             _flag_non_finite(block.reshape(c1 - c0, -1), non_finite[j].reshape(-1))
     return out
+
+
+def _cell_major(shape: tuple, allocate: Optional[Callable[[tuple], np.ndarray]]) -> np.ndarray:
+    """An (M, C, 128, 512) view of a cell-major array for constants of ``shape`` (from ``allocate``)."""
+    cell_major = (shape[1], shape[0]) + shape[2:]
+    out = np.empty(cell_major, dtype=np.float32) if allocate is None else allocate(cell_major)
+    if out.shape != cell_major or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError(f"allocate gave a {out.dtype} array of shape {out.shape}; the pedestal needs a "
+                         f"C-contiguous float32 one of shape {cell_major}")
+    return out.transpose(1, 0, 2, 3)
 
 
 def _mask_non_finite(bad: np.ndarray, status_mask: np.ndarray, path: Path) -> None:

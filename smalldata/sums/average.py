@@ -9,16 +9,18 @@ common-mode correction) from the fused kernel with only the run-sum consumer, as
 :class:`~smalldata.sums.runsums.RunSums` sums (exact fixed point, 2**-12 of the data
 unit per frame). Memory is one module's constants (the pedestal of each memory cell: 105 MB
 for 400 cells; the noise is read only for common-mode correction) and one batch, whatever the
-number of frames per train or of trains; a module's constants are released before the next
-module's are loaded.
+number of frames per train or of trains; a module's constants are read into the array of the
+previous module's (:func:`module_detectors`).
 """
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Callable, Sequence
 
 import numpy as np
 
+from smalldata.calib.darkfile import read_dark_file
 from smalldata.constants import DSSC_MODULE_SHAPE
 from smalldata.errors import SmallDataError
 from smalldata.fused.plan import FusedPlan
@@ -37,6 +39,29 @@ STATISTICS = ("mean", "max")
 def frame_keys(train_ids: np.ndarray, pulse_ids: np.ndarray) -> np.ndarray:
     """One uint64 key per frame: train id and pulse id together."""
     return (np.asarray(train_ids, dtype=np.uint64) << np.uint64(16)) | np.asarray(pulse_ids, dtype=np.uint64)
+
+
+def module_detectors(path, build: Callable, noise: bool = False) -> Callable:
+    """A ``make_detector`` for :func:`average_image`: reads each module's constants from the dark
+    file ``path`` (the noise only if ``noise``), into the previous module's pedestal array once
+    nothing refers to it any more, and returns ``build(modules, dark_constants)``.
+
+    One module's pedestal is 100 MB with 400 memory cells; a new array for each module would
+    cost its page faults every time (a third of reading it).
+    """
+    spare: list = []
+
+    def allocate(shape: tuple) -> np.ndarray:
+        # free: referred to by the list, ``array`` and getrefcount's argument only
+        if spare and spare[0].shape == shape and sys.getrefcount(spare[0]) <= 2:
+            return spare[0]
+        spare[:] = [np.empty(shape, dtype=np.float32)]
+        return spare[0]
+
+    def make(modules: tuple):
+        return build(modules, read_dark_file(path, modules, noise=noise, allocate=allocate))
+
+    return make
 
 
 def average_image(access, make_detector: Callable, modules: Sequence[int], train_ids: np.ndarray,
@@ -145,7 +170,7 @@ def session_average(session, det: str, selection, max_trains: int, statistic: st
     """
     from smalldata.config.producer import ProducerConfig
     from smalldata.io.runaccess import RunAccess
-    from smalldata.pipeline.detectors import build_detobject, needs_noise
+    from smalldata.pipeline.detectors import build_detobject, dark_path, needs_noise
 
     config = ProducerConfig.from_file(session.config_path)
     if det not in config.detectors:
@@ -160,10 +185,12 @@ def session_average(session, det: str, selection, max_trains: int, statistic: st
     # the mean and the maximum need the pedestal, not the noise (half the constants' bytes)
     noise = needs_noise(config.detectors[det])
 
-    def make(mods):
-        detobj = build_detobject(config, det, session.proposal, mods, access, noise=noise)
+    def build(mods, dark):
+        detobj = build_detobject(config, det, session.proposal, mods, access, dark=dark)
         units.append(detobj.units)
         return detobj
+
+    make = module_detectors(dark_path(config, det, session.proposal), build, noise)
 
     image = average_image(access, make, modules, trains, frame_keys(tids[sel], pids[sel]), statistic)
     in_trains = np.isin(tids, trains) & sel
