@@ -133,9 +133,9 @@ class ModuleFrameIndex:
             block = self._blocks[name] = (p0, p1, values[:, 0], offsets)
         p0, _, values, offsets = block
         rel = positions - p0
+        if window is None and len(rel) and rel[-1] - rel[0] + 1 == len(rel):  # consecutive trains: one slice
+            return values[offsets[rel[0]]:offsets[rel[-1] + 1]]
         starts, stops = offsets[rel], offsets[rel + 1]
         if window is not None:
             starts, stops = np.minimum(starts + window[0], stops), np.minimum(starts + window[1], stops)
-        if len(rel) and np.array_equal(starts[1:], stops[:-1]):
-            return values[starts[0]:stops[-1]]
         return np.concatenate([values[a:b] for a, b in zip(starts, stops)]) if len(rel) else values[:0]
