@@ -19,6 +19,11 @@ from smalldata.constants import wavelength_m
 from smalldata.errors import SmallDataError
 from smalldata.geometry import qmap
 
+#: How far from a candidate circle a bright pixel may lie and count for it: 4 DSSC pixels (0.2-0.24 mm).
+RING_TOLERANCE_M = 0.9e-3
+#: A ring's pixels spread around the fitted circle by at most this fraction of its radius.
+RING_MAX_RELATIVE_WIDTH = 0.05
+
 
 @dataclass
 class CircleFit:
@@ -86,6 +91,32 @@ def fit_circle(x: np.ndarray, y: np.ndarray, weights: Optional[np.ndarray] = Non
             break
         used = new_used
     return float(cx), float(cy), float(abs(radius)), used
+
+
+def ring_consensus(x: np.ndarray, y: np.ndarray, tolerance: float, trials: int = 400,
+                   seed: int = 0) -> np.ndarray:
+    """Bool array of the points on the thin circle that passes through the most of them.
+
+    Circles through random triples of points (a fixed seed: the same answer every time), each
+    scored by its points within ``tolerance`` (metres) of it. A ring wins over a bright
+    filled region (a speckle block), which has more bright pixels but few on any one circle;
+    a least-squares fit from all pixels would follow the region.
+    """
+    rng = np.random.default_rng(seed)
+    n = len(x)
+    best, best_count = np.ones(n, dtype=bool), -1
+    for i, j, k in rng.integers(0, n, size=(trials, 3)):
+        (ax, ay), (bx, by), (cx, cy) = (x[i], y[i]), (x[j], y[j]), (x[k], y[k])
+        d = 2 * (ax * (by - cy) + bx * (cy - ay) + cx * (ay - by))
+        if abs(d) < 1e-18:  # collinear or repeated points
+            continue
+        ux = ((ax * ax + ay * ay) * (by - cy) + (bx * bx + by * by) * (cy - ay) + (cx * cx + cy * cy) * (ay - by)) / d
+        uy = ((ax * ax + ay * ay) * (cx - bx) + (bx * bx + by * by) * (ax - cx) + (cx * cx + cy * cy) * (bx - ax)) / d
+        on = np.abs(np.hypot(x - ux, y - uy) - np.hypot(ax - ux, ay - uy)) <= tolerance
+        count = int(np.count_nonzero(on))
+        if count > best_count:
+            best, best_count = on, count
+    return best
 
 
 def _smoothed(data: np.ndarray, half_width: int) -> np.ndarray:
@@ -176,9 +207,18 @@ class AzIntMixin:
                 bright = np.isfinite(values) & (values > threshold)
             if bright.sum() < 3:
                 raise SmallDataError(f"FitCircle: {bright.sum()} pixels above {threshold}; lower the threshold")
-            # every bright pixel counts once: weighting by value would let a bright spot off the
-            # ring (a speckle region) pull the first fit before clipping can drop it
-            cx, cy, radius, used = fit_circle(x[bright], y[bright], None, clip)
+            # every bright pixel counts once, and the fit starts from the pixels of the circle most
+            # of them lie on: a bright region off the ring (a speckle block) can have more pixels
+            # than the ring, and a least-squares start would follow it
+            xb, yb = x[bright], y[bright]
+            on_ring = ring_consensus(xb, yb, RING_TOLERANCE_M)
+            cx, cy, radius, used = fit_circle(xb, yb, on_ring.astype(float), clip)
+            width = 1.4826 * float(np.median(np.abs(np.hypot(xb[used] - cx, yb[used] - cy) - radius)))
+            if width > RING_MAX_RELATIVE_WIDTH * radius:
+                raise SmallDataError(
+                    f"FitCircle: the {int(bright.sum())} pixels above {threshold} do not lie on a ring (they spread "
+                    f"{width * 1e3:.2f} mm around the best circle, of radius {radius * 1e3:.2f} mm): the ring is "
+                    f"probably below the threshold; lower it to just under the ring's values, or give points=")
         else:
             pts = np.asarray(points, dtype=float)
             x, y = geometry.pixel_to_metres(pts[:, 0], pts[:, 1])
