@@ -284,10 +284,14 @@ class OutputFile:
             raise
 
     def publish(self, poll: Optional[Callable[[], None]] = None) -> Path:
-        """Close and atomically rename the temporary file to the output path.
+        """Add the coordinates, close and atomically rename the temporary file to the output path.
 
-        ``poll`` is called last before the rename (it raises to stop, e.g. on a signal).
+        The coordinates (:mod:`smalldata.output.coords`) make each group readable on its own by
+        netCDF readers. ``poll`` is called last before the rename (it raises to stop, e.g. on a signal).
         """
+        from smalldata.output.coords import label_coordinates
+
+        label_coordinates(self.file)
         self.file.close()
         check_output_path(self.path, self.overwrite)
         if poll is not None:
