@@ -30,6 +30,7 @@ from smalldata.config.names import check_name
 from smalldata.config.schema import apply_schema, did_you_mean
 from smalldata.config.yamlfile import load_yaml, resolve_path
 from smalldata.errors import ConfigError
+from smalldata.output.names import check_config_names
 from smalldata.plugin.detfunc import DetObjectFunc
 
 log = logging.getLogger(__name__)
@@ -116,6 +117,7 @@ class ProducerConfig:
             check_file(rejection["user_mask"], "rejection.user_mask")
         if self.settings["digitizer"] is not None:
             check_name(self.settings["digitizer"]["name"], "digitizer.name")
+        check_config_names(self.detectors, self.point_data, self.settings)
         point_paths = {f"{g}/{n}" for g, n in self.point_data}
         for where, path in [("rejection.xgm", rejection.get("xgm"))] + [
                 (f"detectors.{d}.cube.{k}", (cfg["cube"] or {}).get(k)) for d, cfg in self.detectors.items()
