@@ -62,12 +62,6 @@ def test_names_refused_by_the_config(tmp_path, sim_root, calib_dir, extra, match
     assert str(info.value).startswith(match) and "\n" not in str(info.value), str(info.value)
 
 
-def test_a_detector_named_meta_does_not_reach_the_writer(tmp_path, sim_root, calib_dir):
-    message = refused_at_setup(tmp_path, sim_root, calib_dir, lambda c: c["detectors"].update(
-        meta=c["detectors"].pop("dssc")))
-    assert "detectors.meta" in message
-
-
 def test_check_output_names_direct():
     settings = {"pulses": None, "digitizer": {"name": "mcp"}}
     check_output_names([("xgm", "sa3")], settings, {"dssc": {"a_sum": "detectors.dssc.functions[0]"}})
