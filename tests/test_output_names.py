@@ -45,6 +45,8 @@ def test_point_data_named_like_a_ragged_output(tmp_path, sim_root, calib_dir):
      "config point_data.rejection.reasons: /rejection/reasons is written by rejection"),
     (lambda c: c["point_data"].update(xgm={"trainId": SUM}),
      "config point_data.xgm.trainId: /xgm/trainId is the coordinate every group of the output carries"),
+    (lambda c: c.update(pulses={}, digitizer={"name": "pulseId"}),
+     "config digitizer.name: /digitizer/pulseId is the coordinate every group of the output carries"),
     (lambda c: c["point_data"].update(meta={"x": SUM}), "config point_data.meta: a group named 'meta' would collide"),
     (lambda c: c["point_data"].update(UserDataCfg={"x": SUM}),
      "config point_data.UserDataCfg: a group named 'UserDataCfg' would collide"),

@@ -54,6 +54,10 @@ def check_config_names(detectors: Iterable[str], point_data: Iterable[Tuple[str,
         if problem:
             raise ConfigError(f"detectors.{det}", f"a detector named {det!r} would collide: {problem}; rename it")
     own = producer_paths(settings)
+    digitizer = settings.get("digitizer")
+    if digitizer is not None and digitizer["name"] in GROUP_COORDINATES:
+        raise ConfigError("digitizer.name", f"/digitizer/{digitizer['name']} is the coordinate every group of the "
+                                            "output carries (a copy of /trainId or /pulseId); choose another name")
     for group, name in point_data:
         where = f"point_data.{group}.{name}"
         problem = _top_name_problem(group)
