@@ -156,9 +156,10 @@ class BOZ(DetObjectFunc):
         corners = np.array([corr.rois[o][::2] for o in ORDERS], np.int64)  # (y0, x0) of n, 0, p
         sums = np.zeros((len(frames), 3))
         saturated = np.zeros(len(frames), bool)
-        frame_roi_sums(frames.data[:, j], corners - [oy, ox], self._gain_image, self._ped, corners, cells,
-                       self._common, self._weight_stack, self._lut, int(self._sat), sums, saturated)
         present = frames.valid[:, j].reshape(len(frames), -1).any(axis=1)
+        frame_roi_sums(frames.data[:, j], frames.valid[:, j], present, corners - [oy, ox], self._gain_image,
+                       self._ped, corners, cells, self._common, self._weight_stack, self._lut, int(self._sat),
+                       sums, saturated)
         out: Dict[str, np.ndarray] = {}
         for k, order in enumerate(ORDERS):
             out[f"sum_{order}"] = np.where(present, sums[:, k] * np.float64(corr.photons_per_adu), np.nan)

@@ -50,10 +50,14 @@ def dark_settings_from_config(path: Optional[os.PathLike], detector: Optional[st
     picks the detector; default the only one configured, or ``dssc``.
     """
     from smalldata.config.keys import DETECTOR_SCHEMA, TOP_SCHEMA
+    from smalldata.config.names import check_name, name_problem
     from smalldata.config.schema import apply_schema
     from smalldata.config.yamlfile import load_yaml, resolve_path
-    from smalldata.errors import ConfigError
+    from smalldata.errors import ConfigError, SmallDataError
 
+    if detector is not None and name_problem(detector):  # the name is part of the constants' file name
+        raise SmallDataError(f"--detector: {name_problem(detector)}; give the detector's name in the config "
+                             "(e.g. dssc)")
     if path is None:
         return DarkSettings(None, None, Path("calib").resolve(), detector or "dssc", None, DarkThresholds())
     path = Path(path).resolve()
@@ -72,8 +76,12 @@ def dark_settings_from_config(path: Optional[os.PathLike], detector: Optional[st
         det = apply_schema(detectors[detector], DETECTOR_SCHEMA, f"detectors.{detector}", keys=("modules", "dark"))
     except ConfigError as exc:
         raise ConfigError(exc.path, f"{exc.message} (in {path})") from None
-    data_root = resolve_path(path.parent, top["data_root"]) if top["data_root"] else None
-    calib_dir = resolve_path(path.parent, top["calib_dir"])
+    try:
+        check_name(detector, f"detectors.{detector}")
+        data_root = resolve_path(path.parent, top["data_root"], "data_root") if top["data_root"] else None
+        calib_dir = resolve_path(path.parent, top["calib_dir"], "calib_dir")
+    except ConfigError as exc:
+        raise ConfigError(exc.path, f"{exc.message} (in {path})") from None
     modules = tuple(sorted(det["modules"])) if det["modules"] is not None else None
     thresholds = DarkThresholds.from_mapping(det["dark"], f"detectors.{detector}.dark")
     return DarkSettings(top["proposal"], data_root, calib_dir, str(detector), modules, thresholds)

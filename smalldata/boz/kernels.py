@@ -68,19 +68,25 @@ def accumulate_histograms(data, rows, pixels, sat_level, bins, classes, pixel_hi
 
 
 @njit(cache=True, nogil=True)
-def frame_roi_sums(data, data_offsets, gain, pedestal, ped_offsets, cells, common, weights, lut, sat_level,
-                   sums, saturated):
+def frame_roi_sums(data, valid, present, data_offsets, gain, pedestal, ped_offsets, cells, common, weights, lut,
+                   sat_level, sums, saturated):
     """The boz function's per-frame work in one pass over the ROI pixels.
 
     For every good pixel of the three ROIs: the raw value back from the calibrated one,
     ``raw = clip(rint(value * gain + pedestal[cell]), 0, 511)`` (float32, as numpy does it),
     then ``(lut[raw] - pedestal[cell]) * weight`` summed in float64 per ROI, and the frame
-    flagged when a raw value reaches ``sat_level``.
+    flagged when a raw value reaches ``sat_level``. A statically good pixel that the frame
+    marks invalid while its module is present read the ADC maximum (511): the detector
+    invalidates saturated pixels and may hold any value for them, so 511 is taken.
 
     Parameters
     ----------
     data : (N, h', w') float32
         Calibrated values of the module (any region holding the ROIs).
+    valid : (N, h', w') bool
+        The frames' validity of the same pixels.
+    present : (N,) bool
+        Whether the module recorded the frame.
     data_offsets : (3, 2) int64
         Row and column of each ROI's corner in ``data``.
     gain : (128, 512) float32
@@ -116,8 +122,11 @@ def frame_roi_sums(data, data_offsets, gain, pedestal, ped_offsets, cells, commo
                     if not common[y, x]:
                         continue
                     ped = pedestal[c, py + y, px + x]
-                    r = int(np.rint(data[f, dy + y, dx + x] * gain[py + y, px + x] + ped))
-                    r = min(max(r, 0), 511)
+                    if present[f] and not valid[f, dy + y, dx + x]:
+                        r = 511
+                    else:
+                        r = int(np.rint(data[f, dy + y, dx + x] * gain[py + y, px + x] + ped))
+                        r = min(max(r, 0), 511)
                     if r >= sat_level:
                         sat = True
                     total += np.float64((lut[r] - ped) * weights[k, y, x])

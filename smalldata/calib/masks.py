@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Union
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -92,8 +92,10 @@ def load_user_mask(mask: Union[None, np.ndarray, os.PathLike, str], modules: Seq
     if mask is None:
         return np.ones((len(modules),) + DSSC_MODULE_SHAPE, dtype=bool)
     if isinstance(mask, np.ndarray):
-        return _mask_from_array(mask, modules, "user mask array")
+        return _some_good(_mask_from_array(mask, modules, "user mask array"), modules, "user mask array")
     path = Path(mask)
+    if path.is_dir():
+        raise ConfigError("user_mask", f"mask path {path} is a directory; give the .npy or .h5 file inside it")
     if not path.is_file():
         raise ConfigError("user_mask", f"mask file {path} does not exist; give a .npy or .h5 file "
                                        "with a (16, 128, 512) boolean array, True = good")
@@ -103,14 +105,28 @@ def load_user_mask(mask: Union[None, np.ndarray, os.PathLike, str], modules: Seq
             arr = np.load(path, allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise ConfigError("user_mask", f"cannot read mask file {path}: {exc}") from None
-        return _mask_from_array(arr, modules, str(path))
+        return _some_good(_mask_from_array(arr, modules, str(path)), modules, str(path))
     if suffix in (".h5", ".hdf5"):
-        return _mask_from_array(_read_h5_mask(path, dataset), modules, str(path))
+        arr, dataset = _read_h5_mask(path, dataset)
+        origin = f"{path} (dataset {dataset!r})"
+        return _some_good(_mask_from_array(arr, modules, origin), modules, origin)
     raise ConfigError("user_mask", f"mask file {path}: unknown type {suffix!r}; use .npy or .h5")
 
 
-def _read_h5_mask(path: Path, dataset: Optional[str]) -> np.ndarray:
-    """Read the mask dataset of an HDF5 mask file."""
+def _some_good(mask: np.ndarray, modules: Sequence[int], origin: str) -> np.ndarray:
+    """``mask`` if it leaves a good pixel in ``modules``; a mask of nothing but bad pixels is refused.
+
+    Such a mask would leave the detector without a pixel, and the set-up would otherwise
+    blame the dark run for it.
+    """
+    if not mask.any():
+        raise ConfigError("user_mask", f"{origin} masks every pixel of modules {list(modules)} (no True value; "
+                                       "True = good pixel): invert it, or give a mask for these modules")
+    return mask
+
+
+def _read_h5_mask(path: Path, dataset: Optional[str]) -> Tuple[np.ndarray, str]:
+    """Read the mask dataset of an HDF5 mask file; returns the array and the dataset's name."""
     import h5py
 
     try:
@@ -127,6 +143,6 @@ def _read_h5_mask(path: Path, dataset: Optional[str]) -> np.ndarray:
                                                    f"datasets {names[:5]}; name the dataset to use")
             if dataset not in f:
                 raise ConfigError("user_mask", f"mask file {path} has no dataset {dataset!r}")
-            return f[dataset][()]
+            return f[dataset][()], dataset
     except OSError as exc:
         raise ConfigError("user_mask", f"cannot read mask file {path}: {exc}") from None

@@ -26,9 +26,11 @@ from smalldata.config.keys import (
     VETO_SCHEMA,
     config_markdown,
 )
+from smalldata.config.names import check_name
 from smalldata.config.schema import apply_schema, did_you_mean
 from smalldata.config.yamlfile import load_yaml, resolve_path
 from smalldata.errors import ConfigError
+from smalldata.output.names import check_config_names
 from smalldata.plugin.detfunc import DetObjectFunc
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,14 @@ log = logging.getLogger(__name__)
 def log_veto_last(where: str, index: int) -> None:
     """A veto after the last function skips nothing but still flags frames."""
     log.info("%s[%d]: no function follows; vetoed frames are only flagged and left out of cubes", where, index)
+
+
+def check_file(path: str, where: str) -> None:
+    """A config key naming a file: refuse a folder or a missing file, saying which."""
+    if Path(path).is_dir():
+        raise ConfigError(where, f"{path} is a directory; give the file inside it")
+    if not Path(path).is_file():
+        raise ConfigError(where, f"file {path} does not exist")
 
 
 class ProducerConfig:
@@ -63,20 +73,18 @@ class ProducerConfig:
         self.settings = apply_schema(raw, TOP_SCHEMA, "")
         for key in ("data_root", "calib_dir", "output_dir"):
             if self.settings[key] is not None:
-                self.settings[key] = str(resolve_path(base, self.settings[key]))
+                self.settings[key] = str(resolve_path(base, self.settings[key], key))
         self.detectors: Dict[str, Dict[str, Any]] = {}
         if not self.settings["detectors"]:
             raise ConfigError("detectors", "no detector configured; add e.g. 'dssc: {dark_run: 615, functions: [...]}'")
         for name, det_raw in self.settings["detectors"].items():
             where = f"detectors.{name}"
-            if not str(name).isidentifier():
-                raise ConfigError(where, "detector names must be identifiers (letters, digits, _)")
+            check_name(name, where)
             det = apply_schema(det_raw, DETECTOR_SCHEMA, where)
             for key in ("user_mask", "geometry_file"):
                 if det[key] is not None:
-                    det[key] = str(resolve_path(base, det[key]))
-                    if not Path(det[key]).is_file():
-                        raise ConfigError(f"{where}.{key}", f"file {det[key]} does not exist")
+                    det[key] = str(resolve_path(base, det[key], f"{where}.{key}"))
+                    check_file(det[key], f"{where}.{key}")
             if not isinstance(det["functions"], list):
                 raise ConfigError(f"{where}.functions", "expected a list of functions")
             funcs = build_functions(det["functions"], f"{where}.functions")  # validate now
@@ -105,7 +113,11 @@ class ProducerConfig:
             raise ConfigError("digitizer", "digitizer integrals need the bunch pattern: add a 'pulses' section")
         rejection = self.settings["rejection"] or {}
         if rejection.get("user_mask"):
-            rejection["user_mask"] = str(resolve_path(base, rejection["user_mask"]))
+            rejection["user_mask"] = str(resolve_path(base, rejection["user_mask"], "rejection.user_mask"))
+            check_file(rejection["user_mask"], "rejection.user_mask")
+        if self.settings["digitizer"] is not None:
+            check_name(self.settings["digitizer"]["name"], "digitizer.name")
+        check_config_names(self.detectors, self.point_data, self.settings)
         point_paths = {f"{g}/{n}" for g, n in self.point_data}
         for where, path in [("rejection.xgm", rejection.get("xgm"))] + [
                 (f"detectors.{d}.cube.{k}", (cfg["cube"] or {}).get(k)) for d, cfg in self.detectors.items()

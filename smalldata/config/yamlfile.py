@@ -8,6 +8,7 @@ from typing import Any, Dict
 
 import yaml
 
+from smalldata.config.names import expand_variables
 from smalldata.errors import ConfigError
 
 
@@ -37,15 +38,21 @@ _Loader.add_implicit_resolver(
     list("-+0123456789."))
 
 
-def resolve_path(base: Path, value: str) -> Path:
-    """``value`` with ``~`` and ``$VARS`` expanded; relative paths taken from ``base`` (the config's folder)."""
-    path = Path(os.path.expandvars(os.path.expanduser(value)))
+def resolve_path(base: Path, value: str, where: str = "") -> Path:
+    """``value`` with ``~`` and ``$VARS`` expanded; relative paths taken from ``base`` (the config's folder).
+
+    An undefined ``$VAR`` is a :class:`ConfigError` at config path ``where`` naming the variable.
+    """
+    path = Path(expand_variables(str(value), where))
     return path if path.is_absolute() else (base / path).resolve()
 
 
 def load_yaml(path: os.PathLike) -> Dict[str, Any]:
     """Read a YAML file into a dict, with one-line errors."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError("", f"{path} is a directory, not a config file; pass -c with a YAML file "
+                              "(configs/producer.yaml is an example)")
     if not path.is_file():
         raise ConfigError("", f"{path} does not exist; pass -c with a YAML file "
                               "(configs/producer.yaml is an example)")

@@ -12,13 +12,13 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Mapping, Optional
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional
 
 import h5py
 import numpy as np
 
 from smalldata.errors import SmallDataError
-from smalldata.output.files import SPACE_MARGIN, check_free_space, current_umask, temp_owner
+from smalldata.output.files import SPACE_MARGIN, check_free_space, clean_stale_temporaries, current_umask, temp_owner
 
 log = logging.getLogger(__name__)
 
@@ -284,10 +284,14 @@ class OutputFile:
             raise
 
     def publish(self, poll: Optional[Callable[[], None]] = None) -> Path:
-        """Close and atomically rename the temporary file to the output path.
+        """Add the coordinates, close and atomically rename the temporary file to the output path.
 
-        ``poll`` is called last before the rename (it raises to stop, e.g. on a signal).
+        The coordinates (:mod:`smalldata.output.coords`) make each group readable on its own by
+        netCDF readers. ``poll`` is called last before the rename (it raises to stop, e.g. on a signal).
         """
+        from smalldata.output.coords import label_coordinates
+
+        label_coordinates(self.file)
         self.file.close()
         check_output_path(self.path, self.overwrite)
         if poll is not None:
@@ -317,11 +321,58 @@ def check_output_path(path: Path, overwrite: bool) -> None:
         raise SmallDataError(f"output folder {path.parent} is not writable; choose --output elsewhere")
 
 
+#: parts folder -> the output folders made for it (deepest first), removed with it while still empty
+_MADE_FOR: Dict[Path, List[Path]] = {}
+
+
+def make_output_folder(folder: Path) -> List[Path]:
+    """Create ``folder`` and its missing parents; returns the folders made, deepest first."""
+    missing = []
+    for candidate in [folder, *folder.parents]:
+        if candidate.exists():
+            break
+        missing.append(candidate)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        remove_empty_folders(missing)
+        raise SmallDataError(f"cannot create output folder {folder}: {exc.strerror}") from None
+    return missing
+
+
+def remove_empty_folders(folders: Iterable[Path]) -> None:
+    """Remove each folder (deepest first) that is still empty; stop at the first that is not."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (something was written there) or gone already
+            return
+
+
+def prepare_publication(output: Path, overwrite: bool) -> Path:
+    """Set up publication of ``output``: its folder, the checks, stale temporaries, the parts folder.
+
+    Folders this makes are removed again by :func:`remove_parts_dir` if nothing was published
+    in them, so a run refused at set-up leaves no empty output folder behind.
+    """
+    made = make_output_folder(output.parent)
+    try:
+        check_output_path(output, overwrite)
+        clean_stale_temporaries(output)
+        parts = make_parts_dir(output)
+    except BaseException:
+        remove_empty_folders(made)
+        raise
+    _MADE_FOR[parts] = made
+    return parts
+
+
 def make_parts_dir(output: Path) -> Path:
     """A hidden folder next to the output for the ranks' part files (shared file system)."""
     return Path(tempfile.mkdtemp(prefix=f".{output.name}.{temp_owner()}.", suffix=".parts", dir=output.parent))
 
 
 def remove_parts_dir(path: Path) -> None:
-    """Delete the part files' folder."""
+    """Delete the part files' folder, and the output folders made for it that stayed empty."""
     shutil.rmtree(path, ignore_errors=True)
+    remove_empty_folders(_MADE_FOR.pop(Path(path), []))

@@ -17,6 +17,7 @@ import numpy as np
 from smalldata.calib.darkref import dark_medians
 from smalldata.errors import CalibrationError, ConfigError
 from smalldata.io.runaccess import RunAccess
+from smalldata.output.names import check_output_names
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,9 @@ def _check_edges(where: str, edges: Sequence[float], scan: str, spec, access: Ru
 
 
 def check_setups(config, setups: List, access: RunAccess, run_ids: np.ndarray, proposal: int) -> None:
-    """Checks that need the set-up detectors: the dark's identity, masks, the dark against the data."""
+    """Checks that need the set-up detectors: output names, the dark's identity, masks, the dark against the data."""
+    check_output_names(config.point_data, config.settings,
+                       {s.name: {key: func.config_path for key, (func, _) in (s.layout or {}).items()} for s in setups})
     available = set(access.available_modules())
     for s in setups:
         _check_dark_identity(s, config.detectors[s.name]["dark_run"], proposal)

@@ -29,13 +29,12 @@ from smalldata.io.runaccess import RunAccess
 from smalldata.output.writer import (
     OutputFile,
     PartWriter,
-    check_output_path,
-    make_parts_dir,
     merge_parts,
+    prepare_publication,
     remove_parts_dir,
     write_mapping,
 )
-from smalldata.output.files import SPACE_MARGIN, DiskFullError, check_free_space, clean_stale_temporaries, is_disk_full
+from smalldata.output.files import SPACE_MARGIN, DiskFullError, check_free_space, is_disk_full
 from smalldata.output.losses import LossSummary
 from smalldata.pipeline.checks import check_config_against_run, check_setups
 from smalldata.pipeline.detectors import DetectorSetup, dark_requests, setup_detectors
@@ -140,13 +139,7 @@ def _run(config, run, proposal, output, overwrite, max_trains, batch_size, comma
 
     def prepare_output():
         if rank == 0:
-            try:
-                output.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise SmallDataError(f"cannot create output folder {output.parent}: {exc.strerror}") from None
-            check_output_path(output, overwrite)
-            clean_stale_temporaries(output)
-            return make_parts_dir(output)
+            return prepare_publication(output, overwrite)
         return None
 
     parts_dir = comm.bcast(agree(prepare_output, comm, coordinator), root=0)
