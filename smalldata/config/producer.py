@@ -30,6 +30,7 @@ from smalldata.config.schema import apply_schema, did_you_mean
 from smalldata.config.yamlfile import load_yaml, resolve_path
 from smalldata.errors import ConfigError
 from smalldata.plugin.detfunc import DetObjectFunc
+from smalldata.timing.settings import delay_paths, validate_delay
 
 log = logging.getLogger(__name__)
 
@@ -103,10 +104,11 @@ class ProducerConfig:
                 self.settings[key] = apply_schema(self.settings[key], schema, key)
         if self.settings["digitizer"] is not None and self.settings["pulses"] is None:
             raise ConfigError("digitizer", "digitizer integrals need the bunch pattern: add a 'pulses' section")
+        self.settings["delay"] = validate_delay(self.settings["delay"], self.settings["pulses"])
         rejection = self.settings["rejection"] or {}
         if rejection.get("user_mask"):
             rejection["user_mask"] = str(resolve_path(base, rejection["user_mask"]))
-        point_paths = {f"{g}/{n}" for g, n in self.point_data}
+        point_paths = {f"{g}/{n}" for g, n in self.point_data} | delay_paths(self.settings["delay"])
         for where, path in [("rejection.xgm", rejection.get("xgm"))] + [
                 (f"detectors.{d}.cube.{k}", (cfg["cube"] or {}).get(k)) for d, cfg in self.detectors.items()
                 for k in ("scan", "xgm")]:

@@ -25,6 +25,7 @@ from smalldata.config.producer import ProducerConfig
 from smalldata.constants import DSSC_MODULE_SHAPE
 from smalldata.errors import SmallDataError
 from smalldata.io.pointdata import PointReader
+from smalldata.timing.hook import point_reader
 from smalldata.io.runaccess import RunAccess
 from smalldata.output.writer import (
     OutputFile,
@@ -136,7 +137,7 @@ def _run(config, run, proposal, output, overwrite, max_trains, batch_size, comma
             for s in setups:
                 if s.det.dark_file:
                     hash_in_background(s.det.dark_file)
-        return setups, PointReader(config.point_data, access)
+        return setups, point_reader(config, access, run_ids)
 
     def prepare_output():
         if rank == 0:
