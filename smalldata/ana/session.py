@@ -27,10 +27,12 @@ import yaml
 from smalldata.ana.azint import AzIntMixin
 from smalldata.ana.configwrite import ConfigWriteMixin
 from smalldata.ana.cuts import CutsMixin
+from smalldata.ana.derived import DerivedMixin
 from smalldata.ana.export import ExportMixin
 from smalldata.ana.histograms import HistogramsMixin
 from smalldata.ana.images import ImagesMixin
 from smalldata.ana.plotting import PlotOutput
+from smalldata.ana.pumpprobe import PumpProbeMixin
 from smalldata.ana.regions import RegionsMixin
 from smalldata.ana.scans import ScansMixin
 from smalldata.constants import DSSC_DEFAULT_QUAD_POSITIONS
@@ -44,7 +46,7 @@ NOT_EVENT_GROUPS = ("UserDataCfg", "meta", "Sums", "Cubes")
 
 
 class SmallDataAna(ImagesMixin, RegionsMixin, ScansMixin, HistogramsMixin, AzIntMixin, CutsMixin,
-                   ConfigWriteMixin, ExportMixin):
+                   ConfigWriteMixin, ExportMixin, PumpProbeMixin, DerivedMixin):
     """Read access, quick analysis and parameter tuning on one small-data output file.
 
     Parameters
@@ -80,6 +82,7 @@ class SmallDataAna(ImagesMixin, RegionsMixin, ScansMixin, HistogramsMixin, AzInt
         self._cache: Dict[str, np.ndarray] = {}
         self._geometries: Dict[str, object] = {}
         self._tuned: Dict[str, dict] = {}
+        self._load_derived()  # derived variables and named filters of earlier sessions
 
     def _visit(self, name: str, obj) -> None:
         from smalldata.output.writer import NETCDF_DIMENSION_ONLY, RAGGED_ATTR
