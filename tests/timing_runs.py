@@ -9,6 +9,7 @@ which writes everything once per test session (under pytest's base temporary fol
 from __future__ import annotations
 
 import copy
+import shutil
 from pathlib import Path
 
 import yaml
@@ -20,6 +21,10 @@ from smalldata.simulate.delays import (BAM_DEVICE, BAM_SOURCE, PD_SOURCE, STAGE_
 
 PROPOSAL, RUN, DARK = 2937, 801, 800
 TIMING = TimingSimConfig()
+#: two photon energies, equal blocks of trains
+ENERGIES = (858.0, 862.0)
+#: delay bins of the two-variable cube, ps
+CUBE_DELAY_EDGES = [-1.5, -0.5, 0.0, 0.25, 0.5, 1.0, 2.0]
 
 DELAY = {"stage_source": STAGE_SOURCE, "stage_key": "actualPosition.value", "target_key": "targetPosition.value",
          "time_zero": TIMING.time_zero_mm, "passes": 2, "sign": 1,
@@ -44,7 +49,9 @@ def config_dict(root: Path, **changes) -> dict:
            "pattern": {"from_pulses": True},
            "delay": copy.deepcopy(DELAY),
            "detectors": {"dssc": {"dark_run": DARK, "gain": 15.0, "mask_asic_edges": False, "functions": [
-               {"type": "roi", "name": "roi", "module": 2, "roi": [0, 16, 0, 32]}]}}}
+               {"type": "roi", "name": "roi", "module": 2, "roi": [0, 16, 0, 32]}],
+               "cube": {"scan": "delay/total", "edges": CUBE_DELAY_EDGES, "xgm": "xgm/sa3_intensity",
+                        "second": {"scan": "scan/photon_energy", "unique": True}}}}}
     cfg.update(changes)
     return cfg
 
@@ -67,8 +74,9 @@ def timing_run(tmp_path_factory) -> Path:
     output = root / "out" / f"r{RUN:04d}.h5"
     if output.is_file():
         return root
-    root.mkdir(parents=True, exist_ok=True)
-    cfg = timing_simulation_config(TIMING)
+    shutil.rmtree(root, ignore_errors=True)  # what an interrupted first try left
+    root.mkdir(parents=True)
+    cfg = timing_simulation_config(TIMING, photon_energy_steps=ENERGIES)
     simulate_dark_run(root, PROPOSAL, DARK, cfg, overwrite=True)
     simulate_timing_run(root, PROPOSAL, RUN, TIMING, cfg, overwrite=True)
     constants = characterise_dark(run_path(root, PROPOSAL, DARK), thresholds=DarkThresholds(min_frames=20),

@@ -141,6 +141,8 @@ CUBE_SCHEMA: Dict[str, Field] = {
     "unique": Field(bool, False, "one bin per distinct scan value"),
     "xgm": Field(Optional[str], None, "point_data path of the XGM summed per bin, e.g. xgm/sa3_intensity"),
     "sum_squares": Field(bool, False, "also accumulate the sum of squares (for standard deviations)"),
+    "second": Field(Optional[dict], None, "a second scan axis {scan, edges | width | unique, origin}: a cube over "
+                                          "two variables, e.g. delay x photon energy (docs/cubes.md)"),
     "assembled": Field(bool, False, "also write the mean images assembled with the geometry (float32, rounded to "
                                     "the sums' fixed-point resolution)"),
 }
