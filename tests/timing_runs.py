@@ -49,7 +49,10 @@ def config_dict(root: Path, **changes) -> dict:
            "pattern": {"from_pulses": True},
            "delay": copy.deepcopy(DELAY),
            "detectors": {"dssc": {"dark_run": DARK, "gain": 15.0, "mask_asic_edges": False, "functions": [
-               {"type": "roi", "name": "roi", "module": 2, "roi": [0, 16, 0, 32]}],
+               {"type": "roi", "name": "roi", "module": 2, "roi": [0, 16, 0, 32]},
+               {"type": "azimuthal", "name": "azav", "center": [0.0004, -0.0003], "distance": 5.0,
+                "photon_energy": 860.0, "q_bins": 20, "q_range": [6.0e7, 1.4e8]}],
+               "sums": {},
                "cube": {"scan": "delay/total", "edges": CUBE_DELAY_EDGES, "xgm": "xgm/sa3_intensity",
                         "second": {"scan": "scan/photon_energy", "unique": True}}}}}
     cfg.update(changes)

@@ -36,6 +36,7 @@ from smalldata.ana.pumpprobe import PumpProbeMixin
 from smalldata.ana.regions import RegionsMixin
 from smalldata.ana.scans import ScansMixin
 from smalldata.constants import DSSC_DEFAULT_QUAD_POSITIONS
+from smalldata.report.html import ReportMixin
 from smalldata.errors import DataError, SmallDataError
 from smalldata.output.files import check_output_file
 
@@ -46,7 +47,7 @@ NOT_EVENT_GROUPS = ("UserDataCfg", "meta", "Sums", "Cubes")
 
 
 class SmallDataAna(ImagesMixin, RegionsMixin, ScansMixin, HistogramsMixin, AzIntMixin, CutsMixin,
-                   ConfigWriteMixin, ExportMixin, PumpProbeMixin, DerivedMixin):
+                   ConfigWriteMixin, ExportMixin, PumpProbeMixin, DerivedMixin, ReportMixin):
     """Read access, quick analysis and parameter tuning on one small-data output file.
 
     Parameters
