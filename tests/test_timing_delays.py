@@ -26,6 +26,7 @@ def out(root):
         data = {k: f[k][()] for k in ("trainId", "pulseId", "pulses/slot", "pulses/xray_on")}
         data.update({f"delay/{k}": f[f"delay/{k}"][()] for k in f["delay"]})
         data["units"] = {k: f[f"delay/{k}"].attrs.get("units", "") for k in f["delay"]}
+        data["losses"] = dict(f["meta/losses"].attrs)
     return data
 
 
@@ -66,6 +67,7 @@ def test_delays_equal_planted_truth(root, out):
     error_train = truth["train_ids"][TIMING.bam_error_trains[0]]
     assert not out["delay/bam_valid"][tids == error_train].any()
     assert (~ok).sum() == (tids == error_train).sum() + TIMING.bam_nan_frames
+    assert out["losses"]["nan delay/total"] == (~ok).sum()  # reported, not silent
     # the BAM matters: without it the delay is off by the planted jitter
     assert np.std(out["delay/stage"][ok] - planted[ok]) > 0.5 * TIMING.bam_jitter_fs * 1e-3
 

@@ -25,7 +25,7 @@ from smalldata.config.producer import ProducerConfig
 from smalldata.constants import DSSC_MODULE_SHAPE
 from smalldata.errors import SmallDataError
 from smalldata.io.pointdata import PointReader
-from smalldata.timing.hook import point_reader
+from smalldata.timing.hook import delay_loss_paths, point_reader
 from smalldata.io.runaccess import RunAccess
 from smalldata.output.writer import (
     OutputFile,
@@ -309,7 +309,8 @@ def _write_output(output, overwrite, parts_dir, n_ranks, config, stage, setups, 
         meta["invalid_trainId"].attrs["meaning"] = ("trains whose rows of a module or source were not used: the "
                                                     "ids they hold disagree with the file's INDEX")
         losses = LossSummary.from_output(
-            out.file, [(f"{g}/{n}", spec["per"]) for (g, n), spec in points.specs.items()], len(train_ids),
+            out.file, [(f"{g}/{n}", spec["per"]) for (g, n), spec in points.specs.items()]
+            + delay_loss_paths(config.settings.get("delay")), len(train_ids),
             len(skipped), len(incomplete), n_pairs, access.faults.by_place())
         losses.write(meta)
         if access.unreadable_files:

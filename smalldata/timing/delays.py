@@ -8,7 +8,7 @@ The convention is EXtra's ``OpticalLaserDelay`` (the facility's reference), in p
 The BAM records ``bam_entries_per_slot`` values per bunch-pattern slot; the frame's value
 is entry ``bam_entries_per_slot * slot`` of its train, where ``slot`` is the bunch-pattern
 slot of the frame's SASE pulse. A frame's BAM is invalid (``delay/bam_valid`` False and
-``delay/total`` NaN, counted in the log) when the frame has no X-ray pulse, the value is
+``delay/total`` NaN, counted in ``/meta/losses`` as ``nan delay/total``) when the frame has no X-ray pulse, the value is
 not finite, it lies more than ``bam_max_abs`` from the reference, or the BAM's error flag
 is set for the train. The stage is per train; trains are labelled with their scan step
 (:mod:`smalldata.timing.steps`), and ``delay/step_delay`` is the step's nominal delay.
@@ -71,7 +71,6 @@ class DelayReader:
         if s["bam_source"] is not None:
             self._require(s["bam_source"], s["bam_key"], "bam_source", "bam_key")
             self._check_bam_length()
-        self.n_invalid = 0
 
     def _require(self, source: str, key: str, source_name: str, key_name: str) -> None:
         if source not in self.access.data.all_sources:
@@ -138,7 +137,6 @@ class DelayReader:
         step_pos = np.where(step >= 0, self.steps.values[np.maximum(step, 0)] if self.steps.n_steps else np.nan,
                             np.nan)
         out["delay/step_delay"] = stage_to_ps(step_pos, s["time_zero"], s["passes"], s["sign"]) + nominal_offset
-        self.n_invalid += int((~valid).sum())
         units = {k: ("ps" if k not in ("delay/stage_position", "delay/step", "delay/valid", "delay/bam_valid")
                      else ("mm" if k == "delay/stage_position" else "")) for k in out}
         return out, units
@@ -168,12 +166,6 @@ class DelayReader:
             error = self.access.train_values(s["bam_error_source"], s["bam_error_key"], trains)
             valid &= (np.nan_to_num(error, nan=1.0) == 0)[tof]
         return np.where(valid, bam, np.nan), valid
-
-    def finish(self) -> None:
-        """Log how many frames had no valid delay."""
-        if self.n_invalid:
-            log.warning("delay: %d frames of this rank have no valid total delay (no X-ray pulse, no stage value or "
-                        "an invalid BAM); they have delay/valid False and delay/total NaN", self.n_invalid)
 
     def describe(self) -> Dict[str, Any]:
         """Settings and the scan steps, for UserDataCfg."""

@@ -1,7 +1,7 @@
 """The producer's hook: point data with the ``delay/*`` outputs of the ``delay`` section."""
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -48,3 +48,9 @@ def point_reader(config, access: RunAccess, run_train_ids: Optional[np.ndarray] 
     if delay is None:
         return PointReader(config.point_data, access)
     return PointsWithDelay(config.point_data, access, delay, config.settings.get("pulses"), run_train_ids)
+
+
+def delay_loss_paths(settings: Optional[Dict[str, Any]]) -> List[Tuple[str, str]]:
+    """``(path, per)`` of the delay outputs whose NaN count as losses (``/meta/losses``, the summary):
+    the total delay of X-ray frames (NaN where the stage or the BAM is invalid)."""
+    return [] if settings is None else [("delay/total", "pulse")]
