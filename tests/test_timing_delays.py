@@ -12,7 +12,12 @@ from smalldata.errors import ConfigError, DataError
 from smalldata.simulate import read_truth, run_path
 from smalldata.timing.delays import stage_to_ps
 from smalldata.timing.steps import find_steps
-from timing_runs import DARK, PROPOSAL, RUN, TIMING, config_dict, timing_run, write_config
+from timing_runs import PROPOSAL, RUN, TIMING, config_dict, timing_run, write_config
+
+
+DELAY_STAGE = "SCS_ILH_LAS/MOTOR/LT3"
+DELAY_TRIGGER = "SCS_ILH_LAS/DOOCS/PPL_TRIGGER"
+DELAY_BAM = "SCS_ILH_LAS/DOOCS/BAM_414_B2:output"
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +97,7 @@ def test_scan_steps_with_backlash(root, out):
 def test_steps_by_clustering_the_actual_position():
     rng = np.random.default_rng(3)
     target = np.repeat([3.0, 2.0, 2.0, 1.0], [3, 1, 4, 5]).astype(float)
-    target[3] = 1.95  # a backlash overshoot below step 2.0 of a descending scan ... approached from below
+    target[3] = 1.95  # descending scan: the move to 2.0 overshoots to 1.95 and approaches 2.0 from below
     actual = target + rng.normal(0, 1e-4, len(target))
     by_target = find_steps(actual, target, tolerance=0.01, min_trains=2)
     by_actual = find_steps(actual, None, tolerance=0.01, min_trains=2)
@@ -103,11 +108,6 @@ def test_steps_by_clustering_the_actual_position():
     # an unsettled train inside a step is not labelled
     actual[6] += 0.05
     assert find_steps(actual, target, tolerance=0.01).step[6] == -1
-
-
-DELAY_STAGE = "SCS_ILH_LAS/MOTOR/LT3"
-DELAY_TRIGGER = "SCS_ILH_LAS/DOOCS/PPL_TRIGGER"
-DELAY_BAM = "SCS_ILH_LAS/DOOCS/BAM_414_B2:output"
 
 
 def _producer_error(root, name, **delay_changes):
@@ -136,4 +136,3 @@ def test_bad_delay_input_ends_in_one_line(root):
     with pytest.raises(ConfigError) as err:
         write_config(root, "no_pulses", {k: v for k, v in config_dict(root).items() if k not in ("pulses", "pattern")})
     assert "delay.bam_source" in str(err.value) and "pulses" in str(err.value)
-    assert DARK != RUN

@@ -97,7 +97,8 @@ class PumpProbeMixin:
 
     def fit_time_zero(self, signal, delay: str = "delay/total", selection: Optional[np.ndarray] = None,
                       after: str = "linear", reference: Optional[int] = None, plot: bool = True,
-                      **start) -> Dict[str, object]:
+                      t0: Optional[float] = None, rise: Optional[float] = None,
+                      tau: Optional[float] = None) -> Dict[str, object]:
         """Time zero and rise time: an error-function step fitted to ``signal`` against ``delay``.
 
         Parameters
@@ -111,8 +112,8 @@ class PumpProbeMixin:
         after : {"none", "linear", "exponential"}
         reference : int, optional
             Subtract :meth:`getOffVar` with this many laser-off frames first (removes drifts).
-        start : t0=, rise=, tau=
-            Start values (ps).
+        t0, rise, tau : float, optional
+            Start values (ps): time zero, rise time (FWHM), decay time.
 
         Returns
         -------
@@ -130,7 +131,7 @@ class PumpProbeMixin:
             if "delay/valid" in self:
                 selection &= np.asarray(self["delay/valid"], bool)
         sel = np.asarray(selection, bool)
-        result = fit_time_zero(x[sel], y[sel], after=after, **start)
+        result = fit_time_zero(x[sel], y[sel], after=after, t0=t0, rise=rise, tau=tau)
         settings = self._delay_settings()
         if settings:
             from smalldata.timing.delays import stage_to_ps

@@ -42,7 +42,7 @@ from scipy.special import erf, erfc
 from smalldata.errors import ConfigError
 
 from .config import SimulationConfig
-from .runs import FIRST_FREE_STREAM, RunSimulation, TrainPlan, simulate_run
+from .runs import FIRST_FREE_STREAM, RunSimulation, simulate_run
 from .xfel_files import AggregatorWriter, KeySpec, karabo_units
 
 STAGE_SOURCE = "SCS_ILH_LAS/MOTOR/LT3"

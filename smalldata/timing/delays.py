@@ -24,6 +24,7 @@ from scipy.constants import speed_of_light
 from smalldata.errors import DataError
 from smalldata.io.runaccess import RunAccess
 from smalldata.plugin.frames import RawBatch
+from smalldata.timing.settings import DELAY_OUTPUTS
 from smalldata.timing.steps import ScanSteps, find_steps
 
 log = logging.getLogger(__name__)
@@ -137,8 +138,7 @@ class DelayReader:
         step_pos = np.where(step >= 0, self.steps.values[np.maximum(step, 0)] if self.steps.n_steps else np.nan,
                             np.nan)
         out["delay/step_delay"] = stage_to_ps(step_pos, s["time_zero"], s["passes"], s["sign"]) + nominal_offset
-        units = {k: ("ps" if k not in ("delay/stage_position", "delay/step", "delay/valid", "delay/bam_valid")
-                     else ("mm" if k == "delay/stage_position" else "")) for k in out}
+        units = {k: DELAY_OUTPUTS[k] for k in out}
         return out, units
 
     def _bam(self, trains: np.ndarray, tof: np.ndarray, pulse_index: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
