@@ -43,6 +43,9 @@ def test_two_variable_cube_equals_numpy_histogram(root):
         np.testing.assert_allclose(cube_roi, roi_hist, atol=16 * 32 * counts.max() * 2.0 ** -12, rtol=1e-9)
     # frames of both labels in both energies and several delay bins: the cube is not trivially full or empty
     assert 0 < total < len(delay)
+    from smalldata.ana.session import SmallDataAna
+
+    np.testing.assert_array_equal(SmallDataAna(root / "out" / f"r{RUN:04d}.h5").cube2()["count"], cube["count"])
     assert (cube["count"].sum(axis=(1, 2)) > 0).sum() >= 5 and (cube["count"].sum(axis=(0, 2)) > 0).all()
 
 

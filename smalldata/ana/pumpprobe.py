@@ -15,7 +15,7 @@ SCAN_CANDIDATES = ("delay/step_delay", "scan/varStep", "scan/var0")
 
 
 class PumpProbeMixin:
-    """scan_name, scan_values, getOffVar, runningMedian, fit_time_zero, knife_edge of ``SmallDataAna``."""
+    """scan_name, scan_values, getOffVar, runningMedian, fit_time_zero, knife_edge, cube2 of ``SmallDataAna``."""
 
     def _scalar(self, name: str) -> np.ndarray:
         values = np.asarray(self[name])
@@ -151,6 +151,19 @@ class PumpProbeMixin:
             ax.legend(fontsize=8)
             self.plots.finish(fig, "fit_time_zero")
         return result
+
+    def cube2(self, det: str = "dssc") -> Dict[str, object]:
+        """The cube of ``det`` over two variables (``cube.second``) shaped ``(n1, n2, labels, ...)``
+        (:func:`smalldata.sums.cube2.read_cube2`)."""
+        import h5py
+
+        from smalldata.sums.cube2 import read_cube2
+
+        with h5py.File(self.path, "r") as f:
+            if f"Sums/{det}_cube" not in f:
+                raise SmallDataError(f"{self.path} has no cube of {det!r}; add 'cube: {{scan: ..., second: ...}}' "
+                                     f"to detectors.{det} in the config")
+            return read_cube2(f[f"Sums/{det}_cube"])
 
     def _delay_settings(self) -> Dict[str, object]:
         try:
