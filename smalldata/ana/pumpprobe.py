@@ -63,6 +63,16 @@ class PumpProbeMixin:
             raise SmallDataError(f"{self.path} has no laser flags and no 'unpumped' label; give off=... to getOffVar")
         return label_id == names.index("unpumped")
 
+    def on_frames(self) -> np.ndarray:
+        """X-ray frames with the pump laser (the frames :meth:`fit_time_zero` fits by default)."""
+        if "pulses/laser_on" in self:
+            xray = np.asarray(self["pulses/xray_on"], bool) if "pulses/xray_on" in self else True
+            return np.asarray(self["pulses/laser_on"], bool) & xray
+        label_id, names = self.labels()
+        if "pumped" not in names:
+            raise SmallDataError(f"{self.path} has no laser flags and no 'pumped' label; give selection=...")
+        return label_id == names.index("pumped")
+
     def getOffVar(self, name: str, n: int = 4, off: Optional[np.ndarray] = None, statistic: str = "mean",
                   add_as: Optional[str] = None) -> np.ndarray:
         """Per event: ``name`` averaged over the ``n`` nearest laser-off frames in time (not the event itself).
@@ -127,7 +137,7 @@ class PumpProbeMixin:
             y = y - self.getOffVar(signal, n=int(reference)) if isinstance(signal, str) else y
         x = self._scalar(delay).astype(float)
         if selection is None:
-            selection = ~self.off_frames()
+            selection = self.on_frames()
             if "delay/valid" in self:
                 selection &= np.asarray(self["delay/valid"], bool)
         sel = np.asarray(selection, bool)
