@@ -134,7 +134,11 @@ class PumpProbeMixin:
         label = signal if isinstance(signal, str) else "signal"
         y = self._scalar(signal) if isinstance(signal, str) else np.asarray(signal, float)
         if reference:
-            y = y - self.getOffVar(signal, n=int(reference)) if isinstance(signal, str) else y
+            if not isinstance(signal, str):
+                raise SmallDataError("fit_time_zero: reference= needs the signal by name (a dataset or derived "
+                                     "variable), not values")
+            y = y - self.getOffVar(signal, n=int(reference))
+            label = f"{signal} - laser-off reference ({int(reference)} frames)"
         x = self._scalar(delay).astype(float)
         if selection is None:
             selection = self.on_frames()
