@@ -123,7 +123,7 @@ def _producer_error(root, name, **delay_changes):
     return str(err.value)
 
 
-def test_bad_delay_input_ends_in_one_line(root):
+def test_bad_delay_input_ends_in_one_line(root, capsys):
     msg = _producer_error(root, "bad_bam_source", bam_source="SCS_ILH_LAS/DOOCS/BAM_1932M:output")
     assert "delay.bam_source" in msg and "BAM_1932M" in msg and "\n" not in msg
     msg = _producer_error(root, "bad_bam_length", bam_entries_per_slot=16)
@@ -136,3 +136,11 @@ def test_bad_delay_input_ends_in_one_line(root):
     with pytest.raises(ConfigError) as err:
         write_config(root, "no_pulses", {k: v for k, v in config_dict(root).items() if k not in ("pulses", "pattern")})
     assert "delay.bam_source" in str(err.value) and "pulses" in str(err.value)
+    # the command line: one line, exit status 2
+    from smalldata.cli.smd_producer import main
+
+    capsys.readouterr()
+    status = main(["-r", str(RUN), "-c", str(root / "bad_bam_source.yaml"), "--output", str(root / "cli.h5"),
+                   "--max-trains", "2"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1 and "delay.bam_source" in err[0], err
