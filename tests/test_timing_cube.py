@@ -27,6 +27,7 @@ def test_two_variable_cube_equals_numpy_histogram(root):
     assert cube["scan_names"] == ["delay/total", "scan/photon_energy"]
     assert cube["labels"] == labels
     np.testing.assert_array_equal(cube["axis0_edges"], CUBE_DELAY_EDGES)
+    assert cube["axis0_units"] == "ps" and cube["axis1_units"] == "eV"
     np.testing.assert_array_equal(cube["axis1_centres"], ENERGIES)
     energy_edges = [ENERGIES[0] - 2, 0.5 * (ENERGIES[0] + ENERGIES[1]), ENERGIES[1] + 2]
     total = 0

@@ -25,7 +25,6 @@ from smalldata.config.producer import ProducerConfig
 from smalldata.constants import DSSC_MODULE_SHAPE
 from smalldata.errors import SmallDataError
 from smalldata.io.pointdata import PointReader
-from smalldata.timing.hook import delay_loss_paths, point_reader
 from smalldata.io.runaccess import RunAccess
 from smalldata.output.writer import (
     OutputFile,
@@ -45,6 +44,7 @@ from smalldata.pipeline.nodeshare import load_shared_darks
 from smalldata.pipeline.progress import Coordinator, StoppedByOtherRank
 from smalldata.pipeline.shutdown import Interrupted, received, signals_set_flag
 from smalldata.pulses.framestage import FrameStage
+from smalldata.timing.hook import delay_loss_paths, point_reader
 
 log = logging.getLogger(__name__)
 

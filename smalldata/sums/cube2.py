@@ -53,7 +53,7 @@ def axis_binning(cfg: Mapping[str, Any], point_specs: Mapping, access, run_train
                                                 "point_data variable; give explicit edges")
         values = access.train_values(spec["source"], spec["key"], run_train_ids)
         binning.fit(values.reshape(len(run_train_ids), -1)[:, 0])
-    return binning
+    return _delay_units(binning, scan)
 
 
 class ProductBinning(ScanBinning):
@@ -86,9 +86,19 @@ class ProductBinning(ScanBinning):
             group.create_dataset(f"axis{k}_centres", data=axis.centres).attrs["units"] = axis.units
 
 
+def _delay_units(binning: ScanBinning, scan: Optional[str]) -> ScanBinning:
+    """Give a ``delay/*`` axis (no point_data spec) the unit of that output."""
+    from smalldata.timing.settings import DELAY_OUTPUTS
+
+    if scan in DELAY_OUTPUTS and not binning.units:
+        binning.units = DELAY_OUTPUTS[scan]
+    return binning
+
+
 def with_second_axis(binning: ScanBinning, cube_cfg: Mapping[str, Any], point_specs: Mapping, access,
                      run_train_ids: np.ndarray, where: str) -> ScanBinning:
-    """``binning``, or its product with the ``cube.second`` axis when configured."""
+    """``binning`` (a ``delay/*`` axis with its unit), or its product with the ``cube.second`` axis."""
+    binning = _delay_units(binning, cube_cfg.get("scan"))
     second = cube_cfg.get("second")
     if not second:
         return binning
@@ -111,7 +121,7 @@ def read_cube2(group) -> Dict[str, object]:
     dict
         ``sum``, ``pixel_count``, ``mean`` (NaN where no pixel was summed), ``count``
         (frames), ``xgm_sum``, ``labels``, ``scan_names``, ``axis0_centres``, ``axis0_edges``,
-        ``axis1_centres``, ``axis1_edges``.
+        ``axis1_centres``, ``axis1_edges``, ``axis0_units``, ``axis1_units``.
     """
     if "bins_shape" not in group.attrs:
         raise ConfigError("cube.second", f"{group.name} is a cube over one variable; add 'second: {{scan: ...}}' "
@@ -127,4 +137,5 @@ def read_cube2(group) -> Dict[str, object]:
     for k in (0, 1):
         out[f"axis{k}_edges"] = group[f"axis{k}_edges"][()]
         out[f"axis{k}_centres"] = group[f"axis{k}_centres"][()]
+        out[f"axis{k}_units"] = str(group[f"axis{k}_edges"].attrs.get("units", ""))
     return out
