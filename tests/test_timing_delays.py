@@ -144,3 +144,20 @@ def test_bad_delay_input_ends_in_one_line(root, capsys):
                    "--max-trains", "2"])
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 2 and len(err) == 1 and "delay.bam_source" in err[0], err
+
+
+@pytest.mark.mpi
+def test_delays_and_two_variable_cube_identical_on_two_ranks(root, tmp_path):
+    import subprocess
+
+    from helpers import mpiexec, read_all, tool
+
+    two = tmp_path / "two.h5"
+    result = subprocess.run(mpiexec(2) + [tool("smd_producer"), "-r", str(RUN), "-c", str(root / "timing.yaml"),
+                                          "--output", str(two), "--batch-size", "12", "--quiet"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    a, b = read_all(root / "out" / f"r{RUN:04d}.h5"), read_all(two)
+    assert a.keys() == b.keys() and any(k.startswith("delay/") for k in a) and "Sums/dssc_cube/axis1_centres" in a
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
