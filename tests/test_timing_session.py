@@ -104,6 +104,7 @@ def test_derived_variables_and_filters_survive_a_new_session(ana):
     np.testing.assert_array_equal(again.getFilter("bright"), keep)
     binned = again.binned("derived/ratio", "delay/step_delay")
     assert np.isfinite(binned["mean"]).all()
+    np.testing.assert_array_equal(again.to_xarray()["derived_ratio"].values, ratio)
     with pytest.raises(SmallDataError, match="overwrite=True"):
         again.addVar("derived/ratio", ratio)
     with pytest.raises(SmallDataError, match="one value per event"):
