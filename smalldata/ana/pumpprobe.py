@@ -17,7 +17,7 @@ SCAN_CANDIDATES = ("delay/step_delay", "scan/varStep", "scan/var0")
 class PumpProbeMixin:
     """scan_name, scan_values, getOffVar, runningMedian, fit_time_zero, knife_edge, cube2 of ``SmallDataAna``."""
 
-    def _scalar(self, name: str) -> np.ndarray:
+    def _event_scalar(self, name: str) -> np.ndarray:
         values = np.asarray(self[name])
         if values.ndim != 1:
             raise SmallDataError(f"{name!r} is not a per-event scalar")
@@ -89,7 +89,7 @@ class PumpProbeMixin:
         add_as : str, optional
             Also keep the reference as a derived variable of this name (:meth:`addVar`).
         """
-        values = self._scalar(name)
+        values = self._event_scalar(name)
         off = self.off_frames() if off is None else np.asarray(off, bool)
         slots = self["pulses/slot"] if "pulses/slot" in self else self["pulseId"]
         ref = off_reference(values, off, frame_times(self["trainId"], slots), n, statistic)
@@ -100,7 +100,7 @@ class PumpProbeMixin:
     def runningMedian(self, name: str, window: int = 101, selection: Optional[np.ndarray] = None,
                       add_as: Optional[str] = None) -> np.ndarray:
         """Centred running median of ``name`` over ``window`` selected events (NaN outside the selection)."""
-        med = running_median(self._scalar(name), window, selection)
+        med = running_median(self._event_scalar(name), window, selection)
         if add_as:
             self.addVar(add_as, med, self.units(name), overwrite=True)
         return med
@@ -132,14 +132,14 @@ class PumpProbeMixin:
             output has a delay section: the stage position to put into ``delay.time_zero``.
         """
         label = signal if isinstance(signal, str) else "signal"
-        y = self._scalar(signal) if isinstance(signal, str) else np.asarray(signal, float)
+        y = self._event_scalar(signal) if isinstance(signal, str) else np.asarray(signal, float)
         if reference:
             if not isinstance(signal, str):
                 raise SmallDataError("fit_time_zero: reference= needs the signal by name (a dataset or derived "
                                      "variable), not values")
             y = y - self.getOffVar(signal, n=int(reference))
             label = f"{signal} - laser-off reference ({int(reference)} frames)"
-        x = self._scalar(delay).astype(float)
+        x = self._event_scalar(delay).astype(float)
         if selection is None:
             selection = self.on_frames()
             if "delay/valid" in self:
@@ -210,12 +210,12 @@ class PumpProbeMixin:
             :func:`~smalldata.ana.timefits.fit_knife_edge` plus ``pulse_energy`` (J) and
             :func:`~smalldata.ana.timefits.peak_fluence`'s ``fluence`` (J/m^2) and ``fluence_mJ_cm2``.
         """
-        y = self._scalar(signal).astype(float)
-        x = self._scalar(position).astype(float)
+        y = self._event_scalar(signal).astype(float)
+        x = self._event_scalar(position).astype(float)
         sel = np.isfinite(y) & np.isfinite(x) if selection is None else np.asarray(selection, bool)
         energy_err = 0.0
         if normalise_by:
-            norm = self._scalar(normalise_by).astype(float)
+            norm = self._event_scalar(normalise_by).astype(float)
             sel = sel & np.isfinite(norm) & (norm > 0)
             mean = float(np.mean(norm[sel]))
             y = y / norm * mean
