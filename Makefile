@@ -17,6 +17,7 @@ install: $(STAMP)
 
 # caches of the tests' tools (pint's, under EXtra) live in the venv: a cache another venv wrote names its files
 test: $(STAMP)
+	bash tests/services/chromium.sh
 	XDG_CACHE_HOME=$(abspath $(VENV))/cache $(VENV)/bin/pytest -q -ra tests
 
 demo: $(STAMP)

@@ -39,13 +39,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-p", "--proposal", type=int, required=True, help="proposal number, e.g. 2937")
     parser.add_argument("-r", "--run", type=int, required=True, help="data run number, e.g. 614")
     parser.add_argument("--dark-run", type=int, default=None, help="also write a dark run with this number")
-    parser.add_argument("--preset", choices=sorted(PRESETS) + sorted(BOZ_PRESETS), default="demo",
+    parser.add_argument("--preset", choices=sorted(PRESETS) + sorted(BOZ_PRESETS) + ["timing"], default="demo",
                         help="starting configuration: small (2 modules, 24 trains x 4 frames), demo "
                              "(16 modules, 60 trains x 20 frames; default), pump_probe (module 2, 12 trains x 8 "
                              "X-ray frames, the laser set by --laser), or BOZ runs of one module "
                              "(boz-empty: three empty membranes; boz-sample: an absorption edge and a pump "
                              "effect on n; see docs/boz.md; --modules, --trains, --frames-per-train, "
-                             "--dark-trains, --seed, --detector-seed, --pattern and --delay-steps apply)")
+                             "--dark-trains, --seed, --detector-seed, --pattern and --delay-steps apply), or timing "
+                             "(module 2, a stepped delay stage with backlash, trigger, BAM, a reflectivity with a "
+                             "time-zero step and drift, a knife edge; docs/timing.md; --seed applies)")
     parser.add_argument("--modules", default=None, help="DSSC modules, e.g. 0,3,15 or 0-15")
     parser.add_argument("--trains", type=int, default=None, help="trains in the data run")
     parser.add_argument("--frames-per-train", type=int, default=None, help="frames (memory cells) per train")
@@ -143,11 +145,29 @@ def _boz_body(args: argparse.Namespace) -> int:
     return 0
 
 
+def _timing_body(args: argparse.Namespace) -> int:
+    from smalldata.simulate.delays import TimingSimConfig, simulate_timing_run, timing_simulation_config
+
+    timing = TimingSimConfig()
+    cfg = timing_simulation_config(timing, **({"seed": args.seed} if args.seed is not None else {}))
+    t0 = time.monotonic()
+    if args.dark_run is not None:
+        simulate_dark_run(args.root, args.proposal, args.dark_run, cfg, overwrite=args.overwrite, threads=args.threads)
+        print(f"dark run {args.dark_run}: {truth_path(args.root, args.proposal, args.dark_run).parent}")
+    path = simulate_timing_run(args.root, args.proposal, args.run, timing, cfg, overwrite=args.overwrite,
+                               threads=args.threads)
+    print(f"data run {args.run}: {path} (truth: {truth_path(args.root, args.proposal, args.run)})")
+    print(f"simulated the timing preset in {time.monotonic() - t0:.1f} s; open with EXTRA_DATA_DATA_ROOT={args.root}")
+    return 0
+
+
 def _body(args: argparse.Namespace) -> int:
     if args.dark_run is not None and args.dark_run == args.run:
         raise SmallDataError(f"--dark-run {args.dark_run} is the same as -r/--run; give another run number")
     if args.preset in BOZ_PRESETS:
         return _boz_body(args)
+    if args.preset == "timing":
+        return _timing_body(args)
     cfg = config_from_args(args)
     log.debug("configuration: %s", dataclasses.asdict(cfg))
     t0 = time.monotonic()

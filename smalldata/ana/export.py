@@ -111,7 +111,8 @@ class ExportMixin:
                 attrs = {"path": key}
                 if info["units"]:
                     attrs["units"] = info["units"]
-                data_vars[key.replace("/", "_")] = xr.Variable(["event"] + dims, f[key][()], attrs=attrs)
+                values = self[key] if info.get("derived") else f[key][()]  # derived: ana.addVar
+                data_vars[key.replace("/", "_")] = xr.Variable(["event"] + dims, values, attrs=attrs)
         for key in EVENT_IDS:
             if key in self:
                 coords[key] = ("event", self[key])

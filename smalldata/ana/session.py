@@ -27,13 +27,16 @@ import yaml
 from smalldata.ana.azint import AzIntMixin
 from smalldata.ana.configwrite import ConfigWriteMixin
 from smalldata.ana.cuts import CutsMixin
+from smalldata.ana.derived import DerivedMixin
 from smalldata.ana.export import ExportMixin
 from smalldata.ana.histograms import HistogramsMixin
 from smalldata.ana.images import ImagesMixin
 from smalldata.ana.plotting import PlotOutput
+from smalldata.ana.pumpprobe import PumpProbeMixin
 from smalldata.ana.regions import RegionsMixin
 from smalldata.ana.scans import ScansMixin
 from smalldata.constants import DSSC_DEFAULT_QUAD_POSITIONS
+from smalldata.report.html import ReportMixin
 from smalldata.errors import DataError, SmallDataError
 from smalldata.output.files import check_output_file
 
@@ -44,7 +47,7 @@ NOT_EVENT_GROUPS = ("UserDataCfg", "meta", "Sums", "Cubes")
 
 
 class SmallDataAna(ImagesMixin, RegionsMixin, ScansMixin, HistogramsMixin, AzIntMixin, CutsMixin,
-                   ConfigWriteMixin, ExportMixin):
+                   ConfigWriteMixin, ExportMixin, PumpProbeMixin, DerivedMixin, ReportMixin):
     """Read access, quick analysis and parameter tuning on one small-data output file.
 
     Parameters
@@ -80,6 +83,7 @@ class SmallDataAna(ImagesMixin, RegionsMixin, ScansMixin, HistogramsMixin, AzInt
         self._cache: Dict[str, np.ndarray] = {}
         self._geometries: Dict[str, object] = {}
         self._tuned: Dict[str, dict] = {}
+        self._load_derived()  # derived variables and named filters of earlier sessions
 
     def _visit(self, name: str, obj) -> None:
         from smalldata.output.writer import NETCDF_DIMENSION_ONLY, RAGGED_ATTR

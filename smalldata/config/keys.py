@@ -10,6 +10,7 @@ from typing import Dict, List, Optional
 
 from smalldata.calib.badpixels import DARK_SCHEMA
 from smalldata.config.schema import REQUIRED, Field, non_negative, one_of, positive, schema_markdown
+from smalldata.timing.settings import DELAY_SCHEMA
 
 
 def _module_list(value) -> Optional[str]:
@@ -49,6 +50,8 @@ TOP_SCHEMA: Dict[str, Field] = {
     "digitizer": Field(Optional[dict], None, "digitizer (TIM/MCP) pulse integrals from raw traces; see below"),
     "pattern": Field(Optional[dict], None, "repeating frame labels per train (pumped/unpumped/dark); see below"),
     "rejection": Field(Optional[dict], None, "frame rejection: max frames, XGM/digitizer thresholds, mask file"),
+    "delay": Field(Optional[dict], None, "pump-probe delay per frame from stage, trigger and BAM; see below and "
+                                         "docs/timing.md"),
 }
 
 
@@ -138,6 +141,8 @@ CUBE_SCHEMA: Dict[str, Field] = {
     "unique": Field(bool, False, "one bin per distinct scan value"),
     "xgm": Field(Optional[str], None, "point_data path of the XGM summed per bin, e.g. xgm/sa3_intensity"),
     "sum_squares": Field(bool, False, "also accumulate the sum of squares (for standard deviations)"),
+    "second": Field(Optional[dict], None, "a second scan axis {scan, edges | width | unique, origin}: a cube over "
+                                          "two variables, e.g. delay x photon energy (docs/cubes.md)"),
     "assembled": Field(bool, False, "also write the mean images assembled with the geometry (float32, rounded to "
                                     "the sums' fixed-point resolution)"),
 }
@@ -198,6 +203,7 @@ def config_markdown() -> str:
         "## `digitizer`\n\n" + header + schema_markdown(DIGITIZER_SCHEMA) + "\n\n"
         "## `pattern`\n\n" + header + schema_markdown(PATTERN_SCHEMA) + "\n\n"
         "## `rejection`\n\n" + header + schema_markdown(REJECTION_SCHEMA) + "\n\n"
+        "## `delay`\n\n" + header + schema_markdown(DELAY_SCHEMA) + "\n\n"
         "## `detectors.<name>.vetoes[i]`\n\n" + header + schema_markdown(VETO_SCHEMA) + "\n\n"
         "## `detectors.<name>.cube`\n\n" + header + schema_markdown(CUBE_SCHEMA) + "\n\n"
         "## `detectors.<name>.sums`\n\n" + header + schema_markdown(SUMS_SCHEMA) + "\n\n"

@@ -32,6 +32,8 @@ from smalldata.config.yamlfile import load_yaml, resolve_path
 from smalldata.errors import ConfigError
 from smalldata.output.names import check_config_names
 from smalldata.plugin.detfunc import DetObjectFunc
+from smalldata.sums.cube2 import validate_second_axis
+from smalldata.timing.settings import delay_paths, validate_delay
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +98,8 @@ class ProducerConfig:
             if det["cube"] is not None and sum([det["cube"]["edges"] is not None, det["cube"]["width"] is not None,
                                                 det["cube"]["unique"]]) > 1:
                 raise ConfigError(f"{where}.cube", "give only one of edges, width or unique")
+            if det["cube"] is not None:
+                det["cube"]["second"] = validate_second_axis(det["cube"]["second"], f"{where}.cube.second")
             self.detectors[name] = det
         self.point_data: Dict[tuple, Dict[str, Any]] = {}
         for group, entries in (self.settings["point_data"] or {}).items():
@@ -111,6 +115,7 @@ class ProducerConfig:
                 self.settings[key] = apply_schema(self.settings[key], schema, key)
         if self.settings["digitizer"] is not None and self.settings["pulses"] is None:
             raise ConfigError("digitizer", "digitizer integrals need the bunch pattern: add a 'pulses' section")
+        self.settings["delay"] = validate_delay(self.settings["delay"], self.settings["pulses"])
         rejection = self.settings["rejection"] or {}
         if rejection.get("user_mask"):
             rejection["user_mask"] = str(resolve_path(base, rejection["user_mask"], "rejection.user_mask"))
@@ -118,10 +123,15 @@ class ProducerConfig:
         if self.settings["digitizer"] is not None:
             check_name(self.settings["digitizer"]["name"], "digitizer.name")
         check_config_names(self.detectors, self.point_data, self.settings)
-        point_paths = {f"{g}/{n}" for g, n in self.point_data}
+        if self.settings["delay"] is not None and any(group == "delay" for group, _ in self.point_data):
+            raise ConfigError("point_data.delay", "the delay section writes the output group /delay; "
+                                                  "rename this point_data group")
+        point_paths = {f"{g}/{n}" for g, n in self.point_data} | delay_paths(self.settings["delay"])
         for where, path in [("rejection.xgm", rejection.get("xgm"))] + [
                 (f"detectors.{d}.cube.{k}", (cfg["cube"] or {}).get(k)) for d, cfg in self.detectors.items()
-                for k in ("scan", "xgm")]:
+                for k in ("scan", "xgm")] + [
+                (f"detectors.{d}.cube.second.scan", ((cfg["cube"] or {}).get("second") or {}).get("scan"))
+                for d, cfg in self.detectors.items()]:
             if path is not None and path not in point_paths:
                 raise ConfigError(where, f"{path!r} is not a point_data entry{did_you_mean(path, point_paths)}; "
                                          f"use one of {sorted(point_paths) or 'none (add point_data)'}")

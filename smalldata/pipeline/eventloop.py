@@ -43,6 +43,7 @@ from smalldata.pipeline.nodeshare import load_shared_darks
 from smalldata.pipeline.progress import Coordinator, StoppedByOtherRank
 from smalldata.pipeline.shutdown import Interrupted, received, signals_set_flag
 from smalldata.pulses.framestage import FrameStage
+from smalldata.timing.hook import delay_loss_paths, point_reader
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +136,7 @@ def _run(config, run, proposal, output, overwrite, max_trains, batch_size, comma
             for s in setups:
                 if s.det.dark_file:
                     hash_in_background(s.det.dark_file)
-        return setups, PointReader(config.point_data, access)
+        return setups, point_reader(config, access, run_ids)
 
     def prepare_output():
         if rank == 0:
@@ -301,7 +302,8 @@ def _write_output(output, overwrite, parts_dir, n_ranks, config, stage, setups, 
         meta["invalid_trainId"].attrs["meaning"] = ("trains whose rows of a module or source were not used: the "
                                                     "ids they hold disagree with the file's INDEX")
         losses = LossSummary.from_output(
-            out.file, [(f"{g}/{n}", spec["per"]) for (g, n), spec in points.specs.items()], len(train_ids),
+            out.file, [(f"{g}/{n}", spec["per"]) for (g, n), spec in points.specs.items()]
+            + delay_loss_paths(config.settings.get("delay")), len(train_ids),
             len(skipped), len(incomplete), n_pairs, access.faults.by_place())
         losses.write(meta)
         if access.unreadable_files:

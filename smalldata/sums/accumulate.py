@@ -12,6 +12,7 @@ from smalldata.plugin.frames import Frames
 from smalldata.pulses.patterns import FramePattern
 from smalldata.sums.binning import ScanBinning
 from smalldata.sums.cube import CubeAccumulator
+from smalldata.sums.cube2 import ProductBinning, assign_bins, with_second_axis
 from smalldata.sums.runsums import RunSums
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ class DetectorAccumulators:
     def _binning(self, point_specs: Mapping, access: RunAccess, run_train_ids: np.ndarray) -> ScanBinning:
         cfg, where = self.cube_cfg, f"detectors.{self.name}.cube"
         scan = cfg["scan"]
-        spec = point_specs[tuple(scan.split("/", 1))] if scan else None
+        spec = point_specs.get(tuple(scan.split("/", 1))) if scan else None  # delay/* paths have no spec
         try:
             binning = ScanBinning(edges=cfg["edges"], width=cfg["width"], origin=cfg["origin"], unique=cfg["unique"],
                                   name=scan.split("/")[-1] if scan else "scan",
@@ -69,13 +70,13 @@ class DetectorAccumulators:
                                                     "variable needs explicit edges")
             values = access.train_values(spec["source"], spec["key"], run_train_ids)
             binning.fit(values.reshape(len(run_train_ids), -1)[:, 0])
-        return binning
+        return with_second_axis(binning, cfg, point_specs, access, run_train_ids, where)
 
     def add(self, frames: Frames, label_id: np.ndarray, points: Mapping[str, np.ndarray], keep: np.ndarray) -> None:
         """Add the kept frames of a batch."""
         if self.cube is not None:
             scan = self.cube_cfg["scan"]
-            bins = self.binning.assign(points[scan] if scan else None, n_frames=len(frames))
+            bins = assign_bins(self.binning, scan, points, len(frames))
             xgm = points[self.cube_cfg["xgm"]] if self.cube_cfg["xgm"] else None
             # the run sums ride along in the cube's pass over the pixels (same result, less time)
             self.cube.add(frames.data, bins, label_id, xgm=xgm, valid=frames.valid, keep=keep, sums=self.sums)
@@ -90,7 +91,7 @@ class DetectorAccumulators:
         n = n_frames
         if self.cube is not None:
             scan = self.cube_cfg["scan"]
-            bins = self.binning.assign(points[scan] if scan else None, n_frames=n)
+            bins = assign_bins(self.binning, scan, points, n)
             xgm = points[self.cube_cfg["xgm"]] if self.cube_cfg["xgm"] else None
             out["cube"], out["cube_group"] = self.cube, self.cube.add_frames(bins, label_id, xgm, keep)
         if self.sums is not None:
@@ -112,6 +113,8 @@ class DetectorAccumulators:
             group = sums_group.create_group(f"{self.name}_cube")
             self.cube.write(group, compression="gzip", sum_compression="gzip")
             group.attrs["modules"] = np.asarray(modules)
+            if isinstance(self.binning, ProductBinning):
+                self.binning.write_axes(group)
             if self.cube_cfg["assembled"] and geometry is not None:
                 mean = self.cube.mean()
                 full = np.full(mean.shape[:2] + (16,) + mean.shape[3:], np.nan, dtype=np.float32)
