@@ -104,7 +104,9 @@ def fit_circle(x: np.ndarray, y: np.ndarray, weights: Optional[np.ndarray] = Non
         cx, cy, radius = least_squares(residual, [cx, cy, radius], x_scale="jac").x
         dist = np.hypot(x - cx, y - cy) - radius
         spread = 1.4826 * _weighted_median(np.abs(dist[used]), w[used])
-        new_used = np.isfinite(x) & np.isfinite(y) & (w > 0) & (np.abs(dist) <= clip * spread)
+        # no clipping (clip=inf) keeps every point, also when they lie exactly on the circle (spread 0)
+        bound = np.inf if not np.isfinite(clip) else clip * max(spread, 1e-12)
+        new_used = np.isfinite(x) & np.isfinite(y) & (w > 0) & (np.abs(dist) <= bound)
         x0, y0 = cx, cy
         if np.array_equal(new_used, used):
             break
