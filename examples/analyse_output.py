@@ -2,8 +2,8 @@
 
 The ring's q range is found in the data: the q bins where the median over pixels of the run's
 unpumped mean image (from the cube, per q bin of the azimuthal function's q map) is above half
-its peak. The median, not the mean, so a bright patch covering part of a q bin (the speckle
-region) does not move it. Then two ways that must agree, each pumped / unpumped per delay:
+its peak, leaving out the pixels of the config's ROIs (other regions: the demo's speckle). The
+median, not the mean, so a bright spot covering part of a q bin does not move it. Then two ways that must agree, each pumped / unpumped per delay:
 
 - per frame: the ring's photons (the azimuthal average times the pixels of each q bin, summed
   over the ring's bins) of the kept frames (rejection reason 0), summed per label and divided by
@@ -23,10 +23,29 @@ import h5py
 import numpy as np
 
 
+def roi_pixels(f, det="dssc"):
+    """(modules, 128, 512) bool: the pixels of the config's ROI functions (other regions, e.g. the speckle)."""
+    modules = list(f[f"UserDataCfg/{det}/modules"][()])
+    pixels = np.zeros((len(modules), 128, 512), dtype=bool)
+    for group in f[f"UserDataCfg/{det}"].values():
+        attrs = group.attrs if isinstance(group, h5py.Group) else {}
+        if str(attrs.get("type", "")).endswith(":ROI") and attrs.get("module") in modules:
+            y0, y1, x0, x1 = (int(v) for v in attrs["roi"])
+            pixels[modules.index(attrs["module"]), y0:y1, x0:x1] = True
+    return pixels
+
+
 def ring_q_range(f, det="dssc", func="azav"):
-    """(q_low, q_high) in m^-1: the q bins where the median unpumped intensity is above half its peak."""
+    """(q_low, q_high) in m^-1: the q bins where the median unpumped intensity is above half its peak.
+
+    The pixels of the config's ROIs are left out of the search (the demo's speckle region is
+    one; with few modules a bright region can fill most of a q bin), unless they are most pixels.
+    """
     cfg = f[f"UserDataCfg/{det}/{func}"]
     edges, q_map, used = cfg["q_edges"][:], cfg["q_map"][:], cfg["pixel_mask"][:]
+    rois = roi_pixels(f, det)
+    if (used & ~rois).sum() > 0.5 * used.sum():
+        used = used & ~rois
     cube = f[f"Sums/{det}_cube"]
     labels = list(cube["labels"].asstr()[:])
     off = labels.index("unpumped")
@@ -124,10 +143,12 @@ def main(argv=None) -> None:
         for title, rows in (("per-frame azimuthal average", per_frame_effect(f, q_range)),
                             ("image cube", cube_effect(f, q_range))):
             print(f"\n{title}: ring photons per uJ\n{'delay (mm)':>10} {'pumped':>12} {'unpumped':>12} "
-                  f"{'ratio':>7} {'+-':>6} {'planted':>7}")
+                  f"{'ratio':>7} {'+-':>6}" + (f" {'planted':>7}" if planted else ""))
             for d, on, off, ratio, err in rows:
-                truth = min(planted.items(), key=lambda kv: abs(kv[0] - d))[1] if planted else np.nan
-                print(f"{d:10.2f} {on:12.5g} {off:12.5g} {ratio:7.3f} {err:6.3f} {truth:7.3f}")
+                line = f"{d:10.2f} {on:12.5g} {off:12.5g} {ratio:7.3f} {err:6.3f}"
+                if planted:
+                    line += f" {min(planted.items(), key=lambda kv: abs(kv[0] - d))[1]:7.3f}"
+                print(line)
 
 
 if __name__ == "__main__":

@@ -158,3 +158,64 @@ def test_plot_avimage_draws_a_round_ring_with_module_numbers_and_robust_limits(a
     assert masked.sum() >= 30 * 100 * 0.9 and not (np.asarray(overlay)[..., 3] > 0)[geometry.index_map < 0].any()
     full = ana.plotAvImage(img, full_range=True)
     np.testing.assert_allclose(full.images[0].get_clim(), [finite.min(), finite.max()], rtol=1e-6)
+
+
+def test_make_mask_refuses_inverted_thresholds_and_masks_nan(ana):
+    data = np.full((1, 128, 512), 5.0, dtype=np.float32)
+    data[0, :, :10] = np.nan
+    data[0, 0, 20] = 50.0
+    img = DetImage(data, [2], ana.geometry("dssc"), units="photon")
+    with pytest.raises(SmallDataError, match=r"threshold_low=10 is above threshold_high=1.*swap"):
+        ana.MakeMask(img, threshold_low=10, threshold_high=1, combine=False)
+    mask = ana.MakeMask(img, threshold_low=1, threshold_high=10, combine=False)
+    expected = np.isfinite(data) & (data >= 1) & (data <= 10)
+    np.testing.assert_array_equal(mask.mask, expected)  # NaN pixels and the hot one bad, the rest good
+    assert mask.n_masked == 128 * 10 + 1
+
+
+def test_bins_zero_is_one_line(ana):
+    for call in (lambda: ana.binned("dssc/azav_mean", by="trainId", bins=0),
+                 lambda: ana.plotVar("trainId", bins=0),
+                 lambda: ana.plotVar("trainId", "pulseId", bins=(10, 0)),
+                 lambda: ana.plotVar("trainId", bins=[3.0, 1.0])):
+        with pytest.raises(SmallDataError, match="bins=.*positive number of bins"):
+            call()
+    counts = ana.plotVar("trainId", bins=3)["counts"]
+    assert counts.sum() == len(ana)
+
+
+def test_write_config_refuses_an_empty_cut_and_follows_the_umask(ana, tmp_path):
+    import os
+    import stat
+
+    ana.addCut("trainId", None, -1, cut="nothing")
+    with pytest.raises(SmallDataError, match="cut 'nothing' keeps none of the .* events"):
+        ana.write_config(tmp_path / "none.yaml", frame_cut="nothing")
+    assert not list(tmp_path.iterdir())  # nothing written
+    old = os.umask(0o002)
+    try:
+        written = ana.write_config(tmp_path / "group.yaml", frame_cut=np.ones(len(ana), bool))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(written.stat().st_mode) == 0o664
+    assert stat.S_IMODE((tmp_path / "group_frame_mask.h5").stat().st_mode) == 0o664
+    old = os.umask(0o027)
+    try:
+        written = ana.write_config(tmp_path / "private.yaml")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(written.stat().st_mode) == 0o640
+
+
+def test_a_file_of_another_run_is_refused(ana):
+    import subprocess
+
+    from helpers import DARK_RUN, DATA_RUN, tool
+
+    with pytest.raises(SmallDataError, match=f"holds run {DATA_RUN} .*not run {DARK_RUN}"):
+        SmallDataAna.from_run(DARK_RUN, ana.config_path, output=ana.path)
+    result = subprocess.run([tool("runSmallDataAna"), "-r", str(DARK_RUN), "-c", str(ana.config_path), "--output",
+                             str(ana.path), "--no-shell"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"holds run {DATA_RUN}" in lines[0] and f"not run {DARK_RUN}" in lines[0]
