@@ -192,6 +192,8 @@ def test_write_config_refuses_an_empty_cut_and_follows_the_umask(ana, tmp_path):
     with pytest.raises(SmallDataError, match="cut 'nothing' keeps none of the .* events"):
         ana.write_config(tmp_path / "none.yaml", frame_cut="nothing")
     assert not list(tmp_path.iterdir())  # nothing written
+    # with a pixel mask made as well: two masks are written, each to its own file
+    ana.MakeMask(DetImage(np.zeros((1, 128, 512)), [2], ana.geometry("dssc")), rois=[(2, [0, 4, 0, 4])])
     old = os.umask(0o002)
     try:
         written = ana.write_config(tmp_path / "group.yaml", frame_cut=np.ones(len(ana), bool))
@@ -199,6 +201,13 @@ def test_write_config_refuses_an_empty_cut_and_follows_the_umask(ana, tmp_path):
         os.umask(old)
     assert stat.S_IMODE(written.stat().st_mode) == 0o664
     assert stat.S_IMODE((tmp_path / "group_frame_mask.h5").stat().st_mode) == 0o664
+    assert stat.S_IMODE((tmp_path / "group_dssc_mask.npy").stat().st_mode) == 0o664
+    import h5py
+
+    trains, keep = ana.frame_mask(np.ones(len(ana), bool))
+    with h5py.File(tmp_path / "group_frame_mask.h5", "r") as f:  # the frame mask, not a pixel mask
+        np.testing.assert_array_equal(f["trainId"][()], trains)
+        np.testing.assert_array_equal(f["mask"][()], keep)
     old = os.umask(0o027)
     try:
         written = ana.write_config(tmp_path / "private.yaml")

@@ -1,9 +1,11 @@
 """Beam centre and rings on an image: FitCircle and AzInt (azimuthal integration, centre refinement).
 
-FitCircle fits a circle to the bright pixels of a ring (intensity weighted, outliers clipped)
-or to points clicked or given on the assembled image. AzInt runs the producer's own azimuthal
-function (:class:`smalldata.funcs.azimuthal.AzimuthalBinning`) on an image, optionally after
-refining the centre so that the ring is sharpest. Both keep the centre for ``write_config``.
+FitCircle fits a circle to the bright pixels of a ring (:mod:`smalldata.ana.circles`: a
+consensus start, then every bright pixel near it, outliers clipped) or to points clicked or
+given on the assembled image, and warns when the fit is implausible. AzInt runs the producer's
+own azimuthal function (:class:`smalldata.funcs.azimuthal.AzimuthalBinning`) on an image with
+the config's binning, optionally after moving the centre to the ring's
+(:mod:`smalldata.ana.centre`). Both keep the centre for ``write_config``.
 """
 from __future__ import annotations
 
@@ -104,6 +106,13 @@ class AzIntMixin:
         smooth : int
             Before thresholding, average each pixel with its neighbours within this many rows and
             columns of its module (0: none); averaging cuts the noise that crosses the threshold.
+
+        Returns
+        -------
+        CircleFit
+            The circle; ``warnings`` lists (and the session logs) what makes it implausible: a
+            circle off the detector, pixels or points that are no ring, a large residual.
+            Pixels above the threshold that lie on no ring at all are refused in one line.
         """
         img = as_detimage(image, self.geometry(det or "dssc"), det or "dssc")
         det = det or img.det
@@ -154,7 +163,8 @@ class AzIntMixin:
             log.warning("%s", message)
         self._tuned.setdefault("center", {})[det] = fit.center
         ax = self._image_axes(img, title=f"FitCircle: centre ({cx * 1e3:.3f}, {cy * 1e3:.3f}) mm, "
-                                         f"R {radius * 1e3:.2f} mm")
+                                         f"R {radius * 1e3:.2f} mm" + (" (implausible: see the warnings)"
+                                                                       if fit.warnings else ""))
         angle = np.linspace(0, 2 * np.pi, 361)
         rows, cols = geometry.metres_to_pixel(cx + radius * np.cos(angle), cy + radius * np.sin(angle))
         ax.plot(cols, rows, "r-", lw=0.8)

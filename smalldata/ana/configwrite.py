@@ -88,8 +88,8 @@ class ConfigWriteMixin:
         if not source.is_file():
             raise SmallDataError(f"the session's config {source} does not exist; open the session with -c CONFIG")
         if frame_cut is not None:  # checked before anything is written
-            trains, mask = self.frame_mask(frame_cut)
-            if not mask.any():
+            cut_trains, cut_mask = self.frame_mask(frame_cut)
+            if not cut_mask.any():
                 name = f"cut {frame_cut!r}" if isinstance(frame_cut, str) else "the frame_cut selection"
                 raise SmallDataError(f"write_config: {name} keeps none of the {len(self)} events, so the config would "
                                      "reject every frame; loosen the cut (ana.printCuts() shows what each keeps)")
@@ -125,8 +125,8 @@ class ConfigWriteMixin:
         if frame_cut is not None:
             mask_path = dest.parent / f"{dest.stem}_frame_mask.h5"
             with h5py.File(mask_path, "w") as f:
-                f["trainId"] = trains
-                f["mask"] = mask
+                f["trainId"] = cut_trains
+                f["mask"] = cut_mask
             if data.get("rejection") is None:
                 data["rejection"] = CommentedMap()
             data["rejection"]["user_mask"] = mask_path.name
