@@ -126,6 +126,8 @@ def test_azint_refine_moves_the_centre_to_the_planted_one(ana, demo_image, offse
     assert ana._tuned["center"]["dssc"] == result.center
     # the config's q bins (80 over its q_range), not a fixed 100
     assert len(result.q) == 80
+    # the ring's q, not that of the speckle region (brighter in the mean of its q bins)
+    assert abs(result.peak_q - cfg.ring_q) <= result.q[1] - result.q[0]
     np.testing.assert_allclose(result.function.q_edges[[0, -1]], [6.0e7, 1.4e8])
 
 

@@ -66,6 +66,8 @@ class AzIntResult:
         Metres, eV.
     function : AzimuthalBinning
         The producer's function, set up for the image's modules.
+    median : ndarray, (n_q,)
+        Median of the corrected pixel values per q bin over all azimuths (NaN: empty).
     """
 
     q: np.ndarray
@@ -76,12 +78,31 @@ class AzIntResult:
     distance: float
     photon_energy: float
     function: object = field(repr=False, default=None)
+    median: Optional[np.ndarray] = field(repr=False, default=None)
 
     @property
     def peak_q(self) -> float:
-        """q of the highest bin of the azimuthal mean, m^-1."""
+        """q of the highest bin of :attr:`median` (of the azimuthal mean without one), m^-1.
+
+        The median, so a bright region covering part of a q bin (a speckle patch) is not taken
+        for the ring.
+        """
+        if self.median is not None and np.isfinite(self.median).any():
+            return float(self.q[np.nanargmax(self.median)])
         profile = np.nanmean(self.intensity, axis=0) if self.intensity.ndim == 2 else self.intensity
         return float(self.q[np.nanargmax(profile)])
+
+
+def _median_profile(values: np.ndarray, q: np.ndarray, used: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Median of ``values`` of the ``used`` pixels per q bin of ``edges`` (NaN for an empty bin)."""
+    from scipy import ndimage
+
+    index = np.digitize(q[used], edges) - 1
+    inside = (index >= 0) & (index < len(edges) - 1)
+    labels = np.arange(len(edges) - 1)
+    counts = np.bincount(index[inside], minlength=len(labels))
+    median = np.asarray(ndimage.median(values[used][inside], index[inside], labels), dtype=float)
+    return np.where(counts > 0, median, np.nan)
 
 
 class AzIntMixin:
@@ -231,7 +252,8 @@ class AzIntMixin:
                         np.zeros(1, np.uint16), modules=img.modules)
         out = func.process(frames)
         result = AzIntResult(func.q_centers, func.phi_centers, out["mean"][0], out["count"][0],
-                             (float(center[0]), float(center[1])), float(distance), float(photon_energy), func)
+                             (float(center[0]), float(center[1])), float(distance), float(photon_energy), func,
+                             _median_profile(img.data * func.correction, func.q_map, func.pixel_mask, func.q_edges))
         self._draw_azint(result, img, ax)
         return result
 
@@ -239,8 +261,10 @@ class AzIntMixin:
         fig, ax = self.plots.subplots(figsize=(6, 4.5), ax=ax)
         intensity = result.intensity
         if intensity.shape[0] == 1:
-            ax.plot(result.q * 1e-9, intensity[0], "-")
-            ax.set_ylabel(f"mean intensity ({img.units or '-'})")
+            ax.plot(result.q * 1e-9, intensity[0], "-", label="mean")
+            ax.plot(result.q * 1e-9, result.median, "--", label="median over pixels")
+            ax.legend(fontsize=8)
+            ax.set_ylabel(f"intensity ({img.units or '-'})")
         else:
             mesh = ax.pcolormesh(result.q * 1e-9, result.phi, intensity, shading="nearest")
             fig.colorbar(mesh, ax=ax, label=img.units or None)
