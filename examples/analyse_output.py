@@ -3,7 +3,8 @@
 The ring's q range is found in the data: the q bins where the median over pixels of the run's
 unpumped mean image (from the cube, per q bin of the azimuthal function's q map) is above half
 its peak, leaving out the pixels of the config's ROIs (other regions: the demo's speckle). The
-median, not the mean, so a bright spot covering part of a q bin does not move it. Then two ways that must agree, each pumped / unpumped per delay:
+median, not the mean, so a bright spot covering part of a q bin does not move it. Then two ways
+that must agree, each pumped / unpumped per delay:
 
 - per frame: the ring's photons (the azimuthal average times the pixels of each q bin, summed
   over the ring's bins) of the kept frames (rejection reason 0), summed per label and divided by

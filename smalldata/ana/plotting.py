@@ -107,7 +107,7 @@ IMAGE_PERCENTILES = (1.0, 99.0)
 
 def robust_limits(values: np.ndarray, vmin: Optional[float] = None, vmax: Optional[float] = None,
                   percentiles: Sequence[float] = IMAGE_PERCENTILES, full_range: bool = False) -> Tuple[float, float]:
-    """Colour limits: the given ones, else ``percentiles`` of the finite values (their min and max with ``full_range``)."""
+    """Colour limits: the given ones, else ``percentiles`` of the finite values (min and max with ``full_range``)."""
     finite = np.asarray(values)[np.isfinite(values)]
     lo_pct, hi_pct = (0.0, 100.0) if full_range else (float(percentiles[0]), float(percentiles[1]))
     if not 0 <= lo_pct < hi_pct <= 100:
