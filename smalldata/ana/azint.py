@@ -243,6 +243,9 @@ class AzIntMixin:
             refined = refine_centre(img.data, good, x, y, center, float(distance), float(photon_energy),
                                     binning.get("q_range"))
             center = refined.center
+            log.info("AzInt refine: centre (%.3f, %.3f) mm, ring radius %.2f mm; the ring's radius in %d sectors "
+                     "spreads %.3f mm about it, %.3f mm about the start", center[0] * 1e3, center[1] * 1e3,
+                     refined.radius * 1e3, refined.sectors, refined.spread * 1e3, refined.start_spread * 1e3)
             self._tuned.setdefault("center", {})[det] = center
         func = AzimuthalBinning("azint", center=tuple(center), distance=distance, photon_energy=photon_energy,
                                 solid_angle=False, **binning)
