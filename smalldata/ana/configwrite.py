@@ -44,6 +44,13 @@ def _metres(value: float) -> float:
     return float(f"{float(value):.7g}")
 
 
+def _umask_mode(mode: int) -> int:
+    """``mode`` with the caller's umask applied, as ``open()`` would create a file."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return mode & ~umask
+
+
 class ConfigWriteMixin:
     """write_config of ``SmallDataAna``."""
 
@@ -57,14 +64,15 @@ class ConfigWriteMixin:
             The new YAML file (mask files are written next to it).
         frame_cut : str or bool array, optional
             A named cut (:meth:`addCut`) or event selection to keep: written as the frame mask
-            ``rejection.user_mask``.
+            ``rejection.user_mask``. A cut that keeps no event is refused.
         overwrite : bool
             Replace an existing file at ``path``.
 
         Returns
         -------
         Path
-            ``path``, after the producer's config validation accepted it.
+            ``path``, after the producer's config validation accepted it. Files are created with
+            the caller's umask (as the producer's output), so the proposal's group can read them.
         """
         from ruamel.yaml import YAML
         from ruamel.yaml.comments import CommentedMap
@@ -79,6 +87,12 @@ class ConfigWriteMixin:
         source = self.config_path.resolve()
         if not source.is_file():
             raise SmallDataError(f"the session's config {source} does not exist; open the session with -c CONFIG")
+        if frame_cut is not None:  # checked before anything is written
+            cut_trains, cut_mask = self.frame_mask(frame_cut)
+            if not cut_mask.any():
+                name = f"cut {frame_cut!r}" if isinstance(frame_cut, str) else "the frame_cut selection"
+                raise SmallDataError(f"write_config: {name} keeps none of the {len(self)} events, so the config would "
+                                     "reject every frame; loosen the cut (ana.printCuts() shows what each keeps)")
         yaml = YAML()
         yaml.preserve_quotes = True
         yaml.width = 120
@@ -109,11 +123,10 @@ class ConfigWriteMixin:
             np.save(mask_path, self._combined_mask(det_cfg, dest.parent, mask))
             det_cfg["user_mask"] = mask_path.name
         if frame_cut is not None:
-            trains, mask = self.frame_mask(frame_cut)
             mask_path = dest.parent / f"{dest.stem}_frame_mask.h5"
             with h5py.File(mask_path, "w") as f:
-                f["trainId"] = trains
-                f["mask"] = mask
+                f["trainId"] = cut_trains
+                f["mask"] = cut_mask
             if data.get("rejection") is None:
                 data["rejection"] = CommentedMap()
             data["rejection"]["user_mask"] = mask_path.name
@@ -122,6 +135,7 @@ class ConfigWriteMixin:
             with os.fdopen(fd, "w") as fh:
                 yaml.dump(data, fh)
             ProducerConfig.from_file(tmp)
+            os.chmod(tmp, _umask_mode(0o666))  # mkstemp makes 0600; the proposal's group must read the config
             os.replace(tmp, dest)
         finally:
             Path(tmp).unlink(missing_ok=True)

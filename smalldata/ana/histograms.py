@@ -11,6 +11,7 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
+from smalldata.ana.scans import check_bin_count
 from smalldata.errors import SmallDataError
 
 
@@ -37,6 +38,25 @@ def histogram_peaks(counts: np.ndarray, centres: np.ndarray, min_fraction: float
     return np.array(peaks)
 
 
+def check_hist_bins(bins, dims: int):
+    """``bins`` of a ``dims``-dimensional histogram checked: a positive count or increasing edges (per axis).
+
+    Returns the bins in numpy's terms; a wrong value is a one-line error naming it.
+    """
+    def one_axis(value):
+        if np.ndim(value) == 0:
+            return check_bin_count(value)
+        edges = np.asarray(value, dtype=float)
+        if edges.ndim != 1 or edges.size < 2 or not np.all(np.diff(edges) > 0):
+            raise SmallDataError(f"bins={value!r}: give a positive number of bins, or at least 2 increasing "
+                                 "bin edges")
+        return edges
+
+    if dims == 2 and isinstance(bins, (list, tuple, np.ndarray)) and len(bins) == 2:
+        return [one_axis(b) for b in bins]  # numpy's histogram2d: one count or edge array per axis
+    return one_axis(bins)
+
+
 class HistogramsMixin:
     """plotVar and pixelHistogram of ``SmallDataAna``."""
 
@@ -61,6 +81,7 @@ class HistogramsMixin:
             ``counts`` and ``edges`` (1-D) or ``xedges``, ``yedges`` (2-D).
         """
         sel = np.ones(len(self), bool) if selection is None else np.asarray(selection, bool)
+        bins = check_hist_bins(bins, 1 if name2 is None else 2)
         x = self._scalar(name)
         fig, ax = self.plots.subplots(figsize=(6, 4.5), ax=ax)
         if name2 is None:

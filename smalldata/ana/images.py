@@ -11,12 +11,14 @@ from typing import Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 
-from smalldata.ana.geometry import ImageGeometry
-from smalldata.ana.plotting import robust_limits
+from smalldata.ana.geometry import MODULE_PIXELS, ImageGeometry
+from smalldata.ana.plotting import IMAGE_PERCENTILES, robust_limits
 from smalldata.constants import DSSC_MODULE_SHAPE, DSSC_N_MODULES
 from smalldata.errors import SmallDataError
 
 log = logging.getLogger(__name__)
+#: colour of drawn pixels without a value (masked or never good); gaps stay the background's white
+MASKED_RGBA = (0.55, 0.55, 0.55, 1.0)
 
 
 class DetImage:
@@ -219,42 +221,85 @@ class ImagesMixin:
 
     def plotAvImage(self, image, det: str = "dssc", ax=None, vmin: Optional[float] = None,
                     vmax: Optional[float] = None, modules: Optional[Sequence[int]] = None,
-                    geometry: Optional[ImageGeometry] = None, title: Optional[str] = None):
-        """Show an image assembled with its geometry; axes in assembled-image pixels.
+                    geometry: Optional[ImageGeometry] = None, title: Optional[str] = None,
+                    percentiles: Sequence[float] = IMAGE_PERCENTILES, full_range: bool = False):
+        """Show an image assembled with its geometry, each pixel with its real shape.
+
+        Axes are assembled-image pixels (bottom and left) and millimetres in the detector plane
+        (top and right); a DSSC pixel is drawn 236 um wide and 204 um high, so rings are round.
+        Modules are numbered; pixels without a value (masked, never good) are grey, gaps between
+        modules white.
 
         Parameters
         ----------
         image : DetImage or ndarray
             Usually the result of :meth:`AvImage` (its modules and geometry are used).
         vmin, vmax : float, optional
-            Colour limits (default: 1st and 99.5th percentile).
+            Colour limits (default: the ``percentiles`` of the drawn values).
+        percentiles : (float, float)
+            Percentiles of the drawn values that set the colour limits (default 1 and 99: a
+            bright patch of less than 1 % of the pixels does not set the scale).
+        full_range : bool
+            Colour limits from the smallest to the largest value instead.
         geometry : ImageGeometry, optional
             Draw with this geometry instead of the image's (e.g. ``ana.set_geometry(...)``'s).
         """
         img = as_detimage(image, self.geometry(det), det, modules)
         if geometry is not None:
             img = img.with_geometry(geometry)
-        ax = self._image_axes(img, ax, vmin, vmax, title)
+        ax = self._image_axes(img, ax, vmin, vmax, title, percentiles, full_range)
         self.plots.finish(ax.figure, "AvImage")
         return ax
 
     def _image_axes(self, img: DetImage, ax=None, vmin: Optional[float] = None, vmax: Optional[float] = None,
-                    title: Optional[str] = None):
+                    title: Optional[str] = None, percentiles: Sequence[float] = IMAGE_PERCENTILES,
+                    full_range: bool = False):
         """Draw ``img`` assembled on new (or given) axes, without finishing the figure."""
+        from matplotlib.patches import Patch
+
+        geometry = img.geometry
         assembled = img.assembled()
         fig, ax = self.plots.subplots(figsize=(6.5, 6), ax=ax)
-        lo, hi = robust_limits(assembled, vmin, vmax)
-        shown = ax.imshow(assembled, origin="lower", vmin=lo, vmax=hi, interpolation="nearest")
-        fig.colorbar(shown, ax=ax, label=img.units or None, shrink=0.8)
-        rows, cols = np.nonzero(np.isfinite(assembled))
+        lo, hi = robust_limits(assembled, vmin, vmax, percentiles, full_range)
+        # one assembled pixel is pixel_shape (x, y) metres: rows drawn that much shorter than columns
+        aspect = float(geometry.pixel_shape[1] / geometry.pixel_shape[0])
+        shown = ax.imshow(assembled, origin="lower", vmin=lo, vmax=hi, interpolation="nearest", aspect=aspect)
+        fig.colorbar(shown, ax=ax, label=img.units or None, shrink=0.8, pad=0.14)
+        on_module = np.isin(np.where(geometry.index_map >= 0, geometry.index_map // MODULE_PIXELS, -1),
+                            img.modules)
+        no_value = on_module & ~np.isfinite(assembled)
+        overlay = np.zeros(assembled.shape + (4,), dtype=np.float32)
+        overlay[no_value] = MASKED_RGBA
+        ax.imshow(overlay, origin="lower", interpolation="nearest", aspect=aspect)
+        fig.legend(handles=[Patch(color=MASKED_RGBA, label="no value (masked)"),
+                            Patch(facecolor="white", edgecolor="0.5", label="gap")],
+                   loc="lower left", ncol=2, fontsize=7, frameon=False)
+        for module in img.modules:
+            row, col = geometry.module_to_pixel(module, (DSSC_MODULE_SHAPE[0] - 1) / 2, (DSSC_MODULE_SHAPE[1] - 1) / 2)
+            ax.text(float(col), float(row), str(module), ha="center", va="center", fontsize=9, color="k",
+                    bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "alpha": 0.6, "lw": 0})
+        rows, cols = np.nonzero(on_module)
         if rows.size:  # zoom to the modules the image holds
             margin = 10
             ax.set_xlim(cols.min() - margin, cols.max() + margin)
             ax.set_ylim(rows.min() - margin, rows.max() + margin)
         ax.set_xlabel("column (assembled pixels)")
         ax.set_ylabel("row (assembled pixels)")
+        self._millimetre_axes(ax, geometry)
         ax.set_title(title or f"run {self.run} {img.det} modules {_module_text(img.modules)}")
         return ax
+
+    @staticmethod
+    def _millimetre_axes(ax, geometry: ImageGeometry) -> None:
+        """Secondary axes in millimetres of the detector plane (extra-geom's frame)."""
+        size = geometry.pixel_shape * 1e3
+        centre = geometry.centre
+        top = ax.secondary_xaxis("top", functions=(lambda c: (c - centre[1] + 0.5) * size[0],
+                                                   lambda x: x / size[0] + centre[1] - 0.5))
+        right = ax.secondary_yaxis("right", functions=(lambda r: (r - centre[0] + 0.5) * size[1],
+                                                       lambda y: y / size[1] + centre[0] - 0.5))
+        top.set_xlabel("x (mm)", fontsize=8)
+        right.set_ylabel("y (mm)", fontsize=8)
 
 
 def _module_text(modules: Sequence[int]) -> str:

@@ -100,8 +100,17 @@ def click_points(fig, n: int, what: str, how: str) -> np.ndarray:
     return np.array([(y, x) for x, y in points], dtype=float)
 
 
-def robust_limits(values: np.ndarray, vmin=None, vmax=None, percentiles: Sequence[float] = (1, 99.5)):
-    """Colour limits: the given ones, else percentiles of the finite values."""
+#: Default colour limits of images: these percentiles of the drawn values (a bright patch
+#: smaller than 1 % of the pixels does not set the scale).
+IMAGE_PERCENTILES = (1.0, 99.0)
+
+
+def robust_limits(values: np.ndarray, vmin: Optional[float] = None, vmax: Optional[float] = None,
+                  percentiles: Sequence[float] = IMAGE_PERCENTILES, full_range: bool = False) -> Tuple[float, float]:
+    """Colour limits: the given ones, else ``percentiles`` of the finite values (min and max with ``full_range``)."""
     finite = np.asarray(values)[np.isfinite(values)]
-    lo, hi = np.percentile(finite, percentiles) if finite.size else (0.0, 1.0)
-    return (vmin if vmin is not None else lo), (vmax if vmax is not None else hi)
+    lo_pct, hi_pct = (0.0, 100.0) if full_range else (float(percentiles[0]), float(percentiles[1]))
+    if not 0 <= lo_pct < hi_pct <= 100:
+        raise SmallDataError(f"percentiles={tuple(percentiles)}: give (low, high) with 0 <= low < high <= 100")
+    lo, hi = np.percentile(finite, [lo_pct, hi_pct]) if finite.size else (0.0, 1.0)
+    return (float(vmin) if vmin is not None else float(lo)), (float(vmax) if vmax is not None else float(hi))

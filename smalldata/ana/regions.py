@@ -165,7 +165,7 @@ class RegionsMixin:
 
     def MakeMask(self, image, threshold_low: Optional[float] = None, threshold_high: Optional[float] = None,
                  polygons: Optional[Sequence[Sequence[Sequence[float]]]] = None,
-                 rois: Optional[Sequence] = None, mask_nan: bool = False, det: Optional[str] = None,
+                 rois: Optional[Sequence] = None, mask_nan: bool = True, det: Optional[str] = None,
                  combine: bool = True) -> PixelMask:
         """Mark pixels bad on an image; the result becomes the config's ``user_mask``.
 
@@ -174,22 +174,28 @@ class RegionsMixin:
         image : DetImage
             E.g. an :meth:`AvImage`; masks are made for its modules.
         threshold_low, threshold_high : float, optional
-            Pixels below / above these values (image units) are bad (e.g. hot pixels).
+            Pixels below / above these values (image units) are bad (e.g. hot pixels); the good
+            range ``threshold_low <= value <= threshold_high`` must not be empty.
         polygons : list of [(row, col), ...], optional
             Pixels drawn inside these polygons (assembled-image pixels) are bad.
             With no criterion at all: click the polygon's corners, Enter to finish (GUI backend).
         rois : list of (module, [y0, y1, x0, x1]), optional
             Module-pixel rectangles that are bad.
         mask_nan : bool
-            Also mark pixels without a value in the image (never good) bad.
+            Mark pixels without a value in the image (NaN: never good in the frames) bad; no
+            threshold can keep them. False keeps them as they are.
         combine : bool
             Combine (AND) with the mask made before for this detector in this session.
         """
         img = as_detimage(image, self.geometry(det or "dssc"), det or "dssc")
         det = det or img.det
         data = img.data
+        if threshold_low is not None and threshold_high is not None and threshold_low > threshold_high:
+            raise SmallDataError(f"MakeMask: threshold_low={threshold_low} is above threshold_high={threshold_high}, "
+                                 "so every pixel would be bad; pixels below threshold_low and above threshold_high "
+                                 "are masked: swap the two values")
         good = np.ones(data.shape, dtype=bool)
-        nothing = threshold_low is None and threshold_high is None and not polygons and not rois and not mask_nan
+        nothing = threshold_low is None and threshold_high is None and not polygons and not rois
         if nothing:
             fig = self._image_axes(img, title="MakeMask: click polygon corners, Enter to finish").figure
             polygons = [click_points(fig, -1, "MakeMask", "threshold_low/high=..., polygons=[...] or rois=[...]")]

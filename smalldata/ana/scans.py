@@ -16,6 +16,14 @@ from smalldata.geometry.qmap import digitize
 BinsSpec = Union[None, int, Sequence[float]]
 
 
+def check_bin_count(bins) -> int:
+    """``bins`` as a number of bins, or a one-line error unless it is a positive integer."""
+    if isinstance(bins, (bool, np.bool_)) or not isinstance(bins, (int, np.integer, float, np.floating)) \
+            or not np.isfinite(bins) or int(bins) != bins or int(bins) < 1:
+        raise SmallDataError(f"bins={bins!r}: give a positive number of bins, or at least 2 increasing bin edges")
+    return int(bins)
+
+
 def scan_edges(x: np.ndarray, bins: BinsSpec) -> np.ndarray:
     """Bin edges: ``None`` one bin per distinct value, an int that many equal bins over the range, or edges."""
     x = x[np.isfinite(x)]
@@ -28,6 +36,7 @@ def scan_edges(x: np.ndarray, bins: BinsSpec) -> np.ndarray:
         mid = 0.5 * (values[1:] + values[:-1])
         return np.concatenate([[values[0] - (mid[0] - values[0])], mid, [values[-1] + (values[-1] - mid[-1])]])
     if np.isscalar(bins):
+        check_bin_count(bins)
         if x.size == 0:
             raise SmallDataError("no finite value of the scan variable to bin")
         return np.histogram_bin_edges(x, bins=int(bins))

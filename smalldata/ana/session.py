@@ -98,12 +98,19 @@ class SmallDataAna(ImagesMixin, RegionsMixin, ScansMixin, HistogramsMixin, AzInt
     @classmethod
     def from_run(cls, run: int, config: Path, output: Optional[Path] = None,
                  plot_dir: Optional[Path] = None) -> "SmallDataAna":
-        """Open the output of ``run`` as configured in ``config`` (or the file ``output``)."""
+        """Open the output of ``run`` as configured in ``config`` (or the file ``output``).
+
+        The file's ``/meta`` must record ``run``: a file of another run is refused, naming both.
+        """
         from smalldata.config.producer import ProducerConfig
         from smalldata.pipeline.eventloop import default_output
 
         cfg = ProducerConfig.from_file(config)
-        return cls(output or default_output(cfg, run), config_path=cfg.path, plot_dir=plot_dir)
+        ana = cls(output or default_output(cfg, run), config_path=cfg.path, plot_dir=plot_dir)
+        if ana.run != int(run):
+            raise DataError(f"{ana.path} holds run {ana.run} (its /meta run), not run {int(run)}; give -r {ana.run} "
+                            f"or the output of run {int(run)}")
+        return ana
 
     # ------------------------------------------------------------------ per-event data
     def keys(self) -> List[str]:
