@@ -101,3 +101,21 @@ def test_plain_h5py_reading_unchanged(output):
         for group in EVENT_GROUPS:
             np.testing.assert_array_equal(f[f"{group}/trainId"][()], f["trainId"][()])
             np.testing.assert_array_equal(f[f"{group}/pulseId"][()], f["pulseId"][()])
+
+
+def test_session_lists_events_not_coordinate_copies(output):
+    """The session's variables are the per-event datasets: no group's trainId/pulseId copy, no q or phi axis."""
+    from smalldata.ana.session import SmallDataAna
+
+    ana = SmallDataAna(output)
+    with h5py.File(output, "r") as f:
+        assert "dssc/trainId" in f and "dssc/azav_q" in f
+        expected = []
+        f.visititems(lambda name, obj: expected.append(name) if isinstance(obj, h5py.Dataset)
+                     and obj.shape[:1] == f["trainId"].shape and not name.startswith(("UserDataCfg", "meta", "Sums"))
+                     and name.rsplit("/", 1)[-1] not in ("trainId", "pulseId") else None)
+    assert set(expected) <= set(ana.events)
+    assert not [e for e in ana.events if e.rsplit("/", 1)[-1] in ("trainId", "pulseId") and "/" in e]
+    assert not [e for e in ana.events if e.endswith(("azav_q", "azav_phi"))]
+    frame = ana.to_dataframe()
+    assert not [c for c in frame.columns if c.endswith(("_trainId", "_pulseId"))]

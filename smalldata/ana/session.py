@@ -86,11 +86,15 @@ class SmallDataAna(ImagesMixin, RegionsMixin, ScansMixin, HistogramsMixin, AzInt
         self._load_derived()  # derived variables and named filters of earlier sessions
 
     def _visit(self, name: str, obj) -> None:
+        from smalldata.output.coords import FRAME_COORDINATES
         from smalldata.output.writer import NETCDF_DIMENSION_ONLY, RAGGED_ATTR
 
         scale_name = obj.attrs.get("NAME", b"") if isinstance(obj, h5py.Dataset) else b""
         if isinstance(scale_name, bytes) and scale_name.startswith(NETCDF_DIMENSION_ONLY.encode()):
             return  # a netCDF dimension without values (axis label), not data
+        if "/" in name and isinstance(obj, h5py.Dataset) and (
+                name.rsplit("/", 1)[1] in FRAME_COORDINATES or obj.attrs.get("CLASS", b"") == b"DIMENSION_SCALE"):
+            return  # a group's copy of the frame coordinates, or a bin coordinate (q, phi): not an event variable
         if isinstance(obj, h5py.Dataset) and not name.startswith(NOT_EVENT_GROUPS):
             self.info[name] = {"shape": obj.shape, "dtype": obj.dtype, "units": str(obj.attrs.get("units", "")),
                                "ragged": RAGGED_ATTR in obj.attrs}
