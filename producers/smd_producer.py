@@ -34,8 +34,8 @@ def _body(args: argparse.Namespace) -> int:
     from smalldata.config.producer import ProducerConfig
     from smalldata.errors import SmallDataError
     from smalldata.pipeline.eventloop import run_producer
-    from smalldata.pipeline import shutdown
-    from smalldata.pipeline.mpi import get_comm
+    from smalldata.parallel import shutdown
+    from smalldata.parallel.mpi import get_comm
 
     if args.proposal is not None and args.proposal < 1:
         raise SmallDataError(f"-p/--proposal must be a positive proposal number, got {args.proposal}")

@@ -39,10 +39,10 @@ from smalldata.output.files import SPACE_MARGIN, DiskFullError, check_free_space
 from smalldata.output.losses import LossSummary
 from smalldata.pipeline.checks import check_config_against_run, check_setups
 from smalldata.pipeline.detectors import DetectorSetup, dark_requests, setup_detectors
-from smalldata.pipeline.mpi import agree, failure_of, get_comm, raise_agreed, frame_batches, split_blocks
+from smalldata.parallel.mpi import agree, failure_of, get_comm, raise_agreed, frame_batches, split_blocks
 from smalldata.pipeline.nodeshare import load_shared_darks
-from smalldata.pipeline.progress import Coordinator, StoppedByOtherRank
-from smalldata.pipeline.shutdown import Interrupted, received, signals_set_flag
+from smalldata.parallel.progress import Coordinator, StoppedByOtherRank
+from smalldata.parallel.shutdown import Interrupted, received, signals_set_flag
 from smalldata.pulses.framestage import FrameStage
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ and without a half-written file. Raising ``KeyboardInterrupt`` from the handler 
 give that: it can land anywhere (inside an MPI call, a finaliser that swallows it), so
 ranks diverge. Here the handler records the signal, and the run looks at the flag at
 its next poll (between batches, between blocks of the merge) or collective (see
-:class:`~smalldata.pipeline.progress.Coordinator` and :func:`~smalldata.pipeline.mpi.agree`),
+:class:`~smalldata.parallel.progress.Coordinator` and :func:`~smalldata.parallel.mpi.agree`),
 where every rank can agree to stop.
 """
 from __future__ import annotations
