@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime
 import logging
-import os
 import socket
 import time
 from dataclasses import dataclass, field
@@ -315,7 +314,6 @@ def _write_output(output, overwrite, parts_dir, n_ranks, config, stage, setups, 
             meta.attrs["unreadable_files"] = access.unreadable_files
         losses.check_usable()
         n_datasets = sum(1 for _ in _walk(out.file))
-        _test_merge_delay(coordinator)
         out.publish(poll=coordinator.poll)
     except BaseException as exc:
         out.discard()
@@ -335,15 +333,6 @@ def _array_bytes(value) -> int:
     if isinstance(value, (list, tuple)):
         return sum(_array_bytes(v) for v in value)
     return 0
-
-
-def _test_merge_delay(coordinator: Coordinator) -> None:
-    """Tests of the shutdown protocol need a merge that lasts: ``$SMALLDATA_TEST_MERGE_DELAY`` seconds."""
-    delay = float(os.environ.get("SMALLDATA_TEST_MERGE_DELAY", "0") or 0)
-    end = time.monotonic() + delay
-    while time.monotonic() < end:
-        coordinator.poll()
-        time.sleep(0.05)
 
 
 def _walk(group):
