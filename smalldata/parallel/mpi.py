@@ -187,12 +187,13 @@ def check_same_everywhere(comm, signature, what: str) -> None:
 def failure_of(exc: BaseException) -> tuple:
     """What a rank tells the others about its failure: ``(message, signal number or None, stopped)``.
 
-    ``stopped`` is True when the rank only stopped because another one failed.
+    ``stopped`` is True when the rank only stopped because another one failed; for a
+    signal the message is what it interrupted (``Interrupted.context``, may be empty).
     """
     if isinstance(exc, StoppedByOtherRank):
         return (exc.reason, exc.signum, True)
     if isinstance(exc, shutdown.Interrupted):
-        return (str(exc), exc.signum, False)
+        return (exc.context, exc.signum, False)
     if isinstance(exc, SmallDataError):
         return (str(exc), None, False)
     return (f"{type(exc).__name__}: {exc}", None, False)
@@ -213,7 +214,7 @@ def raise_agreed(failures: list, comm=None) -> None:
     r, (message, signum, stopped) = chosen[0]
     where = f" on rank {r}" if n_ranks > 1 and not stopped else ""
     if signum is not None:
-        raise shutdown.Interrupted(signum, where)
+        raise shutdown.Interrupted(signum, where, context="" if stopped else message)
     raise SmallDataError(message if stopped or n_ranks == 1 else f"rank {r}: {message}")
 
 

@@ -13,7 +13,7 @@ import time
 from typing import List, Optional
 
 from smalldata.errors import SmallDataError
-from smalldata.parallel import shutdown
+from smalldata.parallel import activity, shutdown
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,7 @@ class Coordinator:
     def poll(self) -> None:
         """Stop here if asked to: :class:`~smalldata.parallel.shutdown.Interrupted` for a signal to this
         rank (the others are told first), :class:`StoppedByOtherRank` when another rank stopped."""
+        activity.note()
         self._receive_aborts()
         if self.aborted_by is not None:
             raise StoppedByOtherRank(self.aborted_by, *self._abort_reason)
@@ -137,8 +138,10 @@ class Coordinator:
         """
         if self.size == 1:
             return
+        activity.note("waiting for the other ranks")
         request = self.comm.Ibarrier()
         while not request.Test():
+            activity.note()
             signum = shutdown.received()
             if signum is not None:
                 self.abort(str(shutdown.Interrupted(signum)), signum)

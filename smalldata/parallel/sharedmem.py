@@ -44,3 +44,13 @@ def free_windows() -> None:
     """Free the windows before MPI is finalised (atexit runs this before mpi4py's own handler)."""
     while _WINDOWS:
         _WINDOWS.pop().Free()
+
+
+def mapped_segments() -> Tuple[str, ...]:
+    """The files of ``/dev/shm`` this process maps (MPI's intra-node segments); empty off Linux."""
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = {line.split(None, 5)[-1].strip() for line in maps if "/dev/shm/" in line}
+    except OSError:
+        return ()
+    return tuple(sorted(p for p in paths if p.startswith("/dev/shm/") and not p.endswith("(deleted)")))

@@ -1,27 +1,36 @@
-"""Signals end a run cleanly: the handler only sets a flag that the run checks where it is safe.
+"""Signals end a run cleanly: a flag checked where it is safe, an exception where it must be.
 
 SIGINT (Ctrl-C) and SIGTERM (``scancel``, a SLURM time limit, ``mpiexec`` forwarding
 either) must end every rank, in any phase, without leaving a rank alone in a collective
-and without a half-written file. Raising ``KeyboardInterrupt`` from the handler cannot
-give that: it can land anywhere (inside an MPI call, a finaliser that swallows it), so
-ranks diverge. Here the handler records the signal, and the run looks at the flag at
-its next poll (between batches, between blocks of the merge) or collective (see
+and without a half-written file. Raising from the handler anywhere cannot give that: it
+can land inside an MPI collective's bookkeeping or a finaliser that swallows it, and the
+ranks diverge. So the handler records the signal, and the run looks at the flag at its next
+poll (between batches, between blocks of the merge) or collective (see
 :class:`~smalldata.parallel.progress.Coordinator` and :func:`~smalldata.parallel.mpi.agree`),
 where every rank can agree to stop.
+
+Code that may run for ever without reaching a poll (users' functions: ``__init__``,
+``setFromDet``, ``process``) runs inside :func:`interruptible`: there the handler also
+raises, so an endless loop ends at once; the block turns that into :class:`Interrupted`
+naming what it interrupted, which then takes the same agreed way out. Such a block holds
+no MPI collective.
 """
 from __future__ import annotations
 
 import contextlib
 import signal
 import threading
-from typing import Iterator, Optional
+from types import TracebackType
+from typing import Callable, Iterator, Optional
 
 from smalldata.errors import SmallDataError
+from smalldata.parallel import activity
 
 #: Signals that stop a run.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 _received: Optional[int] = None
+_interruptible_depth = 0
 
 
 class Interrupted(SmallDataError):
@@ -33,17 +42,56 @@ class Interrupted(SmallDataError):
         The signal (``exit_status`` is ``128 + signum``, the shell's convention).
     """
 
-    def __init__(self, signum: int, where: str = ""):
+    def __init__(self, signum: int, where: str = "", context: str = ""):
         self.signum = int(signum)
         self.exit_status = 128 + self.signum
+        self.context = context
         name = signal.Signals(self.signum).name
-        super().__init__(f"interrupted by {name}{where}; no output written")
+        super().__init__(f"interrupted by {name}{where}{' ' + context if context else ''}; no output written")
+
+
+class SignalInterrupt(BaseException):
+    """Raised by the handler inside :func:`interruptible` (a ``BaseException``, as
+    ``KeyboardInterrupt``: a user's ``except Exception`` does not swallow it)."""
+
+    def __init__(self, signum: int):
+        self.signum = int(signum)
+        super().__init__(signal.Signals(self.signum).name)
 
 
 def _flag(signum, frame) -> None:
     global _received
     if _received is None:
         _received = signum
+    activity.note_signal(signum)
+    if _interruptible_depth > 0:
+        raise SignalInterrupt(signum)
+
+
+@contextlib.contextmanager
+def interruptible(describe: Callable[[Optional[TracebackType]], str] = lambda tb: "") -> Iterator[None]:
+    """Within the block a stop signal raises at once (in an endless loop too).
+
+    It leaves the block as :class:`Interrupted`, its ``context`` ``describe(traceback)``:
+    what the signal interrupted, found from the frames it went through (e.g. "in function
+    ... on train ..."). A signal received before the block raises at its start. The block
+    must hold no MPI collective.
+    """
+    global _interruptible_depth
+    inside = False
+    try:
+        _interruptible_depth += 1
+        inside = True
+        if _received is not None:
+            raise SignalInterrupt(_received)
+        yield
+    except SignalInterrupt as exc:
+        _interruptible_depth -= 1
+        inside = False
+        raise Interrupted(exc.signum, context=describe(exc.__traceback__)) from None
+    finally:
+        if inside:
+            _interruptible_depth -= 1
 
 
 def received() -> Optional[int]:

@@ -38,10 +38,12 @@ from smalldata.output.files import SPACE_MARGIN, DiskFullError, check_free_space
 from smalldata.output.losses import LossSummary
 from smalldata.pipeline.checks import check_config_against_run, check_setups
 from smalldata.pipeline.detectors import DetectorSetup, dark_requests, setup_detectors
+from smalldata.parallel import activity, timelimit
 from smalldata.parallel.mpi import agree, failure_of, get_comm, raise_agreed, frame_batches, split_blocks
-from smalldata.pipeline.nodeshare import load_shared_darks
 from smalldata.parallel.progress import Coordinator, StoppedByOtherRank
-from smalldata.parallel.shutdown import Interrupted, received, signals_set_flag
+from smalldata.parallel.shutdown import Interrupted, interruptible, received, signals_set_flag
+from smalldata.pipeline.interrupts import describe
+from smalldata.pipeline.nodeshare import load_shared_darks
 from smalldata.pulses.framestage import FrameStage
 
 log = logging.getLogger(__name__)
@@ -104,10 +106,12 @@ def run_producer(config: ProducerConfig, run: int, proposal: Optional[int] = Non
     """
     comm = get_comm(comm)
     coordinator = Coordinator(comm, interval=config.settings["progress_interval"])
+    timelimit.set_limit(config.settings["function_time_limit"])
     with signals_set_flag():
         try:
             return _run(config, run, proposal, output, overwrite, max_trains, batch_size, command, comm, coordinator)
         finally:
+            timelimit.set_limit(None)
             coordinator.drain()
 
 
@@ -129,7 +133,9 @@ def _run(config, run, proposal, output, overwrite, max_trains, batch_size, comma
         return access, run_ids, stage, dark_requests(config, proposal, access)
 
     def prepare_detectors(access, run_ids, stage, darks):
-        setups = setup_detectors(config, proposal, access, stage.pattern, run_ids, darks)
+        activity.note("setting up the detectors and functions")
+        with interruptible(lambda tb: describe(tb, phase="while setting up the detectors")):
+            setups = setup_detectors(config, proposal, access, stage.pattern, run_ids, darks)
         check_setups(config, setups, access, run_ids, proposal)
         if rank == 0:  # the output records each dark's checksum: read for it while the frames are processed
             for s in setups:
@@ -149,6 +155,7 @@ def _run(config, run, proposal, output, overwrite, max_trains, batch_size, comma
         return None
 
     parts_dir = comm.bcast(agree(prepare_output, comm, coordinator), root=0)
+    activity.add_temporaries(parts_dir)
     try:
         access, train_ids, stage, requests = agree(prepare, comm, coordinator)
         # every rank is here: the node's ranks read the dark constants once, into shared memory
@@ -171,7 +178,9 @@ def _run(config, run, proposal, output, overwrite, max_trains, batch_size, comma
                            batch_size, part_path, coordinator)
         except BaseException as exc:  # noqa: BLE001 - every failure (SystemExit too) is agreed on below
             failure = failure_of(exc)
-            if not isinstance(exc, (StoppedByOtherRank, Interrupted)):
+            if isinstance(exc, Interrupted):  # the others stop at their next poll
+                coordinator.abort(str(exc), exc.signum)
+            elif not isinstance(exc, StoppedByOtherRank):
                 log.debug("rank %d failed", rank, exc_info=True)
                 coordinator.abort(failure[0])
         coordinator.wait_for_all()
@@ -189,6 +198,7 @@ def _run(config, run, proposal, output, overwrite, max_trains, batch_size, comma
         def finalize():
             if rank != 0:
                 return None
+            activity.note("merging the part files")
             return _write_output(output, overwrite, parts_dir, n_ranks, config, stage, setups, points, skipped,
                                  access, proposal, run, train_ids, command, started, t0, coordinator)
 
@@ -208,41 +218,13 @@ def _process_block(access: RunAccess, stage: FrameStage, setups: Sequence[Detect
                    train_ids: np.ndarray, frames_per_train: np.ndarray, batch_size: int,
                    part_path: Path, coordinator: Coordinator) -> None:
     """Process this rank's trains batch by batch into its part file."""
-    from smalldata.pulses.rejection import Reason
-
     modules_all = tuple(sorted({m for s in setups for m in s.modules}))
-    trains_done = frames_done = 0
     writer = PartWriter(part_path)
+    current = [None]  # the train of the batch being processed, for a signal's message
     try:
-        # intra-train dark subtraction needs each train's dark frames in the batch: no pieces of trains
-        whole_trains = any(s.dark_subtraction is not None for s in setups)
-        batches = frame_batches(frames_per_train, batch_size, whole_trains)
-        for i, (b0, b1, window) in enumerate(batches):
-            coordinator.poll()
-            tids = train_ids[b0:b1]
-            raw = access.read_raw(modules_all, tids, window)
-            if i + 1 < len(batches) and batches[i + 1][0] >= b1:  # the disk reads the next trains meanwhile
-                access.prefetch(modules_all, train_ids[batches[i + 1][0]:batches[i + 1][1]])
-            outputs: Dict[str, np.ndarray] = {
-                "trainId": raw.train_ids, "pulseId": raw.pulse_ids, "cellId": raw.cell_ids,
-            }
-            info, stage_out, units = stage.frame_info(raw)
-            outputs.update(stage_out)
-            point_out, point_units = points.read(raw, pulse_index=info.pulse_index, train_pulses=info.train_pulses)
-            outputs.update(point_out)
-            units.update(point_units)
-            stage.reject(raw, info, point_out)
-            for s in setups:
-                det_out, det_units, vetoed = s.process(raw, info, point_out)
-                outputs.update(det_out)
-                units.update(det_units)
-                info.reasons = info.reasons | np.where(vetoed, np.uint16(Reason.VETO), np.uint16(0))
-            outputs["rejection/reasons"] = info.reasons
-            writer.append(outputs, units)
-            if window is None or window[1] >= frames_per_train[b0]:  # a train counts once its last piece is done
-                trains_done += len(tids)
-            frames_done += len(raw)
-            coordinator.batch_done(trains_done, frames_done)
+        with interruptible(lambda tb: describe(tb, current[0], "while processing")):
+            _process_batches(access, stage, setups, points, train_ids, frames_per_train, batch_size, writer,
+                             coordinator, modules_all, current)
         writer.close()
     except BaseException as exc:
         try:
@@ -253,6 +235,46 @@ def _process_block(access: RunAccess, stage: FrameStage, setups: Sequence[Detect
             raise DiskFullError(part_path.parent.parent, 2 * max(writer.bytes_per_row, 1.0) *
                                 coordinator.total_frames + SPACE_MARGIN) from None
         raise
+
+
+def _process_batches(access: RunAccess, stage: FrameStage, setups: Sequence[DetectorSetup], points: PointReader,
+                     train_ids: np.ndarray, frames_per_train: np.ndarray, batch_size: int, writer: PartWriter,
+                     coordinator: Coordinator, modules_all: tuple, current: list) -> None:
+    """The batches of :func:`_process_block`; ``current[0]`` is the first train of the batch in hand."""
+    from smalldata.pulses.rejection import Reason
+
+    trains_done = frames_done = 0
+    # intra-train dark subtraction needs each train's dark frames in the batch: no pieces of trains
+    whole_trains = any(s.dark_subtraction is not None for s in setups)
+    batches = frame_batches(frames_per_train, batch_size, whole_trains)
+    for i, (b0, b1, window) in enumerate(batches):
+        coordinator.poll()
+        tids = train_ids[b0:b1]
+        current[0] = int(tids[0])
+        activity.note("reading and calibrating", current[0])
+        raw = access.read_raw(modules_all, tids, window)
+        if i + 1 < len(batches) and batches[i + 1][0] >= b1:  # the disk reads the next trains meanwhile
+            access.prefetch(modules_all, train_ids[batches[i + 1][0]:batches[i + 1][1]])
+        outputs: Dict[str, np.ndarray] = {
+            "trainId": raw.train_ids, "pulseId": raw.pulse_ids, "cellId": raw.cell_ids,
+        }
+        info, stage_out, units = stage.frame_info(raw)
+        outputs.update(stage_out)
+        point_out, point_units = points.read(raw, pulse_index=info.pulse_index, train_pulses=info.train_pulses)
+        outputs.update(point_out)
+        units.update(point_units)
+        stage.reject(raw, info, point_out)
+        for s in setups:
+            det_out, det_units, vetoed = s.process(raw, info, point_out)
+            outputs.update(det_out)
+            units.update(det_units)
+            info.reasons = info.reasons | np.where(vetoed, np.uint16(Reason.VETO), np.uint16(0))
+        outputs["rejection/reasons"] = info.reasons
+        writer.append(outputs, units)
+        if window is None or window[1] >= frames_per_train[b0]:  # a train counts once its last piece is done
+            trains_done += len(tids)
+        frames_done += len(raw)
+        coordinator.batch_done(trains_done, frames_done)
 
 
 def _write_output(output, overwrite, parts_dir, n_ranks, config, stage, setups, points, skipped, access, proposal,
