@@ -17,7 +17,7 @@ from faults import fault_config
 from helpers import DATA_RUN, mpiexec, tool
 
 LOOP_FUNC = '''
-import os, time
+import inspect, os, time
 import numpy as np
 from smalldata.plugin.detfunc import DetObjectFunc
 
@@ -26,19 +26,17 @@ def mark(what):
     with open(os.path.join(os.environ["MARK_DIR"], f"{what}{rank}"), "w") as f:
         f.write(str(os.getpid()))
 
-BUILT = [0]
-
 class Loop(DetObjectFunc):
     def __init__(self, name: str = "loop", where: str = "process", exit_on_rank: int = -1, sleep: float = 0.0,
-                 loop_at_build: int = 2):
+                 called_from: str = ""):
         super().__init__(name)
         self.where = where
         self.exit_on_rank = exit_on_rank
         self.sleep = sleep
-        self.loop_at_build = loop_at_build
+        self.called_from = called_from
         mark("pid")
-        BUILT[0] += 1  # built once when the config is read, again when the run sets up
-        if where == "init" and BUILT[0] == loop_at_build:
+        # functions are built when the config is read (from_file) and again when the run sets up
+        if where == "init" and any(f.function == called_from for f in inspect.stack()):
             mark("looping")
             while True:
                 pass
@@ -104,10 +102,10 @@ def finish(proc, timeout=30.0):
     try:
         return proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.system(f"ps -o pid,ppid,pgid,stat,etime,pcpu,wchan:20,cmd --forest -g $(ps -o sid= -p {proc.pid}) >&2")
+        os.system("ps -eo pid,ppid,pgid,sid,stat,wchan:20,args | grep -v grep | grep 'wt-signals\\|hydra' >&2")
         proc.kill()
-        proc.communicate()
-        raise AssertionError(f"the job did not end within {timeout} s")
+        _, stderr = proc.communicate()
+        raise AssertionError(f"the job did not end within {timeout} s: {stderr}")
 
 
 def leftovers(folder: Path) -> list:
@@ -115,38 +113,38 @@ def leftovers(folder: Path) -> list:
     return sorted(p.name for p in out.iterdir()) if out.exists() else []
 
 
-# where the loop is (process, or __init__ when the config is read / when the run sets up), the signal, to whom
-CASES = [("process", "SIGTERM", "mpiexec"), ("process", "SIGINT", "ranks"), ("init1", "SIGINT", "mpiexec"),
-         ("init2", "SIGTERM", "ranks")]
+# where the loop is (process, or __init__ called from the named function), the signal, to whom, the phase named
+CASES = [("process", "SIGTERM", "mpiexec", "on train"), ("process", "SIGINT", "ranks", "on train"),
+         ("from_file", "SIGINT", "mpiexec", "while reading the config"),
+         ("setup_detectors", "SIGTERM", "ranks", "while setting up the detectors")]
 
 
 @pytest.mark.mpi
 def test_endless_user_function_is_interrupted(tmp_path, sim_root, calib_dir):
     """The four cases side by side (most of their time is waiting), each in its own folder."""
     runs = {}
-    for where, signame, target in CASES:
+    for where, signame, target, phase in CASES:
         folder = tmp_path / f"{where}_{signame}_{target}"
         folder.mkdir()
-        func = {"where": "process"} if where == "process" else {"where": "init", "loop_at_build": int(where[-1])}
-        runs[(where, signame, target)] = (folder, start(folder, sim_root, calib_dir, **func))
+        func = {"where": "process"} if where == "process" else {"where": "init", "called_from": where}
+        runs[(where, signame, target, phase)] = (folder, start(folder, sim_root, calib_dir, **func))
     segments = {}
     assert wait_for(lambda: all(len(marks(f, "looping")) == 2 for f, _ in runs.values())), \
         {case: marks(f, "looping") for case, (f, _) in runs.items()}
     time.sleep(0.5)
-    for (where, signame, target), (folder, proc) in runs.items():
+    for (where, signame, target, phase), (folder, proc) in runs.items():
         pids = list(marks(folder, "looping").values())
-        segments[(where, signame, target)] = shm_segments(pids)
+        segments[(where, signame, target, phase)] = shm_segments(pids)
         for pid in ([proc.pid] if target == "mpiexec" else pids):
             os.kill(pid, getattr(signal, signame))
     for case, (folder, proc) in runs.items():
-        where, signame, target = case
+        where, signame, target, phase = case
         _, stderr = finish(proc)
         assert proc.returncode == 128 + getattr(signal, signame), (case, proc.returncode, stderr)
         assert f"interrupted by {signame}" in stderr and "no output written" in stderr, (case, stderr)
         method = "process" if where == "process" else "__init__"
         assert f"(loopmod:Loop).{method}" in stderr, (case, stderr)
-        if where == "process":
-            assert "on train" in stderr, (case, stderr)
+        assert phase in stderr, (case, stderr)
         assert "Traceback" not in stderr, (case, stderr)
         assert leftovers(folder) == [], (case, leftovers(folder))
         assert segments[case], case  # the ranks did map MPI segments

@@ -125,12 +125,14 @@ def _run(config, run, proposal, output, overwrite, max_trains, batch_size, comma
     output = Path(output) if output is not None else default_output(config, run)
 
     def prepare():
-        access = RunAccess.open(proposal, run, config.settings["data_root"])
-        run_ids = access.train_ids if max_trains is None else access.train_ids[:max_trains]
-        check_config_against_run(config, access, run_ids)
-        stage = FrameStage(config.settings["pulses"], config.settings["digitizer"], config.settings["pattern"],
-                           config.settings["rejection"], access, run_ids)
-        return access, run_ids, stage, dark_requests(config, proposal, access)
+        activity.note("opening the run")
+        with interruptible(lambda tb: describe(tb, phase="while opening the run")):  # checks build the functions
+            access = RunAccess.open(proposal, run, config.settings["data_root"])
+            run_ids = access.train_ids if max_trains is None else access.train_ids[:max_trains]
+            check_config_against_run(config, access, run_ids)
+            stage = FrameStage(config.settings["pulses"], config.settings["digitizer"], config.settings["pattern"],
+                               config.settings["rejection"], access, run_ids)
+            return access, run_ids, stage, dark_requests(config, proposal, access)
 
     def prepare_detectors(access, run_ids, stage, darks):
         activity.note("setting up the detectors and functions")
@@ -280,7 +282,8 @@ def _process_batches(access: RunAccess, stage: FrameStage, setups: Sequence[Dete
 def _write_output(output, overwrite, parts_dir, n_ranks, config, stage, setups, points, skipped, access, proposal,
                   run, train_ids, command, started, t0, coordinator) -> Tuple[int, int, List[str]]:
     parts = [Path(parts_dir) / f"part_{r:05d}.h5" for r in range(n_ranks)]
-    descriptions = [s.describe() for s in setups]
+    with interruptible(lambda tb: describe(tb, phase="while describing the functions")):
+        descriptions = [s.describe() for s in setups]  # the functions' parameters and arrays: user code
     needed = sum(p.stat().st_size for p in parts if p.exists()) + _array_bytes(descriptions) + (1 << 20)
     check_free_space(output.parent, needed)
     out = OutputFile(output, overwrite)
