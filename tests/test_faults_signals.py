@@ -169,19 +169,26 @@ def test_rank_dying_hard_is_named(tmp_path, sim_root, calib_dir):
 
 @pytest.mark.mpi
 def test_frozen_rank_is_named(tmp_path, sim_root, calib_dir):
-    """Rank 1 stopped (SIGSTOP) for longer than --stall-timeout is named with its train; the run then completes."""
-    proc = start(tmp_path, sim_root, calib_dir, where="none", sleep=0.3, extra_args=["--stall-timeout", "2"])
+    """Rank 1 stopped (SIGSTOP) for longer than --stall-timeout while on a train is named with that train;
+    the run then completes.
+
+    (With a timeout of seconds, a slow set-up on a busy machine may be named too: only the warnings
+    given while a rank was on a train count here.)
+    """
+    proc = start(tmp_path, sim_root, calib_dir, where="none", sleep=0.3, extra_args=["--stall-timeout", "3"])
     assert wait_for(lambda: len(marks(tmp_path, "processing")) == 2)
     pid = marks(tmp_path, "processing")[1]
     os.kill(pid, signal.SIGSTOP)
-    time.sleep(4.0)
+    time.sleep(7.0)
     os.kill(pid, signal.SIGCONT)
     _, stderr = finish(proc, 120)
     assert proc.returncode == 0, stderr
-    lines = [line for line in stderr.splitlines() if "rank 1 has made no progress for" in line]
-    assert len(lines) == 1, stderr
+    lines = [line for line in stderr.splitlines() if "has made no progress for" in line and "on train" in line]
+    assert len(lines) == 1 and "rank 1 has made no progress for" in lines[0], stderr
     seconds = float(lines[0].split("no progress for ")[1].split(" s")[0])
-    assert 2 <= seconds <= 4, lines
-    assert "on train 1" in lines[0] or "on train" in lines[0], lines
+    assert 3 <= seconds <= 5, lines
+    train = int(lines[0].split("on train ")[1].split(",")[0])
+    assert 1_000_000_000 <= train < 1_000_000_100, lines  # a train of the simulated run
+    assert "in function detectors.dssc.functions[1] (loopmod:Loop)" in lines[0], lines
     assert "rank 1 is making progress again" in stderr, stderr
-    assert "rank 0 has made no progress" not in stderr, stderr
+    assert (tmp_path / "out" / f"r{DATA_RUN:04d}.h5").exists()

@@ -138,7 +138,6 @@ class Coordinator:
         """
         if self.size == 1:
             return
-        activity.note("waiting for the other ranks")
         request = self.comm.Ibarrier()
         while not request.Test():
             activity.note()

@@ -161,6 +161,7 @@ def _run(config, run, proposal, output, overwrite, max_trains, batch_size, comma
     try:
         access, train_ids, stage, requests = agree(prepare, comm, coordinator)
         # every rank is here: the node's ranks read the dark constants once, into shared memory
+        activity.note("reading the dark constants")
         darks = agree(lambda: load_shared_darks(requests, comm), comm, coordinator)
         setups, points = agree(lambda: prepare_detectors(access, train_ids, stage, darks), comm, coordinator)
         del darks
@@ -185,6 +186,7 @@ def _run(config, run, proposal, output, overwrite, max_trains, batch_size, comma
             elif not isinstance(exc, StoppedByOtherRank):
                 log.debug("rank %d failed", rank, exc_info=True)
                 coordinator.abort(failure[0])
+        activity.note("waiting for the other ranks to end their trains")
         coordinator.wait_for_all()
         if failure is None and received() is not None:
             failure = failure_of(Interrupted(received()))
@@ -193,6 +195,7 @@ def _run(config, run, proposal, output, overwrite, max_trains, batch_size, comma
         raise_agreed([f for f, _, _ in statuses], comm)
         for _, _, entries in statuses:
             access.faults.extend(entries)
+        activity.note("adding up the run sums of all ranks")
         for s in setups:
             if s.accumulators is not None:
                 s.accumulators.reduce(comm)
@@ -200,10 +203,10 @@ def _run(config, run, proposal, output, overwrite, max_trains, batch_size, comma
         def finalize():
             if rank != 0:
                 return None
-            activity.note("merging the part files")
             return _write_output(output, overwrite, parts_dir, n_ranks, config, stage, setups, points, skipped,
                                  access, proposal, run, train_ids, command, started, t0, coordinator)
 
+        activity.note("waiting for rank 0 to merge the part files" if rank else "merging the part files")
         rows_datasets = comm.bcast(agree(finalize, comm, coordinator, check_signals=False), root=0)
     finally:
         coordinator.wait_for_all()
