@@ -40,7 +40,7 @@ def _body(args: argparse.Namespace) -> int:
     from smalldata.parallel.mpi import get_comm
     from smalldata.parallel.sharedmem import mapped_segments
     from smalldata.pipeline.eventloop import run_producer
-    from smalldata.pipeline.interrupts import describe
+    from smalldata.pipeline.interrupts import describe, in_user_function
 
     if args.proposal is not None and args.proposal < 1:
         raise SmallDataError(f"-p/--proposal must be a positive proposal number, got {args.proposal}")
@@ -54,7 +54,7 @@ def _body(args: argparse.Namespace) -> int:
     comm = get_comm()
     activity.add_temporaries(*mapped_segments())  # MPI's segments of this node, if this rank dies hard
     activity.note("reading the config")
-    with shutdown.interruptible(lambda tb: describe(tb, phase="while reading the config")):
+    with shutdown.interruptible(lambda tb: describe(tb, phase="while reading the config"), in_user_function):
         config = ProducerConfig.from_file(args.config)  # builds the functions: users' __init__ runs here
     activity.set_stall_timeout(args.stall_timeout or config.settings["stall_timeout"])
     summary = run_producer(config, args.run, proposal=args.proposal, output=args.output,

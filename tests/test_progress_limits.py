@@ -32,9 +32,10 @@ class Busy(DetObjectFunc):
         super().__init__(name)
         self.seconds = seconds
     def process(self, frames):
-        end = time.monotonic() + self.seconds
-        while time.monotonic() < end:  # busy, not sleeping: the limit must stop Python code anywhere
-            pass
+        if frames.train_ids[0] >= 1000:  # the run's batches, not the synthetic ones of the set-up's dry run
+            end = time.monotonic() + self.seconds
+            while time.monotonic() < end:  # busy, not sleeping: the limit must stop Python code anywhere
+                pass
         return {"n": np.ones(len(frames), np.int32)}
 '''
 
@@ -71,8 +72,7 @@ def test_time_limit_names_function_detector_train():
     assert "of detector dssc" in message and "function_time_limit (0.3 s)" in message, message
     assert f"{frames.train_ids[0]}" in message and "process()" in message, message
     assert "raise function_time_limit" in message and "\n" not in message, message
-    assert signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, signal.default_int_handler, None) or \
-        signal.getsignal(signal.SIGALRM) is not timelimit._expired
+    assert signal.getsignal(signal.SIGALRM) is not timelimit._expired  # the handler before is back
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
 
 

@@ -20,8 +20,8 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from types import TracebackType
-from typing import Callable, Iterator, Optional
+from types import FrameType, TracebackType
+from typing import Callable, Iterator, List, Optional
 
 from smalldata.errors import SmallDataError
 from smalldata.parallel import activity
@@ -31,6 +31,7 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 _received: Optional[int] = None
 _interruptible_depth = 0
+_raise_where: List[Optional[Callable[[FrameType], bool]]] = []  # per open block: where a signal may raise
 
 
 class Interrupted(SmallDataError):
@@ -64,22 +65,29 @@ def _flag(signum, frame) -> None:
     if _received is None:
         _received = signum
     activity.note_signal(signum)
-    if _interruptible_depth > 0:
-        raise SignalInterrupt(signum)
+    if _interruptible_depth > 0 and _raise_where:
+        may_raise = _raise_where[-1]
+        if may_raise is None or (frame is not None and may_raise(frame)):
+            raise SignalInterrupt(signum)
 
 
 @contextlib.contextmanager
-def interruptible(describe: Callable[[Optional[TracebackType]], str] = lambda tb: "") -> Iterator[None]:
+def interruptible(describe: Callable[[Optional[TracebackType]], str] = lambda tb: "",
+                  raise_where: Optional[Callable[[FrameType], bool]] = None) -> Iterator[None]:
     """Within the block a stop signal raises at once (in an endless loop too).
 
     It leaves the block as :class:`Interrupted`, its ``context`` ``describe(traceback)``:
     what the signal interrupted, found from the frames it went through (e.g. "in function
-    ... on train ..."). A signal received before the block raises at its start. The block
-    must hold no MPI collective.
+    ... on train ..."). With ``raise_where``, the signal raises only where
+    ``raise_where(frame)`` of the interrupted frame is True (e.g. inside a user's function,
+    not in a finaliser, which would swallow the exception); elsewhere it sets the flag only.
+    A signal received before the block raises at its start. The block must hold no MPI
+    collective.
     """
     global _interruptible_depth
     inside = False
     try:
+        _raise_where.append(raise_where)
         _interruptible_depth += 1
         inside = True
         if _received is not None:
@@ -92,6 +100,7 @@ def interruptible(describe: Callable[[Optional[TracebackType]], str] = lambda tb
     finally:
         if inside:
             _interruptible_depth -= 1
+        _raise_where.pop()
 
 
 def received() -> Optional[int]:

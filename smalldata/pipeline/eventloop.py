@@ -42,7 +42,7 @@ from smalldata.parallel import activity, timelimit
 from smalldata.parallel.mpi import agree, failure_of, get_comm, raise_agreed, frame_batches, split_blocks
 from smalldata.parallel.progress import Coordinator, StoppedByOtherRank
 from smalldata.parallel.shutdown import Interrupted, interruptible, received, signals_set_flag
-from smalldata.pipeline.interrupts import describe
+from smalldata.pipeline.interrupts import describe, in_user_function
 from smalldata.pipeline.nodeshare import load_shared_darks
 from smalldata.pulses.framestage import FrameStage
 
@@ -126,7 +126,8 @@ def _run(config, run, proposal, output, overwrite, max_trains, batch_size, comma
 
     def prepare():
         activity.note("opening the run")
-        with interruptible(lambda tb: describe(tb, phase="while opening the run")):  # checks build the functions
+        # the checks build the functions: a user's __init__ runs here
+        with interruptible(lambda tb: describe(tb, phase="while opening the run"), in_user_function):
             access = RunAccess.open(proposal, run, config.settings["data_root"])
             run_ids = access.train_ids if max_trains is None else access.train_ids[:max_trains]
             check_config_against_run(config, access, run_ids)
@@ -136,7 +137,7 @@ def _run(config, run, proposal, output, overwrite, max_trains, batch_size, comma
 
     def prepare_detectors(access, run_ids, stage, darks):
         activity.note("setting up the detectors and functions")
-        with interruptible(lambda tb: describe(tb, phase="while setting up the detectors")):
+        with interruptible(lambda tb: describe(tb, phase="while setting up the detectors"), in_user_function):
             setups = setup_detectors(config, proposal, access, stage.pattern, run_ids, darks)
         check_setups(config, setups, access, run_ids, proposal)
         if rank == 0:  # the output records each dark's checksum: read for it while the frames are processed
@@ -227,7 +228,7 @@ def _process_block(access: RunAccess, stage: FrameStage, setups: Sequence[Detect
     writer = PartWriter(part_path)
     current = [None]  # the train of the batch being processed, for a signal's message
     try:
-        with interruptible(lambda tb: describe(tb, current[0], "while processing")):
+        with interruptible(lambda tb: describe(tb, current[0], "while processing"), in_user_function):
             _process_batches(access, stage, setups, points, train_ids, frames_per_train, batch_size, writer,
                              coordinator, modules_all, current)
         writer.close()
@@ -285,7 +286,7 @@ def _process_batches(access: RunAccess, stage: FrameStage, setups: Sequence[Dete
 def _write_output(output, overwrite, parts_dir, n_ranks, config, stage, setups, points, skipped, access, proposal,
                   run, train_ids, command, started, t0, coordinator) -> Tuple[int, int, List[str]]:
     parts = [Path(parts_dir) / f"part_{r:05d}.h5" for r in range(n_ranks)]
-    with interruptible(lambda tb: describe(tb, phase="while describing the functions")):
+    with interruptible(lambda tb: describe(tb, phase="while describing the functions"), in_user_function):
         descriptions = [s.describe() for s in setups]  # the functions' parameters and arrays: user code
     needed = sum(p.stat().st_size for p in parts if p.exists()) + _array_bytes(descriptions) + (1 << 20)
     check_free_space(output.parent, needed)

@@ -5,7 +5,8 @@ running, e.g. ``in function detectors.dssc.functions[1] (mymod:Slow).process``.
 """
 from __future__ import annotations
 
-from types import TracebackType
+import weakref
+from types import FrameType, TracebackType
 from typing import Optional, Tuple
 
 from smalldata.plugin.contract import function_label
@@ -22,6 +23,24 @@ def function_in(tb: Optional[TracebackType]) -> Optional[Tuple[DetObjectFunc, st
             found = (owner, frame.f_code.co_name)
         tb = tb.tb_next
     return found
+
+
+#: Code where an exception is swallowed ("Exception ignored in ..."): a signal must not raise there.
+_FINALISER_FILES = {weakref.__file__}
+
+
+def in_user_function(frame: FrameType) -> bool:
+    """Whether ``frame`` runs inside a method of a :class:`DetObjectFunc` and not in a finaliser.
+
+    Where a stop signal may raise at once (:func:`smalldata.parallel.shutdown.interruptible`).
+    """
+    if frame.f_code.co_name == "__del__" or frame.f_code.co_filename in _FINALISER_FILES:
+        return False
+    while frame is not None:
+        if isinstance(frame.f_locals.get("self"), DetObjectFunc):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def describe(tb: Optional[TracebackType], train: Optional[int] = None, phase: str = "") -> str:

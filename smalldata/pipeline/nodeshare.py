@@ -4,8 +4,9 @@ The pedestal and noise of a DSSC dark are ``(16, cells, 128, 512)`` float32 each
 apiece with 800 memory cells. Read by every rank, 64 ranks on a node would hold 430 GB
 and read as much from the file system at set-up. With MPI-3 shared memory
 (:mod:`smalldata.parallel.sharedmem`) the first rank of each node reads the file and writes
-the two arrays into a window that the node's other ranks map read-only; the rest of a :class:`~smalldata.calib.darkfile.DarkConstants`
-(status mask, cells, frames, metadata) is small and broadcast.
+the two arrays into a window that the node's other ranks map read-only; the rest of a
+:class:`~smalldata.calib.darkfile.DarkConstants` (status mask, cells, frames, metadata) is
+small and broadcast.
 
 Every rank of ``comm`` must call :func:`load_shared_darks` together: the window is a
 collective of the node. A failure to read on the node's first rank is raised on every
