@@ -11,7 +11,7 @@ from faults import fault_config
 from helpers import DATA_RUN, tool
 
 from smalldata.errors import FunctionError
-from smalldata.parallel import activity, shutdown, timelimit
+from smalldata.parallel import activity, timelimit
 from smalldata.parallel.activity import FINISHED, RUNNING, STARTING, ActivityRecord
 from smalldata.pipeline.chain import run_function
 from smalldata.plugin.detfunc import DetObjectFunc
@@ -86,41 +86,6 @@ def test_within_the_limit_no_error():
         timelimit.set_limit(None)
     assert np.array_equal(out["spin_n"], np.ones(2, np.int32)), out
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
-
-
-def test_interruptible_block_stops_an_endless_loop():
-    """Inside interruptible() a SIGTERM raises at once; the message names the function and its method."""
-    func = Spin(seconds=1e9)
-    func.config_path = "detectors.dssc.functions[0]"
-    from smalldata.pipeline.interrupts import describe
-
-    with shutdown.signals_set_flag():
-        with pytest.raises(shutdown.Interrupted) as info:
-            with shutdown.interruptible(lambda tb: describe(tb, 1234, "while processing")):
-                signal.setitimer(signal.ITIMER_REAL, 0.2)
-                previous = signal.signal(signal.SIGALRM, lambda s, f: os.kill(os.getpid(), signal.SIGTERM))
-                try:
-                    func.process(make_frames(n=1))
-                finally:
-                    signal.setitimer(signal.ITIMER_REAL, 0)
-                    signal.signal(signal.SIGALRM, previous)
-        assert shutdown.received() == signal.SIGTERM
-    message = str(info.value)
-    assert info.value.exit_status == 128 + signal.SIGTERM
-    assert "interrupted by SIGTERM" in message and "no output written" in message, message
-    assert f"in function detectors.dssc.functions[0] ({__name__}:Spin).process on train 1234" in message, message
-    shutdown.reset()
-
-
-def test_outside_interruptible_a_signal_only_sets_the_flag():
-    with shutdown.signals_set_flag():
-        os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(0.05)  # the handler ran and returned: no exception here
-        assert shutdown.received() == signal.SIGINT
-        with pytest.raises(shutdown.Interrupted):  # an interruptible block entered later stops at its start
-            with shutdown.interruptible():
-                pass
-    shutdown.reset()
 
 
 def test_activity_record_round_trip():
