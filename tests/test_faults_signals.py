@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 from faults import fault_config
-from helpers import DATA_RUN, mpiexec, tool
+from helpers import DATA_RUN, PROPOSAL, mpiexec, tool
+
+from smalldata.simulate import read_truth
 
 LOOP_FUNC = '''
 import inspect, os, time
@@ -102,7 +104,6 @@ def finish(proc, timeout=30.0):
     try:
         return proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.system("ps -eo pid,ppid,pgid,sid,stat,wchan:20,args | grep -v grep | grep 'wt-signals\\|hydra' >&2")
         proc.kill()
         _, stderr = proc.communicate()
         raise AssertionError(f"the job did not end within {timeout} s: {stderr}")
@@ -163,6 +164,9 @@ def test_rank_dying_hard_is_named(tmp_path, sim_root, calib_dir):
     assert len(lines) == 1, stderr
     assert "exited with status 3 without finishing" in lines[0] and "last on train" in lines[0], lines
     assert "(loopmod:Loop)" in lines[0], lines
+    train = int(lines[0].split("last on train ")[1].split(",")[0])
+    truth = read_truth(sim_root, PROPOSAL, DATA_RUN)["train_ids"]
+    assert train in truth[1:], (train, truth)  # a train of the run, not rank 0's first
     assert wait_for(lambda: leftovers(tmp_path) == [], 10), leftovers(tmp_path)
     assert not [s for s in segments if os.path.exists(s)], segments
 
