@@ -78,6 +78,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     Under an MPI launcher the rank runs in a child process that this one watches
     (:mod:`smalldata.parallel.supervisor`): a rank that freezes or dies hard is named.
     """
+    from smalldata.parallel.activity import DEFAULT_STALL_TIMEOUT
     from smalldata.parallel.supervisor import launched_rank, supervised
 
     parser = build_parser()
@@ -86,8 +87,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return run_main(_body, parser, argv)
     args = parser.parse_args(argv)  # --help and usage errors before the fork
     setup_logging(args.debug, args.quiet)
-    kwargs = {} if args.stall_timeout is None else {"stall_timeout": args.stall_timeout}
-    return supervised(lambda: run_main(_body, parser, argv), rank, parser.prog, **kwargs)
+    return supervised(lambda: run_main(_body, parser, argv), rank, parser.prog,
+                      stall_timeout=args.stall_timeout or DEFAULT_STALL_TIMEOUT)
 
 
 if __name__ == "__main__":
