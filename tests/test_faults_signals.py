@@ -28,6 +28,13 @@ def mark(what):
     with open(os.path.join(os.environ["MARK_DIR"], f"{what}{rank}"), "w") as f:
         f.write(str(os.getpid()))
 
+def dying_merge(merge):
+    """``merge`` that ends the process hard once the output file is open."""
+    def die(parts, out, poll=None):
+        mark("merging")
+        os._exit(3)
+    return die
+
 class Loop(DetObjectFunc):
     def __init__(self, name: str = "loop", where: str = "process", exit_on_rank: int = -1, sleep: float = 0.0,
                  called_from: str = ""):
@@ -37,6 +44,9 @@ class Loop(DetObjectFunc):
         self.sleep = sleep
         self.called_from = called_from
         mark("pid")
+        if where == "merge":
+            from smalldata.pipeline import eventloop
+            eventloop.merge_parts = dying_merge(eventloop.merge_parts)
         # functions are built when the config is read (from_file) and again when the run sets up
         if where == "init" and any(f.function == called_from for f in inspect.stack()):
             mark("looping")
@@ -169,6 +179,19 @@ def test_rank_dying_hard_is_named(tmp_path, sim_root, calib_dir):
     assert train in truth[1:], (train, truth)  # a train of the run, not rank 0's first
     assert wait_for(lambda: leftovers(tmp_path) == [], 10), leftovers(tmp_path)
     assert not [s for s in segments if os.path.exists(s)], segments
+
+
+@pytest.mark.mpi
+def test_rank_dying_in_the_merge_leaves_nothing(tmp_path, sim_root, calib_dir):
+    """Rank 0 ends hard with the output's temporary file open: named, and the temporaries are removed."""
+    proc = start(tmp_path, sim_root, calib_dir, where="merge")
+    _, stderr = finish(proc, 120)
+    assert proc.returncode != 0, stderr
+    assert marks(tmp_path, "merging").keys() == {0}
+    lines = [line for line in stderr.splitlines() if "rank 0 (pid" in line]
+    assert len(lines) == 1 and "exited with status 3 without finishing" in lines[0], stderr
+    assert "merging the part files" in lines[0], lines
+    assert wait_for(lambda: leftovers(tmp_path) == [], 10), leftovers(tmp_path)
 
 
 @pytest.mark.mpi

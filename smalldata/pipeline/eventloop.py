@@ -291,6 +291,7 @@ def _write_output(output, overwrite, parts_dir, n_ranks, config, stage, setups, 
     needed = sum(p.stat().st_size for p in parts if p.exists()) + _array_bytes(descriptions) + (1 << 20)
     check_free_space(output.parent, needed)
     out = OutputFile(output, overwrite)
+    activity.add_temporaries(out.tmp_path)  # removed by the supervisor should this rank die hard
     try:
         rows = merge_parts(parts, out.file, poll=coordinator.poll)
         if "trainId" not in out.file:
