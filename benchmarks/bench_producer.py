@@ -39,7 +39,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import h5py
 import numpy as np
 
-from smalldata.pipeline.mpi import split_batches
+from smalldata.parallel.mpi import split_batches
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402

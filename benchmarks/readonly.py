@@ -13,7 +13,7 @@ from typing import List, Sequence, Tuple
 import h5py
 import numpy as np
 
-from smalldata.pipeline.mpi import split_batches
+from smalldata.parallel.mpi import split_batches
 
 DSSC_SOURCE = "SCS_DET_DSSC1M-1/DET/{m}CH0:xtdf"
 

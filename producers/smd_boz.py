@@ -91,7 +91,7 @@ def _body(args: argparse.Namespace) -> int:
     from smalldata.config.yamlfile import load_yaml
     from smalldata.errors import ConfigError, DataError
     from smalldata.io.runaccess import RunAccess
-    from smalldata.pipeline import mpi
+    from smalldata.parallel import mpi
 
     from .smd_dark import dark_settings_from_config
 

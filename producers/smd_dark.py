@@ -133,7 +133,7 @@ def _body(args: argparse.Namespace) -> int:
     from smalldata.calib.dark import characterise_dark_to_file, dark_file_path
     from smalldata.errors import ConfigError, DataError, SmallDataError
     from smalldata.io.runaccess import RunAccess
-    from smalldata.pipeline import mpi, shutdown
+    from smalldata.parallel import mpi, shutdown
 
     shutdown.install()  # a signal stops the dark between chunks; the temporary file is removed
     comm = mpi.get_comm()

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ._cli import add_common_arguments, run_main
+from ._cli import add_common_arguments, run_main, setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,6 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     parser.add_argument("--max-trains", type=int, metavar="K", help="only the first K trains (a quick look)")
     parser.add_argument("--batch-size", type=int, metavar="N", help="frames per batch (default: from the config)")
+    parser.add_argument("--stall-timeout", type=float, metavar="S",
+                        help="name a rank on the console when it made no progress for S seconds "
+                             "(default: the config's stall_timeout, 60 s)")
     add_common_arguments(parser)
     return parser
 
@@ -33,9 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _body(args: argparse.Namespace) -> int:
     from smalldata.config.producer import ProducerConfig
     from smalldata.errors import SmallDataError
+    from smalldata.parallel import activity, shutdown
+    from smalldata.parallel.mpi import get_comm
+    from smalldata.parallel.sharedmem import mapped_segments
     from smalldata.pipeline.eventloop import run_producer
-    from smalldata.pipeline import shutdown
-    from smalldata.pipeline.mpi import get_comm
+    from smalldata.pipeline.interrupts import describe, in_user_function
 
     if args.proposal is not None and args.proposal < 1:
         raise SmallDataError(f"-p/--proposal must be a positive proposal number, got {args.proposal}")
@@ -43,9 +48,15 @@ def _body(args: argparse.Namespace) -> int:
         raise SmallDataError(f"--max-trains must be >= 1, got {args.max_trains}")
     if args.batch_size is not None and args.batch_size < 1:
         raise SmallDataError(f"--batch-size must be >= 1, got {args.batch_size}")
-    shutdown.install()  # a signal stops the run at its next check, never half-way through a step
+    if args.stall_timeout is not None and not args.stall_timeout > 0:
+        raise SmallDataError(f"--stall-timeout must be > 0 seconds, got {args.stall_timeout}")
+    shutdown.install()  # a signal stops the run at its next check, or at once inside a user's function
     comm = get_comm()
-    config = ProducerConfig.from_file(args.config)
+    activity.add_temporaries(*mapped_segments())  # MPI's segments of this node, if this rank dies hard
+    activity.note("reading the config")
+    with shutdown.interruptible(lambda tb: describe(tb, phase="while reading the config"), in_user_function):
+        config = ProducerConfig.from_file(args.config)  # builds the functions: users' __init__ runs here
+    activity.set_stall_timeout(args.stall_timeout or config.settings["stall_timeout"])
     summary = run_producer(config, args.run, proposal=args.proposal, output=args.output,
                            overwrite=args.overwrite, max_trains=args.max_trains, batch_size=args.batch_size,
                            command=shlex.join(sys.argv), comm=comm)
@@ -62,8 +73,22 @@ def _body(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of ``smd_producer``."""
-    return run_main(_body, build_parser(), argv)
+    """Entry point of ``smd_producer``.
+
+    Under an MPI launcher the rank runs in a child process that this one watches
+    (:mod:`smalldata.parallel.supervisor`): a rank that freezes or dies hard is named.
+    """
+    from smalldata.parallel.activity import DEFAULT_STALL_TIMEOUT
+    from smalldata.parallel.supervisor import launched_rank, supervised
+
+    parser = build_parser()
+    rank = launched_rank()
+    if rank is None:
+        return run_main(_body, parser, argv)
+    args = parser.parse_args(argv)  # --help and usage errors before the fork
+    setup_logging(args.debug, args.quiet)
+    return supervised(lambda: run_main(_body, parser, argv), rank, parser.prog,
+                      stall_timeout=args.stall_timeout or DEFAULT_STALL_TIMEOUT)
 
 
 if __name__ == "__main__":

@@ -326,7 +326,7 @@ def test_cli_failure_leaves_no_file(tmp_path, sim_root, sim_config, capsys):
 
 
 def test_mpi_helpers_single_rank():
-    from smalldata.pipeline import mpi
+    from smalldata.parallel import mpi
 
     assert mpi.size() == 1 and mpi.rank() == 0  # pytest itself runs without mpiexec
     arr = np.arange(10, dtype=np.int64)

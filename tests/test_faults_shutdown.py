@@ -1,7 +1,7 @@
 """Signals and failures end every rank in every phase: no hang, no half-written or unreported output.
 
-A slow user function stretches the processing phase and ``SMALLDATA_TEST_MERGE_DELAY`` rank 0's
-merge; the signal goes to rank 0, rank 1 or mpiexec. Outcome: the job ends within 30 s, with a
+A slow user function stretches the processing phase; the same test-only function, loaded by the
+config, stretches rank 0's merge (it wraps the event loop's merge in a wait that polls like the merge); the signal goes to rank 0, rank 1 or mpiexec. Outcome: the job ends within 30 s, with a
 non-zero exit status and no final file, or exit status 0 and a complete file; no temporaries.
 """
 import os
@@ -19,11 +19,27 @@ SLOW_FUNC = '''
 import os, sys, time
 import numpy as np
 from smalldata.plugin.detfunc import DetObjectFunc
+
+def slow_merge(merge, delay):
+    """``merge`` preceded by ``delay`` seconds of waiting that calls its ``poll`` as the merge does."""
+    def slow(parts, out, poll=None):
+        end = time.monotonic() + delay
+        while time.monotonic() < end:
+            if poll is not None:
+                poll()
+            time.sleep(0.05)
+        return merge(parts, out, poll=poll)
+    return slow
+
 class Slow(DetObjectFunc):
-    def __init__(self, name: str = "slow", sleep: float = 0.0, exit_on_rank: int = -1):
+    def __init__(self, name: str = "slow", sleep: float = 0.0, exit_on_rank: int = -1, merge_delay: float = 0.0):
         super().__init__(name)
         self.sleep = sleep
         self.exit_on_rank = exit_on_rank
+        self.merge_delay = merge_delay
+        if merge_delay > 0:
+            from smalldata.pipeline import eventloop
+            eventloop.merge_parts = slow_merge(eventloop.merge_parts, merge_delay)
         rank = os.environ.get("PMI_RANK", "0")
         with open(os.path.join(os.environ["PID_DIR"], f"rank{rank}"), "w") as f:
             f.write(str(os.getpid()))
@@ -43,11 +59,11 @@ CASES = [("rank0", "SIGTERM", "merge"), ("rank0", "SIGINT", "processing"),
 def start(tmp_path, sim_root, calib_dir, phase, sleep=0.0, exit_on_rank=-1, ranks=2):
     (tmp_path / "slowmod.py").write_text(SLOW_FUNC)
     (tmp_path / "pids").mkdir()
-    func = {"type": "slowmod:Slow", "sleep": sleep, "exit_on_rank": exit_on_rank}
+    func = {"type": "slowmod:Slow", "sleep": sleep, "exit_on_rank": exit_on_rank,
+            "merge_delay": 60.0 if phase == "merge" else 0.0}
     cfg = fault_config(tmp_path, sim_root, calib_dir, functions=[
         {"type": "roi", "name": "m2", "module": 2, "roi": [0, 128, 0, 512]}, func])
-    env = dict(os.environ, PYTHONPATH=str(tmp_path), PID_DIR=str(tmp_path / "pids"),
-               SMALLDATA_TEST_MERGE_DELAY="60" if phase == "merge" else "0")
+    env = dict(os.environ, PYTHONPATH=str(tmp_path), PID_DIR=str(tmp_path / "pids"))
     return subprocess.Popen(mpiexec(ranks) + [tool("smd_producer"), "-r", str(DATA_RUN), "-c", str(cfg),
                                               "--batch-size", "4"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -15,7 +15,7 @@ from helpers import DARK_RUN, DATA_RUN, PROPOSAL, mpiexec, read_all, tool
 from smalldata.config.producer import ProducerConfig
 from smalldata.errors import SmallDataError
 from smalldata.pipeline.eventloop import run_producer, split_blocks
-from smalldata.pipeline.mpi import frame_batches, split_batches
+from smalldata.parallel.mpi import frame_batches, split_batches
 from smalldata.simulate import read_truth, run_path
 
 ROI_MODULE = 2

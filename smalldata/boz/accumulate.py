@@ -27,7 +27,7 @@ from smalldata.boz.kernels import accumulate_histograms, frame_sums
 from smalldata.boz.rois import crop
 from smalldata.constants import DSSC_MODULE_SHAPE
 from smalldata.errors import DataError
-from smalldata.pipeline import mpi
+from smalldata.parallel import mpi
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from smalldata.constants import DSSC_ADC_MAX, DSSC_MODULE_SHAPE
 from smalldata.lookup import find_sorted
-from smalldata.pipeline import mpi
+from smalldata.parallel import mpi
 
 N_PIXELS = DSSC_MODULE_SHAPE[0] * DSSC_MODULE_SHAPE[1]
 #: Most frames summed at once in uint32 partial sums: 16384 * 511**2 < 2**32.

@@ -37,7 +37,7 @@ from smalldata.calib.darkfile import (  # noqa: F401
 from smalldata.constants import DSSC_MODULE_SHAPE, dssc_source
 from smalldata.errors import DataError
 from smalldata.io.runaccess import RunAccess
-from smalldata.pipeline import mpi, shutdown
+from smalldata.parallel import mpi, shutdown
 
 __all__ = ["DarkPlan", "ModuleDark", "characterise_dark", "characterise_dark_to_file",
            "iter_module_darks", "plan_dark",

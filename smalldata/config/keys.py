@@ -44,6 +44,12 @@ TOP_SCHEMA: Dict[str, Field] = {
     "batch_megabytes": Field(float, 64.0, "raw data per batch when batch_size is not set (per rank; calibrated "
                                           "data and temporaries take about 8 times more)", "MiB", positive),
     "progress_interval": Field(float, 10.0, "seconds between progress log lines", "s", positive),
+    "stall_timeout": Field(float, 60.0, "a rank making no progress (no batch, no merge step) for this long is named "
+                                        "on the console with its train and function (--stall-timeout overrides)",
+                           "s", positive),
+    "function_time_limit": Field(Optional[float], None, "longest a function may take on one batch; longer ends "
+                                                        "the run naming the function, detector and train; default: "
+                                                        "no limit", "s", positive),
     "detectors": Field(dict, REQUIRED, "one entry per detector; see below"),
     "point_data": Field(dict, {}, "per-event scalars: group -> name -> source spec; see below"),
     "pulses": Field(Optional[dict], None, "bunch pattern decoding and frame-to-pulse alignment; see below"),

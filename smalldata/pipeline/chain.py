@@ -13,6 +13,8 @@ import numpy as np
 
 from smalldata.errors import FunctionError, SmallDataError
 from smalldata.output.writer import is_ragged
+from smalldata.parallel import activity, timelimit
+from smalldata.pipeline.interrupts import function_in
 from smalldata.plugin.contract import Layout, check_layout, function_label, name_error
 from smalldata.plugin.detfunc import DetObjectFunc
 from smalldata.plugin.frames import Frames, read_only
@@ -51,8 +53,12 @@ def run_function(func: DetObjectFunc, frames: Frames, layout: Optional[Layout] =
     An exception raised by a user's function (not smalldata's own) becomes a
     :class:`~smalldata.errors.FunctionError` naming the function by config path and class.
     """
+    activity.note(f"in function {function_label(func)}")
     try:
-        out = func.run(read_only(frames))
+        with timelimit.limited():
+            out = func.run(read_only(frames))
+    except timelimit.TimeLimitExceeded as exc:
+        raise time_limit_error(function_in(exc.__traceback__) or (func, "run"), frames, exc.seconds) from None
     except SmallDataError as exc:
         raise name_error(getattr(exc, "smalldata_function", None) or func, exc) from exc
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - a user function ending the job is named too
@@ -65,6 +71,18 @@ def run_function(func: DetObjectFunc, frames: Frames, layout: Optional[Layout] =
         check_layout({k: v for k, v in layout.items() if k.startswith(f"{func.name}_")}, out,
                      f" for the batch of trains {frames.train_ids[0]}..{frames.train_ids[-1]}" if len(frames) else "")
     return out
+
+
+def time_limit_error(found: Tuple[DetObjectFunc, str], frames: Frames, seconds: float) -> FunctionError:
+    """One line naming the function that ran over ``function_time_limit``, its detector, the trains and the fix."""
+    func, method = found
+    path = getattr(func, "config_path", "") or ""
+    detector = f" of detector {path.split('.')[1]}" if path.startswith("detectors.") and path.count(".") >= 2 else ""
+    trains = (f"train {frames.train_ids[0]}" if len(frames) and frames.train_ids[0] == frames.train_ids[-1] else
+              f"trains {frames.train_ids[0]}..{frames.train_ids[-1]}" if len(frames) else "an empty batch")
+    return FunctionError(f"function {function_label(func)}{detector} ran longer than function_time_limit "
+                         f"({seconds:g} s) in {method}() on one batch, at {trains}; make it faster, or raise "
+                         "function_time_limit in the config (or remove it for no limit)")
 
 
 def run_chain(functions: Sequence[DetObjectFunc], vetoes: Sequence[Mapping], frames: Frames,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime
 import logging
-import os
 import socket
 import time
 from dataclasses import dataclass, field
@@ -38,10 +37,12 @@ from smalldata.output.files import SPACE_MARGIN, DiskFullError, check_free_space
 from smalldata.output.losses import LossSummary
 from smalldata.pipeline.checks import check_config_against_run, check_setups
 from smalldata.pipeline.detectors import DetectorSetup, dark_requests, setup_detectors
-from smalldata.pipeline.mpi import agree, failure_of, get_comm, raise_agreed, frame_batches, split_blocks
+from smalldata.parallel import activity, timelimit
+from smalldata.parallel.mpi import agree, failure_of, get_comm, raise_agreed, frame_batches, split_blocks
+from smalldata.parallel.progress import Coordinator, StoppedByOtherRank
+from smalldata.parallel.shutdown import Interrupted, interruptible, received, signals_set_flag
+from smalldata.pipeline.interrupts import describe, in_user_function
 from smalldata.pipeline.nodeshare import load_shared_darks
-from smalldata.pipeline.progress import Coordinator, StoppedByOtherRank
-from smalldata.pipeline.shutdown import Interrupted, received, signals_set_flag
 from smalldata.pulses.framestage import FrameStage
 from smalldata.timing.hook import delay_loss_paths, point_reader
 
@@ -105,10 +106,12 @@ def run_producer(config: ProducerConfig, run: int, proposal: Optional[int] = Non
     """
     comm = get_comm(comm)
     coordinator = Coordinator(comm, interval=config.settings["progress_interval"])
+    timelimit.set_limit(config.settings["function_time_limit"])
     with signals_set_flag():
         try:
             return _run(config, run, proposal, output, overwrite, max_trains, batch_size, command, comm, coordinator)
         finally:
+            timelimit.set_limit(None)
             coordinator.drain()
 
 
@@ -122,15 +125,20 @@ def _run(config, run, proposal, output, overwrite, max_trains, batch_size, comma
     output = Path(output) if output is not None else default_output(config, run)
 
     def prepare():
-        access = RunAccess.open(proposal, run, config.settings["data_root"])
-        run_ids = access.train_ids if max_trains is None else access.train_ids[:max_trains]
-        check_config_against_run(config, access, run_ids)
-        stage = FrameStage(config.settings["pulses"], config.settings["digitizer"], config.settings["pattern"],
-                           config.settings["rejection"], access, run_ids)
-        return access, run_ids, stage, dark_requests(config, proposal, access)
+        activity.note("opening the run")
+        # the checks build the functions: a user's __init__ runs here
+        with interruptible(lambda tb: describe(tb, phase="while opening the run"), in_user_function):
+            access = RunAccess.open(proposal, run, config.settings["data_root"])
+            run_ids = access.train_ids if max_trains is None else access.train_ids[:max_trains]
+            check_config_against_run(config, access, run_ids)
+            stage = FrameStage(config.settings["pulses"], config.settings["digitizer"], config.settings["pattern"],
+                               config.settings["rejection"], access, run_ids)
+            return access, run_ids, stage, dark_requests(config, proposal, access)
 
     def prepare_detectors(access, run_ids, stage, darks):
-        setups = setup_detectors(config, proposal, access, stage.pattern, run_ids, darks)
+        activity.note("setting up the detectors and functions")
+        with interruptible(lambda tb: describe(tb, phase="while setting up the detectors"), in_user_function):
+            setups = setup_detectors(config, proposal, access, stage.pattern, run_ids, darks)
         check_setups(config, setups, access, run_ids, proposal)
         if rank == 0:  # the output records each dark's checksum: read for it while the frames are processed
             for s in setups:
@@ -144,9 +152,11 @@ def _run(config, run, proposal, output, overwrite, max_trains, batch_size, comma
         return None
 
     parts_dir = comm.bcast(agree(prepare_output, comm, coordinator), root=0)
+    activity.add_temporaries(parts_dir)
     try:
         access, train_ids, stage, requests = agree(prepare, comm, coordinator)
         # every rank is here: the node's ranks read the dark constants once, into shared memory
+        activity.note("reading the dark constants")
         darks = agree(lambda: load_shared_darks(requests, comm), comm, coordinator)
         setups, points = agree(lambda: prepare_detectors(access, train_ids, stage, darks), comm, coordinator)
         del darks
@@ -166,9 +176,12 @@ def _run(config, run, proposal, output, overwrite, max_trains, batch_size, comma
                            batch_size, part_path, coordinator)
         except BaseException as exc:  # noqa: BLE001 - every failure (SystemExit too) is agreed on below
             failure = failure_of(exc)
-            if not isinstance(exc, (StoppedByOtherRank, Interrupted)):
+            if isinstance(exc, Interrupted):  # the others stop at their next poll
+                coordinator.abort(str(exc), exc.signum)
+            elif not isinstance(exc, StoppedByOtherRank):
                 log.debug("rank %d failed", rank, exc_info=True)
                 coordinator.abort(failure[0])
+        activity.note("waiting for the other ranks to end their trains")
         coordinator.wait_for_all()
         if failure is None and received() is not None:
             failure = failure_of(Interrupted(received()))
@@ -177,6 +190,7 @@ def _run(config, run, proposal, output, overwrite, max_trains, batch_size, comma
         raise_agreed([f for f, _, _ in statuses], comm)
         for _, _, entries in statuses:
             access.faults.extend(entries)
+        activity.note("adding up the run sums of all ranks")
         for s in setups:
             if s.accumulators is not None:
                 s.accumulators.reduce(comm)
@@ -187,6 +201,7 @@ def _run(config, run, proposal, output, overwrite, max_trains, batch_size, comma
             return _write_output(output, overwrite, parts_dir, n_ranks, config, stage, setups, points, skipped,
                                  access, proposal, run, train_ids, command, started, t0, coordinator)
 
+        activity.note("waiting for rank 0 to merge the part files" if rank else "merging the part files")
         rows_datasets = comm.bcast(agree(finalize, comm, coordinator, check_signals=False), root=0)
     finally:
         coordinator.wait_for_all()
@@ -203,41 +218,13 @@ def _process_block(access: RunAccess, stage: FrameStage, setups: Sequence[Detect
                    train_ids: np.ndarray, frames_per_train: np.ndarray, batch_size: int,
                    part_path: Path, coordinator: Coordinator) -> None:
     """Process this rank's trains batch by batch into its part file."""
-    from smalldata.pulses.rejection import Reason
-
     modules_all = tuple(sorted({m for s in setups for m in s.modules}))
-    trains_done = frames_done = 0
     writer = PartWriter(part_path)
+    current = [None]  # the train of the batch being processed, for a signal's message
     try:
-        # intra-train dark subtraction needs each train's dark frames in the batch: no pieces of trains
-        whole_trains = any(s.dark_subtraction is not None for s in setups)
-        batches = frame_batches(frames_per_train, batch_size, whole_trains)
-        for i, (b0, b1, window) in enumerate(batches):
-            coordinator.poll()
-            tids = train_ids[b0:b1]
-            raw = access.read_raw(modules_all, tids, window)
-            if i + 1 < len(batches) and batches[i + 1][0] >= b1:  # the disk reads the next trains meanwhile
-                access.prefetch(modules_all, train_ids[batches[i + 1][0]:batches[i + 1][1]])
-            outputs: Dict[str, np.ndarray] = {
-                "trainId": raw.train_ids, "pulseId": raw.pulse_ids, "cellId": raw.cell_ids,
-            }
-            info, stage_out, units = stage.frame_info(raw)
-            outputs.update(stage_out)
-            point_out, point_units = points.read(raw, pulse_index=info.pulse_index, train_pulses=info.train_pulses)
-            outputs.update(point_out)
-            units.update(point_units)
-            stage.reject(raw, info, point_out)
-            for s in setups:
-                det_out, det_units, vetoed = s.process(raw, info, point_out)
-                outputs.update(det_out)
-                units.update(det_units)
-                info.reasons = info.reasons | np.where(vetoed, np.uint16(Reason.VETO), np.uint16(0))
-            outputs["rejection/reasons"] = info.reasons
-            writer.append(outputs, units)
-            if window is None or window[1] >= frames_per_train[b0]:  # a train counts once its last piece is done
-                trains_done += len(tids)
-            frames_done += len(raw)
-            coordinator.batch_done(trains_done, frames_done)
+        with interruptible(lambda tb: describe(tb, current[0], "while processing"), in_user_function):
+            _process_batches(access, stage, setups, points, train_ids, frames_per_train, batch_size, writer,
+                             coordinator, modules_all, current)
         writer.close()
     except BaseException as exc:
         try:
@@ -250,13 +237,55 @@ def _process_block(access: RunAccess, stage: FrameStage, setups: Sequence[Detect
         raise
 
 
+def _process_batches(access: RunAccess, stage: FrameStage, setups: Sequence[DetectorSetup], points: PointReader,
+                     train_ids: np.ndarray, frames_per_train: np.ndarray, batch_size: int, writer: PartWriter,
+                     coordinator: Coordinator, modules_all: tuple, current: list) -> None:
+    """The batches of :func:`_process_block`; ``current[0]`` is the first train of the batch in hand."""
+    from smalldata.pulses.rejection import Reason
+
+    trains_done = frames_done = 0
+    # intra-train dark subtraction needs each train's dark frames in the batch: no pieces of trains
+    whole_trains = any(s.dark_subtraction is not None for s in setups)
+    batches = frame_batches(frames_per_train, batch_size, whole_trains)
+    for i, (b0, b1, window) in enumerate(batches):
+        coordinator.poll()
+        tids = train_ids[b0:b1]
+        current[0] = int(tids[0])
+        activity.note("reading and calibrating", current[0])
+        raw = access.read_raw(modules_all, tids, window)
+        if i + 1 < len(batches) and batches[i + 1][0] >= b1:  # the disk reads the next trains meanwhile
+            access.prefetch(modules_all, train_ids[batches[i + 1][0]:batches[i + 1][1]])
+        outputs: Dict[str, np.ndarray] = {
+            "trainId": raw.train_ids, "pulseId": raw.pulse_ids, "cellId": raw.cell_ids,
+        }
+        info, stage_out, units = stage.frame_info(raw)
+        outputs.update(stage_out)
+        point_out, point_units = points.read(raw, pulse_index=info.pulse_index, train_pulses=info.train_pulses)
+        outputs.update(point_out)
+        units.update(point_units)
+        stage.reject(raw, info, point_out)
+        for s in setups:
+            det_out, det_units, vetoed = s.process(raw, info, point_out)
+            outputs.update(det_out)
+            units.update(det_units)
+            info.reasons = info.reasons | np.where(vetoed, np.uint16(Reason.VETO), np.uint16(0))
+        outputs["rejection/reasons"] = info.reasons
+        writer.append(outputs, units)
+        if window is None or window[1] >= frames_per_train[b0]:  # a train counts once its last piece is done
+            trains_done += len(tids)
+        frames_done += len(raw)
+        coordinator.batch_done(trains_done, frames_done)
+
+
 def _write_output(output, overwrite, parts_dir, n_ranks, config, stage, setups, points, skipped, access, proposal,
                   run, train_ids, command, started, t0, coordinator) -> Tuple[int, int, List[str]]:
     parts = [Path(parts_dir) / f"part_{r:05d}.h5" for r in range(n_ranks)]
-    descriptions = [s.describe() for s in setups]
+    with interruptible(lambda tb: describe(tb, phase="while describing the functions"), in_user_function):
+        descriptions = [s.describe() for s in setups]  # the functions' parameters and arrays: user code
     needed = sum(p.stat().st_size for p in parts if p.exists()) + _array_bytes(descriptions) + (1 << 20)
     check_free_space(output.parent, needed)
     out = OutputFile(output, overwrite)
+    activity.add_temporaries(out.tmp_path)  # removed by the supervisor should this rank die hard
     try:
         rows = merge_parts(parts, out.file, poll=coordinator.poll)
         if "trainId" not in out.file:
@@ -310,7 +339,6 @@ def _write_output(output, overwrite, parts_dir, n_ranks, config, stage, setups, 
             meta.attrs["unreadable_files"] = access.unreadable_files
         losses.check_usable()
         n_datasets = sum(1 for _ in _walk(out.file))
-        _test_merge_delay(coordinator)
         out.publish(poll=coordinator.poll)
     except BaseException as exc:
         out.discard()
@@ -330,15 +358,6 @@ def _array_bytes(value) -> int:
     if isinstance(value, (list, tuple)):
         return sum(_array_bytes(v) for v in value)
     return 0
-
-
-def _test_merge_delay(coordinator: Coordinator) -> None:
-    """Tests of the shutdown protocol need a merge that lasts: ``$SMALLDATA_TEST_MERGE_DELAY`` seconds."""
-    delay = float(os.environ.get("SMALLDATA_TEST_MERGE_DELAY", "0") or 0)
-    end = time.monotonic() + delay
-    while time.monotonic() < end:
-        coordinator.poll()
-        time.sleep(0.05)
 
 
 def _walk(group):

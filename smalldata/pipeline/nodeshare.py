@@ -2,10 +2,11 @@
 
 The pedestal and noise of a DSSC dark are ``(16, cells, 128, 512)`` float32 each: 3.4 GB
 apiece with 800 memory cells. Read by every rank, 64 ranks on a node would hold 430 GB
-and read as much from the file system at set-up. With MPI-3 shared memory the first rank
-of each node reads the file and writes the two arrays into a window that the node's
-other ranks map read-only; the rest of a :class:`~smalldata.calib.darkfile.DarkConstants`
-(status mask, cells, frames, metadata) is small and broadcast.
+and read as much from the file system at set-up. With MPI-3 shared memory
+(:mod:`smalldata.parallel.sharedmem`) the first rank of each node reads the file and writes
+the two arrays into a window that the node's other ranks map read-only; the rest of a
+:class:`~smalldata.calib.darkfile.DarkConstants` (status mask, cells, frames, metadata) is
+small and broadcast.
 
 Every rank of ``comm`` must call :func:`load_shared_darks` together: the window is a
 collective of the node. A failure to read on the node's first rank is raised on every
@@ -13,48 +14,17 @@ rank of that node alike.
 """
 from __future__ import annotations
 
-import atexit
 import dataclasses
 import logging
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from smalldata.calib.darkfile import DarkConstants, read_dark_file
 from smalldata.errors import CalibrationError
+from smalldata.parallel.sharedmem import node_communicator, shared_empty
 
 log = logging.getLogger(__name__)
-
-_WINDOWS: List[object] = []  # alive until the end of the process (the arrays point into them)
-
-
-def node_communicator(comm):
-    """The ranks of ``comm`` on this node, or None with one rank (or without MPI)."""
-    if comm.Get_size() == 1:
-        return None
-    from mpi4py import MPI
-
-    return comm.Split_type(MPI.COMM_TYPE_SHARED)
-
-
-def shared_empty(node, shape: Tuple[int, ...], dtype) -> np.ndarray:
-    """An uninitialised array in memory shared by the ranks of ``node`` (allocated by its rank 0)."""
-    from mpi4py import MPI
-
-    itemsize = np.dtype(dtype).itemsize
-    nbytes = int(np.prod(shape, dtype=np.int64)) * itemsize if node.Get_rank() == 0 else 0
-    window = MPI.Win.Allocate_shared(nbytes, itemsize, comm=node)
-    if not _WINDOWS:
-        atexit.register(_free_windows)
-    _WINDOWS.append(window)
-    buffer, _ = window.Shared_query(0)
-    return np.ndarray(shape, dtype=dtype, buffer=buffer)
-
-
-def _free_windows() -> None:
-    """Free the windows before MPI is finalised (atexit runs this before mpi4py's own handler)."""
-    while _WINDOWS:
-        _WINDOWS.pop().Free()
 
 
 def load_shared_darks(requests: Mapping[str, Tuple[str, Sequence[int], bool]], comm) -> Dict[str, DarkConstants]:

@@ -24,7 +24,7 @@ from smalldata.calib.darkfile import read_dark_file
 from smalldata.constants import DSSC_MODULE_SHAPE
 from smalldata.errors import SmallDataError
 from smalldata.fused.plan import FusedPlan
-from smalldata.pipeline.mpi import split_batches
+from smalldata.parallel.mpi import split_batches
 from smalldata.sums.runsums import RunSums
 
 log = logging.getLogger(__name__)

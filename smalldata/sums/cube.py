@@ -16,7 +16,7 @@ import h5py
 import numpy as np
 
 from smalldata.errors import ConfigError, DataError
-from smalldata.pipeline.mpi import check_same_everywhere, sum_reduce
+from smalldata.parallel.mpi import check_same_everywhere, sum_reduce
 from smalldata.sums.binning import ScanBinning
 from smalldata.sums.fixedpoint import (
     MAX_ROWS,

@@ -14,7 +14,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from smalldata.errors import ConfigError, DataError
-from smalldata.pipeline.mpi import check_same_everywhere, max_reduce, sum_reduce
+from smalldata.parallel.mpi import check_same_everywhere, max_reduce, sum_reduce
 from smalldata.sums.fixedpoint import (
     MAX_ROWS,
     Block,

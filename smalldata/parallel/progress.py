@@ -13,7 +13,7 @@ import time
 from typing import List, Optional
 
 from smalldata.errors import SmallDataError
-from smalldata.pipeline import shutdown
+from smalldata.parallel import activity, shutdown
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +91,9 @@ class Coordinator:
             self.sent += 1
 
     def poll(self) -> None:
-        """Stop here if asked to: :class:`~smalldata.pipeline.shutdown.Interrupted` for a signal to this
+        """Stop here if asked to: :class:`~smalldata.parallel.shutdown.Interrupted` for a signal to this
         rank (the others are told first), :class:`StoppedByOtherRank` when another rank stopped."""
+        activity.note()
         self._receive_aborts()
         if self.aborted_by is not None:
             raise StoppedByOtherRank(self.aborted_by, *self._abort_reason)
@@ -139,6 +140,7 @@ class Coordinator:
             return
         request = self.comm.Ibarrier()
         while not request.Test():
+            activity.note()
             signum = shutdown.received()
             if signum is not None:
                 self.abort(str(shutdown.Interrupted(signum)), signum)

@@ -12,6 +12,8 @@ from typing import Callable, List, Optional, Tuple
 import numpy as np
 
 from smalldata.errors import DataError, SmallDataError
+from smalldata.parallel import shutdown
+from smalldata.parallel.progress import StoppedByOtherRank
 
 log = logging.getLogger(__name__)
 
@@ -185,15 +187,13 @@ def check_same_everywhere(comm, signature, what: str) -> None:
 def failure_of(exc: BaseException) -> tuple:
     """What a rank tells the others about its failure: ``(message, signal number or None, stopped)``.
 
-    ``stopped`` is True when the rank only stopped because another one failed.
+    ``stopped`` is True when the rank only stopped because another one failed; for a
+    signal the message is what it interrupted (``Interrupted.context``, may be empty).
     """
-    from smalldata.pipeline.progress import StoppedByOtherRank
-    from smalldata.pipeline.shutdown import Interrupted
-
     if isinstance(exc, StoppedByOtherRank):
         return (exc.reason, exc.signum, True)
-    if isinstance(exc, Interrupted):
-        return (str(exc), exc.signum, False)
+    if isinstance(exc, shutdown.Interrupted):
+        return (exc.context, exc.signum, False)
     if isinstance(exc, SmallDataError):
         return (str(exc), None, False)
     return (f"{type(exc).__name__}: {exc}", None, False)
@@ -202,12 +202,10 @@ def failure_of(exc: BaseException) -> tuple:
 def raise_agreed(failures: list, comm=None) -> None:
     """Raise, on every rank alike, the first real failure in ``failures`` (one entry per rank, None: fine).
 
-    A failure caused by a signal raises :class:`~smalldata.pipeline.shutdown.Interrupted`
+    A failure caused by a signal raises :class:`~smalldata.parallel.shutdown.Interrupted`
     (exit status 128 + signal), any other :class:`~smalldata.errors.SmallDataError`
     prefixed by the failing rank (when there are several).
     """
-    from smalldata.pipeline.shutdown import Interrupted
-
     n_ranks = len(failures)
     real = [(r, f) for r, f in enumerate(failures) if f is not None and not f[2]]
     chosen = real or [(r, f) for r, f in enumerate(failures) if f is not None]
@@ -216,7 +214,7 @@ def raise_agreed(failures: list, comm=None) -> None:
     r, (message, signum, stopped) = chosen[0]
     where = f" on rank {r}" if n_ranks > 1 and not stopped else ""
     if signum is not None:
-        raise Interrupted(signum, where)
+        raise shutdown.Interrupted(signum, where, context="" if stopped else message)
     raise SmallDataError(message if stopped or n_ranks == 1 else f"rank {r}: {message}")
 
 
@@ -225,14 +223,12 @@ def agree(action: Callable[[], object], comm=None, coordinator=None, check_signa
 
     Keeps the other ranks from waiting forever in a later collective: every exception,
     ``SystemExit`` and ``KeyboardInterrupt`` included, is caught and shared. With a
-    :class:`~smalldata.pipeline.progress.Coordinator`, ranks wait for each other in a
+    :class:`~smalldata.parallel.progress.Coordinator`, ranks wait for each other in a
     polling barrier that passes a stop signal on to a rank still busy (e.g. rank 0
     merging); with ``check_signals`` a signal received during ``action`` or the wait
     stops every rank here (leave it False where one rank may already have published).
     A single rank re-raises the original exception.
     """
-    from smalldata.pipeline import shutdown
-
     comm = get_comm(comm)
     if comm.Get_size() == 1:
         result = action()
