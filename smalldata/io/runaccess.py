@@ -292,15 +292,13 @@ class RunAccess:
         take from another train (:class:`ZeroTrainEntries`); the others are recorded as faults."""
         good = stored == expected
         shifted = self.zero_entries.shifted(dssc_source(module))
-        if shifted:
+        if shifted:  # recorded first: the root cause is the reason kept
             moved = np.isin(expected, np.fromiter(shifted, dtype=np.uint64, count=len(shifted)))
             for tid in np.unique(expected[moved]).tolist():
                 self.faults.add([tid], f"module {module}", shifted[tid])
-            good &= ~moved
-        if not np.array_equal(stored, expected):
-            bad = stored != expected
-            self._reject_rows(module, expected[bad], stored[bad])
-        return good
+        if not good.all():
+            self._reject_rows(module, expected[~good], stored[~good])
+        return good & ~moved if shifted else good
 
     def _drop_slipped(self, modules, slipped, data, present, module_cids, frame_train, frame_index) -> None:
         """Mark the frames of :meth:`CellCheck.slipped` absent (data 0) and record each (train, module)."""
