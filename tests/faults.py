@@ -129,7 +129,7 @@ def plant_zero_index_entry(run_dir: Path, aggregator: str, position: int, seq: i
 
 
 def plant_slipped_cells(run_dir: Path, module: int, position: int, n_cells: int, seq: int = 0) -> int:
-    """The frames of the train at ``position`` of a module file record cell ``(cell + 1) % n_cells``; returns the train."""
+    """The frames of the train at ``position`` of a module file record cell ``(cell + 1) % n_cells``; returns it."""
     with h5py.File(data_file(run_dir, f"DSSC{module:02d}", seq), "r+") as f:
         first = int(f[f"INDEX/{dssc(module)}/image/first"][position])
         count = int(f[f"INDEX/{dssc(module)}/image/count"][position])

@@ -2,7 +2,7 @@
 import h5py
 import numpy as np
 import pytest
-from faults import damaged_copy, fault_config, invalid_pairs, plant_slipped_cells, plant_xgm_values
+from faults import damaged_copy, fault_config, plant_slipped_cells, plant_xgm_values
 from helpers import DATA_RUN, read_all
 
 from smalldata.config.producer import ProducerConfig

@@ -23,7 +23,6 @@ from smalldata.io.faults import FaultLog, describe_mismatch
 from smalldata.io.frameindex import ModuleFrameIndex, frames_in_window
 from smalldata.io.indexcheck import ZeroTrainEntries, check_key_rows
 from smalldata.io.pointblocks import SourceBlocks
-from smalldata.lookup import find_sorted
 from smalldata.plugin.frames import RawBatch
 
 log = logging.getLogger(__name__)
