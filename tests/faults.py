@@ -114,6 +114,14 @@ def invalid_pairs(output: Path) -> set:
                 for t, w in zip(f["meta/invalid_trainId"][()], f["meta/invalid_where"][()])}
 
 
+def invalid_reasons(output: Path) -> list:
+    """(trainId, where, reason) listed in /meta as not used."""
+    with h5py.File(output, "r") as f:
+        return [(int(t), w.decode() if isinstance(w, bytes) else w, r.decode() if isinstance(r, bytes) else r)
+                for t, w, r in zip(f["meta/invalid_trainId"][()], f["meta/invalid_where"][()],
+                                   f["meta/invalid_reason"][()])]
+
+
 def incomplete_pairs(output: Path) -> set:
     """(trainId, module) listed in /meta/incomplete_trains."""
     with h5py.File(output, "r") as f:

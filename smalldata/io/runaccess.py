@@ -23,6 +23,7 @@ from smalldata.io.faults import FaultLog, describe_mismatch
 from smalldata.io.frameindex import ModuleFrameIndex, frames_in_window
 from smalldata.io.indexcheck import ZeroTrainEntries, check_key_rows
 from smalldata.io.pointblocks import SourceBlocks
+from smalldata.lookup import find_sorted
 from smalldata.plugin.frames import RawBatch
 
 log = logging.getLogger(__name__)
@@ -165,6 +166,7 @@ class RunAccess:
             counts = np.zeros(len(self.train_ids), dtype=np.int64)
             if src in self.data.instrument_sources:
                 counts[self._data_pos] = self.data[src, "image.data"].data_counts(labelled=False)
+                counts[self._shifted_positions(module)] = 0  # their rows are another train's: none of them
             self._counts_cache[module] = counts
         return self._counts_cache[module]
 
@@ -287,17 +289,21 @@ class RunAccess:
                             f"of a frame: leave module {modules[j]} out of detectors.<name>.modules")
 
     def _rows_to_use(self, module: int, expected: np.ndarray, stored: np.ndarray) -> np.ndarray:
-        """Rows whose ``image.trainId`` is the train the INDEX gives them and that extra-data did not
-        take from another train (:class:`ZeroTrainEntries`); the others are recorded as faults."""
+        """Rows whose ``image.trainId`` is the train the INDEX gives them; the others are recorded as faults."""
         good = stored == expected
-        shifted = self.zero_entries.shifted(dssc_source(module))
-        if shifted:  # recorded first: the root cause is the reason kept
-            moved = np.isin(expected, np.fromiter(shifted, dtype=np.uint64, count=len(shifted)))
-            for tid in np.unique(expected[moved]).tolist():
-                self.faults.add([tid], f"module {module}", shifted[tid])
         if not good.all():
             self._reject_rows(module, expected[~good], stored[~good])
-        return good & ~moved if shifted else good
+        return good
+
+    def _shifted_positions(self, module: int) -> np.ndarray:
+        """Positions in :attr:`train_ids` of the trains whose rows of ``module`` extra-data takes from the
+        train before (:class:`ZeroTrainEntries`), each recorded as a fault of the module."""
+        shifted = self.zero_entries.shifted(dssc_source(module))
+        tids = np.fromiter(shifted, dtype=np.uint64, count=len(shifted))
+        pos, found = find_sorted(self.train_ids, tids)
+        for tid in tids[found].tolist():
+            self.faults.add([tid], f"module {module}", shifted[tid])
+        return pos[found]
 
     def _drop_slipped(self, modules, slipped, data, present, module_cids, frame_train, frame_index) -> None:
         """Mark the frames of :meth:`CellCheck.slipped` absent (data 0) and record each (train, module)."""
@@ -347,7 +353,9 @@ class RunAccess:
             for key in ("image.data", "image.trainId", "image.pulseId", "image.cellId"):
                 check_key_rows(self.data[source, key], self.path,
                                f"leave module {module} out of detectors.<name>.modules or replace the file")
-            self._frame_indexes[module] = ModuleFrameIndex(self.data[source, "image.data"], self.train_ids)
+            index = ModuleFrameIndex(self.data[source, "image.data"], self.train_ids)
+            index.count[self._shifted_positions(module)] = 0  # as in module_frame_counts: never read
+            self._frame_indexes[module] = index
         return self._frame_indexes[module]
 
     def cell_ids(self, module: int, train_ids: Optional[np.ndarray] = None) -> np.ndarray:
