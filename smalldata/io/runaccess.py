@@ -67,26 +67,26 @@ class RunAccess:
     def __init__(self, data, path: Optional[Path] = None):
         self.data = data
         self.path = path
-        #: trains that extra-data misplaces or drops because an INDEX/trainId entry is 0
-        self.zero_entries = ZeroTrainEntries(data.files)
-        #: rows not used because their ids disagree with the INDEX
-        self.faults = FaultLog()
-        for tid, where, reason in self.zero_entries.lost:
-            self.faults.add([tid], where, reason)
-        # the run's trains: also those that every file lost to a 0 in INDEX/trainId (listed, never silently gone)
         data_ids = np.asarray(data.train_ids, dtype=np.uint64)
-        self.train_ids = np.union1d(data_ids, self.zero_entries.lost_train_ids())
-        self._data_pos = np.searchsorted(self.train_ids, data_ids)  # extra-data's trains among them
         self._counts_cache: Dict[int, np.ndarray] = {}
         self._frame_indexes: Dict[int, ModuleFrameIndex] = {}
-        self._sources = SourceBlocks(data, self.faults, self.zero_entries, path)
-        self._cells = CellCheck(self._frame_index)
         self._spares: List[np.ndarray] = []  # batch buffers, each reused once released
         self._read_rate: Optional[float] = None  # bytes per second of the last batch's frames
+        #: rows not used because their ids disagree with the INDEX
+        self.faults = FaultLog()
         #: files of the run directory extra-data could not open
         self.unreadable_files: list = []
         #: trains read at once for ids and point data
         self.block_trains = 256
+        #: trains that extra-data misplaces or drops because an INDEX/trainId entry is 0
+        self.zero_entries = ZeroTrainEntries(data.files)
+        for tid, where, reason in self.zero_entries.lost:
+            self.faults.add([tid], where, reason)
+        # the run's trains: also those that every file lost to a 0 in INDEX/trainId (listed, never silently gone)
+        self.train_ids = np.union1d(data_ids, self.zero_entries.lost_train_ids())
+        self._data_pos = np.searchsorted(self.train_ids, data_ids)  # extra-data's trains among them
+        self._sources = SourceBlocks(data, self.faults, self.zero_entries, path)
+        self._cells = CellCheck(self._frame_index)
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -229,8 +229,9 @@ class RunAccess:
             except (OSError, ValueError, TypeError) as exc:
                 raise DataError(f"cannot read DSSC module {module} for trains {int(train_ids[0])}.."
                                 f"{int(train_ids[-1])} of {self.path}: {exc}; the file may be truncated") from None
-            good = self._rows_to_use(module, frame_train[rows], tids)
+            good = tids == frame_train[rows]
             if not good.all():  # rows the INDEX gives to another train than they hold: not used
+                self._reject_rows(module, frame_train[rows][~good], tids[~good])
                 data[rows[~good], j] = 0
                 rows, pids, cids = rows[good], pids[good], cids[good]
             present[rows, j] = True
@@ -287,13 +288,6 @@ class RunAccess:
                             f"frame {int(frame_index[i])} of train {int(frame_train[i])} where module "
                             f"{modules[int(first[i])]} has {int(pulse_ids[i])}; the modules disagree on the pulse "
                             f"of a frame: leave module {modules[j]} out of detectors.<name>.modules")
-
-    def _rows_to_use(self, module: int, expected: np.ndarray, stored: np.ndarray) -> np.ndarray:
-        """Rows whose ``image.trainId`` is the train the INDEX gives them; the others are recorded as faults."""
-        good = stored == expected
-        if not good.all():
-            self._reject_rows(module, expected[~good], stored[~good])
-        return good
 
     def _shifted_positions(self, module: int) -> np.ndarray:
         """Positions in :attr:`train_ids` of the trains whose rows of ``module`` extra-data takes from the
