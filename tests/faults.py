@@ -114,7 +114,61 @@ def invalid_pairs(output: Path) -> set:
                 for t, w in zip(f["meta/invalid_trainId"][()], f["meta/invalid_where"][()])}
 
 
+def invalid_reasons(output: Path) -> list:
+    """(trainId, where, reason) listed in /meta as not used."""
+    with h5py.File(output, "r") as f:
+        return [(int(t), w.decode() if isinstance(w, bytes) else w, r.decode() if isinstance(r, bytes) else r)
+                for t, w, r in zip(f["meta/invalid_trainId"][()], f["meta/invalid_where"][()],
+                                   f["meta/invalid_reason"][()])]
+
+
 def incomplete_pairs(output: Path) -> set:
     """(trainId, module) listed in /meta/incomplete_trains."""
     with h5py.File(output, "r") as f:
         return {(int(t), int(m)) for t, m in f["meta/incomplete_trains"][()]}
+
+
+def plant_zero_index_entry(run_dir: Path, aggregator: str, position: int, seq: int = 0) -> int:
+    """``INDEX/trainId`` of file ``aggregator`` (any: DA01, DSSC02, ...) set to 0 at ``position``; returns its train."""
+    with h5py.File(data_file(run_dir, aggregator, seq), "r+") as f:
+        tid = int(f["INDEX/trainId"][position])
+        f["INDEX/trainId"][position] = 0
+    return tid
+
+
+def plant_slipped_cells(run_dir: Path, module: int, position: int, n_cells: int, seq: int = 0) -> int:
+    """The frames of the train at ``position`` of a module file record cell ``(cell + 1) % n_cells``; returns it."""
+    with h5py.File(data_file(run_dir, f"DSSC{module:02d}", seq), "r+") as f:
+        first = int(f[f"INDEX/{dssc(module)}/image/first"][position])
+        count = int(f[f"INDEX/{dssc(module)}/image/count"][position])
+        ds = f[f"INSTRUMENT/{dssc(module)}/image/cellId"]
+        ds[first:first + count] = (ds[first:first + count].astype(np.int64) + 1) % n_cells
+        return int(f["INDEX/trainId"][position])
+
+
+def plant_index_count(run_dir: Path, module: int, position: int, extra: int = 1, seq: int = 0) -> None:
+    """The INDEX count of a module file's train at ``position`` made ``extra`` larger (the data rows unchanged)."""
+    with h5py.File(data_file(run_dir, f"DSSC{module:02d}", seq), "r+") as f:
+        ds = f[f"INDEX/{dssc(module)}/image/count"]
+        counts = ds[()]
+        counts[position] += extra
+        ds[...] = counts
+
+
+def plant_short_dataset(run_dir: Path, module: int, key: str, missing: int, seq: int = 0) -> None:
+    """Dataset ``image.<key>`` of a module file cut ``missing`` rows short of what its INDEX counts."""
+    with h5py.File(data_file(run_dir, f"DSSC{module:02d}", seq), "r+") as f:
+        ds = f[f"INSTRUMENT/{dssc(module)}/image/{key}"]
+        ds.resize(ds.shape[0] - missing, axis=0)
+
+
+def plant_xgm_values(run_dir: Path, position: int, values: dict, seq: int = 0) -> int:
+    """XGM ``data.intensitySa3TD`` of the train at ``position`` set to ``{pulse: value}``; returns the train."""
+    with h5py.File(data_file(run_dir, "DA01", seq), "r+") as f:
+        first = int(f[f"INDEX/{XGM}/data/first"][position])
+        ds = f[f"INSTRUMENT/{XGM}/data/intensitySa3TD"]
+        row = ds[first]
+        for pulse, value in values.items():
+            row[pulse] = value
+        ds[first] = row
+        return int(f["INDEX/trainId"][position])

@@ -166,7 +166,7 @@ def test_key_changing_later_fails_at_that_batch(tmp_path, sim_root, calib_dir, m
         run_producer(ProducerConfig.from_file(cfg), DATA_RUN, batch_size=8)  # 2 trains of 4 frames per batch
     message = str(err.value)
     assert "functions[1] (brokenfuncs:KeyFromTrain)" in message and "\n" not in message
-    assert f"new output 'keyfromtrain_late' for the batch of trains {from_train - 1}..{from_train}" in message
+    assert f"new output 'keytrain_late' for the batch of trains {from_train - 1}..{from_train}" in message
     # trains 8 and 9 are the fifth batch: nothing is read after it
     assert counted_reads[-1][1].tolist() == [from_train - 1, from_train]
 

@@ -7,12 +7,12 @@ any data are read.
 """
 from __future__ import annotations
 
-import typing
 from typing import Any, Dict, List
 
-from smalldata.config.schema import check_unknown_keys, conforms, type_name
+from smalldata.config.schema import check_unknown_keys
 from smalldata.errors import ConfigError
 from smalldata.plugin.detfunc import DetObjectFunc
+from smalldata.plugin.params import check_config_values, default_name
 from smalldata.plugin.registry import BUILTIN_FUNCTIONS, resolve_function_type
 
 
@@ -36,15 +36,11 @@ def build_function(spec: Dict[str, Any], path: str) -> DetObjectFunc:
     params = cls.parameter_names()
     check_unknown_keys(spec, set(params) | {"type", "children"}, path)
     kwargs = {k: v for k, v in spec.items() if k not in ("type", "children")}
+    check_config_values(cls, kwargs, path)
     if "name" not in kwargs and "name" in params:
-        kwargs["name"] = str(spec["type"]) if spec["type"] in BUILTIN_FUNCTIONS else cls.__name__.lower()
-    try:
-        hints = typing.get_type_hints(cls.__init__)
-    except (NameError, TypeError):
-        hints = {}
-    for key, value in kwargs.items():
-        if key in hints and not conforms(value, hints[key]):
-            raise ConfigError(f"{path}.{key}", f"expected {type_name(hints[key])}, got {value!r}")
+        name = default_name(cls, str(spec["type"]) if spec["type"] in BUILTIN_FUNCTIONS else None)
+        if name is not None:
+            kwargs["name"] = name
     try:
         func = cls(**kwargs)
     except ConfigError as exc:

@@ -2,9 +2,12 @@
 
 Run access checks every row it reads against the train the file's INDEX gives it
 (``image.trainId`` of each DSSC module, ``<group>.trainId`` of instrument sources such
-as the XGM, the digitizer and the bunch pattern). A row that disagrees is not used:
-the (train, module) pair is marked invalid, or the point value becomes NaN, and the
-fault is recorded here, to be written to ``/meta`` and summarised on the console.
+as the XGM, the digitizer and the bunch pattern), every source's entries against the
+trains extra-data misplaces after a 0 in ``INDEX/trainId`` (:mod:`smalldata.io.indexcheck`;
+the train of the 0 is recorded under the file's name), and the modules' memory cells
+against each other (:mod:`smalldata.io.cellcheck`). A row that fails is not used: the
+(train, module) pair is marked invalid, or the point value becomes NaN, and the fault
+is recorded here, to be written to ``/meta`` and summarised on the console.
 """
 from __future__ import annotations
 

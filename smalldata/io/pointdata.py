@@ -1,4 +1,9 @@
-"""Point data: per-train and per-pulse values aligned to every event row."""
+"""Point data: per-train and per-pulse values aligned to every event row.
+
+Every value that is not finite is NaN in the output: NaN is what a missing value is
+everywhere (rejection limits, cube normalisation, ``/meta/losses``), and an infinite
+reading of a source is no measurement either.
+"""
 from __future__ import annotations
 
 import logging
@@ -28,6 +33,9 @@ class PointReader:
     def __init__(self, specs: Mapping[Tuple[str, str], Mapping], access: RunAccess):
         self.specs = dict(specs)
         self.access = access
+        #: infinite values replaced by NaN so far, per output path (this rank's batches)
+        self.non_finite: Dict[str, int] = {}
+        self._warned: set = set()
         for (group, name), spec in self.specs.items():
             if not access.has_key(spec["source"], spec["key"]):
                 what = (f"source {spec['source']!r}" if spec["source"] not in access.data.all_sources
@@ -69,9 +77,26 @@ class PointReader:
                                             n_valid=train_pulses)
                 if spec.get("filler") is not None:  # entries beyond the train's pulses, as EXtra's XGM reads them
                     per_frame[per_frame == spec["filler"]] = np.nan
-            outputs[path] = per_frame.astype(np.float64)
+            outputs[path] = self._finite(path, per_frame.astype(np.float64), raw.train_ids)
             units[path] = spec["units"]
         return outputs, units
+
+    def _finite(self, path: str, values: np.ndarray, train_ids: np.ndarray) -> np.ndarray:
+        """``values`` with +-inf as NaN: no value, like a missing one (counted in ``/meta/losses``).
+
+        A source's inf would otherwise pass into rejection limits, cube normalisation and
+        means as if it were a measurement; each path's first one is logged as a warning.
+        """
+        bad = np.isinf(values)
+        if bad.any():
+            values[bad] = np.nan
+            self.non_finite[path] = self.non_finite.get(path, 0) + int(np.count_nonzero(bad))
+            if path not in self._warned:
+                self._warned.add(path)
+                i = int(np.flatnonzero(bad)[0])
+                log.warning("point_data %s: infinite value in train %d (and maybe others); such values are NaN "
+                            "in the output and counted with the NaN in /meta/losses", path, int(train_ids[i]))
+        return values
 
     def describe(self) -> Dict[str, Dict]:
         """The specs as a nested mapping (for UserDataCfg)."""

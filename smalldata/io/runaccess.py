@@ -18,8 +18,11 @@ import numpy as np
 
 from smalldata.constants import DSSC_MODULE_SHAPE, DSSC_N_MODULES, INSTRUMENT, dssc_source
 from smalldata.errors import DataError
+from smalldata.io.cellcheck import CellCheck
 from smalldata.io.faults import FaultLog, describe_mismatch
 from smalldata.io.frameindex import ModuleFrameIndex, frames_in_window
+from smalldata.io.indexcheck import ZeroTrainEntries, check_key_rows
+from smalldata.io.pointblocks import SourceBlocks
 from smalldata.lookup import find_sorted
 from smalldata.plugin.frames import RawBatch
 
@@ -64,11 +67,9 @@ class RunAccess:
     def __init__(self, data, path: Optional[Path] = None):
         self.data = data
         self.path = path
-        self.train_ids = np.asarray(data.train_ids, dtype=np.uint64)
+        data_ids = np.asarray(data.train_ids, dtype=np.uint64)
         self._counts_cache: Dict[int, np.ndarray] = {}
-        self._keydata_cache: Dict[tuple, object] = {}
         self._frame_indexes: Dict[int, ModuleFrameIndex] = {}
-        self._blocks: Dict[tuple, tuple] = {}
         self._spares: List[np.ndarray] = []  # batch buffers, each reused once released
         self._read_rate: Optional[float] = None  # bytes per second of the last batch's frames
         #: rows not used because their ids disagree with the INDEX
@@ -77,6 +78,15 @@ class RunAccess:
         self.unreadable_files: list = []
         #: trains read at once for ids and point data
         self.block_trains = 256
+        #: trains that extra-data misplaces or drops because an INDEX/trainId entry is 0
+        self.zero_entries = ZeroTrainEntries(data.files)
+        for tid, where, reason in self.zero_entries.lost:
+            self.faults.add([tid], where, reason)
+        # the run's trains: also those that every file lost to a 0 in INDEX/trainId (listed, never silently gone)
+        self.train_ids = np.union1d(data_ids, self.zero_entries.lost_train_ids())
+        self._data_pos = np.searchsorted(self.train_ids, data_ids)  # extra-data's trains among them
+        self._sources = SourceBlocks(data, self.faults, self.zero_entries, path)
+        self._cells = CellCheck(self._frame_index)
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -153,10 +163,10 @@ class RunAccess:
         """Frames per train of one module, aligned with :attr:`train_ids` (0 where missing)."""
         if module not in self._counts_cache:
             src = dssc_source(module)
-            if src not in self.data.instrument_sources:
-                counts = np.zeros(len(self.train_ids), dtype=np.int64)
-            else:
-                counts = np.asarray(self.data[src, "image.data"].data_counts(labelled=False), dtype=np.int64)
+            counts = np.zeros(len(self.train_ids), dtype=np.int64)
+            if src in self.data.instrument_sources:
+                counts[self._data_pos] = self.data[src, "image.data"].data_counts(labelled=False)
+                counts[self._shifted_positions(module)] = 0  # their rows are another train's: none of them
             self._counts_cache[module] = counts
         return self._counts_cache[module]
 
@@ -228,6 +238,9 @@ class RunAccess:
             module_pids[rows, j] = pids
             module_cids[rows, j] = cids
         self._read_rate = data.nbytes / max(time.perf_counter() - started, 1e-9)
+        slipped = self._cells.slipped(modules, present, module_cids, frame_index)
+        if slipped.any():  # a module's cells against the other modules' and its own usual ones: not used
+            self._drop_slipped(modules, slipped, data, present, module_cids, frame_train, frame_index)
         # the frame's ids: those of the first module that has it
         first = np.argmax(present, axis=1)
         have = present.any(axis=1)
@@ -276,6 +289,33 @@ class RunAccess:
                             f"{modules[int(first[i])]} has {int(pulse_ids[i])}; the modules disagree on the pulse "
                             f"of a frame: leave module {modules[j]} out of detectors.<name>.modules")
 
+    def _shifted_positions(self, module: int) -> np.ndarray:
+        """Positions in :attr:`train_ids` of the trains whose rows of ``module`` extra-data takes from the
+        train before (:class:`ZeroTrainEntries`), each recorded as a fault of the module."""
+        shifted = self.zero_entries.shifted(dssc_source(module))
+        tids = np.fromiter(shifted, dtype=np.uint64, count=len(shifted))
+        pos, found = find_sorted(self.train_ids, tids)
+        for tid in tids[found].tolist():
+            self.faults.add([tid], f"module {module}", shifted[tid])
+        return pos[found]
+
+    def _drop_slipped(self, modules, slipped, data, present, module_cids, frame_train, frame_index) -> None:
+        """Mark the frames of :meth:`CellCheck.slipped` absent (data 0) and record each (train, module)."""
+        for j in np.flatnonzero(slipped.any(axis=0)).tolist():
+            rows = np.flatnonzero(slipped[:, j])
+            trains, first = np.unique(frame_train[rows], return_index=True)
+            reasons = []
+            for i in rows[first].tolist():
+                k = next(k for k in range(len(modules)) if present[i, k] and module_cids[i, k] != module_cids[i, j])
+                usual = self._cells.usual_cells(modules[j])[int(frame_index[i])]
+                reasons.append(CellCheck.reason(modules[j], int(module_cids[i, j]), int(frame_index[i]), int(usual),
+                                                modules[k], int(module_cids[i, k])))
+            self.faults.add(trains, f"module {modules[j]}", reasons)
+            data[rows, j] = 0
+            log.debug("run %s: DSSC module %d: cell sequence slipped in %d train(s) from %d on", self.path,
+                      modules[j], len(trains), int(trains[0]))
+        present &= ~slipped
+
     def _reject_rows(self, module: int, expected: np.ndarray, stored: np.ndarray) -> None:
         """Record frames whose ``image.trainId`` is not the train the INDEX gives them."""
         trains, first = np.unique(expected, return_index=True)
@@ -303,60 +343,14 @@ class RunAccess:
     def _frame_index(self, module: int) -> ModuleFrameIndex:
         """Where the module's frames are, per train (resolved once through extra-data)."""
         if module not in self._frame_indexes:
-            self._frame_indexes[module] = ModuleFrameIndex(self.data[dssc_source(module), "image.data"],
-                                                           self.train_ids)
+            source = dssc_source(module)
+            for key in ("image.data", "image.trainId", "image.pulseId", "image.cellId"):
+                check_key_rows(self.data[source, key], self.path,
+                               f"leave module {module} out of detectors.<name>.modules or replace the file")
+            index = ModuleFrameIndex(self.data[source, "image.data"], self.train_ids)
+            index.count[self._shifted_positions(module)] = 0  # as in module_frame_counts: never read
+            self._frame_indexes[module] = index
         return self._frame_indexes[module]
-
-    def _block(self, source: str, key: str, train_ids: np.ndarray):
-        """Entries of ``source``/``key`` for ``train_ids`` as (entry train ids, values).
-
-        Reads blocks of :attr:`block_trains` consecutive trains at once and serves the
-        following batches from memory (bounded by the block size).
-        """
-        from extra_data import by_index
-
-        t0, t1 = train_ids[0], train_ids[-1]
-        block = self._blocks.get((source, key))
-        if block is None or not (block[0] <= t0 and t1 <= block[1]):
-            if (source, key) not in self._keydata_cache:
-                self._keydata_cache[(source, key)] = self._keydata(source, key)
-            full = self._keydata_cache[(source, key)]
-            # large entries (digitizer traces) get fewer trains per block: about 32 MB at most
-            entry_bytes = int(np.prod(full.entry_shape, dtype=np.int64)) * full.dtype.itemsize
-            ahead = int(np.clip((32 << 20) // max(entry_bytes, 1), 1, self.block_trains))
-            p0 = int(np.searchsorted(self.train_ids, t0))
-            p1 = max(int(np.searchsorted(self.train_ids, t1)) + 1, min(p0 + ahead, len(self.train_ids)))
-            kd = full.select_trains(by_index[p0:p1])
-            tids = np.asarray(kd.train_id_coordinates(), dtype=np.uint64)
-            values = kd.ndarray()
-            stored = self._stored_train_ids(source, full, by_index[p0:p1])
-            if stored is not None and len(stored) == len(tids) and not np.array_equal(stored, tids):
-                good = stored == tids  # rows the INDEX gives to another train than they hold: not used
-                bad_trains, first = np.unique(tids[~good], return_index=True)
-                self.faults.add(bad_trains, source, describe_mismatch(stored[~good][first], bad_trains,
-                                                                      self._train_key(full)))
-                log.debug("run %s: %s has entries whose %s differs from the INDEX in %d train(s) from %d on; "
-                            "their values are NaN", self.path, source, self._train_key(full), len(bad_trains),
-                            int(bad_trains[0]))
-                tids, values = tids[good], values[good]
-            block = (self.train_ids[p0], self.train_ids[p1 - 1], tids, values)
-            self._blocks[(source, key)] = block
-        _, _, tids, values = block
-        lo, hi = np.searchsorted(tids, t0, "left"), np.searchsorted(tids, t1, "right")
-        return tids[lo:hi], values[lo:hi]
-
-    @staticmethod
-    def _train_key(keydata) -> str:
-        return f"{keydata.index_group}.trainId" if keydata.index_group else "trainId"
-
-    def _stored_train_ids(self, source: str, keydata, selection) -> Optional[np.ndarray]:
-        """The train id each entry of an instrument source records (None for slow data, which has none)."""
-        if source not in self.data.instrument_sources:
-            return None
-        key = self._train_key(keydata)
-        if key not in self.data[source].keys():
-            return None
-        return np.asarray(self.data[source, key].select_trains(selection).ndarray(), dtype=np.uint64).reshape(-1)
 
     def cell_ids(self, module: int, train_ids: Optional[np.ndarray] = None) -> np.ndarray:
         """Memory cells of all frames of ``module`` (optionally only of ``train_ids``)."""
@@ -365,35 +359,18 @@ class RunAccess:
         src = dssc_source(module)
         if src not in self.data.instrument_sources:
             return np.zeros(0, dtype=np.uint16)
+        self._frame_index(module)  # its INDEX checked against the rows first: one line, not extra-data's error
         data = self.data if train_ids is None else self.data.select_trains(by_id[np.asarray(train_ids)])
         return data[src, "image.cellId"].ndarray().reshape(-1)
 
     # ------------------------------------------------------------------ point data
     def has_key(self, source: str, key: str) -> bool:
         """Whether ``source`` with ``key`` is in the run."""
-        return source in self.data.all_sources and key in self.data[source].keys()
+        return self._sources.has_key(source, key)
 
     def train_values(self, source: str, key: str, train_ids: np.ndarray) -> np.ndarray:
-        """One value per train (slow data, or the first entry per train), NaN where missing.
+        """One value per train (slow data, or the first entry per train), NaN where missing or not trusted.
 
-        Returns (T, ...) float64 aligned with ``train_ids``.
+        Returns (T, ...) float64 aligned with ``train_ids`` (see :class:`SourceBlocks`).
         """
-        train_ids = np.asarray(train_ids, dtype=np.uint64)
-        if len(train_ids) == 0:
-            return np.zeros(0)
-        tids, values = self._block(source, key, train_ids)
-        # keep the first entry per train
-        uniq, first = np.unique(tids, return_index=True)
-        values = values[first].astype(np.float64)
-        out = np.full((len(train_ids),) + values.shape[1:], np.nan)
-        pos, found = find_sorted(uniq, train_ids)
-        out[found] = values[pos[found]]
-        return out
-
-    def _keydata(self, source: str, key: str):
-        if source not in self.data.all_sources:
-            raise DataError(f"run {self.path} has no source {source!r}; check the point_data source names")
-        if key not in self.data[source].keys():
-            raise DataError(f"source {source!r} in run {self.path} has no key {key!r}; "
-                            f"check the point_data key")
-        return self.data[source, key]
+        return self._sources.train_values(source, key, train_ids, self.block_trains)

@@ -21,7 +21,7 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from smalldata.errors import ConfigError, FunctionError, SmallDataError
-from smalldata.plugin.detfunc import DetObjectFunc
+from smalldata.plugin.detfunc import DetObjectFunc, function_label
 from smalldata.plugin.frames import Frames, read_only
 from smalldata.plugin.ragged import Ragged
 
@@ -34,12 +34,6 @@ DRY_RUN_FRAMES = (2, 1)
 
 FIX_IN_PLACE = ("work on a copy (values = frames.data.copy(), or np.where(frames.valid, frames.data, 0)); "
                 "frames are shared with the other functions and the run sums")
-
-
-def function_label(func: DetObjectFunc) -> str:
-    """``<config path> (<module>:<class>)``: how errors name a function."""
-    path = getattr(func, "config_path", "") or getattr(func, "name", "?")
-    return f"{path} ({type(func).__module__}:{type(func).__qualname__})"
 
 
 def _fail(func: Optional[DetObjectFunc], message: str) -> FunctionError:

@@ -28,8 +28,14 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
-from smalldata.errors import ConfigError
+from smalldata.errors import ConfigError, FunctionError, SmallDataError
 from smalldata.plugin.frames import Frames, read_only
+
+
+def function_label(func) -> str:
+    """``<config path> (<module>:<class>)``: how errors name a function."""
+    path = getattr(func, "config_path", "") or getattr(func, "name", "?")
+    return f"{path} ({type(func).__module__}:{type(func).__qualname__})"
 
 
 class DetObjectFunc:
@@ -79,8 +85,20 @@ class DetObjectFunc:
         return False
 
     def setup(self, det) -> None:
-        """Set up this function and, recursively, its children."""
-        self.setFromDet(det)
+        """Set up this function and, recursively, its children.
+
+        An error of ``setFromDet`` that is not a :class:`SmallDataError` becomes a
+        :class:`FunctionError` naming the function and the detector, with its message.
+        """
+        try:
+            self.setFromDet(det)
+        except SmallDataError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a user's set-up may raise anything; name it in one line
+            message = " ".join(str(exc).split())
+            raise FunctionError(f"function {function_label(self)}: setFromDet() fails for detector "
+                                f"{getattr(det, 'name', '?')!r}: {type(exc).__name__}: {message} (run with --debug "
+                                "for the traceback)") from exc
         for child in self.children:
             child.setup(det)
 

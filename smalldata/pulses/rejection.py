@@ -75,7 +75,7 @@ def threshold_reasons(values: np.ndarray, vmin: Optional[float], vmax: Optional[
     vmin, vmax : float or None
         Inclusive limits; None: no limit on that side.
     low_bit, high_bit : int
-        Bit set below ``vmin`` (and for NaN, if any limit is set) / above ``vmax``.
+        Bit set below ``vmin`` (and for NaN or +-inf, if any limit is set) / above ``vmax``.
     applies : ndarray, (N,) bool, optional
         Frames the limits apply to (e.g. frames expecting X-rays); default all.
     """
@@ -86,12 +86,13 @@ def threshold_reasons(values: np.ndarray, vmin: Optional[float], vmax: Optional[
     applies = np.ones(values.shape, dtype=bool) if applies is None else np.asarray(applies, dtype=bool)
     if applies.shape != values.shape:
         raise DataError(f"applies {applies.shape} and values {values.shape} differ in shape")
-    low = np.isnan(values)
+    missing = ~np.isfinite(values)  # NaN and +-inf alike: no measurement
+    low = missing.copy()
     if vmin is not None:
         low |= values < vmin
     out[applies & low] |= REASON_DTYPE(low_bit)
     if vmax is not None:
-        out[applies & (values > vmax)] |= REASON_DTYPE(high_bit)
+        out[applies & ~missing & (values > vmax)] |= REASON_DTYPE(high_bit)
     return out
 
 
