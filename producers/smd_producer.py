@@ -26,6 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     parser.add_argument("--max-trains", type=int, metavar="K", help="only the first K trains (a quick look)")
     parser.add_argument("--batch-size", type=int, metavar="N", help="frames per batch (default: from the config)")
+    parser.add_argument("--wait", type=float, nargs="?", const=3600.0, metavar="SECONDS",
+                        help="first wait until the run's raw files are complete (exist, open, unchanged for "
+                             "10 s), at most SECONDS (default 3600); then process")
     add_common_arguments(parser)
     return parser
 
@@ -43,9 +46,15 @@ def _body(args: argparse.Namespace) -> int:
         raise SmallDataError(f"--max-trains must be >= 1, got {args.max_trains}")
     if args.batch_size is not None and args.batch_size < 1:
         raise SmallDataError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.wait is not None and not args.wait > 0:
+        raise SmallDataError(f"--wait must be a positive number of seconds, got {args.wait:g}")
     shutdown.install()  # a signal stops the run at its next check, never half-way through a step
     comm = get_comm()
     config = ProducerConfig.from_file(args.config)
+    if args.wait is not None:
+        from smalldata.beamtime.waitfiles import wait_on_rank0
+
+        wait_on_rank0(args.proposal or config.proposal, args.run, config.settings["data_root"], args.wait, comm)
     summary = run_producer(config, args.run, proposal=args.proposal, output=args.output,
                            overwrite=args.overwrite, max_trains=args.max_trains, batch_size=args.batch_size,
                            command=shlex.join(sys.argv), comm=comm)
