@@ -76,6 +76,9 @@ def start_slurm(folder: Path) -> str:
     given = os.environ.get("SLURM_CONF")
     if given and Path(given).is_file():
         return given
+    started = Path(os.environ.get("SMD_SLURM_DIR", "")) / "unavailable"
+    if os.environ.get("SMD_SLURM_DIR") and started.is_file():  # make test tried already
+        pytest.skip(f"no SLURM: {started.read_text().strip()}")
     result = subprocess.run(["bash", str(SERVICES), "start", str(folder)], capture_output=True, text=True,
                             timeout=900)
     reason = folder / "unavailable"

@@ -7,8 +7,9 @@
 #   bash tests/services/slurm.sh stop DIR    # stops the daemons started from DIR, removes DIR
 #   bash tests/services/slurm.sh env DIR     # prints SLURM_CONF=... for the tests
 #
-# When the machine cannot run it (not root, no package), `start` writes DIR/unavailable with one
-# line saying why and exits 0: the SLURM tests then skip with that line.
+# When the machine cannot install it (not root, no apt-get, the package cannot be installed), `start`
+# writes DIR/unavailable with one line saying why and exits 0: the SLURM tests then skip with that
+# line. A daemon that does not start is an error (exit status 1): the SLURM tests then fail.
 set -uo pipefail
 
 cmd=${1:?usage: slurm.sh start|stop|env DIR}
@@ -19,6 +20,12 @@ unavailable() {
     echo "$1" > "$dir/unavailable"
     echo "slurm.sh: $1" >&2
     exit 0
+}
+
+fail() {  # a daemon did not start: stop the others, keep the logs, exit 1
+    echo "slurm.sh: $1" >&2
+    stop_daemons
+    exit 1
 }
 
 free_port() {
@@ -59,14 +66,19 @@ start() {
         unavailable "the test SLURM runs its daemons as root; run the tests as root"
     fi
     dir=$(cd "$dir" && pwd)
-    mkdir -p "$dir/munge" "$dir/state" "$dir/spool" "$dir/log"
-    chown munge: "$dir/munge" && chmod 755 "$dir/munge"  # the socket lives here: others need to reach it
+    mkdir -p "$dir/state" "$dir/spool" "$dir/log"
+    # munged runs as user munge: its folder (key, socket, log) lies where that user can reach it,
+    # whatever the permissions of DIR's parents
+    local munge
+    munge=$(mktemp -d /tmp/smd-munge.XXXXXX)
+    echo "$munge" > "$dir/munge_dir"
+    chown munge: "$munge" && chmod 755 "$munge"  # the socket lives here: others need to reach it
     # a key of our own: this cluster trusts nothing else on the machine
-    dd if=/dev/urandom bs=1 count=1024 of="$dir/munge/munge.key" status=none
-    chown munge: "$dir/munge/munge.key" && chmod 400 "$dir/munge/munge.key"
-    runuser -u munge -- munged --socket="$dir/munge/munge.sock" --key-file="$dir/munge/munge.key" \
-        --pid-file="$dir/munge/munged.pid" --log-file="$dir/munge/munged.log" \
-        --seed-file="$dir/munge/munged.seed" || unavailable "munged did not start (see $dir/munge/munged.log)"
+    dd if=/dev/urandom bs=1 count=1024 of="$munge/munge.key" status=none
+    chown munge: "$munge/munge.key" && chmod 400 "$munge/munge.key"
+    runuser -u munge -- munged --socket="$munge/munge.sock" --key-file="$munge/munge.key" \
+        --pid-file="$munge/munged.pid" --log-file="$munge/munged.log" \
+        --seed-file="$munge/munged.seed" || fail "munged did not start (see $munge/munged.log)"
 
     local host cpus ctld_port d_port
     host=$(hostname -s)
@@ -82,7 +94,7 @@ SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket=$dir/munge/munge.sock
+AuthInfo=socket=$munge/munge.sock
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
@@ -108,10 +120,10 @@ PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
 PartitionName=upex Nodes=$host MaxTime=INFINITE State=UP
 EOF
     export SLURM_CONF="$dir/slurm.conf"
-    slurmctld -f "$SLURM_CONF" || unavailable "slurmctld did not start (see $dir/log/slurmctld.log)"
-    slurmd -f "$SLURM_CONF" || unavailable "slurmd did not start (see $dir/log/slurmd.log)"
+    slurmctld -f "$SLURM_CONF" || fail "slurmctld did not start (see $dir/log/slurmctld.log)"
+    slurmd -f "$SLURM_CONF" || fail "slurmd did not start (see $dir/log/slurmd.log)"
     if ! wait_for 30 bash -c "sinfo -h -N -o '%T' | grep -Eq '^(idle|mixed|allocated)'"; then
-        unavailable "the SLURM node did not come up within 30 s (see $dir/log/slurmctld.log, $dir/log/slurmd.log)"
+        fail "the SLURM node did not come up within 30 s (see $dir/log/slurmctld.log, $dir/log/slurmd.log)"
     fi
     echo "SLURM_CONF=$SLURM_CONF"
 }
@@ -129,14 +141,27 @@ stop_pidfile() {  # stop_pidfile FILE: ends the process named in FILE and waits 
     kill -9 "$pid" 2> /dev/null
 }
 
-stop() {
-    [ -d "$dir" ] || return 0
+stop_daemons() {
     if [ -f "$dir/slurm.conf" ]; then
         SLURM_CONF="$dir/slurm.conf" scancel --full --quiet --user="$(id -un)" 2> /dev/null
     fi
     stop_pidfile "$dir/slurmd.pid"
     stop_pidfile "$dir/slurmctld.pid"
-    stop_pidfile "$dir/munge/munged.pid"
+    if [ -f "$dir/munge_dir" ]; then
+        local munge
+        munge=$(cat "$dir/munge_dir")
+        stop_pidfile "$munge/munged.pid"
+    fi
+}
+
+stop() {
+    [ -d "$dir" ] || return 0
+    stop_daemons
+    if [ -f "$dir/munge_dir" ]; then
+        local munge
+        munge=$(cat "$dir/munge_dir")
+        case "$munge" in /tmp/smd-munge.*) rm -rf "$munge" ;; esac
+    fi
     rm -rf "$dir"
 }
 
