@@ -39,7 +39,7 @@ def _body(args: argparse.Namespace) -> int:
     from smalldata.config.producer import ProducerConfig
     from smalldata.errors import SmallDataError
 
-    runs = parse_run_range(args.runs) if args.runs else None
+    runs = parse_run_range(args.runs) if args.runs is not None else None
     config = ProducerConfig.from_file(args.config) if args.config else None
     proposal = args.proposal or (config.proposal if config else None)
     if proposal is None:

@@ -1,0 +1,146 @@
+"""The table of runs (smd_runs): numbers against the simulator's truth and the outputs, CSV and
+HDF5 alike, incremental updates, and the run range parser behind -r."""
+from __future__ import annotations
+
+import csv
+import os
+
+import h5py
+import numpy as np
+import pytest
+from beamtime_helpers import MISSING_MODULE_RUN, PROPOSAL, RUNS, run_cli, simulate_range, write_config
+
+from smalldata.beamtime import runtable
+from smalldata.beamtime.fingerprint import config_fingerprint, output_fingerprint
+from smalldata.beamtime.runrange import format_run_range, parse_run_range
+from smalldata.config.producer import ProducerConfig
+from smalldata.errors import SmallDataError
+from smalldata.simulate import read_truth
+
+XGM_MIN = 900.0
+
+
+@pytest.fixture(scope="module")
+def produced(tmp_path_factory):
+    """Three tiny runs (one lacking a module file), their dark, and their outputs made in this process."""
+    from smalldata.calib.badpixels import DarkThresholds
+    from smalldata.calib.dark import characterise_dark, dark_file_path, write_dark_file
+    from smalldata.pipeline.eventloop import run_producer
+    from smalldata.simulate import run_path
+
+    tmp = tmp_path_factory.mktemp("runs")
+    root = simulate_range(tmp / "data")
+    dark = characterise_dark(run_path(root, PROPOSAL, 615), thresholds=DarkThresholds(min_frames=10),
+                             proposal=PROPOSAL, run_number=615, progress=False)
+    write_dark_file(dark, dark_file_path(tmp / "calib", PROPOSAL, 615, "dssc"))
+    path = write_config(tmp / "producer.yaml", root, tmp / "out", tmp / "calib", xgm_min=XGM_MIN)
+    config = ProducerConfig.from_file(path)
+    for run in RUNS:
+        run_producer(config, run)
+    return {"root": root, "config": config, "config_path": path, "out": tmp / "out"}
+
+
+def test_rows_equal_the_truth_and_the_outputs(produced):
+    config = produced["config"]
+    rows = runtable.update_table(produced["out"], PROPOSAL, RUNS, config_fingerprint(config, PROPOSAL))
+    assert [r["run"] for r in rows] == list(RUNS)
+    for row in rows:
+        run = row["run"]
+        truth = read_truth(produced["root"], PROPOSAL, run)
+        xgm = np.asarray(truth["frame_xgm"], dtype=np.float64)
+        xray = np.asarray(truth["frame_xray"], dtype=bool)
+        low = xray & ~(xgm >= XGM_MIN)
+        assert row["state"] == "done"
+        assert row["trains"] == len(truth["train_ids"])
+        assert row["frames"] == len(truth["frame_train_id"])
+        assert row["frames_rejected_XGM_LOW"] == int(low.sum())
+        assert row["frames_rejected"] == int(low.sum())
+        assert row["frames_kept"] == row["frames"] - int(low.sum())
+        np.testing.assert_allclose(row["xgm_mean"], xgm[xray].mean(), rtol=1e-6)
+        assert row["scan_variable"] == "scan/delay"
+        assert row["scan_steps"] == len(np.unique(truth["train_delay"]))
+        assert row["incomplete_pairs"] == (3 if run == MISSING_MODULE_RUN else 0)
+        assert row["fingerprint"] == output_fingerprint(produced["out"] / f"r{run:04d}.h5")
+        # per-label means: computed here from the output with plain h5py
+        with h5py.File(produced["out"] / f"r{run:04d}.h5", "r") as f:
+            kept = f["rejection/reasons"][()] == 0
+            label = f["pattern/label_id"][()]
+            for name in ("dssc/speckle_sum", "dssc/full_mean"):
+                values = f[name][()]
+                for index, text in enumerate(("pumped", "unpumped")):
+                    chosen = kept & (label == index)
+                    np.testing.assert_allclose(row[f"mean {name} [{text}]"], values[chosen].mean(), rtol=1e-12)
+        labels = np.asarray(truth["frame_label"]).astype(str)
+        assert set(labels) == {"pumped", "unpumped"}
+
+
+def test_csv_and_hdf5_hold_the_same_table(produced):
+    rows = runtable.update_table(produced["out"], PROPOSAL, RUNS, config_fingerprint(produced["config"], PROPOSAL))
+    paths = runtable.table_paths(produced["out"], PROPOSAL)
+    stored = runtable.read_table(paths["h5"])
+    with open(paths["csv"], newline="") as f:
+        from_csv = {int(r["run"]): r for r in csv.DictReader(f)}
+    for row in rows:
+        for key, value in row.items():
+            if isinstance(value, float):
+                np.testing.assert_allclose(stored[row["run"]][key], value, rtol=0, atol=0, equal_nan=True)
+                np.testing.assert_allclose(float(from_csv[row["run"]][key] or "nan"), value, rtol=0,
+                                           equal_nan=True)
+            else:
+                assert stored[row["run"]][key] == value, key
+                assert from_csv[row["run"]][key] == str(value), key
+
+
+def test_table_updates_incrementally(produced, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    out.mkdir()
+    for run in RUNS[:2]:
+        os.link(produced["out"] / f"r{run:04d}.h5", out / f"r{run:04d}.h5")
+    read = []
+    original = runtable.output_row
+    monkeypatch.setattr(runtable, "output_row", lambda path: read.append(path.name) or original(path))
+    first = runtable.update_table(out, PROPOSAL)
+    assert [r["run"] for r in first] == list(RUNS[:2]) and len(read) == 2
+    os.link(produced["out"] / f"r{RUNS[2]:04d}.h5", out / f"r{RUNS[2]:04d}.h5")
+    read.clear()
+    second = runtable.update_table(out, PROPOSAL)
+    assert read == [f"r{RUNS[2]:04d}.h5"]  # only the new run's output was read
+    assert second[:2] == [dict(r, state=s["state"]) for r, s in zip(first, second[:2])]
+    read.clear()
+    runtable.update_table(out, PROPOSAL)
+    assert read == []
+    os.utime(out / f"r{RUNS[0]:04d}.h5")  # a changed output is read again
+    runtable.update_table(out, PROPOSAL)
+    assert read == [f"r{RUNS[0]:04d}.h5"]
+    assert sorted(runtable.read_table(runtable.table_paths(out, PROPOSAL)["h5"])) == list(RUNS)
+
+
+def test_smd_runs_prints_and_writes_the_table(produced):
+    result = run_cli(["smd_runs", "-c", produced["config_path"], "-r", f"{RUNS[0]}-{RUNS[-1]}", "--no-slurm"])
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:2] == ["run", "state"]
+    assert [ln.split()[:2] for ln in lines[1:4]] == [[str(r), "done"] for r in RUNS]
+    assert runtable.table_paths(produced["out"], PROPOSAL)["csv"].is_file()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("610-6x", "'610-6x' is not a run number or a range; give e.g. 610-615,620"),
+    ("615-610", "'615-610' runs backwards; write it as 610-615"),
+    ("0-3", "run numbers start at 1"),
+    ("", "'' is not a run number or a range"),
+])
+def test_bad_run_range_is_one_line(text, message, produced):
+    with pytest.raises(SmallDataError, match=message.replace("(", r"\(")):
+        parse_run_range(text)
+    result = run_cli(["smd_runs", "-c", produced["config_path"], "-r", text, "--no-slurm"])
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"smd_runs: error: -r/--runs {text!r}: ") and message in lines[0]
+
+
+def test_run_range_round_trip():
+    runs = parse_run_range("620, 610-612,611,630-631")
+    assert runs == [610, 611, 612, 620, 630, 631]
+    assert format_run_range(runs) == "610-612,620,630-631"
+    assert parse_run_range(format_run_range(runs)) == runs
