@@ -93,3 +93,27 @@ def stop_slurm(folder: Path) -> None:
     """Stop a cluster :func:`start_slurm` started in ``folder`` (none if it was given by $SLURM_CONF)."""
     if (folder / "slurm.conf").is_file():
         subprocess.run(["bash", str(SERVICES), "stop", str(folder)], capture_output=True, timeout=120)
+
+
+def characterise_tiny_dark(root: Path, calib_dir: Path) -> Path:
+    """The dark constants file of the tiny dark run under ``root``, written to ``calib_dir``."""
+    from smalldata.calib.badpixels import DarkThresholds
+    from smalldata.calib.dark import characterise_dark, dark_file_path, write_dark_file
+
+    dark = characterise_dark(run_path(root, PROPOSAL, DARK_RUN), thresholds=DarkThresholds(min_frames=10),
+                             proposal=PROPOSAL, run_number=DARK_RUN, progress=False)
+    return write_dark_file(dark, dark_file_path(calib_dir, PROPOSAL, DARK_RUN, "dssc"))
+
+
+def produce_range(tmp: Path, xgm_min: float = 700.0) -> dict:
+    """Simulate :data:`RUNS` and their dark under ``tmp`` and produce their outputs in this process."""
+    from smalldata.config.producer import ProducerConfig
+    from smalldata.pipeline.eventloop import run_producer
+
+    root = simulate_range(tmp / "data")
+    characterise_tiny_dark(root, tmp / "calib")
+    path = write_config(tmp / "producer.yaml", root, tmp / "out", tmp / "calib", xgm_min=xgm_min)
+    config = ProducerConfig.from_file(path)
+    for run in RUNS:
+        run_producer(config, run)
+    return {"tmp": tmp, "root": root, "config": config, "config_path": path, "out": tmp / "out"}

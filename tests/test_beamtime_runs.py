@@ -8,12 +8,11 @@ import os
 import h5py
 import numpy as np
 import pytest
-from beamtime_helpers import MISSING_MODULE_RUN, PROPOSAL, RUNS, run_cli, simulate_range, write_config
+from beamtime_helpers import MISSING_MODULE_RUN, PROPOSAL, RUNS, produce_range, run_cli
 
 from smalldata.beamtime import runtable
 from smalldata.beamtime.fingerprint import config_fingerprint, output_fingerprint
 from smalldata.beamtime.runrange import format_run_range, parse_run_range
-from smalldata.config.producer import ProducerConfig
 from smalldata.errors import SmallDataError
 from smalldata.simulate import read_truth
 
@@ -23,21 +22,7 @@ XGM_MIN = 900.0
 @pytest.fixture(scope="module")
 def produced(tmp_path_factory):
     """Three tiny runs (one lacking a module file), their dark, and their outputs made in this process."""
-    from smalldata.calib.badpixels import DarkThresholds
-    from smalldata.calib.dark import characterise_dark, dark_file_path, write_dark_file
-    from smalldata.pipeline.eventloop import run_producer
-    from smalldata.simulate import run_path
-
-    tmp = tmp_path_factory.mktemp("runs")
-    root = simulate_range(tmp / "data")
-    dark = characterise_dark(run_path(root, PROPOSAL, 615), thresholds=DarkThresholds(min_frames=10),
-                             proposal=PROPOSAL, run_number=615, progress=False)
-    write_dark_file(dark, dark_file_path(tmp / "calib", PROPOSAL, 615, "dssc"))
-    path = write_config(tmp / "producer.yaml", root, tmp / "out", tmp / "calib", xgm_min=XGM_MIN)
-    config = ProducerConfig.from_file(path)
-    for run in RUNS:
-        run_producer(config, run)
-    return {"root": root, "config": config, "config_path": path, "out": tmp / "out"}
+    return produce_range(tmp_path_factory.mktemp("runs"), xgm_min=XGM_MIN)
 
 
 def test_rows_equal_the_truth_and_the_outputs(produced):

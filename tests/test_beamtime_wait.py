@@ -10,7 +10,7 @@ import time
 
 import h5py
 import pytest
-from beamtime_helpers import PROPOSAL, RUNS, console, simulate_range, write_config
+from beamtime_helpers import PROPOSAL, RUNS, characterise_tiny_dark, console, simulate_range, write_config
 
 from smalldata.beamtime.waitfiles import wait_for_run_files
 from smalldata.errors import DataError
@@ -20,14 +20,9 @@ from smalldata.simulate import read_truth, run_path
 @pytest.fixture(scope="module")
 def staged(tmp_path_factory):
     """One tiny run and its dark simulated into a staging root, and the dark characterised."""
-    from smalldata.calib.badpixels import DarkThresholds
-    from smalldata.calib.dark import characterise_dark, dark_file_path, write_dark_file
-
     tmp = tmp_path_factory.mktemp("wait")
     staging = simulate_range(tmp / "staging", runs=RUNS[:1])
-    dark = characterise_dark(run_path(staging, PROPOSAL, 615), thresholds=DarkThresholds(min_frames=10),
-                             proposal=PROPOSAL, run_number=615, progress=False)
-    write_dark_file(dark, dark_file_path(tmp / "calib", PROPOSAL, 615, "dssc"))
+    characterise_tiny_dark(staging, tmp / "calib")
     return {"tmp": tmp, "staging": staging}
 
 
