@@ -117,3 +117,15 @@ def produce_range(tmp: Path, xgm_min: float = 700.0) -> dict:
     for run in RUNS:
         run_producer(config, run)
     return {"tmp": tmp, "root": root, "config": config, "config_path": path, "out": tmp / "out"}
+
+
+#: XGM cut of the shared range of runs (uJ): rejects a few frames of each tiny run
+SHARED_XGM_MIN = 900.0
+_SHARED: dict = {}
+
+
+def shared_range(tmp_path_factory) -> dict:
+    """:func:`produce_range` made once per test session (xgm_min :data:`SHARED_XGM_MIN`); do not modify."""
+    if "range" not in _SHARED:
+        _SHARED["range"] = produce_range(tmp_path_factory.mktemp("shared_range"), xgm_min=SHARED_XGM_MIN)
+    return _SHARED["range"]

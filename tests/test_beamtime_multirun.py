@@ -5,7 +5,7 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
-from beamtime_helpers import RUNS, produce_range, write_config
+from beamtime_helpers import RUNS, shared_range, write_config
 
 from smalldata.ana.session import SmallDataAna
 from smalldata.errors import SmallDataError
@@ -13,7 +13,7 @@ from smalldata.errors import SmallDataError
 
 @pytest.fixture(scope="module")
 def produced(tmp_path_factory):
-    return produce_range(tmp_path_factory.mktemp("multirun"))
+    return shared_range(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

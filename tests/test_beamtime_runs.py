@@ -8,7 +8,7 @@ import os
 import h5py
 import numpy as np
 import pytest
-from beamtime_helpers import MISSING_MODULE_RUN, PROPOSAL, RUNS, produce_range, run_cli
+from beamtime_helpers import MISSING_MODULE_RUN, PROPOSAL, RUNS, SHARED_XGM_MIN, run_cli, shared_range
 
 from smalldata.beamtime import runtable
 from smalldata.beamtime.fingerprint import config_fingerprint, output_fingerprint
@@ -16,13 +16,13 @@ from smalldata.beamtime.runrange import format_run_range, parse_run_range
 from smalldata.errors import SmallDataError
 from smalldata.simulate import read_truth
 
-XGM_MIN = 900.0
+XGM_MIN = SHARED_XGM_MIN
 
 
 @pytest.fixture(scope="module")
 def produced(tmp_path_factory):
     """Three tiny runs (one lacking a module file), their dark, and their outputs made in this process."""
-    return produce_range(tmp_path_factory.mktemp("runs"), xgm_min=XGM_MIN)
+    return shared_range(tmp_path_factory)
 
 
 def test_rows_equal_the_truth_and_the_outputs(produced):

@@ -9,14 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import damnit
 import h5py
 import numpy as np
 import pytest
-from beamtime_helpers import PROPOSAL, RUNS, characterise_tiny_dark, produce_range, simulate_range, write_config
+from beamtime_helpers import PROPOSAL, RUNS, characterise_tiny_dark, shared_range, simulate_range, write_config
 
 from smalldata.beamtime import runtable
 
-damnit = pytest.importorskip("damnit", reason="the damnit package is not installed (pip install '.[test]')")
 EXAMPLES = Path(__file__).parents[1] / "examples" / "damnit"
 CTXSUPPORT = Path(damnit.__file__).parent / "ctxsupport"
 
@@ -44,7 +44,7 @@ def run_context(context: Path, folder: Path, run: int, env: dict, cluster: bool 
 
 @pytest.fixture(scope="module")
 def produced(tmp_path_factory):
-    return produce_range(tmp_path_factory.mktemp("damnit"))
+    return shared_range(tmp_path_factory)
 
 
 def test_context_values_equal_the_table_of_runs(produced, tmp_path):
