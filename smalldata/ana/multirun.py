@@ -80,6 +80,8 @@ class MultiRunAna(ScansMixin, CutsMixin):
         self.config = first.config
         self.config_path = first.config_path
         self.run = format_run_range(self.runs)
+        #: how messages name these outputs
+        self.path = f"the outputs of runs {self.run}"
         self.plots = first.plots
         self.log = log
         self.cuts: Dict[str, list] = {}

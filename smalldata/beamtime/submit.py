@@ -196,7 +196,13 @@ def submit(config, plan: Plan, options: SubmitOptions) -> Optional[str]:
     (folder / "logs").mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%S") + f"_{os.getpid()}"
     dark_jobs: Dict[int, str] = {}
+    recorded = JobRecord(config.settings["output_dir"]).read()["darks"]
+    queue = slurm.queue_states()
     for name, run in plan.darks.items():
+        earlier = recorded.get(str(run), {}).get("job", "")
+        if queue.get(earlier) in slurm.ACTIVE_STATES:  # an earlier submit's dark job is still to come
+            dark_jobs[run] = earlier
+            continue
         script = folder / "scripts" / f"dark_r{run:04d}_{name}_{stamp}.sh"
         script.write_text(dark_script(config.path, plan.proposal, run, name, options))
         log_path = folder / "logs" / f"dark_r{run:04d}_{name}_%j.log"
