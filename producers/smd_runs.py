@@ -54,7 +54,7 @@ def _body(args: argparse.Namespace) -> int:
     queue = None
     if not args.no_slurm and shutil.which("squeue"):
         queue = slurm.queue_states()
-    rows = update_table(output_dir, proposal, runs, current, queue)
+    rows = update_table(output_dir, proposal, runs, current, queue, compare=config is not None)
     if not args.quiet:
         paths = table_paths(output_dir, proposal)
         print(format_table(rows))

@@ -129,3 +129,21 @@ def test_run_range_round_trip():
     assert runs == [610, 611, 612, 620, 630, 631]
     assert format_run_range(runs) == "610-612,620,630-631"
     assert parse_run_range(format_run_range(runs)) == runs
+
+
+def test_state_column_compares_with_the_current_fingerprint(produced):
+    current = config_fingerprint(produced["config"], PROPOSAL)
+    assert {r["state"] for r in runtable.update_table(produced["out"], PROPOSAL, RUNS, current)} == {"done"}
+    other = "0" * len(current)
+    rows = runtable.update_table(produced["out"], PROPOSAL, RUNS, other)
+    assert {r["state"] for r in rows} == {"outdated"}
+    assert {r["detail"] for r in rows} == {"made from another config or dark"}
+    rows = runtable.update_table(produced["out"], PROPOSAL, RUNS, None, compare=False)
+    assert {r["state"] for r in rows} == {"done"}
+    result = run_cli(["smd_runs", "-p", PROPOSAL, "--output-dir", produced["out"], "--no-slurm"])
+    assert result.returncode == 0, result.stderr
+    assert [ln.split()[:2] for ln in result.stdout.splitlines()[1:4]] == [[str(r), "done"] for r in RUNS]
+    missing = run_cli(["smd_runs", "-p", PROPOSAL, "--output-dir", produced["out"] / "nowhere", "--no-slurm"])
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == (f"smd_runs: error: output folder {produced['out'] / 'nowhere'} does not "
+                                      "exist; check output_dir in the config or --output-dir")

@@ -140,7 +140,7 @@ def output_facts(path: Path) -> Optional[dict]:
 
 
 def run_states(runs: List[int], output_dir: os.PathLike, current: Optional[str],
-               queue: Optional[Dict[str, str]] = None) -> List[RunState]:
+               queue: Optional[Dict[str, str]] = None, compare: bool = True) -> List[RunState]:
     """The state of each run of ``runs``.
 
     Parameters
@@ -151,6 +151,8 @@ def run_states(runs: List[int], output_dir: os.PathLike, current: Optional[str],
         The fingerprint of the current config and darks (None: a dark is not made yet).
     queue : dict, optional
         SLURM's queue (:func:`~smalldata.beamtime.slurm.queue_states`); None: SLURM not asked.
+    compare : bool
+        Compare complete outputs with ``current`` (False: no config at hand, a complete output is ``done``).
     """
     record = JobRecord(output_dir).read()
     queue = queue or {}
@@ -176,7 +178,7 @@ def run_states(runs: List[int], output_dir: os.PathLike, current: Optional[str],
             states.append(RunState(run, "new", job, "", "", out))
         elif facts["partial"]:
             states.append(RunState(run, "partial", job, fp, "made with --max-trains", out))
-        elif current is None or fp != current:
+        elif compare and (current is None or fp != current):
             states.append(RunState(run, "outdated", job, fp, "made from another config or dark", out))
         else:
             states.append(RunState(run, "done", job, fp, "", out))

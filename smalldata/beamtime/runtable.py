@@ -65,7 +65,8 @@ def read_table(path: os.PathLike) -> Dict[int, Dict[str, object]]:
 
 
 def update_table(output_dir: os.PathLike, proposal: int, runs: Optional[Sequence[int]] = None,
-                 current: Optional[str] = None, queue: Optional[Dict[str, str]] = None) -> List[Dict[str, object]]:
+                 current: Optional[str] = None, queue: Optional[Dict[str, str]] = None,
+                 compare: bool = True) -> List[Dict[str, object]]:
     """Bring the table of ``output_dir`` up to date for ``runs`` (default: every run found there).
 
     Parameters
@@ -74,9 +75,11 @@ def update_table(output_dir: os.PathLike, proposal: int, runs: Optional[Sequence
     proposal : int
     runs : list of int, optional
     current : str, optional
-        Fingerprint of the current config and darks (None: unknown, done outputs show as outdated).
+        Fingerprint of the current config and darks (None: a dark is missing, outputs are outdated).
     queue : dict, optional
         SLURM's queue (None: not asked).
+    compare : bool
+        Compare outputs with ``current`` (False: no config at hand; complete outputs are ``done``).
 
     Returns
     -------
@@ -86,7 +89,7 @@ def update_table(output_dir: os.PathLike, proposal: int, runs: Optional[Sequence
     paths = table_paths(output_dir, proposal)
     stored = read_table(paths["h5"])
     runs = sorted(set(runs)) if runs is not None else runs_in_folder(output_dir)
-    states: Dict[int, RunState] = {st.run: st for st in run_states(runs, output_dir, current, queue)}
+    states: Dict[int, RunState] = {st.run: st for st in run_states(runs, output_dir, current, queue, compare)}
     changed = 0
     for run in runs:
         out = output_path(output_dir, run)
