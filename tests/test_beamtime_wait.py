@@ -54,23 +54,26 @@ def test_producer_waits_for_a_run_that_appears_later(staged):
     run = RUNS[0]
     start = time.monotonic()
     arrival = _arrive(staged["staging"], root, run, 3.0)
-    result = subprocess.run([console("smd_producer"), "-r", str(run), "-c", str(config), "--wait", "120"],
-                            capture_output=True, text=True, timeout=600)
+    # two ranks: rank 0 waits while the other sleeps in a non-blocking barrier
+    result = subprocess.run([console("mpiexec"), "-n", "2", console("smd_producer"), "-r", str(run), "-c",
+                             str(config), "--wait", "120"], capture_output=True, text=True, timeout=600)
     arrival.join()
     assert result.returncode == 0, result.stderr
     assert time.monotonic() - start >= 3.0
     truth = read_truth(staged["staging"], PROPOSAL, run)
     with h5py.File(staged["tmp"] / "out" / f"r{run:04d}.h5", "r") as f:
         assert (f["trainId"][()] == truth["frame_train_id"]).all()
+        assert f["meta"].attrs["n_ranks"] == 2
     shutil.move(str(run_path(root, PROPOSAL, run)), run_path(staged["staging"], PROPOSAL, run))
 
 
-def test_a_run_that_never_completes_ends_in_one_line(staged):
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_a_run_that_never_completes_ends_in_one_line(staged, ranks):
     config = write_config(staged["tmp"] / "producer2.yaml", staged["tmp"] / "empty", staged["tmp"] / "out2",
                           staged["tmp"] / "calib")
     (staged["tmp"] / "empty").mkdir(exist_ok=True)
-    result = subprocess.run([console("smd_producer"), "-r", "699", "-c", str(config), "--wait", "1", "--quiet"],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run([console("mpiexec"), "-n", str(ranks), console("smd_producer"), "-r", "699", "-c",
+                             str(config), "--wait", "1", "--quiet"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert lines == [f"smd_producer: error: run 699 of proposal {PROPOSAL}: its files are not complete after "

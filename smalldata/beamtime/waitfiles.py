@@ -114,30 +114,27 @@ def wait_on_rank0(proposal: int, run: int, data_root: Optional[os.PathLike], tim
     """:func:`wait_for_run_files` on rank 0 while the other ranks sleep; its failure raised on every rank.
 
     The other ranks wait in a non-blocking barrier tested twice a second, so that a long wait
-    does not keep their cores busy in a collective.
+    does not keep their cores busy in a collective; then rank 0's failure, if any, is sent to
+    them and every rank raises the same error (the command reports it once, from rank 0).
     """
     from smalldata.pipeline import mpi
 
     comm = mpi.get_comm(comm)
-    failure = []
-
-    def wait() -> None:
+    if comm.Get_size() == 1:
+        wait_for_run_files(proposal, run, data_root, timeout=timeout, settle=settle)
+        return
+    failure: Optional[BaseException] = None
+    if comm.Get_rank() == 0:
         try:
             wait_for_run_files(proposal, run, data_root, timeout=timeout, settle=settle)
-        except BaseException as exc:  # noqa: BLE001 - shared with the other ranks below
-            failure.append(exc)
-
-    if comm.Get_size() == 1:
-        wait()
-    else:
-        if comm.Get_rank() == 0:
-            wait()
-        request = comm.Ibarrier()
-        while not request.Test():
-            time.sleep(0.5)
-
-    def report() -> None:
-        if failure:
-            raise failure[0]
-
-    mpi.agree(report, comm)
+        except BaseException as exc:  # noqa: BLE001 - sent to the other ranks below
+            failure = exc
+    request = comm.Ibarrier()
+    while not request.Test():
+        time.sleep(0.5)
+    if comm.Get_rank() == 0 and failure is not None and not isinstance(failure, DataError):
+        comm.bcast(DataError(f"waiting for run {run} failed on rank 0: {failure}"), root=0)
+        raise failure
+    failure = comm.bcast(failure, root=0)
+    if failure is not None:
+        raise failure
