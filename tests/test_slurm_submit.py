@@ -132,10 +132,13 @@ def test_config_change_reprocesses_a_failure_is_reported_and_a_resubmit_fixes_it
     assert detail.startswith("smd_producer: error:") and "bunchPattern" in detail
     for path in hidden.iterdir():
         shutil.move(str(path), broken / path.name)
-    fixed = run_cli(["smd_submit", "-r", RANGE, "-c", beamtime["config"], "--wait"], env=cluster)
+    fixed = run_cli(["smd_submit", "-r", RANGE, "-c", beamtime["config"], "--partition", "upex", "--wait"],
+                    env=cluster)
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
     assert "submitted 1 run(s)" in fixed.stdout
     states = _states(fixed.stdout)
+    records = _task_records(states[RUNS[2]][1].split("_")[0], cluster)
+    assert [r["Partition"] for r in records] == ["upex"]
     assert {s[0] for s in states.values()} == {"done"}
     assert len({s[2] for s in states.values()}) == 1
     with h5py.File(beamtime["out"] / f"r{RUNS[2]:04d}.h5", "r") as f:
