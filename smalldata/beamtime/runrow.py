@@ -39,6 +39,12 @@ def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def is_frame_coordinate(name: str) -> bool:
+    """Whether dataset ``name`` is a frame's id (``trainId``, ``pulseId``, ``cellId``), at the root or
+    copied into a group as its coordinate, not a measured value."""
+    return name.rsplit("/", 1)[-1] in EVENT_IDS
+
+
 def _xgm_path(f: h5py.File) -> Optional[str]:
     group = f.get("UserDataCfg/frames/rejection")
     if group is not None:
@@ -46,7 +52,7 @@ def _xgm_path(f: h5py.File) -> Optional[str]:
         if path != "None" and path in f:
             return path
     if "xgm" in f and isinstance(f["xgm"], h5py.Group):
-        names = sorted(n for n, d in f["xgm"].items() if isinstance(d, h5py.Dataset))
+        names = sorted(n for n, d in f["xgm"].items() if isinstance(d, h5py.Dataset) and not is_frame_coordinate(n))
         if names:
             return f"xgm/{names[0]}"
     return None
@@ -59,7 +65,7 @@ def _scalars(f: h5py.File, n: int) -> List[str]:
     def visit(name, obj):
         if (isinstance(obj, h5py.Dataset) and obj.shape == (n,) and obj.dtype.kind in "iuf"
                 and not name.startswith(("UserDataCfg", "meta", "Sums", "Cubes") + BOOKKEEPING)
-                and name not in EVENT_IDS and "/" in name and "ragged_values_of" not in obj.attrs):
+                and not is_frame_coordinate(name) and "/" in name and "ragged_values_of" not in obj.attrs):
             found.append(name)
 
     f.visititems(visit)
@@ -126,7 +132,7 @@ def _scan_columns(f: h5py.File, n: int) -> Dict[str, object]:
     best, steps, lo, hi = "", 0, float("nan"), float("nan")
     if "scan" in f and isinstance(f["scan"], h5py.Group):
         for name, ds in f["scan"].items():
-            if not isinstance(ds, h5py.Dataset) or ds.shape != (n,):
+            if not isinstance(ds, h5py.Dataset) or ds.shape != (n,) or is_frame_coordinate(name):
                 continue
             values = ds[()].astype(np.float64)
             values = values[np.isfinite(values)]
