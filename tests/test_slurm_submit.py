@@ -143,3 +143,23 @@ def test_config_change_reprocesses_a_failure_is_reported_and_a_resubmit_fixes_it
     assert len({s[2] for s in states.values()}) == 1
     with h5py.File(beamtime["out"] / f"r{RUNS[2]:04d}.h5", "r") as f:
         assert f["UserDataCfg/frames/rejection"].attrs["xgm_min"] == 650.0
+
+
+def test_force_into_a_reservation(beamtime, cluster):
+    def scontrol(*args):
+        return subprocess.run(["scontrol", *args], capture_output=True, text=True, env=cluster, check=True)
+
+    scontrol("create", "reservation", "reservationname=upex_002937", "starttime=now", "duration=30", "users=root",
+             "nodes=ALL", "flags=ignore_jobs")
+    try:
+        forced = run_cli(["smd_submit", "-r", str(RUNS[0]), "-c", beamtime["config"], "--force",
+                          "--reservation", "upex_002937", "--wait"], env=cluster)
+        assert forced.returncode == 0, forced.stdout + forced.stderr
+        assert "submitted 1 run(s)" in forced.stdout
+        state, job, _, _ = _states(forced.stdout)[RUNS[0]]
+        # SLURM names a job's reservation in its record while the reservation exists
+        records = _task_records(job.split("_")[0], cluster)
+    finally:
+        scontrol("delete", "reservation=upex_002937")
+    assert state == "done"
+    assert [r.get("Reservation") for r in records] == ["upex_002937"]
