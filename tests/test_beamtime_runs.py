@@ -3,18 +3,20 @@ HDF5 alike, incremental updates, and the run range parser behind -r."""
 from __future__ import annotations
 
 import csv
+import datetime
 import os
 
 import h5py
 import numpy as np
 import pytest
+from extra_data import RunDirectory
 from beamtime_helpers import MISSING_MODULE_RUN, PROPOSAL, RUNS, SHARED_XGM_MIN, run_cli, shared_range
 
 from smalldata.beamtime import runtable
 from smalldata.beamtime.fingerprint import config_fingerprint, output_fingerprint
 from smalldata.beamtime.runrange import format_run_range, parse_run_range
 from smalldata.errors import SmallDataError
-from smalldata.simulate import read_truth
+from smalldata.simulate import read_truth, run_path
 
 XGM_MIN = SHARED_XGM_MIN
 
@@ -46,6 +48,9 @@ def test_rows_equal_the_truth_and_the_outputs(produced):
         assert row["scan_steps"] == len(np.unique(truth["train_delay"]))
         assert row["incomplete_pairs"] == (3 if run == MISSING_MODULE_RUN else 0)
         assert row["fingerprint"] == output_fingerprint(produced["out"] / f"r{run:04d}.h5")
+        meta = RunDirectory(str(run_path(produced["root"], PROPOSAL, run))).run_metadata()
+        assert row["run_start"] == datetime.datetime.strptime(meta["creationDate"], "%Y%m%dT%H%M%S%z").isoformat()
+        assert row["run_end"] == datetime.datetime.strptime(meta["updateDate"], "%Y%m%dT%H%M%S%z").isoformat()
         # per-label means: computed here from the output with plain h5py
         with h5py.File(produced["out"] / f"r{run:04d}.h5", "r") as f:
             kept = f["rejection/reasons"][()] == 0

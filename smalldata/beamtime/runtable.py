@@ -159,7 +159,7 @@ def _csv_value(value) -> str:
 def format_table(rows: List[Dict[str, object]], columns: Sequence[str] = ("run", "state", "trains", "frames",
                                                                         "frames_kept", "frames_rejected",
                                                                         "xgm_mean", "scan_variable", "scan_steps",
-                                                                        "fingerprint")) -> str:
+                                                                        "fingerprint", "detail")) -> str:
     """A console view of the main columns."""
     def cell(value) -> str:
         if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -168,4 +168,5 @@ def format_table(rows: List[Dict[str, object]], columns: Sequence[str] = ("run",
 
     table = [list(columns)] + [[cell(row.get(c)) for c in columns] for row in rows]
     widths = [max(len(r[i]) for r in table) for i in range(len(columns))]
-    return "\n".join("  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in table)
+    # numbers right-aligned; the last column (the detail, e.g. an error line) as it is
+    return "\n".join("  ".join(v.rjust(w) for v, w in zip(r[:-1], widths)) + "  " + r[-1] for r in table).rstrip()
