@@ -4,6 +4,7 @@ PYTHON  ?= python3
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 NRANKS  ?= 2
+TESTS   ?= tests
 
 .PHONY: install test demo bench clean
 
@@ -15,10 +16,16 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# caches of the tests' tools (pint's, under EXtra) live in the venv: a cache another venv wrote names its files
+# caches of the tests' tools (pint's, under EXtra) live in the venv: a cache another venv wrote names its files.
+# The SLURM tests run against a single-node SLURM started here (tests/services/slurm.sh) and stopped
+# when the tests end, whatever their result.
 test: $(STAMP)
 	bash tests/services/chromium.sh
-	XDG_CACHE_HOME=$(abspath $(VENV))/cache $(VENV)/bin/pytest -q -ra tests
+	@dir=$$(mktemp -d /tmp/smalldata-slurm.XXXXXX); \
+	trap 'bash tests/services/slurm.sh stop "$$dir"' EXIT; \
+	bash tests/services/slurm.sh start "$$dir" > /dev/null; \
+	if [ -f "$$dir/slurm.conf" ]; then export SLURM_CONF="$$dir/slurm.conf"; fi; \
+	SMD_SLURM_DIR="$$dir" XDG_CACHE_HOME=$(abspath $(VENV))/cache $(VENV)/bin/pytest -q -ra $(TESTS)
 
 demo: $(STAMP)
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m smalldata.cli.demo --config configs/producer.yaml --ranks $(NRANKS)

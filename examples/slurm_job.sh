@@ -1,6 +1,8 @@
 #!/bin/bash
 # Process one run on a cluster with 64 MPI ranks (4 nodes x 16).
 # Usage: sbatch examples/slurm_job.sh 614 producer.yaml
+# For a range of runs (one array task each, the dark first, done runs skipped) use smd_submit:
+#   smd_submit -r 610-615,620 -c producer.yaml --ranks 64 --reservation upex_002937 (docs/beamtime.md)
 #SBATCH --job-name=smalldata
 #SBATCH --nodes=4
 #SBATCH --ntasks-per-node=16

@@ -29,6 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--stall-timeout", type=float, metavar="S",
                         help="name a rank on the console when it made no progress for S seconds "
                              "(default: the config's stall_timeout, 60 s)")
+    parser.add_argument("--wait", type=float, nargs="?", const=3600.0, metavar="SECONDS",
+                        help="first wait until the run's raw files are complete (exist, open, unchanged for "
+                             "10 s), at most SECONDS (default 3600); then process")
     add_common_arguments(parser)
     return parser
 
@@ -50,6 +53,8 @@ def _body(args: argparse.Namespace) -> int:
         raise SmallDataError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.stall_timeout is not None and not args.stall_timeout > 0:
         raise SmallDataError(f"--stall-timeout must be > 0 seconds, got {args.stall_timeout}")
+    if args.wait is not None and not args.wait > 0:
+        raise SmallDataError(f"--wait must be a positive number of seconds, got {args.wait:g}")
     shutdown.install()  # a signal stops the run at its next check, or at once inside a user's function
     comm = get_comm()
     activity.add_temporaries(*mapped_segments())  # MPI's segments of this node, if this rank dies hard
@@ -57,6 +62,10 @@ def _body(args: argparse.Namespace) -> int:
     with shutdown.interruptible(lambda tb: describe(tb, phase="while reading the config"), in_user_function):
         config = ProducerConfig.from_file(args.config)  # builds the functions: users' __init__ runs here
     activity.set_stall_timeout(args.stall_timeout or config.settings["stall_timeout"])
+    if args.wait is not None:
+        from smalldata.beamtime.waitfiles import wait_on_rank0
+
+        wait_on_rank0(args.proposal or config.proposal, args.run, config.settings["data_root"], args.wait, comm)
     summary = run_producer(config, args.run, proposal=args.proposal, output=args.output,
                            overwrite=args.overwrite, max_trains=args.max_trains, batch_size=args.batch_size,
                            command=shlex.join(sys.argv), comm=comm)

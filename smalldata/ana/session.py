@@ -116,6 +116,15 @@ class SmallDataAna(ImagesMixin, RegionsMixin, ScansMixin, HistogramsMixin, AzInt
                             f"or the output of run {int(run)}")
         return ana
 
+    @classmethod
+    def from_runs(cls, runs, config: Path, plot_dir: Optional[Path] = None,
+                  allow_config_differences: bool = False):
+        """Several runs as one session (a list, or a range such as ``"610-612,620"``): a
+        :class:`~smalldata.ana.multirun.MultiRunAna`; runs made from different configs are refused."""
+        from smalldata.ana.multirun import MultiRunAna
+
+        return MultiRunAna.from_runs(runs, config, plot_dir, allow_config_differences)
+
     # ------------------------------------------------------------------ per-event data
     def keys(self) -> List[str]:
         """Every dataset of the file outside ``UserDataCfg``, ``meta`` and ``Sums`` (ragged fields too)."""
