@@ -17,6 +17,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from smalldata.constants import DSSC_ADC_MAX
+
 
 @njit(cache=True, nogil=True)
 def accumulate_histograms(data, rows, pixels, sat_level, bins, classes, pixel_hist, bin_hist, saturated):
@@ -117,7 +119,7 @@ def frame_roi_sums(data, data_offsets, gain, pedestal, ped_offsets, cells, commo
                         continue
                     ped = pedestal[c, py + y, px + x]
                     r = int(np.rint(data[f, dy + y, dx + x] * gain[py + y, px + x] + ped))
-                    r = min(max(r, 0), 511)
+                    r = min(max(r, 0), DSSC_ADC_MAX)
                     if r >= sat_level:
                         sat = True
                     total += np.float64((lut[r] - ped) * weights[k, y, x])

@@ -112,10 +112,10 @@ def _module_raw_mean(access, det, train_ids: np.ndarray, wanted: np.ndarray, max
 
     acc = RawMean(len(det.cell_ids), DSSC_MODULE_SHAPE)
     for raw, keep in _module_batches(access, det, train_ids, wanted, max_frames):
-        acc.add(raw.data[:, 0], det.cell_index(raw.cell_ids), keep, det._ped_cm)
+        acc.add(raw.data[:, 0], det.cell_index(raw.cell_ids), keep, det.pedestal_cell_major)
         del raw  # unreferenced, its memory serves the next batch (RunAccess reuses it)
     log.debug("module %d: %d frames", det.modules[0], acc.n_frames)
-    return acc.mean(det._ped_cm, det._inv_gain, det.mask)
+    return acc.mean(det.pedestal_cell_major, det.inverse_gain, det.mask)
 
 
 def _module_sums(access, det, train_ids: np.ndarray, wanted: np.ndarray, max_frames: int) -> RunSums:
@@ -129,7 +129,7 @@ def _module_sums(access, det, train_ids: np.ndarray, wanted: np.ndarray, max_fra
             sums.add(frames.data, valid=frames.valid, keep=keep)
             del frames
         else:
-            sums._n_frames[0] += int(np.count_nonzero(keep))
+            sums.count_frames(np.count_nonzero(keep))
             plan.run(raw, sums=sums, sums_keep=keep)
         del raw  # unreferenced, its memory serves the next batch (RunAccess reuses it)
     return sums
@@ -170,7 +170,7 @@ def session_average(session, det: str, selection, max_trains: int, statistic: st
     """
     from smalldata.config.producer import ProducerConfig
     from smalldata.io.runaccess import RunAccess
-    from smalldata.pipeline.detectors import build_detobject, dark_path, needs_noise
+    from smalldata.calib.configured import build_detobject, dark_path, needs_noise
 
     config = ProducerConfig.from_file(session.config_path)
     if det not in config.detectors:
