@@ -103,14 +103,9 @@ class CubeAccumulator:
             raise DataError("these sums were reduced onto another MPI rank; use the root rank's result")
 
     def kernel_arrays(self) -> Dict[str, object]:
-        """What a compiled pass adds the frames' pixels to, in place (see :class:`smalldata.fused.plan.FusedPlan`).
-
-        ``sum`` and ``cnt`` (G, P) fixed-point sums (int64) and pixel counts (int32) per group,
-        ``sq`` (G, P) int64 sums of squares (size 0 without), ``scale``, ``limit`` and ``bits``
-        of the fixed point (:mod:`smalldata.fixedformat`), ``n_bad`` (1,) int64 the count of
-        valid values that were not finite or beyond the limit. The frames are counted by
-        :meth:`add_frames`.
-        """
+        """What a compiled pass (:class:`~smalldata.fused.plan.FusedPlan`) adds pixels to, in place: ``sum``,
+        ``cnt``, ``sq`` (G, P) (``sq`` size 0 without squares), the fixed point's ``scale``, ``limit`` and
+        ``bits`` (:mod:`smalldata.fixedformat`), ``n_bad`` (1,); :meth:`add_frames` counts the frames."""
         self.check_usable()
         return {"sum": self._sum, "cnt": self._pixel_count, "sq": self._sum_sq, "scale": scale(self.scale_bits),
                 "limit": value_limit(self.scale_bits), "bits": self.scale_bits, "n_bad": self._n_bad}
