@@ -1,10 +1,11 @@
-"""Shared command-line plumbing: logging set-up and one-line errors."""
+"""Shared command-line plumbing: the run arguments, logging set-up and one-line errors."""
 from __future__ import annotations
 
 import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from smalldata.errors import SmallDataError
@@ -17,6 +18,34 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debug", action="store_true",
                         help="show debug logging and full tracebacks on errors")
     parser.add_argument("--quiet", action="store_true", help="only warnings and errors")
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, run_help: str = "run number",
+                      proposal_required: bool = False, config_help: Optional[str] = "producer YAML config",
+                      config_required: bool = False, config_default: Optional[Path] = None) -> None:
+    """Add the arguments that name a run: ``-r/--run``, ``-p/--proposal`` and ``-c/--config``.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+    run_help : str
+        What the run is, for ``--help``.
+    proposal_required : bool
+        Whether ``-p`` must be given; else it defaults to the config's proposal.
+    config_help : str or None
+        What the config gives, for ``--help``; None: the command takes no ``-c``.
+    config_required, config_default
+        Whether ``-c`` must be given, else its default path (None: no config).
+    """
+    parser.add_argument("-r", "--run", type=int, required=True, help=run_help)
+    parser.add_argument("-p", "--proposal", type=int, required=proposal_required,
+                        help="proposal number, e.g. 2937" if proposal_required else
+                        "proposal number (default: from the config)")
+    if config_help is not None:
+        if config_default is not None:
+            config_help = f"{config_help} (default: {config_default})"
+        parser.add_argument("-c", "--config", type=Path, required=config_required, default=config_default,
+                            help=config_help)
 
 
 def mpi_rank_from_environment() -> int:

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from ._cli import add_common_arguments, run_main
+from ._cli import add_common_arguments, add_run_arguments, run_main
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,10 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "'plt' and 'np' ready and matplotlib enabled: select events, bin and plot against scan "
                     "variables, average detector images from the raw data, tune ROIs, the beam centre, masks and "
                     "frame cuts, and write them into the producer config.")
-    parser.add_argument("-r", "--run", type=int, required=True, help="run number")
-    parser.add_argument("-p", "--proposal", type=int, help="proposal (default: from the config)")
-    parser.add_argument("-c", "--config", type=Path, default=Path("producer.yaml"),
-                        help="producer config (default: producer.yaml); its geometry is used for images")
+    add_run_arguments(parser, config_help="producer config; its geometry is used for images",
+                      config_default=Path("producer.yaml"))
     parser.add_argument("--output", type=Path, help="small-data file (default: the config's output_dir/r<run>.h5)")
     parser.add_argument("--save-dir", type=Path,
                         help="also write every plot as a PNG into this folder and print its path (headless use; "

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ._cli import add_common_arguments, run_main
+from ._cli import add_common_arguments, add_run_arguments, run_main
 
 log = logging.getLogger("smalldata.smd_boz")
 
@@ -25,19 +25,17 @@ def build_parser() -> argparse.ArgumentParser:
                     "diagnostic PNGs. Run under 'mpirun -n N smd_boz ...'; the result does not depend on N. "
                     "The dark constants come from smd_dark (-d).",
         epilog="example: mpirun -n 8 smd_boz -p 2937 -d 615 -r 614 -g 3 -m 15 -c configs/boz.yaml")
-    parser.add_argument("-p", "--proposal", type=int, help="proposal number (default: from the config)")
+    add_run_arguments(parser, run_help="run on three empty membranes",
+                      config_help="producer YAML config: proposal, data_root, calib_dir, the detector (mask, gain) "
+                                  "and its boz function (module, rois, corrections file name)")
     parser.add_argument("-d", "--dark-run", type=int, required=True,
                         help="dark run whose constants smd_dark wrote (pedestal, bad pixels)")
-    parser.add_argument("-r", "--run", type=int, required=True, help="run on three empty membranes")
     parser.add_argument("-g", "--gain", type=float, required=True,
                         help="DSSC gain in photons per ADU bin (as the SCS ToolBox's boz_parameters_job.sh -g); "
                              "the boz function's sums are in photons")
     parser.add_argument("-m", "--module", type=int, default=None,
                         help="module with the three beams (default: the boz function's module in the config, "
                              "else 15)")
-    parser.add_argument("-c", "--config", type=Path,
-                        help="producer YAML config: proposal, data_root, calib_dir, the detector (mask, gain) and "
-                             "its boz function (module, rois, corrections file name)")
     parser.add_argument("-t", "--rois-threshold", type=float, default=1.0,
                         help="ADU: mean-image pixels above it are beam pixels (default 1)")
     parser.add_argument("-s", "--sat-level", type=int, default=500,

@@ -11,7 +11,7 @@ from typing import Optional, Sequence, Tuple
 
 from smalldata.calib.badpixels import DarkThresholds
 
-from ._cli import add_common_arguments, run_main
+from ._cli import add_common_arguments, add_run_arguments, run_main
 
 log = logging.getLogger("smalldata.smd_dark")
 
@@ -107,11 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "<calib_dir>/dark_p<proposal>_r<run>_<det>.h5, which smd_producer uses for the detector's "
                     "dark_run. Run under 'mpirun -n N smd_dark ...' to use N ranks; the file does not depend on N.",
         epilog="example: mpirun -n 4 smd_dark -p 2937 -r 615 -c configs/producer.yaml")
-    parser.add_argument("-r", "--run", type=int, required=True, help="run number of the dark run")
-    parser.add_argument("-p", "--proposal", type=int, help="proposal number (default: from the config)")
-    parser.add_argument("-c", "--config", type=Path,
-                        help="producer YAML config: proposal, data_root, calib_dir, detectors.<det>.modules "
-                             "and detectors.<det>.dark thresholds")
+    add_run_arguments(parser, run_help="run number of the dark run",
+                      config_help="producer YAML config: proposal, data_root, calib_dir, detectors.<det>.modules "
+                                  "and detectors.<det>.dark thresholds")
     parser.add_argument("--data-root", type=Path,
                         help="root of the raw data tree (default: the config's data_root, else $EXTRA_DATA_DATA_ROOT)")
     parser.add_argument("--calib-dir", type=Path, help="folder for the constants (default: the config's calib_dir, "

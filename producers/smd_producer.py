@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ._cli import add_common_arguments, run_main, setup_logging
+from ._cli import add_common_arguments, add_run_arguments, run_main, setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,9 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "and /UserDataCfg recording how every number was made. "
                     "Run under 'mpirun -n N smd_producer ...' to use N ranks; the output does not depend on N.",
         epilog="example: mpirun -n 2 smd_producer -r 614 -c configs/producer.yaml")
-    parser.add_argument("-r", "--run", type=int, required=True, help="run number")
-    parser.add_argument("-c", "--config", type=Path, required=True, help="producer YAML config")
-    parser.add_argument("-p", "--proposal", type=int, help="proposal number (default: from the config)")
+    add_run_arguments(parser, config_required=True)
     parser.add_argument("--output", type=Path, help="output file (default: <output_dir>/r<run>.h5)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     parser.add_argument("--max-trains", type=int, metavar="K", help="only the first K trains (a quick look)")

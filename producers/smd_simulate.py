@@ -13,7 +13,7 @@ import logging
 import time
 from typing import Optional, Sequence
 
-from smalldata.cli._cli import add_common_arguments, run_main
+from smalldata.cli._cli import add_common_arguments, add_run_arguments, run_main
 
 from smalldata.errors import SmallDataError
 from smalldata.simulate import SimulationConfig, simulate_dark_run, simulate_data_run, truth_path
@@ -36,8 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Open the runs with EXTRA_DATA_DATA_ROOT=<root> and extra_data.open_run(proposal, run). "
                "See docs/simulator.md for the planted truth.")
     parser.add_argument("--root", required=True, help="data root directory (EXTRA_DATA_DATA_ROOT)")
-    parser.add_argument("-p", "--proposal", type=int, required=True, help="proposal number, e.g. 2937")
-    parser.add_argument("-r", "--run", type=int, required=True, help="data run number, e.g. 614")
+    add_run_arguments(parser, run_help="data run number, e.g. 614", proposal_required=True, config_help=None)
     parser.add_argument("--dark-run", type=int, default=None, help="also write a dark run with this number")
     parser.add_argument("--preset", choices=sorted(PRESETS) + sorted(BOZ_PRESETS) + ["timing"], default="demo",
                         help="starting configuration: small (2 modules, 24 trains x 4 frames), demo "

@@ -1,8 +1,9 @@
 """Checks for users' analysis functions, to call from their own tests.
 
-:func:`check_function` runs a function the way the producer does and checks what the
-producer relies on: parameters stored under their own names, no writes into the input
-frames, declared outputs (``output_layout()``) matching what ``process`` returns, and
+:func:`check_function` makes the producer's own set-up check
+(:func:`smalldata.plugin.contract.check_function`: parameters stored under their own names,
+no writes into the input frames, declared outputs (``output_layout()``) matching what
+``process`` returns, the same layout for every batch size) on a user's batch, and adds
 batch independence: the outputs of a batch are the same whether it is processed whole or
 split into smaller batches (which is what makes the output identical for any batch size
 and number of MPI ranks). :func:`make_frames` and :func:`make_detector` build the inputs::
@@ -21,7 +22,7 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 
-from smalldata.plugin.contract import check_parameters, describe_layout, dry_run, value_layout
+from smalldata.plugin.contract import check_function as check_setup
 from smalldata.plugin.detfunc import DetObjectFunc
 from smalldata.plugin.frames import Frames, read_only
 from smalldata.plugin.ragged import Ragged
@@ -101,6 +102,10 @@ def check_function(func: DetObjectFunc, frames: Frames, det=None, split_at: Opti
                    rtol: float = 0.0) -> Dict[str, object]:
     """Check ``func`` against the plug-in contract on ``frames``; returns its outputs for the whole batch.
 
+    The producer's own set-up check (:func:`smalldata.plugin.contract.check_function`) runs on
+    the whole batch and its pieces; then the outputs of the pieces, put together, must equal
+    those of the whole batch.
+
     Parameters
     ----------
     func : DetObjectFunc
@@ -119,38 +124,28 @@ def check_function(func: DetObjectFunc, frames: Frames, det=None, split_at: Opti
     Raises
     ------
     smalldata.errors.FunctionError
-        A contract violation (parameter not stored, in-place write, declared outputs wrong).
+        A contract violation (parameter not stored, in-place write, declared outputs wrong,
+        keys, dtypes or trailing shapes that differ between the whole batch and a piece).
     AssertionError
-        Outputs that depend on the batch: other keys, dtypes, shapes or values when split.
+        Output values that depend on the batch.
     """
     if det is not None:
         func.setup(det)
-    check_parameters(func)
     frames = read_only(frames)
     n = len(frames)
     if n < 2:
         raise ValueError("check_function needs a batch of at least two frames to split")
-    layout = dry_run(func, frames)
-    whole = func.run(frames)
     if split_at is None:
         split_at = range(1, n) if n <= 64 else [n // 2]
     bounds = [0] + sorted(int(i) for i in split_at if 0 < i < n) + [n]
-    parts = [func.run(frames.subset(np.arange(a, b))) for a, b in zip(bounds[:-1], bounds[1:])]
+    pieces = [read_only(frames.subset(np.arange(a, b))) for a, b in zip(bounds[:-1], bounds[1:])]
+    check_setup(func, [frames] + pieces)
+    whole = func.run(frames)
+    parts = [func.run(piece) for piece in pieces]
     for key, value in whole.items():
-        expected = layout[key][1]
-        for part in parts:
-            if key not in part:
-                raise AssertionError(f"{func.name}: output {key!r} is missing for a smaller batch")
-            if value_layout(part[key]) != expected:
-                raise AssertionError(f"{func.name}: output {key!r} is {describe_layout(value_layout(part[key]))} "
-                                     f"for a smaller batch, {describe_layout(expected)} for the whole")
         problem = _same(value, _concatenate([p[key] for p in parts]), rtol)
         if problem:
             raise AssertionError(f"{func.name}: output {key!r} depends on the batch ({problem} between the whole "
                                  f"batch and batches cut at {bounds[1:-1]}); a frame's result must use that "
                                  "frame only")
-    for part in parts:
-        extra = sorted(set(part) - set(whole))
-        if extra:
-            raise AssertionError(f"{func.name}: outputs {extra} appear only for a smaller batch")
     return whole

@@ -226,8 +226,8 @@ def test_constants_without_noise(dark_file, det_adu, raw):
 
 
 def test_module_constants_reuse_a_released_pedestal_only(dark_file):
-    """AvImage's per-module detectors read into the previous module's pedestal array once nothing
-    refers to it, never into one still in use, and hold the file's numbers either way."""
+    """AvImage's per-module detectors read into a pedestal array given back (``make.release(det)``),
+    never into one still in use, and hold the file's numbers either way."""
     import weakref
 
     from smalldata.sums.average import module_detectors
@@ -241,7 +241,9 @@ def test_module_constants_reuse_a_released_pedestal_only(dark_file):
     np.testing.assert_array_equal(first.pedestal[0], stored[2])
     np.testing.assert_array_equal(held.pedestal[0], stored[3])
     last = weakref.ref(held.pedestal.base)
-    del first, held
-    again = make((2,))  # both released: the last array is read into
+    make.release(held)
+    del held
+    again = make((2,))  # given back: its array is read into
     assert again.pedestal.base is last()
     np.testing.assert_array_equal(again.pedestal[0], stored[2])
+    np.testing.assert_array_equal(first.pedestal[0], stored[2])

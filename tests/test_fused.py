@@ -89,7 +89,7 @@ def test_fused_equals_numpy_formula(setup):
     assert [f.name for f in plan.plain] == ["user"]
     frames = plan.run(raw, sums=sums, sums_keep=keep, cube=cube,
                       cube_group=cube.add_frames(bins, labels, keep=keep))
-    sums._n_frames[0] += keep.sum()
+    sums.count_frames(keep.sum())
     out = {}
     for f in funcs:
         out.update(f.run(frames))

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from smalldata.errors import ConfigError, DataError
+from smalldata.plugin.skipped import fill_value
 from smalldata.pulses.rejection import (
     FrameRejection,
     Reason,
@@ -12,7 +13,6 @@ from smalldata.pulses.rejection import (
     digitizer_reasons,
     evaluate_veto,
     expand_outputs,
-    fill_value,
     max_frames_reasons,
     reason_names,
     reason_table,

@@ -46,7 +46,7 @@ def test_window_reads_the_same_frames_as_whole_trains(sim_root, window):
     assert len(part) == keep.sum() < len(whole["data"])
     for key, expected in whole.items():
         np.testing.assert_array_equal(getattr(part, key), expected[keep], err_msg=key)
-    assert access._spares[-1].shape[0] >= len(part) and part.data.base is not None
+    assert access.buffers.holds(part.data) and part.data.base is not None
 
 
 def test_non_consecutive_trains_and_errors(sim_root):
@@ -93,23 +93,48 @@ def test_point_values_per_train_and_block_cache(sim_root):
 
 
 def test_batch_buffers_reused_and_never_overwritten_while_held(sim_root):
-    """``raw = access.read_raw(...)`` in a loop reads into two buffers in turn (the held batch and the
-    next), and a batch the caller keeps is never written over by later reads."""
+    """A batch given back (``access.release(raw)``) lends its array to the next read; a batch the
+    caller keeps is never written over by later reads, whether or not others are given back."""
     access = RunAccess.from_directory(run_path(sim_root, PROPOSAL, DATA_RUN))
     modules = access.available_modules()
     tids = access.train_ids
-    turns, raw = [], None
-    for i in range(6):
+    bases = []
+    for i in range(6):  # the event loop's way: read, use, give back
         raw = access.read_raw(modules, tids[i:i + 1])
-        turns.append([k for k, buffer in enumerate(access._spares) if raw.data.base is buffer])
-    assert turns == [[0], [1], [0], [1], [0], [1]]
+        bases.append(raw.data.base)
+        access.release(raw)
+    assert all(b is bases[0] for b in bases)
     kept = [access.read_raw(modules, tids[i:i + 1]) for i in range(3)]  # all three held at once
     copies = [k.data.copy() for k in kept]
     for i in range(3, 6):
-        access.read_raw(modules, tids[i:i + 1])
+        raw = access.read_raw(modules, tids[i:i + 1])
+        access.release(raw)
     for k, c in zip(kept, copies):
         np.testing.assert_array_equal(k.data, c)
     assert len({id(k.data.base) for k in kept}) == 3
     for i, k in enumerate(kept):
         expected = access.read_raw(modules, tids[i:i + 1])
         np.testing.assert_array_equal(k.data, expected.data)
+        assert not np.shares_memory(k.data, expected.data)
+
+
+def test_buffer_pool_hands_out_only_what_was_given_back():
+    from smalldata.io.buffers import BufferPool
+
+    pool = BufferPool(max_held=2)
+    a = pool.take((4, 3), np.uint16)
+    b = pool.take((4, 3), np.uint16)
+    assert not np.shares_memory(a, b) and pool.holds(a) and pool.holds(b)
+    pool.release(a[:2])  # a view of it gives the whole array back
+    assert not pool.holds(a)
+    c = pool.take((3, 3), np.uint16)  # fewer rows: the first rows of a
+    assert np.shares_memory(c, a) and c.shape == (3, 3)
+    d = pool.take((4, 3), np.uint16)  # nothing given back: a new array; the pool forgets b (the oldest held)
+    assert not np.shares_memory(d, a) and not np.shares_memory(d, b) and not pool.holds(b) and len(pool) == 2
+    pool.release(b)  # forgotten: ignored, never handed out again
+    assert not np.shares_memory(pool.take((4, 3), np.uint16), b)
+    pool.release(d)
+    e = pool.take((4, 3), np.float32)  # another dtype: the released uint16 array is dropped
+    assert e.dtype == np.float32 and not np.shares_memory(e, d)
+    with pytest.raises(ValueError):
+        BufferPool(max_held=0)

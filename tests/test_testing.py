@@ -69,6 +69,26 @@ class Clips(DetObjectFunc):
         return {"s": frames.data.sum(axis=(1, 2, 3))}
 
 
+class WidensForLargeBatches(DetObjectFunc):
+    """Returns float64 for batches of more than two frames, float32 otherwise."""
+
+    def process(self, frames):
+        return {"s": np.zeros(len(frames), np.float64 if len(frames) > 2 else np.float32)}
+
+
+def test_layout_that_depends_on_the_batch_size_fails_as_at_set_up():
+    """The helper makes the producer's own set-up check: the same error (class and words) as the producer's."""
+    from smalldata.plugin.contract import check_function as setup_check
+
+    frames = photon_frames(n=4)
+    with pytest.raises(FunctionError) as at_setup:
+        setup_check(WidensForLargeBatches("widens"), [frames, frames.subset(np.arange(1))])
+    with pytest.raises(FunctionError) as in_test:
+        check_function(WidensForLargeBatches("widens"), frames)
+    assert str(in_test.value) == str(at_setup.value)
+    assert "'widens_s' is float64 () for 4 frames but float32 () for 1" in str(in_test.value)
+
+
 def test_batch_dependence_is_found():
     with pytest.raises(AssertionError, match="'batchmean_s' depends on the batch"):
         check_function(BatchMean("batchmean"), photon_frames(n=4))

@@ -169,6 +169,7 @@ class ImagesMixin:
             frames = setup.calibrate(raw, raw.frame_index)
             pick = np.array([(t, p) in wanted for t, p in zip(raw.train_ids.tolist(), raw.pulse_ids.tolist())],
                             dtype=bool)
+            access.release(raw)  # calibrated: the raw frames' memory serves the next read
             yield frames, pick
 
     def AvImage(self, det: str = "dssc", selection: Optional[np.ndarray] = None, max_trains: int = 50,

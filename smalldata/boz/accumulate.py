@@ -54,7 +54,10 @@ class EtaLog:
 
 
 def iter_batches(access, module: int, train_ids: np.ndarray, batch_frames: int = 512) -> Iterator:
-    """RawBatches of ``module`` over ``train_ids``, about ``batch_frames`` frames each, with trains done so far."""
+    """RawBatches of ``module`` over ``train_ids``, about ``batch_frames`` frames each, with trains done so far.
+
+    Each batch is given back to ``access`` when the next is asked for: use it inside the loop.
+    """
     counts = access.module_frame_counts(module)
     pos = np.searchsorted(access.train_ids, train_ids)
     per_train = max(int(counts[pos].max()) if len(pos) else 1, 1)
@@ -64,6 +67,7 @@ def iter_batches(access, module: int, train_ids: np.ndarray, batch_frames: int =
         batch = access.read_raw((module,), chunk)
         keep = batch.present[:, 0]
         yield batch, keep, start + len(chunk)
+        access.release(batch)
 
 
 def local_trains(access, module: int, comm, max_trains: Optional[int] = None) -> np.ndarray:

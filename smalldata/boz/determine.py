@@ -31,6 +31,7 @@ from smalldata.boz.flatfield import fit_flat_field
 from smalldata.boz.nonlinearity import (NonLinearity, check_low, corrected_mean_image, fit_nonlinearity,
                                         roi_sums, basis)
 from smalldata.boz.rois import check_rois, crop, find_rois
+from smalldata.constants import DSSC_ADC_MAX
 from smalldata.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ class BozSettings:
     ff_ratio_th: Tuple[float, float] = (0.2, 5.0)
     nl_points: int = 12
     nl_low: float = 100.0
-    nl_high: float = 511.0
+    nl_high: float = float(DSSC_ADC_MAX)
     nl_alpha: float = 1e-11
     nl_classes: int = 3
     nl_bins: int = 64
@@ -109,8 +110,8 @@ class BozSettings:
             raise ConfigError("nl_bins", f"need at least 2 intensity bins (--nl-bins), got {self.nl_bins}")
         if not self.photons_per_adu > 0:
             raise ConfigError("gain", f"-g must be > 0 photons per ADU, got {self.photons_per_adu}")
-        if not 0 < self.sat_level <= 511:
-            raise ConfigError("sat_level", f"-s must be within 1..511, got {self.sat_level}")
+        if not 0 < self.sat_level <= DSSC_ADC_MAX:
+            raise ConfigError("sat_level", f"-s must be within 1..{DSSC_ADC_MAX}, got {self.sat_level}")
         if self.rois is not None:
             self.rois = check_rois(self.rois, "rois")
 

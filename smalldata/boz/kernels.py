@@ -17,6 +17,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from smalldata.constants import DSSC_ADC_MAX
+
 
 @njit(cache=True, nogil=True)
 def accumulate_histograms(data, rows, pixels, sat_level, bins, classes, pixel_hist, bin_hist, saturated):
@@ -123,10 +125,10 @@ def frame_roi_sums(data, valid, present, data_offsets, gain, pedestal, ped_offse
                         continue
                     ped = pedestal[c, py + y, px + x]
                     if present[f] and not valid[f, dy + y, dx + x]:
-                        r = 511
+                        r = DSSC_ADC_MAX
                     else:
                         r = int(np.rint(data[f, dy + y, dx + x] * gain[py + y, px + x] + ped))
-                        r = min(max(r, 0), 511)
+                        r = min(max(r, 0), DSSC_ADC_MAX)
                     if r >= sat_level:
                         sat = True
                     total += np.float64((lut[r] - ped) * weights[k, y, x])

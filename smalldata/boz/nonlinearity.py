@@ -152,7 +152,7 @@ def roi_sums(hist: np.ndarray, ped_sums: np.ndarray, bas: np.ndarray):
 
 
 def fit_nonlinearity(hist: np.ndarray, ped_sums: np.ndarray, n_points: int = 12, low: float = 100.0,
-                     high: float = 511.0, alpha: float = 1e-11, n_bins: int = 64,
+                     high: float = float(DSSC_ADC_MAX), alpha: float = 1e-11, n_bins: int = 64,
                      counts: Optional[np.ndarray] = None, max_nfev: int = 200) -> NonLinearity:
     """Fit the control values so that ``n/0`` and ``p/0`` do not depend on the intensity.
 

@@ -21,7 +21,7 @@ from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
-from smalldata.calib.badpixels import DarkThresholds, classify_bad_pixels
+from smalldata.calib.badpixels import classify_bad_pixels
 from smalldata.calib.cellsums import CellAccumulator
 from smalldata.calib.darkfile import (  # noqa: F401
     DARK_FILE_PATTERN,
@@ -34,6 +34,7 @@ from smalldata.calib.darkfile import (  # noqa: F401
     utc_now,
     write_dark_file,
 )
+from smalldata.config.dark import DarkThresholds
 from smalldata.constants import DSSC_MODULE_SHAPE, dssc_source
 from smalldata.errors import DataError
 from smalldata.io.runaccess import RunAccess

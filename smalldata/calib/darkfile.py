@@ -19,7 +19,7 @@ import numpy as np
 from numba import njit
 
 from smalldata import __version__
-from smalldata.calib.badpixels import DarkThresholds
+from smalldata.config.dark import DarkThresholds
 from smalldata.constants import DSSC_MODULE_SHAPE
 from smalldata.errors import CalibrationError, DataError
 from smalldata.output.files import SPACE_MARGIN, check_free_space, clean_stale_temporaries, temp_owner

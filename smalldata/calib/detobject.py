@@ -236,6 +236,17 @@ class DetObject:
     has_noise = property(lambda self: self._noise is not None, doc="Whether the dark noise was loaded.")
 
     @property
+    def pedestal_cell_major(self) -> np.ndarray:
+        """(C, M, 128, 512) float32 pedestal, ADU: the layout calibration reads (one cell's modules together)."""
+        return self._ped_cm
+
+    @property
+    def inverse_gain(self):
+        """Photons per ADU that calibration multiplies by: None (ADU), a float32, or (M, 128, 512) float32
+        (0 where the gain is not usable)."""
+        return self._inv_gain
+
+    @property
     def noise_in_units(self) -> np.ndarray:
         """(M, 128, 512) float32 noise (mean over cells) in :attr:`units`."""
         mean = self.noise.mean(axis=1)
@@ -269,7 +280,7 @@ class DetObject:
             check_cells_cover(self.cell_ids, cells, run_label, self.dark_run)
         return lut[cells]
 
-    def _module_data(self, raw: RawBatch) -> tuple:
+    def module_data(self, raw: RawBatch) -> tuple:
         """``raw.data`` and ``raw.present`` restricted to :attr:`modules`."""
         if tuple(raw.modules) == self.modules:
             return raw.data, raw.present
@@ -287,7 +298,7 @@ class DetObject:
         box of every module (``frames.origin`` is then ``(y0, x0)``); it cannot be combined
         with common mode, which needs whole ASIC rows.
         """
-        data, present = self._module_data(raw)
+        data, present = self.module_data(raw)
         if region is None:
             box = (slice(None), slice(None))
             origin = (0, 0)
@@ -330,7 +341,7 @@ class DetObject:
 
     def saturated_count(self, raw: RawBatch) -> np.ndarray:
         """(N, M) int64: good pixels with a saturated raw value (>= 511) per frame and module."""
-        data, _ = self._module_data(raw)
+        data, _ = self.module_data(raw)
         return np.count_nonzero((data >= DSSC_ADC_MAX) & self.mask, axis=(2, 3)).astype(np.int64)
 
     # ------------------------------------------------------------------ description

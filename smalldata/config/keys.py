@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional
 
-from smalldata.calib.badpixels import DARK_SCHEMA
+from smalldata.config.dark import DARK_SCHEMA
 from smalldata.config.schema import REQUIRED, Field, non_negative, one_of, positive, schema_markdown
 from smalldata.timing.settings import DELAY_SCHEMA
 

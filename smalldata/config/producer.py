@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List
 
-from smalldata.calib.badpixels import DarkThresholds
+from smalldata.config.dark import DarkThresholds
 from smalldata.config.functions import build_functions
 from smalldata.config.keys import (
     CUBE_SCHEMA,

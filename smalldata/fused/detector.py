@@ -1,18 +1,13 @@
-"""A detector's batch on the fused path: one kernel pass, the function chain, the sums.
+"""Whether a detector takes the fused path, decided at set-up.
 
-:func:`build_plan` decides at set-up whether a detector takes the fused path;
-:func:`process_fused` is :meth:`DetectorSetup.process
-<smalldata.pipeline.detectors.DetectorSetup.process>` on it. Without vetoes the run sums
-and the cube ride along in the single pass (which frames they take is known before the
-functions run); with vetoes they are added in a second pass restricted to them, after
-the chain has decided which frames are vetoed.
+:func:`build_plan` gives the detector's :class:`~smalldata.fused.plan.FusedPlan` (its kernel
+loaded), or None for the numpy path; :meth:`DetectorSetup.process
+<smalldata.pipeline.detectors.DetectorSetup.process>` runs the batches on it.
 """
 from __future__ import annotations
 
 import logging
-from typing import Dict, Mapping, Optional, Sequence, Tuple
-
-import numpy as np
+from typing import Optional, Sequence
 
 from smalldata.fused.plan import FusedPlan, hot_path
 
@@ -35,21 +30,3 @@ def build_plan(det, functions: Sequence, accumulators, dark_subtraction) -> Opti
     plan = FusedPlan(det, functions, whole_modules=accumulators is not None)
     plan.load_kernel()
     return plan
-
-
-def process_fused(setup, raw, info, points: Mapping[str, np.ndarray]) -> Tuple[Dict[str, object], np.ndarray]:
-    """Calibrate and accumulate ``raw`` in the kernel, run the function chain on its results.
-
-    Returns the chain's outputs (keys ``<func>_<key>``) and the vetoed frames.
-    """
-    from smalldata.pipeline.chain import run_chain
-
-    acc = setup.accumulators
-    one_pass = acc is not None and not setup.vetoes
-    inputs = acc.fused_inputs(len(raw), info.label_id, points, info.keep) if one_pass else {}
-    frames = setup.plan.run(raw, **inputs)
-    out, vetoed = run_chain(setup.functions, setup.vetoes, frames, info.keep, setup.layout)
-    if acc is not None and not one_pass:
-        setup.plan.run(raw, functions=False, **acc.fused_inputs(len(raw), info.label_id, points,
-                                                               info.keep & ~vetoed))
-    return out, vetoed

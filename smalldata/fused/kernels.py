@@ -7,7 +7,7 @@ batch goes through them. Each raw pixel is read once per frame and
 calibrated once::
 
     value = (float32(raw) - pedestal[cell]) * inverse_gain      (float32, as numpy does it)
-    valid = module present and raw < 511 and the pixel is good  (NaN inverse gain = bad pixel)
+    valid = module present and raw < ADC_MAX and the pixel is good  (NaN inverse gain = bad pixel)
 
 then handed, in the same pass, to every consumer the plan asked for (arrays of size 0
 switch a consumer off; every argument has one fixed type, so there is one compilation,
@@ -20,7 +20,7 @@ cached on disk by numba):
   per row and column, the maximum, and optionally the thresholded crop;
 - run sums and the cube: exact int64 fixed-point sums ``rint(value * 2**scale_bits)``,
   pixel counts, maxima, above-threshold counts and squares, as
-  :mod:`smalldata.sums.fixedpoint` defines them. A block's sums over the batch are held in
+  :mod:`smalldata.fixedformat` defines them. A block's sums over the batch are held in
   a small accumulator (float64 holds these integers exactly below 2**53) and added to
   the run's once per block, so the large arrays are touched once per batch, not per frame.
 
@@ -32,10 +32,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from smalldata.constants import DSSC_ADC_MAX as ADC_MAX
 from smalldata.fused.rowsums import cube_row, flush_cube, flush_sums, sum_row
 
-#: A raw value at or above this is saturated (the DSSC's 9-bit ADC).
-ADC_MAX = 511
 #: Module rows per block: every frame of the batch goes through a block before the next one, so
 #: the block's constants and run-sum accumulators stay in the cache while the raw and pedestal
 #: rows stream in runs long enough for the hardware prefetcher (16 rows: 16 kB of raw data).

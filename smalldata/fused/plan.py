@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -171,10 +171,10 @@ class FusedPlan:
         self._roi_thr: List[Tuple[float, float]] = []
         self._crop_needed: List[bool] = []
         # the inverse gain with the mask folded in: NaN marks a bad pixel
-        inv = det._inv_gain
+        inv = det.inverse_gain
         inv = np.ones(self.shape, np.float32) if inv is None else np.broadcast_to(inv, self.shape)
         self.invg = np.where(det.mask, inv, np.float32(np.nan)).astype(np.float32)
-        self.ped = det._ped_cm  # (C, M, H, W) float32, cell-major
+        self.ped = det.pedestal_cell_major  # (C, M, H, W) float32, cell-major
         self.plain: List = []  # top-level functions that need calibrated frames
         for func in functions:
             fuse = getattr(func, "fuse", None)
@@ -303,7 +303,7 @@ class FusedPlan:
         from smalldata.fused.kernels import fused_pass
 
         det = self.det
-        data, present = det._module_data(raw)
+        data, present = det.module_data(raw)
         data = np.ascontiguousarray(data)
         present = np.ascontiguousarray(present, dtype=bool)
         n = len(raw)
@@ -369,19 +369,11 @@ def _sums_arrays(sums, keep) -> Dict[str, object]:
         return {"keep": _empty(np.bool_, 1), "sum": _empty(np.int64, 1), "cnt": _empty(np.int64, 1),
                 "max": _empty(np.float32, 1), "above": _empty(np.int64, 1), "thr": 0.0, "scale": 1.0,
                 "limit": 0.0}
-    from smalldata.sums.fixedpoint import value_limit
-
-    return {"keep": np.ascontiguousarray(keep, dtype=bool), "sum": sums._sum, "cnt": sums._pixel_count,
-            "max": sums._max, "above": sums._above, "thr": 0.0 if sums.threshold is None else sums.threshold,
-            "scale": 2.0 ** sums.scale_bits, "limit": value_limit(sums.scale_bits)}
+    return dict(sums.kernel_arrays(), keep=np.ascontiguousarray(keep, dtype=bool))
 
 
 def _cube_arrays(cube, group) -> Dict[str, object]:
     if cube is None or group is None:
         return {"group": _empty(np.int64, 1), "sum": _empty(np.int64, 2), "cnt": _empty(np.int32, 2),
                 "sq": _empty(np.int64, 2), "scale": 1.0, "limit": 0.0, "bits": 0, "n_bad": np.zeros(1, np.int64)}
-    from smalldata.sums.fixedpoint import value_limit
-
-    return {"group": np.ascontiguousarray(group, dtype=np.int64), "sum": cube._sum, "cnt": cube._pixel_count,
-            "sq": cube._sum_sq if cube.sum_squares else _empty(np.int64, 2), "scale": 2.0 ** cube.scale_bits,
-            "limit": value_limit(cube.scale_bits), "bits": cube.scale_bits, "n_bad": cube._n_bad}
+    return dict(cube.kernel_arrays(), group=np.ascontiguousarray(group, dtype=np.int64))

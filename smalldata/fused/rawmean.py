@@ -4,7 +4,7 @@ The mean of ``(raw - pedestal[cell]) * inverse_gain`` over a pixel's valid frame
 ``(sum of raw - sum of pedestal[cell]) * inverse_gain / count``, and the pedestal sum is
 ``sum over cells of (valid frames of that cell) * pedestal[cell]``. So a frame costs one
 integer addition per pixel: the pedestal is read once at the end, not once per frame,
-and only the rare saturated pixel (``raw >= 511``, not valid) is noted per frame so that
+and only the rare saturated pixel (``raw >= DSSC_ADC_MAX``, not valid) is noted per frame so that
 its raw value and its cell's pedestal are left out. The result is exact in float64 (no
 per-frame rounding), within one float32 rounding of the value of each frame of the
 fused kernel's fixed-point mean. Used by the average image (``AvImage``) of one module.
@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from smalldata.fused.kernels import ADC_MAX
+from smalldata.constants import DSSC_ADC_MAX as ADC_MAX
 
 
 class RawMean:

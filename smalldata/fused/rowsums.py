@@ -1,6 +1,6 @@
 """Per-row accumulation of the run sums and the cube inside the fused pass.
 
-Exact fixed-point sums as :mod:`smalldata.sums.fixedpoint` defines them: each valid value
+Exact fixed-point sums as :mod:`smalldata.fixedformat` defines them: each valid value
 within range becomes the integer ``rint(value * 2**scale_bits)``. A row of one frame is
 added to a block accumulator (float64, which holds these integers exactly below 2**53),
 and a block's accumulator is added to the run's int64 arrays once per batch. Every
@@ -11,15 +11,13 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from smalldata.fixedformat import fixed_value, square_fixed
 
-@njit(cache=True, nogil=True, inline="always")
-def fixed_point(v, scale):
-    """The fixed-point integer ``np.rint(v * scale)`` of a float32 value, as a float64.
 
-    The float32 product is rounded in float64, where it is exact: the same integer as
-    numpy's float32 ``rint`` (round half to even), and LLVM vectorises it.
-    """
-    return np.rint(np.float64(v * scale))
+#: ``rint(v * scale)`` of a float32 value as a float64 (:func:`smalldata.fixedformat.fixed_value`, compiled)
+fixed_point = njit(cache=True, nogil=True, inline="always")(fixed_value)
+#: The fixed-point square at ``sq_bits`` (:func:`smalldata.fixedformat.square_fixed`, compiled)
+fixed_square = njit(cache=True, nogil=True, inline="always")(square_fixed)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -74,12 +72,10 @@ def cube_row(vals, ok, w, c_sum, c_cnt, c_sq, scale, limit, sq_bits):
     for j in range(w):
         bad += ok[j] & ~(abs(vals[j]) < limit)
     if c_sq.size > 0:
-        sq_half = (1 << (sq_bits - 1)) if sq_bits > 0 else 0
         for j in range(w):
             v = vals[j]
             if ok[j] and abs(v) < limit:
-                q = np.int64(fixed_point(v, scale))
-                c_sq[j] += (q * q + sq_half) >> sq_bits
+                c_sq[j] += fixed_square(np.int64(fixed_point(v, scale)), sq_bits)
     return bad
 
 

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
 from smalldata.constants import DSSC_MODULE_SHAPE, DSSC_N_MODULES, INSTRUMENT, dssc_source
 from smalldata.errors import DataError
 from smalldata.io.cellcheck import CellCheck
+from smalldata.io.buffers import BufferPool
 from smalldata.io.faults import FaultLog, describe_mismatch
 from smalldata.io.frameindex import ModuleFrameIndex, frames_in_window
 from smalldata.io.indexcheck import ZeroTrainEntries, check_key_rows
@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 
 #: Read-ahead is asked for only while frames arrive slower than this (bytes per second).
 READ_AHEAD_BELOW = 1e9
-#: Batch buffers kept for reuse: the batch a caller still holds, and the one being read.
+#: Batch arrays handed out that the pool keeps track of (:class:`~smalldata.io.buffers.BufferPool`):
+#: a caller that holds a batch while it reads the next still gets its arrays back after release.
 BATCH_BUFFERS = 2
 
 
@@ -70,7 +71,8 @@ class RunAccess:
         data_ids = np.asarray(data.train_ids, dtype=np.uint64)
         self._counts_cache: Dict[int, np.ndarray] = {}
         self._frame_indexes: Dict[int, ModuleFrameIndex] = {}
-        self._spares: List[np.ndarray] = []  # batch buffers, each reused once released
+        #: the arrays of batches' frames: handed out by :meth:`read_raw`, given back by :meth:`release`
+        self.buffers = BufferPool(BATCH_BUFFERS)
         self._read_rate: Optional[float] = None  # bytes per second of the last batch's frames
         #: rows not used because their ids disagree with the INDEX
         self.faults = FaultLog()
@@ -254,30 +256,23 @@ class RunAccess:
                         module_pulse_ids=module_pids, module_cell_ids=None if same_cells else module_cids)
 
     def _batch_buffer(self, n: int, n_modules: int, zeroed: bool) -> np.ndarray:
-        """An (n, n_modules, 128, 512) uint16 array for a batch's frames.
+        """An (n, n_modules, 128, 512) uint16 array for a batch's frames, from :attr:`buffers`.
 
-        Two buffers take turns, each used again once nothing refers to it any more (its
-        reference count shows that): a loop ``raw = access.read_raw(...)`` still holds the
-        current batch while it reads the next, which then goes to the other buffer. A fresh
-        array for every batch would cost its page faults every time (a third of the read).
+        A batch's array serves a later read once the caller gave the batch back
+        (:meth:`release`); a batch the caller keeps is never written over.
         """
-        spares = self._spares
-
-        def free(k):  # referred to by the list and getrefcount's argument only
-            return sys.getrefcount(spares[k]) <= 2
-
-        fits = [k for k in range(len(spares)) if spares[k].shape[0] >= n and spares[k].shape[1] == n_modules]
-        chosen = next((k for k in fits if free(k)), None)
-        if chosen is None:
-            # released buffers of another size go before a new one exists; of those still held, the newest stays
-            held = [k for k in range(len(spares)) if not free(k)][-(BATCH_BUFFERS - 1):]
-            self._spares = spares = [spares[k] for k in held]
-            spares.append(np.empty((n, n_modules) + DSSC_MODULE_SHAPE, dtype=np.uint16))
-            chosen = len(spares) - 1
-        data = spares[chosen][:n]
+        data = self.buffers.take((n, n_modules) + DSSC_MODULE_SHAPE, np.uint16)
         if zeroed:
             data.fill(0)
         return data
+
+    def release(self, raw: RawBatch) -> None:
+        """Give a batch from :meth:`read_raw` back: its frames' memory serves a later read.
+
+        Call it once nothing uses ``raw.data`` any more (a reused array is written over);
+        a batch that is never given back stays the caller's and the next read takes a new array.
+        """
+        self.buffers.release(raw.data)
 
     def _check_pulse_ids(self, modules, present, module_pids, pulse_ids, first, frame_train, frame_index) -> None:
         """Raise :class:`DataError` unless every module recorded the same pulse id in each frame."""

@@ -19,6 +19,7 @@ import numpy as np
 
 from smalldata.errors import SmallDataError
 from smalldata.output.files import SPACE_MARGIN, check_free_space, clean_stale_temporaries, current_umask, temp_owner
+from smalldata.plugin.ragged import is_ragged
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +28,6 @@ RAGGED_ATTR = "ragged_values_of"
 COPY_BYTES = 2 * 2**20
 #: netCDF-4's name of a dimension scale that is not a variable (a dimension without values)
 NETCDF_DIMENSION_ONLY = "This is a netCDF dimension but not a netCDF variable."
-
-
-def is_ragged(value) -> bool:
-    """Whether an output value is a ragged per-event list (has ``counts`` and ``values``)."""
-    return hasattr(value, "counts") and hasattr(value, "values") and isinstance(value.values, Mapping)
 
 
 class PartWriter:

@@ -2,8 +2,8 @@
 
 Functions run in config order on the frames still selected; a veto after a function
 (a condition on its output) removes frames from the selection for the later functions,
-as in a hit-finding chain. Skipped frames keep their rows, with fill values (NaN for
-floats, -1 for integers, False for booleans, no entries in ragged lists).
+as in a hit-finding chain. Skipped frames keep their rows, with fill values
+(:mod:`smalldata.plugin.skipped`).
 """
 from __future__ import annotations
 
@@ -12,39 +12,14 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from smalldata.errors import FunctionError, SmallDataError
-from smalldata.output.writer import is_ragged
 from smalldata.parallel import activity, timelimit
 from smalldata.pipeline.interrupts import function_in
 from smalldata.plugin.contract import Layout, check_layout, function_label, name_error
 from smalldata.plugin.detfunc import DetObjectFunc
 from smalldata.plugin.frames import Frames, read_only
-from smalldata.plugin.ragged import Ragged
-from smalldata.pulses.rejection import Veto, evaluate_veto, fill_value
-
-
-def spread(outputs: Mapping[str, object], selected: np.ndarray, computed: np.ndarray) -> Dict[str, object]:
-    """Outputs for all N frames from outputs computed for the frames ``computed`` (indices).
-
-    Only rows of ``computed`` that are also ``selected`` are kept; the others get fill values.
-    """
-    n = len(selected)
-    keep_rows = selected[computed]
-    targets = computed[keep_rows]
-    result: Dict[str, object] = {}
-    for key, value in outputs.items():
-        if is_ragged(value):
-            # targets ascend, so the kept events' items stay in event order
-            kept = value.subset(keep_rows)
-            full_counts = np.zeros(n, dtype=np.int64)
-            full_counts[targets] = kept.counts
-            result[key] = Ragged(values=kept.values, counts=full_counts)
-            continue
-        value = np.asarray(value)
-        fill, dtype = fill_value(value.dtype)
-        full = np.full((n,) + value.shape[1:], fill, dtype=dtype)
-        full[targets] = value[keep_rows]
-        result[key] = full
-    return result
+from smalldata.plugin.ragged import is_ragged
+from smalldata.plugin.skipped import spread
+from smalldata.pulses.rejection import Veto, evaluate_veto
 
 
 def run_function(func: DetObjectFunc, frames: Frames, layout: Optional[Layout] = None) -> Dict[str, object]:

@@ -15,6 +15,7 @@ from typing import List, Sequence
 import numpy as np
 
 from smalldata.calib.darkref import dark_medians
+from smalldata.constants import DSSC_ADC_MAX
 from smalldata.errors import CalibrationError, ConfigError
 from smalldata.io.runaccess import RunAccess
 from smalldata.output.names import check_output_names
@@ -132,7 +133,7 @@ def _check_dark_fits(setup, access: RunAccess, run_ids: np.ndarray, present: Lis
     mask = np.asarray(det.mask)
     for j in present:
         data = raw.data[:, j]
-        good = mask[j] & raw.present[:, j, None, None] & (data < 511)
+        good = mask[j] & raw.present[:, j, None, None] & (data < DSSC_ADC_MAX)
         if not good.any():
             continue
         offset = (data.astype(np.float32) - pedestal[j][cells])[good]

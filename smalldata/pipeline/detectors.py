@@ -3,15 +3,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
+from smalldata.calib.configured import build_detobject, dark_path, needs_noise
 from smalldata.calib.darkref import dark_reference
 from smalldata.config.producer import ProducerConfig
-from smalldata.errors import CalibrationError, ConfigError, SmallDataError
-from smalldata.fused.detector import build_plan, process_fused
+from smalldata.errors import ConfigError, SmallDataError
+from smalldata.fused.detector import build_plan
 from smalldata.io.runaccess import RunAccess
 from smalldata.pipeline.chain import run_chain
 from smalldata.plugin.contract import Layout, check_function, dry_run_batches, name_error
@@ -85,7 +85,7 @@ class DetectorSetup:
         Returns ``{"<det>/<func>_<key>": array}``, their units, and the vetoed frames.
         """
         if self.plan is not None:
-            out, vetoed = process_fused(self, raw, info, points)
+            out, vetoed = self._process_fused(raw, info, points)
         else:
             frames = self.calibrate(raw, raw.frame_index)
             out, vetoed = run_chain(self.functions, self.vetoes, frames, info.keep, self.layout)
@@ -96,6 +96,24 @@ class DetectorSetup:
         for func in self.functions:
             units.update({f"{self.name}/{k}": u for k, u in func.all_output_units().items()})
         return outputs, units, vetoed
+
+    def _process_fused(self, raw: RawBatch, info: FrameInfo,
+                       points: Mapping[str, np.ndarray]) -> Tuple[Dict[str, object], np.ndarray]:
+        """Calibrate and accumulate ``raw`` in the kernel, run the function chain on its results.
+
+        Without vetoes the run sums and the cube ride along in the single pass (which frames
+        they take is known before the functions run); with vetoes they are added in a second
+        pass restricted to them, after the chain has decided which frames are vetoed.
+        """
+        acc = self.accumulators
+        one_pass = acc is not None and not self.vetoes
+        inputs = acc.fused_inputs(len(raw), info.label_id, points, info.keep) if one_pass else {}
+        frames = self.plan.run(raw, **inputs)
+        out, vetoed = run_chain(self.functions, self.vetoes, frames, info.keep, self.layout)
+        if acc is not None and not one_pass:
+            self.plan.run(raw, functions=False, **acc.fused_inputs(len(raw), info.label_id, points,
+                                                                  info.keep & ~vetoed))
+        return out, vetoed
 
     def describe(self) -> Dict:
         """Constants, positions, masks, every function's parameters, vetoes and sums for ``UserDataCfg``."""
@@ -157,16 +175,6 @@ def calibration_region(functions: List[DetObjectFunc], whole_modules_needed: boo
     return int(y0.min()), int(y1.max()), int(x0.min()), int(x1.max())
 
 
-def dark_path(config: ProducerConfig, name: str, proposal: int) -> Path:
-    """The dark constants file of detector ``name`` (a one-line error naming ``dark_run`` if missing)."""
-    from smalldata.calib.dark import find_dark_file
-
-    try:
-        return find_dark_file(config.settings["calib_dir"], proposal, config.detectors[name]["dark_run"], name)
-    except CalibrationError as exc:
-        raise ConfigError(f"detectors.{name}.dark_run", str(exc)) from None
-
-
 def dark_requests(config: ProducerConfig, proposal: int,
                   access: RunAccess) -> Dict[str, Tuple[str, tuple, bool]]:
     """Per detector, its dark constants file, the modules :func:`setup_detectors` will read, and
@@ -178,43 +186,6 @@ def dark_requests(config: ProducerConfig, proposal: int,
                           modules_for(functions, det_cfg["modules"], access.available_modules()),
                           needs_noise(det_cfg, functions) or bool(det_cfg["embed_dark"]))
     return requests
-
-
-def needs_noise(det_cfg: Mapping, functions: Sequence[DetObjectFunc] = ()) -> bool:
-    """Whether calibration or ``functions`` need a detector's dark noise: common mode with its lit
-    threshold from the noise, or a function (or child) whose ``needs_noise()`` says so."""
-    def tree(func):
-        return func.needs_noise() or any(tree(child) for child in func.children)
-
-    return ((det_cfg["common_mode"] != "none" and det_cfg.get("common_mode_max") is None)
-            or any(tree(func) for func in functions))
-
-
-def build_detobject(config: ProducerConfig, name: str, proposal: int, modules: tuple, access: RunAccess,
-                    dark=None, noise: bool = True):
-    """The DetObject of detector ``name`` for ``modules``, checked against the run's memory cells.
-
-    ``dark``: its dark constants already in memory (e.g. shared by the node's ranks), else read here
-    (without the noise if ``noise`` is False).
-    """
-    from smalldata.calib.dark import check_cells_cover
-    from smalldata.calib.detobject import DetObject
-
-    det_cfg = config.detectors[name]
-    path = dark_path(config, name, proposal)
-    try:
-        det = DetObject.from_config(name, det_cfg, path if dark is None else dark, modules=modules,
-                                    dark_file=str(path), noise=noise)
-    except ConfigError as exc:
-        if exc.path.startswith("detectors."):
-            raise
-        raise ConfigError(f"detectors.{name}.{exc.path.replace('geometry.file', 'geometry_file')}",
-                          exc.message) from None
-    present = [m for m in modules if access.module_frame_counts(m).any()]
-    for module in present:  # every module's own cells: a module whose cells differ is calibrated with its own
-        check_cells_cover(det.cell_ids, np.unique(access.cell_ids(module)), run_label=f"module {module} of "
-                          f"{access.path}", dark_run=det_cfg["dark_run"])
-    return det
 
 
 def setup_detectors(config: ProducerConfig, proposal: int, access: RunAccess,

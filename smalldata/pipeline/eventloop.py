@@ -274,6 +274,7 @@ def _process_batches(access: RunAccess, stage: FrameStage, setups: Sequence[Dete
         if window is None or window[1] >= frames_per_train[b0]:  # a train counts once its last piece is done
             trains_done += len(tids)
         frames_done += len(raw)
+        access.release(raw)  # its frames' memory serves the next batch
         coordinator.batch_done(trains_done, frames_done)
 
 

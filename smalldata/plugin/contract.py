@@ -177,25 +177,31 @@ def dry_run_batches(det, modules: tuple, region: Optional[tuple]) -> Tuple[Frame
 
 
 def check_function(func: DetObjectFunc, batches: Sequence[Frames]) -> Layout:
-    """Check a set-up function tree against the contract on ``batches`` (:func:`dry_run_batches`);
-    returns its output layout.
+    """Check a set-up function tree against the contract on ``batches`` (at set-up the synthetic
+    :func:`dry_run_batches`; :func:`smalldata.testing.check_function` passes a user's batch and its
+    pieces); returns its output layout.
+
+    The parameters are checked, every batch is dry-run (:func:`dry_run`), and every batch must
+    give the same keys, dtypes and trailing shapes as the first.
 
     Raises :class:`~smalldata.errors.FunctionError` or :class:`~smalldata.errors.ConfigError`
     naming the function and the fix.
     """
     check_parameters(func)
     layouts = [dry_run(func, frames) for frames in batches]
-    first, other = layouts
-    for key in sorted(set(first) | set(other)):
-        if key not in first or key not in other:
-            owner = (first.get(key) or other.get(key))[0]
-            raise _fail(owner, f"output {key!r} is returned for a batch of "
-                                f"{DRY_RUN_FRAMES[0 if key in first else 1]} frames but not for one of "
-                                f"{DRY_RUN_FRAMES[1 if key in first else 0]}; return the same keys for every batch")
-        if first[key][1] != other[key][1]:
-            raise _fail(first[key][0], f"output {key!r} is {describe_layout(first[key][1])} "
-                                f"for {DRY_RUN_FRAMES[0]} frames but {describe_layout(other[key][1])} for "
-                                f"{DRY_RUN_FRAMES[1]}; dtype and trailing shape must not depend on the batch")
+    first, n_first = layouts[0], len(batches[0])
+    for other, frames in zip(layouts[1:], batches[1:]):
+        n_other = len(frames)
+        for key in sorted(set(first) | set(other)):
+            if key not in first or key not in other:
+                owner = (first.get(key) or other.get(key))[0]
+                raise _fail(owner, f"output {key!r} is returned for a batch of {n_first if key in first else n_other} "
+                                   f"frames but not for one of {n_other if key in first else n_first}; return the "
+                                   "same keys for every batch")
+            if first[key][1] != other[key][1]:
+                raise _fail(first[key][0], f"output {key!r} is {describe_layout(first[key][1])} for {n_first} "
+                                           f"frames but {describe_layout(other[key][1])} for {n_other}; dtype and "
+                                           "trailing shape must not depend on the batch")
     return first
 
 

@@ -97,3 +97,8 @@ class Ragged:
         """Read a ragged output back from an h5py group (``count`` plus field datasets)."""
         counts = np.asarray(group["count"][()])
         return cls({k: np.asarray(group[k][()]) for k in group.keys() if k != "count"}, counts)
+
+
+def is_ragged(value) -> bool:
+    """Whether an output value is a ragged per-event list (has ``counts`` and ``values``)."""
+    return hasattr(value, "counts") and hasattr(value, "values") and isinstance(value.values, Mapping)

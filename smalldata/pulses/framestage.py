@@ -10,17 +10,34 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 
 from smalldata.errors import ConfigError, DataError
-from smalldata.io.runaccess import RunAccess
 from smalldata.plugin.frames import RawBatch
 from smalldata.pulses.laser import ANCHOR_KEYS, LaserAnchor, LaserAnchorError
 from smalldata.pulses.patterns import FramePattern
 
 log = logging.getLogger(__name__)
+
+
+class TrainSource(Protocol):
+    """What the frame stage reads from the open run (:class:`smalldata.io.runaccess.RunAccess` is one):
+    per-train values of a source's key, and the frames of each train."""
+
+    path: object
+    train_ids: np.ndarray
+    block_trains: int
+
+    def has_key(self, source: str, key: str) -> bool:
+        """Whether the run records ``key`` of ``source``."""
+
+    def train_values(self, source: str, key: str, train_ids: np.ndarray) -> np.ndarray:
+        """The values of ``key`` of ``source`` for ``train_ids``, one row per train."""
+
+    def frames_per_train(self, modules: Sequence[int]) -> np.ndarray:
+        """(T,) frames per train of the run: the most any of ``modules`` has."""
 
 #: Labels of ``pattern.from_pulses`` (label ids 0, 1, 2).
 PULSE_LABELS = ("pumped", "unpumped", "dark")
@@ -71,14 +88,15 @@ class FrameStage:
         Validated ``pattern`` config; None: one label, ``"image"``.
     rejection : mapping or None
         Validated ``rejection`` config.
-    access : RunAccess
+    access : TrainSource
+        The open run (a :class:`~smalldata.io.runaccess.RunAccess`).
     run_train_ids : ndarray
         All train ids of the run (for a user frame mask given per run).
     """
 
     def __init__(self, pulses: Optional[Mapping[str, Any]], digitizer: Optional[Mapping[str, Any]],
                  pattern: Optional[Mapping[str, Any]], rejection: Optional[Mapping[str, Any]],
-                 access: RunAccess, run_train_ids: np.ndarray):
+                 access: TrainSource, run_train_ids: np.ndarray):
         from smalldata.pulses.digitizer import PulseIntegration
         from smalldata.pulses.rejection import FrameRejection
 

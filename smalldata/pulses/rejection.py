@@ -4,7 +4,7 @@ Every rejection criterion sets one bit in a per-frame ``uint16`` reason word;
 0 means the frame is kept. :class:`FrameRejection` bundles the configured
 criteria. A :class:`Veto` is a condition on an analysis function's per-frame
 output; frames for which it holds skip the functions after it in the chain
-(their outputs are filled, see :func:`fill_value`). See ``docs/pulses.md``.
+(their outputs are filled, see :mod:`smalldata.plugin.skipped`). See ``docs/pulses.md``.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import numpy as np
 
 from smalldata.errors import ConfigError, DataError
 from smalldata.lookup import find_sorted
+from smalldata.plugin.skipped import spread
 
 log = logging.getLogger(__name__)
 
@@ -357,24 +358,6 @@ def evaluate_veto(outputs: Mapping[str, np.ndarray], spec: Veto) -> np.ndarray:
     return vetoed
 
 
-def fill_value(dtype: np.dtype):
-    """Fill value of skipped frames and the dtype it needs: ``(value, dtype)``.
-
-    Floats NaN; signed ints -1; unsigned ints -1 in the next wider signed type
-    (uint64 -> int64); bools False.
-    """
-    dtype = np.dtype(dtype)
-    if dtype.kind in "fc":
-        return np.nan, dtype
-    if dtype.kind == "i":
-        return -1, dtype
-    if dtype.kind == "u":
-        return -1, np.dtype(f"int{min(dtype.itemsize * 16, 64)}")
-    if dtype.kind == "b":
-        return False, dtype
-    raise DataError(f"outputs of dtype {dtype} cannot be filled for vetoed frames; use numbers or booleans")
-
-
 def expand_outputs(outputs: Mapping[str, np.ndarray], selected: np.ndarray) -> Dict[str, np.ndarray]:
     """Spread outputs computed for the ``selected`` frames back to all N frames.
 
@@ -387,11 +370,9 @@ def expand_outputs(outputs: Mapping[str, np.ndarray], selected: np.ndarray) -> D
     Returns
     -------
     dict of (N, ...) arrays
-        Skipped frames hold :func:`fill_value` of the dtype. The dtype depends
+        Skipped frames hold :func:`~smalldata.plugin.skipped.fill_value` of the dtype. The dtype depends
         only on the output's dtype, never on how many frames were skipped.
     """
-    from smalldata.pipeline.chain import spread  # the one implementation (ragged outputs too)
-
     selected = np.asarray(selected, dtype=bool)
     n_sel = int(selected.sum())
     for key, value in outputs.items():

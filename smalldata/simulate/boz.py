@@ -156,7 +156,7 @@ class BozSimConfig:
         if not 0 <= self.pump_amplitude < 1:
             bad("pump_amplitude", f"{self.pump_amplitude} must be within 0..1 (exclusive)")
         if not 0 <= self.nl_knee < DSSC_ADC_MAX:
-            bad("nl_knee", f"{self.nl_knee} must be within 0..511")
+            bad("nl_knee", f"{self.nl_knee} must be within 0..{DSSC_ADC_MAX}")
         if self.nl_amplitude < 0 or self.nl_amplitude * np.pi >= DSSC_ADC_MAX - self.nl_knee:
             bad("nl_amplitude", f"{self.nl_amplitude}: the response must stay monotonic (0 <= amplitude < "
                                 f"{(DSSC_ADC_MAX - self.nl_knee) / np.pi:.0f} ADU)")

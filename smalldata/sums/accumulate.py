@@ -7,6 +7,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 import numpy as np
 
 from smalldata.errors import ConfigError
+from smalldata.fixedformat import on_grid, scale
 from smalldata.io.runaccess import RunAccess
 from smalldata.plugin.frames import Frames
 from smalldata.pulses.patterns import FramePattern
@@ -96,7 +97,7 @@ class DetectorAccumulators:
             out["cube"], out["cube_group"] = self.cube, self.cube.add_frames(bins, label_id, xgm, keep)
         if self.sums is not None:
             keep = np.asarray(keep, dtype=bool)
-            self.sums._n_frames[0] += int(np.count_nonzero(keep))
+            self.sums.count_frames(np.count_nonzero(keep))
             out["sums"], out["sums_keep"] = self.sums, keep
         return out
 
@@ -122,12 +123,11 @@ class DetectorAccumulators:
                 assembled, centre = geometry.position_modules(full)
                 # at the sums' fixed-point resolution, at which every frame was summed: the random digits
                 # below it do not compress (34 MB instead of 15 MB for the demo); sum / pixel_count is exact
-                step = 2.0 ** -self.cube.scale_bits
-                rounded = (np.rint(np.asarray(assembled, dtype=np.float64) / step) * step).astype(np.float32)
+                rounded = on_grid(assembled, self.cube.scale_bits).astype(np.float32)
                 ds = group.create_dataset("mean_assembled", data=rounded, compression="gzip", shuffle=True,
                                           chunks=(1, 1) + rounded.shape[2:])
                 ds.attrs["units"] = self.cube.units
-                ds.attrs["resolution"] = step
+                ds.attrs["resolution"] = 1.0 / scale(self.cube.scale_bits)
                 ds.attrs["centre_pixel"] = np.asarray(centre)
         if self.sums is not None:
             self.sums.write(sums_group, self.name)

@@ -10,12 +10,12 @@ common-mode correction) from the fused kernel with only the run-sum consumer, as
 unit per frame). Memory is one module's constants (the pedestal of each memory cell: 105 MB
 for 400 cells; the noise is read only for common-mode correction) and one batch, whatever the
 number of frames per train or of trains; a module's constants are read into the array of the
-previous module's (:func:`module_detectors`).
+previous module's once its detector was given back (:class:`ModuleDetectors`).
 """
 from __future__ import annotations
 
 import logging
-import sys
+from functools import partial
 from typing import Callable, Sequence
 
 import numpy as np
@@ -41,27 +41,37 @@ def frame_keys(train_ids: np.ndarray, pulse_ids: np.ndarray) -> np.ndarray:
     return (np.asarray(train_ids, dtype=np.uint64) << np.uint64(16)) | np.asarray(pulse_ids, dtype=np.uint64)
 
 
-def module_detectors(path, build: Callable, noise: bool = False) -> Callable:
-    """A ``make_detector`` for :func:`average_image`: reads each module's constants from the dark
-    file ``path`` (the noise only if ``noise``), into the previous module's pedestal array once
-    nothing refers to it any more, and returns ``build(modules, dark_constants)``.
+class ModuleDetectors:
+    """The ``make_detector`` of :func:`average_image`: each module's detector from the dark file ``path``.
 
-    One module's pedestal is 100 MB with 400 memory cells; a new array for each module would
-    cost its page faults every time (a third of reading it).
+    Each module's constants (the noise only if ``noise``) are read into the pedestal array of
+    a module whose detector was given back (:meth:`release`), else into a new one; ``build
+    (modules, dark_constants)`` makes the detector. One module's pedestal is 100 MB with 400
+    memory cells; a new array for each module would cost its page faults every time (a
+    third of reading it).
     """
-    spare: list = []
 
-    def allocate(shape: tuple) -> np.ndarray:
-        # free: referred to by the list, ``array`` and getrefcount's argument only
-        if spare and spare[0].shape == shape and sys.getrefcount(spare[0]) <= 2:
-            return spare[0]
-        spare[:] = [np.empty(shape, dtype=np.float32)]
-        return spare[0]
+    def __init__(self, path, build: Callable, noise: bool = False):
+        from smalldata.io.buffers import BufferPool
 
-    def make(modules: tuple):
-        return build(modules, read_dark_file(path, modules, noise=noise, allocate=allocate))
+        self.path = path
+        self.build = build
+        self.noise = noise
+        self._pedestals = BufferPool(max_held=1)
 
-    return make
+    def __call__(self, modules: tuple):
+        """The detector of ``modules``."""
+        allocate = partial(self._pedestals.take, dtype=np.float32)
+        return self.build(modules, read_dark_file(self.path, modules, noise=self.noise, allocate=allocate))
+
+    def release(self, det) -> None:
+        """Give back a detector from this maker: its pedestal array serves the next module's constants."""
+        self._pedestals.release(det.pedestal_cell_major)
+
+
+def module_detectors(path, build: Callable, noise: bool = False) -> ModuleDetectors:
+    """A :class:`ModuleDetectors` for :func:`average_image` (the dark file ``path``, ``build``, ``noise``)."""
+    return ModuleDetectors(path, build, noise)
 
 
 def average_image(access, make_detector: Callable, modules: Sequence[int], train_ids: np.ndarray,
@@ -73,7 +83,8 @@ def average_image(access, make_detector: Callable, modules: Sequence[int], train
     access : RunAccess
         The open run.
     make_detector : callable
-        ``make_detector(modules) -> DetObject`` for a tuple of modules (called per module).
+        ``make_detector(modules) -> DetObject`` for a tuple of modules (called per module); a
+        :class:`ModuleDetectors` gets each module's detector back once its image is done.
     modules : sequence of int
         Modules of the image, in the order of its first axis.
     train_ids : ndarray
@@ -102,6 +113,8 @@ def average_image(access, make_detector: Callable, modules: Sequence[int], train
             sums = _module_sums(access, det, train_ids, wanted, max_frames)
             image[j] = (sums.mean() if statistic == "mean" else sums.max())[0]
             del sums
+        if isinstance(make_detector, ModuleDetectors):
+            make_detector.release(det)  # its pedestal array serves the next module
         del det  # one module's constants in memory at a time, not two
     return image
 
@@ -112,10 +125,10 @@ def _module_raw_mean(access, det, train_ids: np.ndarray, wanted: np.ndarray, max
 
     acc = RawMean(len(det.cell_ids), DSSC_MODULE_SHAPE)
     for raw, keep in _module_batches(access, det, train_ids, wanted, max_frames):
-        acc.add(raw.data[:, 0], det.cell_index(raw.cell_ids), keep, det._ped_cm)
-        del raw  # unreferenced, its memory serves the next batch (RunAccess reuses it)
+        acc.add(raw.data[:, 0], det.cell_index(raw.cell_ids), keep, det.pedestal_cell_major)
+        access.release(raw)  # its memory serves the next batch
     log.debug("module %d: %d frames", det.modules[0], acc.n_frames)
-    return acc.mean(det._ped_cm, det._inv_gain, det.mask)
+    return acc.mean(det.pedestal_cell_major, det.inverse_gain, det.mask)
 
 
 def _module_sums(access, det, train_ids: np.ndarray, wanted: np.ndarray, max_frames: int) -> RunSums:
@@ -129,9 +142,9 @@ def _module_sums(access, det, train_ids: np.ndarray, wanted: np.ndarray, max_fra
             sums.add(frames.data, valid=frames.valid, keep=keep)
             del frames
         else:
-            sums._n_frames[0] += int(np.count_nonzero(keep))
+            sums.count_frames(np.count_nonzero(keep))
             plan.run(raw, sums=sums, sums_keep=keep)
-        del raw  # unreferenced, its memory serves the next batch (RunAccess reuses it)
+        access.release(raw)  # its memory serves the next batch
     return sums
 
 
@@ -144,7 +157,6 @@ def _module_batches(access, det, train_ids: np.ndarray, wanted: np.ndarray, max_
         raw = access.read_raw(tuple(det.modules), train_ids[start:stop])
         keep = np.isin(frame_keys(raw.train_ids, raw.pulse_ids), wanted) & raw.present[:, 0]
         yield raw, keep
-        del raw, keep
 
 
 def selected_trains(session, selection, max_trains: int):
@@ -170,7 +182,7 @@ def session_average(session, det: str, selection, max_trains: int, statistic: st
     """
     from smalldata.config.producer import ProducerConfig
     from smalldata.io.runaccess import RunAccess
-    from smalldata.pipeline.detectors import build_detobject, dark_path, needs_noise
+    from smalldata.calib.configured import build_detobject, dark_path, needs_noise
 
     config = ProducerConfig.from_file(session.config_path)
     if det not in config.detectors:

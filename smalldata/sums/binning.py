@@ -158,9 +158,13 @@ class ScanBinning:
             return cls(name=name, units=units)
         b = cls(width=width, origin=origin, name=name, units=units) if mode == "width" \
             else cls(unique=True, name=name, units=units)
-        b.edges = np.asarray(edges, dtype=np.float64)
-        b.centres = np.asarray(centres, dtype=np.float64)
-        if mode == "width":
-            b._k0 = int(np.rint((b.centres[0] - b.origin) / b.width))
-        b._fitted = True
-        return b
+        return b.set_bins(edges, centres)
+
+    def set_bins(self, edges: np.ndarray, centres: np.ndarray) -> "ScanBinning":
+        """Take bins found before (stored ``edges`` and ``centres``) instead of :meth:`fit`; returns self."""
+        self.edges = np.asarray(edges, dtype=np.float64)
+        self.centres = np.asarray(centres, dtype=np.float64)
+        if self.mode == "width":
+            self._k0 = int(np.rint((self.centres[0] - self.origin) / self.width))
+        self._fitted = True
+        return self

@@ -10,7 +10,7 @@ See ``docs/cubes.md``.
 from __future__ import annotations
 
 import logging
-from typing import Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import h5py
 import numpy as np
@@ -26,7 +26,9 @@ from smalldata.sums.fixedpoint import (
     group_sums,
     pixel_blocks,
     prepare_block,
+    round_fixed,
     row_plan,
+    scale,
     to_fixed,
     value_limit,
 )
@@ -95,9 +97,18 @@ class CubeAccumulator:
         self._work = Workspace()
 
     # ------------------------------------------------------------------ accumulate
-    def _check_usable(self) -> None:
+    def check_usable(self) -> None:
+        """:class:`~smalldata.errors.DataError` once this cube was reduced onto another MPI rank."""
         if self._spent:
             raise DataError("these sums were reduced onto another MPI rank; use the root rank's result")
+
+    def kernel_arrays(self) -> Dict[str, object]:
+        """What a compiled pass (:class:`~smalldata.fused.plan.FusedPlan`) adds pixels to, in place: ``sum``,
+        ``cnt``, ``sq`` (G, P) (``sq`` size 0 without squares), the fixed point's ``scale``, ``limit`` and
+        ``bits`` (:mod:`smalldata.fixedformat`), ``n_bad`` (1,); :meth:`add_frames` counts the frames."""
+        self.check_usable()
+        return {"sum": self._sum, "cnt": self._pixel_count, "sq": self._sum_sq, "scale": scale(self.scale_bits),
+                "limit": value_limit(self.scale_bits), "bits": self.scale_bits, "n_bad": self._n_bad}
 
     def add(self, images: np.ndarray, bins: np.ndarray, label_ids: np.ndarray,
             xgm: Optional[np.ndarray] = None, valid: Optional[np.ndarray] = None,
@@ -121,7 +132,7 @@ class CubeAccumulator:
             Also add the kept frames (binned or not) to these run sums, sharing the
             per-pixel passes: the same result as ``sums.add(images, valid, keep)``.
         """
-        self._check_usable()
+        self.check_usable()
         images = np.asarray(images)
         n = images.shape[0]
         if images.shape[1:] != self.image_shape:
@@ -148,9 +159,9 @@ class CubeAccumulator:
         vflat = None if valid is None else np.asarray(valid, dtype=bool).reshape(n, -1)
         shared = None
         if sums is not None:
-            sums._check_usable()
+            sums.check_usable()
             shared = np.arange(n) if keep is None else np.flatnonzero(np.asarray(keep, dtype=bool).reshape(-1))
-            sums._n_frames[0] += len(shared)
+            sums.count_frames(len(shared))
         # pixels, block by block (with sums: the blocks hold the kept frames, a superset of the binned ones)
         src, n_src, parts = row_plan(np.sort(sel), group, block_rows=shared)
         for p0, p1 in pixel_blocks(flat.shape[1], n_src):
@@ -164,7 +175,7 @@ class CubeAccumulator:
                 if squares is not None:
                     self._sum_sq[gid, p0:p1] += squares
             if sums is not None:
-                sums._add_block(b, p0, p1)
+                sums.add_block(b, p0, p1)
         if self._n_bad[0]:
             log.debug("cube: %d pixel values so far were not finite or beyond +-%g", self._n_bad[0],
                       value_limit(self.scale_bits))
@@ -201,7 +212,7 @@ class CubeAccumulator:
 
     def merge(self, other: "CubeAccumulator") -> "CubeAccumulator":
         """Add another accumulator of the same layout into this one; returns self."""
-        self._check_usable()
+        self.check_usable()
         if self._signature() != other._signature():
             raise DataError(f"cannot merge cubes {self._signature()} and {other._signature()}")
         for name in self._int_names:
@@ -277,13 +288,13 @@ class CubeAccumulator:
 
     def mean(self) -> np.ndarray:
         """Mean image per (bin, label), (B, L, *image_shape) float64; NaN without good pixels."""
-        self._check_usable()
+        self.check_usable()
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(self.pixel_count > 0, self.sum / self.pixel_count, np.nan)
 
     def xgm_mean(self) -> np.ndarray:
         """Mean XGM per (bin, label), (B, L) float64; NaN without XGM values."""
-        self._check_usable()
+        self.check_usable()
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(self.xgm_count > 0, self.xgm_sum / self.xgm_count, np.nan)
 
@@ -316,7 +327,7 @@ class CubeAccumulator:
             full-resolution sums of noisy data compress only about 3x, and gzip on
             them costs seconds per full-detector cube.
         """
-        self._check_usable()
+        self.check_usable()
         def put(name, data, units=None, **kw):
             ds = group.create_dataset(name, data=data, **kw)
             if units is not None:
@@ -369,15 +380,19 @@ class CubeAccumulator:
                                               None if np.isnan(width) else width, float(a["bin_origin"]))
         cube = cls(int(a["n_bins"]), labels, tuple(int(s) for s in a["image_shape"]), "sum_squares" in group,
                    int(a["scale_bits"]), int(a["xgm_scale_bits"]), str(a["units"]), str(a["xgm_units"]), binning)
-        n_groups = cube.n_bins * len(labels)
-        s, xs = float(2 ** cube.scale_bits), float(2 ** cube.xgm_scale_bits)
-        cube._sum = np.rint(group["sum"][()] * s).astype(np.int64).reshape(n_groups, -1)
-        cube._pixel_count = group["pixel_count"][()].astype(np.int32).reshape(n_groups, -1)
-        if cube.sum_squares:
-            cube._sum_sq = np.rint(group["sum_squares"][()] * s).astype(np.int64).reshape(n_groups, -1)
-        cube._count = group["count"][()].astype(np.int64).reshape(-1)
-        cube._xgm_sum = np.rint(group["xgm_sum"][()] * xs).astype(np.int64).reshape(-1)
-        cube._xgm_count = group["xgm_count"][()].astype(np.int64).reshape(-1)
-        cube._no_bin = group["n_no_bin"][()].astype(np.int64)
-        cube._n_bad = np.array([int(a["n_bad_values"])], dtype=np.int64)
+        cube.load_sums(group)
         return cube
+
+    def load_sums(self, group) -> None:
+        """Take the sums and counts that :meth:`write` stored in ``group`` (float64 of the integers: exact)."""
+        n_groups = self.n_bins * len(self.labels)
+        self._sum = round_fixed(group["sum"][()], self.scale_bits).astype(np.int64).reshape(n_groups, -1)
+        self._pixel_count = group["pixel_count"][()].astype(np.int32).reshape(n_groups, -1)
+        if self.sum_squares:
+            sq = round_fixed(group["sum_squares"][()], self.scale_bits)
+            self._sum_sq = sq.astype(np.int64).reshape(n_groups, -1)
+        self._count = group["count"][()].astype(np.int64).reshape(-1)
+        self._xgm_sum = round_fixed(group["xgm_sum"][()], self.xgm_scale_bits).astype(np.int64).reshape(-1)
+        self._xgm_count = group["xgm_count"][()].astype(np.int64).reshape(-1)
+        self._no_bin = group["n_no_bin"][()].astype(np.int64)
+        self._n_bad = np.array([int(group.attrs["n_bad_values"])], dtype=np.int64)

@@ -1,11 +1,12 @@
-"""Exact fixed-point sums of images: the kernels shared by run sums and cubes.
+"""Exact fixed-point sums of images: the numpy kernels shared by run sums and cubes.
 
-Values become int64 fixed point (``rint(value * 2**scale_bits)``, rounded per
-frame); integer sums are exact and associative, so any split of a run over MPI
-ranks and batches gives the same result bit for bit. The blocked kernels
-(:func:`prepare_block`, :func:`group_sums`, ...) go through a batch in pixel
-blocks that stay in the CPU cache. Used by :class:`~smalldata.sums.runsums.RunSums`,
-:class:`~smalldata.sums.cube.CubeAccumulator` and the fused pass. See ``docs/cubes.md``.
+Values become int64 fixed point as :mod:`smalldata.fixedformat` defines it (its functions
+are offered here too, for the accumulators); integer sums are exact and associative,
+so any split of a run over MPI ranks and batches gives the same result bit for bit.
+The blocked kernels (:func:`prepare_block`, :func:`group_sums`, ...) go through a batch
+in pixel blocks that stay in the CPU cache. Used by :class:`~smalldata.sums.runsums.RunSums`
+and :class:`~smalldata.sums.cube.CubeAccumulator` (the fused pass has its own compiled
+accumulation, :mod:`smalldata.fused.rowsums`). See ``docs/cubes.md``.
 """
 from __future__ import annotations
 
@@ -14,7 +15,15 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from smalldata.errors import ConfigError
+from smalldata.fixedformat import (  # noqa: F401 - the format's functions, offered with the kernels
+    check_scale_bits,
+    from_fixed,
+    round_fixed,
+    scale,
+    square_fixed,
+    to_fixed,
+    value_limit,
+)
 
 #: Target elements (frames x pixels) of one pixel block while accumulating: 4 MB of float32
 #: scratch, which stays in the CPU cache while a block goes through its passes and keeps the
@@ -24,52 +33,6 @@ BLOCK_ELEMENTS = 1 << 20
 #: sum of up to 2**21 of them stays below 2**52 and every float64 partial sum is an exact integer.
 MAX_ROWS = 1 << 21
 _BITS = {np.dtype(np.float32): np.int32, np.dtype(np.float64): np.int64}
-
-
-def value_limit(scale_bits: int) -> float:
-    """Largest magnitude (exclusive) accepted at ``scale_bits``: 2**(31 - scale_bits)."""
-    return 2.0 ** (31 - scale_bits)
-
-
-def to_fixed(values: np.ndarray, scale_bits: int,
-             valid: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray, int]:
-    """Fixed-point integers ``rint(values * 2**scale_bits)``.
-
-    float32 input is scaled and rounded in float32, other input in float64:
-    scaling by a power of two and rounding to an integer are exact in both, so
-    the integers are the same as with float64 arithmetic. (The image paths of
-    :class:`~smalldata.sums.runsums.RunSums` and :class:`~smalldata.sums.cube.CubeAccumulator` use the
-    blocked kernels below, which give the same integers.)
-
-    Parameters
-    ----------
-    values : ndarray
-    scale_bits : int
-    valid : ndarray of bool, optional
-        Entries to use (True = good); default all.
-
-    Returns
-    -------
-    q : ndarray int64
-        0 where not used.
-    ok : ndarray bool
-        Used: valid, finite and ``|value| < value_limit(scale_bits)``.
-    n_bad : int
-        Valid entries that were not finite or out of range.
-    """
-    x = np.asarray(values)
-    if x.dtype != np.float32:
-        x = x.astype(np.float64)
-    ok = np.abs(x) < x.dtype.type(value_limit(scale_bits))  # False for NaN and inf
-    if valid is None:
-        n_bad = ok.size - int(np.count_nonzero(ok))
-    else:
-        n_bad = int(np.count_nonzero(valid)) - int(np.count_nonzero(ok & valid))
-        ok &= valid
-    y = np.multiply(x, x.dtype.type(2 ** scale_bits), dtype=x.dtype)
-    np.rint(y, out=y)
-    y[~ok] = 0
-    return y.astype(np.int64), ok, n_bad
 
 
 # ---------------------------------------------------------------------------- blocked kernels
@@ -177,7 +140,7 @@ def prepare_block(x: np.ndarray, valid: Optional[np.ndarray], scale_bits: int, w
     """Check a block, mask it if needed, and convert it to fixed point.
 
     An entry is used when it is valid, finite and ``|x| < value_limit(scale_bits)``
-    (as in :func:`to_fixed`). Usually min and max (read-only passes) show that the
+    (as in :func:`~smalldata.fixedformat.to_fixed`). Usually min and max (read-only passes) show that the
     whole block is finite and in range: then nothing is masked and ``used`` is
     ``valid``. Otherwise the unused entries are cleared by multiplying the values'
     bit patterns with the mask (0 bits = +0.0): exact, and no NaN is left.
@@ -203,9 +166,7 @@ def prepare_block(x: np.ndarray, valid: Optional[np.ndarray], scale_bits: int, w
         x = xm
         if column_max:
             top = np.maximum.reduce(x, axis=0)
-    q = work.get("fixed", x.shape, x.dtype)
-    np.multiply(x, x.dtype.type(2 ** scale_bits), out=q)
-    np.rint(q, out=q)
+    q = round_fixed(x, scale_bits, out=work.get("fixed", x.shape, x.dtype))
     return Block(x, used, q, clean, max_abs, top)
 
 
@@ -269,22 +230,3 @@ def group_sums(b: Block, rows, n_rows: int, scale_bits: int, squares: bool = Fal
         n_valid = b.q[rows].size if valid is None else int(np.count_nonzero(valid[rows]))
         n_bad = n_valid - int(np.sum(count, dtype=np.int64))
     return total, count, sq, n_bad
-
-
-def square_fixed(q: np.ndarray, scale_bits: int) -> np.ndarray:
-    """Fixed-point square at the same scale: ``round(q * q / 2**scale_bits)`` (int64)."""
-    if scale_bits == 0:
-        return q * q
-    return (q * q + (1 << (scale_bits - 1))) >> scale_bits
-
-
-def from_fixed(q: np.ndarray, scale_bits: int) -> np.ndarray:
-    """float64 values of fixed-point integers."""
-    return np.asarray(q, dtype=np.float64) / float(2 ** scale_bits)
-
-
-def check_scale_bits(name: str, bits: int, maximum: int) -> int:
-    """``bits`` as an int, or :class:`~smalldata.errors.ConfigError` naming ``name`` unless it is 0..``maximum``."""
-    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 0 <= bits <= maximum:
-        raise ConfigError(name, f"{bits!r} is not valid; use an integer 0..{maximum}")
-    return int(bits)

@@ -9,7 +9,7 @@ batch size. Written to ``/Sums/<det>_mean``, ``/Sums/<det>_max``,
 from __future__ import annotations
 
 import logging
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
@@ -26,7 +26,9 @@ from smalldata.sums.fixedpoint import (
     pixel_blocks,
     prepare_block,
     row_plan,
+    scale,
     split_columns,
+    value_limit,
 )
 
 log = logging.getLogger(__name__)
@@ -68,9 +70,28 @@ class RunSums:
         self._spent = False  # True on non-root ranks after reduce()
         self._work = Workspace()
 
-    def _check_usable(self) -> None:
+    def check_usable(self) -> None:
+        """:class:`~smalldata.errors.DataError` once these sums were reduced onto another MPI rank."""
         if self._spent:
             raise DataError("these sums were reduced onto another MPI rank; use the root rank's result")
+
+    def count_frames(self, n: int) -> None:
+        """Count ``n`` frames whose pixels a caller adds (:meth:`add_block`, or a compiled pass into
+        :meth:`kernel_arrays`)."""
+        self._n_frames[0] += int(n)
+
+    def kernel_arrays(self) -> Dict[str, object]:
+        """What a compiled pass adds the frames' pixels to, in place (see :class:`smalldata.fused.plan.FusedPlan`).
+
+        ``sum`` and ``cnt`` (P,) int64 fixed-point sums and pixel counts, ``max`` (P,) float32,
+        ``above`` (P,) int64 (size 0 without a threshold), ``thr`` the threshold, ``scale`` and
+        ``limit`` the fixed-point factor and value limit (:mod:`smalldata.fixedformat`). The caller
+        counts the frames (:meth:`count_frames`).
+        """
+        self.check_usable()
+        return {"sum": self._sum, "cnt": self._pixel_count, "max": self._max, "above": self._above,
+                "thr": 0.0 if self.threshold is None else self.threshold, "scale": scale(self.scale_bits),
+                "limit": value_limit(self.scale_bits)}
 
     def add(self, images: np.ndarray, valid: Optional[np.ndarray] = None,
             keep: Optional[np.ndarray] = None) -> None:
@@ -93,7 +114,7 @@ class RunSums:
         :func:`fixed_sum`). :meth:`CubeAccumulator.add <smalldata.sums.cube.CubeAccumulator.add>`
         with ``sums=`` shares these passes with a cube.
         """
-        self._check_usable()
+        self.check_usable()
         images = np.asarray(images)
         n = images.shape[0]
         if images.shape[1:] != self.image_shape:
@@ -109,14 +130,15 @@ class RunSums:
                        sel)
 
     def _add_rows(self, flat: np.ndarray, vflat: Optional[np.ndarray], sel: np.ndarray) -> None:
-        self._n_frames[0] += len(sel)
+        self.count_frames(len(sel))
         src, n_src, _ = row_plan(sel, dense=False)
         for p0, p1 in pixel_blocks(flat.shape[1], n_src):
-            self._add_block(prepare_block(flat[src, p0:p1], None if vflat is None else vflat[src, p0:p1],
+            self.add_block(prepare_block(flat[src, p0:p1], None if vflat is None else vflat[src, p0:p1],
                                           self.scale_bits, self._work, column_max=True), p0, p1)
 
-    def _add_block(self, b: Block, p0: int, p1: int) -> None:
-        """Add a prepared block (every row of it; ``column_max``) of pixels ``p0:p1``."""
+    def add_block(self, b: Block, p0: int, p1: int) -> None:
+        """Add a prepared block (every row of it; ``column_max``) of pixels ``p0:p1`` (the caller counts its
+        frames: :meth:`count_frames`)."""
         n = b.x.shape[0]
         count = count_rows(b.used, slice(None), n)
         top, total = b.top, fixed_sum(b, slice(None), n, self.scale_bits)
@@ -147,7 +169,7 @@ class RunSums:
 
     def merge(self, other: "RunSums") -> "RunSums":
         """Add another :class:`RunSums` of the same layout into this one; returns self."""
-        self._check_usable()
+        self.check_usable()
         if self._signature() != other._signature():
             raise DataError(f"cannot merge run sums {self._signature()} and {other._signature()}")
         for name in self._sum_names:
@@ -186,14 +208,14 @@ class RunSums:
 
     def mean(self) -> np.ndarray:
         """Mean over good values per pixel, float64 (NaN where never good)."""
-        self._check_usable()
+        self.check_usable()
         with np.errstate(invalid="ignore", divide="ignore"):
             m = from_fixed(self._sum, self.scale_bits) / self._pixel_count
         return np.where(self._pixel_count > 0, m, np.nan).reshape(self.image_shape)
 
     def max(self) -> np.ndarray:
         """Largest good value per pixel, float32 (NaN where never good)."""
-        self._check_usable()
+        self.check_usable()
         return np.where(np.isneginf(self._max), np.float32(np.nan), self._max).reshape(self.image_shape)
 
     def count_above(self) -> Optional[np.ndarray]:
@@ -202,7 +224,7 @@ class RunSums:
 
     def write(self, group, prefix: str) -> None:
         """Store as ``<prefix>_mean``, ``<prefix>_max``, ``<prefix>_pixel_count`` [, ``<prefix>_count_above``]."""
-        self._check_usable()
+        self.check_usable()
         def put(name, data, units):
             ds = group.create_dataset(f"{prefix}_{name}", data=data, compression="gzip", compression_opts=1,
                                       shuffle=True)
