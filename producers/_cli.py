@@ -22,7 +22,8 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_run_arguments(parser: argparse.ArgumentParser, run_help: str = "run number",
                       proposal_required: bool = False, config_help: Optional[str] = "producer YAML config",
-                      config_required: bool = False, config_default: Optional[Path] = None) -> None:
+                      config_required: bool = False, config_default: Optional[Path] = None,
+                      run_required: bool = True, run_range: bool = False) -> None:
     """Add the arguments that name a run: ``-r/--run``, ``-p/--proposal`` and ``-c/--config``.
 
     Parameters
@@ -36,8 +37,15 @@ def add_run_arguments(parser: argparse.ArgumentParser, run_help: str = "run numb
         What the config gives, for ``--help``; None: the command takes no ``-c``.
     config_required, config_default
         Whether ``-c`` must be given, else its default path (None: no config).
+    run_required : bool
+        Whether ``-r`` must be given.
+    run_range : bool
+        ``-r/--runs`` takes a range of runs as text (``610-615,620``) instead of one run number.
     """
-    parser.add_argument("-r", "--run", type=int, required=True, help=run_help)
+    if run_range:
+        parser.add_argument("-r", "--runs", required=run_required, help=run_help)
+    else:
+        parser.add_argument("-r", "--run", type=int, required=run_required, help=run_help)
     parser.add_argument("-p", "--proposal", type=int, required=proposal_required,
                         help="proposal number, e.g. 2937" if proposal_required else
                         "proposal number (default: from the config)")

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ._cli import add_common_arguments, run_main
+from ._cli import add_common_arguments, add_run_arguments, run_main
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,10 +19,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "processing state. Writes <output_dir>/runs_p<proposal>.csv and .h5 and updates them "
                     "incrementally (only new or changed outputs are read).",
         epilog="example: smd_runs -p 2937 -c producer.yaml -r 610-640")
-    parser.add_argument("-c", "--config", type=Path, help="producer YAML config (output_dir, proposal, and the "
-                                                         "fingerprint the outputs should carry)")
-    parser.add_argument("-p", "--proposal", type=int, help="proposal number (default: from the config)")
-    parser.add_argument("-r", "--runs", help="run range, e.g. 610-615,620 (default: every run with an output)")
+    add_run_arguments(parser, run_help="run range, e.g. 610-615,620 (default: every run with an output)",
+                      run_range=True, run_required=False,
+                      config_help="producer YAML config (output_dir, proposal, and the fingerprint the outputs "
+                                  "should carry)")
     parser.add_argument("--output-dir", type=Path, help="folder of the outputs (default: the config's output_dir)")
     parser.add_argument("--no-slurm", action="store_true", help="do not ask SLURM for queued and running jobs")
     add_common_arguments(parser)

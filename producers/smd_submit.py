@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from ._cli import add_common_arguments, run_main
+from ._cli import add_common_arguments, add_run_arguments, run_main
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,9 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "outdated, partial, or failed with the last error line of its log.",
         epilog="example: smd_submit -p 2937 -r 610-615,620 -c producer.yaml --ranks 16 --reservation upex_002937 "
                "--max-concurrent 4 --wait")
-    parser.add_argument("-r", "--runs", required=True, help="run range, e.g. 610-615,620")
-    parser.add_argument("-c", "--config", type=Path, required=True, help="producer YAML config")
-    parser.add_argument("-p", "--proposal", type=int, help="proposal number (default: from the config)")
+    add_run_arguments(parser, run_help="run range, e.g. 610-615,620", run_range=True, config_required=True)
     parser.add_argument("--ranks", type=int, default=1, metavar="N", help="MPI ranks per run (default 1)")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--partition", metavar="P", help="SLURM partition, e.g. upex")

@@ -101,16 +101,6 @@ class MultiRunAna(ScansMixin, CutsMixin):
             log.warning("combining runs made from different configs than run %d: %s", first.run, text)
         self.events = [k for k in first.keys() if all(k in s for s in self.sessions[1:])]
 
-    @classmethod
-    def from_runs(cls, runs: Union[str, Sequence[int]], config: Path, plot_dir: Optional[Path] = None,
-                  allow_config_differences: bool = False) -> "MultiRunAna":
-        """Open the outputs of ``runs`` (a list, or a range such as ``"610-612,620"``) as configured in ``config``."""
-        from smalldata.ana.session import SmallDataAna
-        from smalldata.beamtime.runrange import parse_run_range
-
-        runs = parse_run_range(runs, "runs") if isinstance(runs, str) else [int(r) for r in runs]
-        return cls([SmallDataAna.from_run(r, config, plot_dir=plot_dir) for r in runs], allow_config_differences)
-
     # ------------------------------------------------------------------ per-event data
     def keys(self) -> List[str]:
         """Datasets every run has."""

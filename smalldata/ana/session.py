@@ -87,7 +87,7 @@ class SmallDataAna(ImagesMixin, RegionsMixin, ScansMixin, HistogramsMixin, AzInt
 
     def _visit(self, name: str, obj) -> None:
         from smalldata.output.coords import FRAME_COORDINATES
-        from smalldata.output.writer import NETCDF_DIMENSION_ONLY, RAGGED_ATTR
+        from smalldata.output.conventions import NETCDF_DIMENSION_ONLY, RAGGED_ATTR
 
         scale_name = obj.attrs.get("NAME", b"") if isinstance(obj, h5py.Dataset) else b""
         if isinstance(scale_name, bytes) and scale_name.startswith(NETCDF_DIMENSION_ONLY.encode()):
@@ -122,8 +122,10 @@ class SmallDataAna(ImagesMixin, RegionsMixin, ScansMixin, HistogramsMixin, AzInt
         """Several runs as one session (a list, or a range such as ``"610-612,620"``): a
         :class:`~smalldata.ana.multirun.MultiRunAna`; runs made from different configs are refused."""
         from smalldata.ana.multirun import MultiRunAna
+        from smalldata.beamtime.runrange import parse_run_range
 
-        return MultiRunAna.from_runs(runs, config, plot_dir, allow_config_differences)
+        runs = parse_run_range(runs, "runs") if isinstance(runs, str) else [int(r) for r in runs]
+        return MultiRunAna([cls.from_run(r, config, plot_dir=plot_dir) for r in runs], allow_config_differences)
 
     # ------------------------------------------------------------------ per-event data
     def keys(self) -> List[str]:

@@ -28,11 +28,11 @@ from smalldata.config.keys import (
 )
 from smalldata.config.names import check_name
 from smalldata.config.schema import apply_schema, did_you_mean
+from smalldata.config.secondaxis import validate_second_axis
 from smalldata.config.yamlfile import load_yaml, resolve_path
 from smalldata.errors import ConfigError
 from smalldata.output.names import check_config_names
 from smalldata.plugin.detfunc import DetObjectFunc
-from smalldata.sums.cube2 import validate_second_axis
 from smalldata.timing.settings import delay_paths, validate_delay
 
 log = logging.getLogger(__name__)

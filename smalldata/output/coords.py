@@ -23,7 +23,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 import h5py
 import numpy as np
 
-from smalldata.output.writer import NETCDF_DIMENSION_ONLY, RAGGED_ATTR
+from smalldata.output.conventions import NETCDF_DIMENSION_ONLY, RAGGED_ATTR
 
 log = logging.getLogger(__name__)
 

@@ -18,16 +18,14 @@ import h5py
 import numpy as np
 
 from smalldata.errors import SmallDataError
+from smalldata.output.conventions import NETCDF_DIMENSION_ONLY, RAGGED_ATTR
+from smalldata.output.coords import label_coordinates
 from smalldata.output.files import SPACE_MARGIN, check_free_space, clean_stale_temporaries, current_umask, temp_owner
 from smalldata.plugin.ragged import is_ragged
 
 log = logging.getLogger(__name__)
 
-#: attribute marking datasets that are flat ragged values (not one row per event)
-RAGGED_ATTR = "ragged_values_of"
 COPY_BYTES = 2 * 2**20
-#: netCDF-4's name of a dimension scale that is not a variable (a dimension without values)
-NETCDF_DIMENSION_ONLY = "This is a netCDF dimension but not a netCDF variable."
 
 
 class PartWriter:
@@ -285,7 +283,6 @@ class OutputFile:
         The coordinates (:mod:`smalldata.output.coords`) make each group readable on its own by
         netCDF readers. ``poll`` is called last before the rename (it raises to stop, e.g. on a signal).
         """
-        from smalldata.output.coords import label_coordinates
 
         label_coordinates(self.file)
         self.file.close()
