@@ -153,7 +153,7 @@ def test_command_line_in_place_write(tmp_path, sim_root, calib_dir, monkeypatch)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, lines
     assert "functions[1] (brokenfuncs:InPlace): writes into its input frames" in lines[0]
-    assert list((tmp_path / "out").iterdir()) == []
+    assert not (tmp_path / "out").exists()  # the refused run removes the output folder it made
 
 
 def test_key_changing_later_fails_at_that_batch(tmp_path, sim_root, calib_dir, monkeypatch, counted_reads):
