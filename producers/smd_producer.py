@@ -19,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "and /UserDataCfg recording how every number was made. "
                     "Run under 'mpirun -n N smd_producer ...' to use N ranks; the output does not depend on N.",
         epilog="example: mpirun -n 2 smd_producer -r 614 -c configs/producer.yaml")
-    parser.add_argument("-r", "--run", type=int, required=True, help="run number")
+    parser.add_argument("-r", "--run", type=int, help="run number (required unless --bridge)")
     parser.add_argument("-c", "--config", type=Path, required=True, help="producer YAML config")
     parser.add_argument("-p", "--proposal", type=int, help="proposal number (default: from the config)")
     parser.add_argument("--output", type=Path, help="output file (default: <output_dir>/r<run>.h5)")
@@ -27,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-trains", type=int, metavar="K", help="only the first K trains (a quick look)")
     parser.add_argument("--batch-size", type=int, metavar="N", help="frames per batch (default: from the config)")
     add_common_arguments(parser)
+    from smalldata.live.cli import add_live_arguments
+
+    add_live_arguments(parser)
     return parser
 
 
@@ -37,6 +40,12 @@ def _body(args: argparse.Namespace) -> int:
     from smalldata.pipeline import shutdown
     from smalldata.pipeline.mpi import get_comm
 
+    if args.bridge is not None:  # the live stream: its own loop (docs/live.md)
+        from smalldata.live.cli import live_body
+
+        return live_body(args)
+    if args.run is None:
+        raise SmallDataError("-r/--run is required (or --bridge tcp://HOST:PORT for a live stream)")
     if args.proposal is not None and args.proposal < 1:
         raise SmallDataError(f"-p/--proposal must be a positive proposal number, got {args.proposal}")
     if args.max_trains is not None and args.max_trains < 1:

@@ -1,0 +1,138 @@
+"""The detector layouts a karabo-bridge message carries, decoded into one train.
+
+Two raw layouts are understood:
+
+- ``modules``: one source per DSSC module, ``SCS_DET_DSSC1M-1/DET/{m}CH0:xtdf`` with
+  ``image.data`` (frames, 1, 128, 512), as the DAQ and ``karabo-bridge-serve-files`` send them;
+- ``stacked``: the modules stacked into one source ``SCS_DET_DSSC1M-1/DET/APPEND`` with
+  ``image.data`` (frames, 1, 16, 128, 512) (``karabo-bridge-serve-files
+  --append-detector-modules``, extra-data's ``stack_detector_data``). That layout has no
+  per-module presence: a module whose frames are all zero (extra-data's fill value for a
+  module missing the train) is taken as absent, as a raw DSSC frame never reads 0 everywhere.
+
+The facility's online-corrected output (calibrated float data in (modules, x, y, cells)
+order) is refused with one line: the producer calibrates raw data itself.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Dict, Mapping, Optional, Tuple
+
+import numpy as np
+
+from smalldata.constants import DSSC_MODULE_SHAPE, DSSC_N_MODULES
+from smalldata.errors import DataError
+
+#: Detector part of the DSSC source names.
+DSSC_DEVICE = "SCS_DET_DSSC1M-1"
+#: The stacked source that ``karabo-bridge-serve-files --append-detector-modules`` sends.
+STACKED_SOURCE = f"{DSSC_DEVICE}/DET/APPEND"
+_MODULE_SOURCE = re.compile(r"^SCS_DET_DSSC1M-1/DET/(\d+)CH0:xtdf$")
+#: Source-name parts of the facility's online-corrected detector output (calibration pipeline).
+CORRECTED_MARKERS = ("/CORR/", "/CAL/", "CORRECTED", "APPEND_CORR")
+LAYOUTS = ("auto", "modules", "stacked")
+
+
+@dataclass
+class ModuleFrames:
+    """One module's frames of one train: ``data`` (F, 128, 512) uint16, ``pulse_ids``/``cell_ids`` (F,)."""
+
+    data: np.ndarray
+    pulse_ids: np.ndarray
+    cell_ids: np.ndarray
+
+
+@dataclass
+class LiveTrain:
+    """One train of the stream.
+
+    Attributes
+    ----------
+    train_id : int
+    modules : dict
+        Module number -> :class:`ModuleFrames` (modules absent from the train are missing).
+    values : dict
+        ``(source, key)`` -> value of every other source's keys (arrays or scalars).
+    sources : frozenset
+        Sources the message carried.
+    """
+
+    train_id: int
+    modules: Dict[int, ModuleFrames] = field(default_factory=dict)
+    values: Dict[Tuple[str, str], object] = field(default_factory=dict)
+    sources: frozenset = frozenset()
+
+
+def message_train_id(data: Mapping, meta: Mapping) -> int:
+    """The train id of a message: its metadata's ``timestamp.tid`` (the first source that has one)."""
+    for source in data:
+        tid = (meta.get(source) or {}).get("timestamp.tid")
+        if tid is not None:
+            return int(tid)
+    for values in data.values():
+        if "metadata" in values and "timestamp" in values["metadata"]:
+            return int(values["metadata"]["timestamp"]["tid"])
+    raise DataError("a karabo-bridge message carries no train id (timestamp.tid); is the sender a karabo bridge?")
+
+
+def detect_layout(sources) -> Optional[str]:
+    """``"modules"``, ``"stacked"`` or None (no raw DSSC source) from a message's source names."""
+    if STACKED_SOURCE in sources:
+        return "stacked"
+    if any(_MODULE_SOURCE.match(s) for s in sources):
+        return "modules"
+    return None
+
+
+def corrected_sources(sources) -> list:
+    """Sources that look like the online calibration pipeline's corrected DSSC output."""
+    return sorted(s for s in sources if "DSSC" in s.upper() and any(m in s.upper() for m in CORRECTED_MARKERS))
+
+
+def _ids(values: Mapping, key: str, n: int, dtype) -> np.ndarray:
+    ids = np.asarray(values[key]).reshape(-1).astype(dtype)
+    if len(ids) != n:
+        raise DataError(f"karabo-bridge message: {key} has {len(ids)} entries for {n} frames")
+    return ids
+
+
+def decode_train(data: Mapping, meta: Mapping, layout: str) -> LiveTrain:
+    """A :class:`LiveTrain` from one message (``karabo_bridge.Client.next()``) in ``layout``.
+
+    Parameters
+    ----------
+    data, meta : mapping
+        Per-source values and metadata of the message.
+    layout : str
+        ``"modules"`` or ``"stacked"`` (see the module docstring).
+    """
+    train = LiveTrain(train_id=message_train_id(data, meta), sources=frozenset(data))
+    for source, values in data.items():
+        match = _MODULE_SOURCE.match(source)
+        if layout == "modules" and match:
+            module = int(match.group(1))
+            frames = np.asarray(values["image.data"])
+            n = frames.shape[0]
+            if n:
+                train.modules[module] = ModuleFrames(frames.reshape((n,) + DSSC_MODULE_SHAPE),
+                                                     _ids(values, "image.pulseId", n, np.uint64),
+                                                     _ids(values, "image.cellId", n, np.uint16))
+            continue
+        if layout == "stacked" and source == STACKED_SOURCE:
+            stack = np.asarray(values["image.data"])
+            n = stack.shape[0]
+            stack = stack.reshape((n, DSSC_N_MODULES) + DSSC_MODULE_SHAPE)
+            if n:
+                pulse_ids = _ids(values, "image.pulseId", n, np.uint64)
+                cell_ids = _ids(values, "image.cellId", n, np.uint16)
+                lit = stack.reshape(n, DSSC_N_MODULES, -1).any(axis=2).any(axis=0)
+                for module in np.flatnonzero(lit):
+                    train.modules[int(module)] = ModuleFrames(stack[:, module], pulse_ids, cell_ids)
+            continue
+        if match or source == STACKED_SOURCE:
+            continue
+        for key, value in values.items():
+            if key != "metadata":
+                train.values[(source, key)] = value
+    return train

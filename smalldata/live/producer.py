@@ -1,0 +1,288 @@
+"""The producer on the live karabo-bridge stream: the offline steps, round by round, on every rank.
+
+Rank 0 takes the first train and sends it to every rank: the detectors, functions, pulses,
+rejection, cubes and sums are set up on it exactly as offline on a run (through
+:class:`~smalldata.live.access.LiveAccess`). Then, round after round, every rank receives a
+few trains from its own client (REQ clients of a REP server share the trains without
+duplicates), the ranks agree which trains are used (:class:`~smalldata.live.ledger.StreamLedger`),
+each processes its own, and rank 0 gathers the rows, puts them in train order and appends them
+to the growing file. The run ends when the stream stops (no train within the timeout),
+after ``max_trains`` trains, or on SIGINT/SIGTERM; then the output is written as offline.
+"""
+from __future__ import annotations
+
+import datetime
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+
+from smalldata.config.producer import ProducerConfig
+from smalldata.constants import DSSC_MODULE_SHAPE, dssc_source
+from smalldata.errors import SmallDataError
+from smalldata.live.access import LiveAccess
+from smalldata.live.batch import frames_of, light_copy, merge_rows, process_trains
+from smalldata.live.finish import finish_output
+from smalldata.live.ledger import StreamLedger
+from smalldata.live.livefile import GrowingFile, growing_path
+from smalldata.live.source import BridgeSource
+
+log = logging.getLogger(__name__)
+
+#: Seconds a receive waits before it looks at the stop flag again.
+POLL_S = 0.5
+
+
+@dataclass
+class LiveSummary:
+    """What a live run did."""
+
+    output: Path
+    rows: int
+    trains: int
+    skipped: int
+    elapsed: float
+    n_ranks: int
+    ended_by: str
+    losses: List[str] = field(default_factory=list)
+    signum: Optional[int] = None
+
+
+class _StopFlag:
+    """SIGINT/SIGTERM only set a flag while the live run is in progress (main thread only)."""
+
+    def __init__(self):
+        self.signum: Optional[int] = None
+        self._previous = {}
+
+    def __enter__(self):
+        try:
+            self._previous = {s: signal.signal(s, self._set) for s in (signal.SIGINT, signal.SIGTERM)}
+        except ValueError:  # not the main thread: signals stay as they are
+            self._previous = {}
+        return self
+
+    def _set(self, signum, frame) -> None:
+        self.signum = self.signum or signum
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+
+def _agree(step, comm):
+    """Run ``step()`` on every rank; if it failed anywhere, raise the first rank's error on every rank."""
+    result, error = None, None
+    try:
+        result = step()
+    except SmallDataError as exc:
+        error = exc
+    errors = comm.allgather(None if error is None else (type(error), str(error)))
+    first = next((e for e in errors if e is not None), None)
+    if first is not None:
+        if error is not None:
+            raise error
+        raise SmallDataError(first[1])
+    return result
+
+
+def _receive(source: BridgeSource, count: int, stop: _StopFlag, timeout: float):
+    """Up to ``count`` trains; ``ended`` when none came within ``timeout`` seconds."""
+    trains = []
+    while len(trains) < count and stop.signum is None:
+        waited = 0.0
+        train = None
+        while train is None and waited < timeout and stop.signum is None:
+            train = source.next()
+            waited += source.timeout
+        if train is None:
+            return trains, stop.signum is None
+        trains.append(train)
+    return trains, False
+
+
+def configured_sources(config: ProducerConfig, modules) -> List[str]:
+    """Sources every train should carry: point data, bunch pattern, digitizer, the detector modules."""
+    sources = {spec["source"] for spec in config.point_data.values()}
+    for section in ("pulses", "digitizer"):
+        if config.settings[section]:
+            sources.add(config.settings[section]["source"])
+    return sorted(sources) + [dssc_source(m) for m in modules]
+
+
+def run_live(config: ProducerConfig, endpoint: str, output: Path, sock: str = "REQ", overwrite: bool = False,
+             max_trains: Optional[int] = None, timeout: float = 10.0, first_timeout: float = 30.0,
+             layout: str = "auto", run: Optional[int] = None, proposal: Optional[int] = None,
+             command: str = "", comm=None) -> LiveSummary:
+    """Produce the small-data file of the trains of a karabo-bridge stream.
+
+    Parameters
+    ----------
+    config : ProducerConfig
+    endpoint : str
+        ``tcp://HOST:PORT`` of the bridge.
+    output : Path
+        The output file (rows grow in :func:`~smalldata.live.livefile.growing_path` meanwhile).
+    sock : str
+        ``REQ``, ``SUB`` or ``PULL``.
+    overwrite : bool
+        Replace an existing output.
+    max_trains : int, optional
+        Stop after this many trains.
+    timeout : float
+        Seconds without a train that end the run.
+    first_timeout : float
+        Seconds to wait for the first train.
+    layout : str
+        ``auto``, ``modules`` or ``stacked``.
+    run, proposal : int, optional
+        Recorded in /meta (proposal default: the config's).
+    command : str
+        Command line, recorded in /meta.
+    comm : MPI communicator, optional
+        Default ``MPI.COMM_WORLD``.
+    """
+    from mpi4py import MPI
+
+    from smalldata.output.writer import check_output_path
+
+    comm = comm or MPI.COMM_WORLD
+    rank, n_ranks = comm.Get_rank(), comm.Get_size()
+    started = datetime.datetime.now(datetime.timezone.utc)
+    t0 = time.monotonic()
+    proposal = proposal or config.proposal
+    output = Path(output)
+    if rank == 0:
+        _agree(lambda: check_output_path(output, overwrite), comm)
+    else:
+        _agree(lambda: None, comm)
+    source = _agree(lambda: BridgeSource(endpoint, sock=sock, timeout=min(POLL_S, timeout), layout=layout), comm)
+    with _StopFlag() as stop:
+        try:
+            return _run(config, source, output, max_trains, timeout, first_timeout, run, proposal, command,
+                        comm, stop, started, t0, overwrite)
+        finally:
+            source.close()
+
+
+def _setup(config, proposal, setup_trains, endpoint):
+    from smalldata.io.pointdata import PointReader
+    from smalldata.pipeline.checks import check_config_against_run, check_setups
+    from smalldata.pipeline.detectors import setup_detectors
+    from smalldata.pulses.framestage import FrameStage
+
+    access = LiveAccess(endpoint, setup_trains)
+    run_ids = access.train_ids.copy()
+    check_config_against_run(config, access, run_ids)
+    stage = FrameStage(config.settings["pulses"], config.settings["digitizer"], config.settings["pattern"],
+                       config.settings["rejection"], access, run_ids)
+    setups = setup_detectors(config, proposal, access, stage.pattern, run_ids)
+    check_setups(config, setups, access, run_ids, proposal)
+    points = PointReader(config.point_data, access)
+    access.release(run_ids)
+    return access, stage, setups, points
+
+
+def _run(config, source, output, max_trains, timeout, first_timeout, run, proposal, command, comm, stop,
+         started, t0, overwrite) -> LiveSummary:
+    rank, n_ranks = comm.Get_rank(), comm.Get_size()
+
+    def first():
+        trains, ended = _receive(source, 1, stop, first_timeout)
+        if ended:
+            source.no_train(first_timeout)
+        return trains[0] if trains else None
+
+    setup_train = _agree(first if rank == 0 else (lambda: None), comm)
+    setup_train = comm.bcast(setup_train, root=0)
+    if setup_train is None:
+        raise SmallDataError(f"stopped by signal {stop.signum} before the first train; no output written")
+    access, stage, setups, points = _agree(lambda: _setup(config, proposal, [setup_train], source.endpoint), comm)
+    modules_all = tuple(sorted({m for s in setups for m in s.modules}))
+    expected = configured_sources(config, modules_all)
+    frames = max(int(frames_of([setup_train], modules_all)[0]), 1)
+    batch = config.settings["batch_size"] or max(1, int(config.settings["batch_megabytes"] * 2**20 //
+                                                        (len(modules_all) * 2 * np.prod(DSSC_MODULE_SHAPE))))
+    per_round = max(1, batch // frames)
+    # the set-up train is part of the data: rank 0's first round
+    ledger = StreamLedger(max_trains)
+    growing = GrowingFile(growing_path(output)) if rank == 0 else None
+    skipped: list = []
+    units: dict = {}
+    ended_by, round_no = "stream ended (timeout)", 0
+    try:
+        while True:
+            remaining = None if max_trains is None else -(-(max_trains - ledger.used) // n_ranks)
+            count = per_round if remaining is None else max(0, min(per_round, remaining))
+            if rank == 0 and round_no == 0:
+                mine, ended = [setup_train], False
+            else:
+                mine, ended = _receive(source, count, stop, timeout)
+            round_no += 1
+            summary = [(t.train_id, [s for s in expected if not _carries(t, s)], light_copy(t)) for t in mine]
+            rounds = comm.allgather((summary, ended, stop.signum))
+            decisions = ledger.decide([[(tid, miss) for tid, miss, _ in r[0]] for r in rounds])
+            used = sorted([t for r, d in zip(rounds, decisions) for (_, _, t), ok in zip(r[0], d) if ok],
+                          key=lambda t: t.train_id)
+            own = {t.train_id: t for t, ok in zip(mine, decisions[rank]) if ok}
+            access.add([own.get(t.train_id, t) for t in used])
+            stage.run_train_ids = access.train_ids
+            have = dict(zip((t.train_id for t in used), frames_of(used, modules_all) > 0))
+            skipped += [(tid, "no detector frames in any module") for tid, h in have.items() if not h]
+            work = np.array(sorted(tid for tid in own if have[tid]), dtype=np.uint64)
+            rows = None
+            if len(work):
+                rows, batch_units = process_trains(access, stage, setups, points, work)
+                units.update(batch_units)
+            access.release([t.train_id for t in used])
+            gathered = comm.gather((rows, units), root=0)
+            if rank == 0:
+                for _, u in gathered:
+                    units.update(u)
+                merged = merge_rows([g for g, _ in gathered])
+                if merged is not None:
+                    growing.append(merged, units)
+            signums = [r[2] for r in rounds if r[2] is not None]
+            if signums:
+                stop.signum, ended_by = signums[0], f"stopped by {signal.Signals(signums[0]).name}"
+                break
+            if ledger.full:
+                ended_by = f"--max-trains {max_trains} reached"
+                break
+            if any(r[1] for r in rounds):
+                break
+        if rank == 0:
+            growing.close()
+        for s in setups:
+            if s.accumulators is not None:
+                s.accumulators.reduce(comm)
+
+        def finish():
+            if rank != 0:
+                return None
+            return finish_output(output, overwrite, growing.path, n_ranks, config, stage, setups, points, skipped,
+                                 access, ledger, proposal, run, command, started, t0, ended_by)
+
+        rows_losses = comm.bcast(_agree(finish, comm), root=0)
+    finally:
+        if rank == 0 and growing is not None:
+            if growing.file:
+                growing.close()
+            growing.path.unlink(missing_ok=True)
+    n_rows, losses = rows_losses
+    return LiveSummary(output=output, rows=n_rows, trains=ledger.used, skipped=len(skipped),
+                       elapsed=time.monotonic() - t0, n_ranks=n_ranks, ended_by=ended_by, losses=losses,
+                       signum=stop.signum)
+
+
+def _carries(train, source: str) -> bool:
+    if source in train.sources:
+        return True
+    for module, frames in train.modules.items():
+        if dssc_source(module) == source:
+            return True
+    return False
