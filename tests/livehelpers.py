@@ -7,10 +7,6 @@ import time
 import yaml
 from helpers import DARK_RUN, PROPOSAL, tool
 
-#: Seconds any server of a test may live.
-SERVER_LIMIT_S = 120
-
-
 def free_port() -> int:
     """A TCP port free on the loopback interface."""
     with socket.socket() as s:
@@ -22,12 +18,11 @@ def free_port() -> int:
 def serve(run_dir, *options, sock: str = "REP"):
     """``karabo-bridge-serve-files RUN tcp://127.0.0.1:PORT`` in a subprocess; yields (endpoint, process).
 
-    The server is stopped when the block ends (and at the latest after :data:`SERVER_LIMIT_S`
-    through ``timeout``).
+    The server is stopped when the block ends, whatever happened in it.
     """
     port = free_port()
     endpoint = f"tcp://127.0.0.1:{port}"
-    proc = subprocess.Popen(["timeout", str(SERVER_LIMIT_S), tool("karabo-bridge-serve-files"), str(run_dir),
+    proc = subprocess.Popen([tool("karabo-bridge-serve-files"), str(run_dir),
                              endpoint, "-z", sock, *options],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -111,10 +111,11 @@ def decode_train(data: Mapping, meta: Mapping, layout: str) -> LiveTrain:
     for source, values in data.items():
         match = _MODULE_SOURCE.match(source)
         if layout == "modules" and match:
-            module = int(match.group(1))
-            frames = np.asarray(values["image.data"])
+            # a module that missed the train may still send its header and trailer, without frames
+            frames = np.asarray(values.get("image.data", np.zeros((0,) + DSSC_MODULE_SHAPE, np.uint16)))
             n = frames.shape[0]
             if n:
+                module = int(match.group(1))
                 train.modules[module] = ModuleFrames(frames.reshape((n,) + DSSC_MODULE_SHAPE),
                                                      _ids(values, "image.pulseId", n, np.uint64),
                                                      _ids(values, "image.cellId", n, np.uint16))

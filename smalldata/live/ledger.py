@@ -34,6 +34,8 @@ class StreamLedger:
         self.seen: set = set()
         self.counts: Counter = Counter()
         self.missing_sources: Counter = Counter()
+        #: trains used per rank
+        self.per_rank: Counter = Counter()
 
     def decide(self, received: Sequence[Sequence[Tuple[int, Sequence[str]]]]) -> List[List[bool]]:
         """Per rank, per received train: used or not.
@@ -60,6 +62,7 @@ class StreamLedger:
             self.first = tid if self.first is None else self.first
             self.last = tid
             self.used += 1
+            self.per_rank[r] += 1
             decision[r][i] = True
             for source in received[r][i][1]:
                 self.missing_sources[source] += 1
@@ -95,6 +98,7 @@ class StreamLedger:
         out = {f"stream_{k}": int(self.counts[k]) for k in ("gap", "duplicate", "out_of_order", "after_max_trains")}
         out["stream_trains_used"] = int(self.used)
         out["stream_span"] = self.span()
+        out["stream_trains_per_rank"] = [int(self.per_rank[r]) for r in range(max(self.per_rank, default=-1) + 1)]
         out.update({f"stream_missing_source {s}": int(n) for s, n in self.missing_sources.items()})
         return out
 

@@ -280,9 +280,6 @@ def _run(config, source, output, max_trains, timeout, first_timeout, run, propos
 
 
 def _carries(train, source: str) -> bool:
-    if source in train.sources:
-        return True
-    for module, frames in train.modules.items():
-        if dssc_source(module) == source:
-            return True
-    return False
+    """Whether ``train`` has ``source``: for a DSSC module, frames of it."""
+    modules = [m for m in train.modules if dssc_source(m) == source]
+    return bool(modules) or (source in train.sources and "DSSC1M" not in source)

@@ -1,0 +1,162 @@
+"""The live producer on extra-data's own karabo-bridge server (127.0.0.1): equal to offline, losses, faults."""
+import os
+import signal
+import subprocess
+import time
+
+import h5py
+import numpy as np
+import pytest
+from helpers import DATA_RUN, PROPOSAL, mpiexec, read_all, tool
+from livehelpers import live_yaml, serve, wait_for
+
+from smalldata.config.producer import ProducerConfig
+from smalldata.live.livefile import growing_path
+from smalldata.pipeline.eventloop import run_producer
+from smalldata.simulate import read_truth, run_path
+
+SLOW_FUNC = '''
+import time
+import numpy as np
+from smalldata.plugin.detfunc import DetObjectFunc
+class Slow(DetObjectFunc):
+    def __init__(self, name: str = "slow", sleep: float = 0.0):
+        super().__init__(name)
+        self.sleep = sleep
+    def process(self, frames):
+        time.sleep(self.sleep)
+        return {"n": np.ones(len(frames), np.int32)}
+'''
+
+
+def assert_same(reference: dict, live: dict, rows=None):
+    """Every dataset of ``reference`` (its first ``rows`` rows of per-event data, if given) is in ``live``."""
+    assert set(reference) == set(live)
+    for key, ref in reference.items():
+        got = live[key]
+        if rows is not None and not key.startswith("Sums") and key in ("trainId", "pulseId", "cellId") \
+                or rows is not None and not key.startswith("Sums") and ref.shape[:1] == reference["trainId"].shape:
+            ref = ref[:rows]
+        assert got.shape == ref.shape, key
+        assert np.array_equal(got, ref, equal_nan=ref.dtype.kind == "f"), key
+
+
+@pytest.fixture(scope="module")
+def offline(tmp_path_factory, sim_root, calib_dir):
+    """The offline output of the data run with the live config."""
+    tmp = tmp_path_factory.mktemp("live_offline")
+    cfg = live_yaml(tmp, sim_root, calib_dir)
+    out = tmp / "offline.h5"
+    run_producer(ProducerConfig.from_file(cfg), DATA_RUN, output=out)
+    return cfg, read_all(out)
+
+
+def live_cli(cfg, endpoint, output, *options, ranks=1, env=None, timeout=120):
+    cmd = ([] if ranks == 1 else mpiexec(ranks)) + [tool("smd_producer"), "--bridge", endpoint, "-c", str(cfg),
+                                                    "--output", str(output), "--timeout", "2", *options]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.mark.parametrize("layout", ["modules", "stacked"])
+def test_live_equals_offline_one_rank(tmp_path, sim_root, offline, layout):
+    from smalldata.live.producer import run_live
+
+    cfg, reference = offline
+    options = ("--append-detector-modules",) if layout == "stacked" else ()
+    out = tmp_path / "live.h5"
+    with serve(run_path(sim_root, PROPOSAL, DATA_RUN), *options) as (endpoint, _):
+        summary = run_live(ProducerConfig.from_file(cfg), endpoint, out, timeout=2.0)
+    assert_same(reference, read_all(out))
+    truth = read_truth(sim_root, PROPOSAL, DATA_RUN)
+    assert summary.trains == len(truth["train_ids"]) and summary.signum is None
+    with h5py.File(out, "r") as f:
+        assert f["meta"].attrs["source"] == "karabo-bridge"
+        # module 3 misses two trains in the simulated run: kept (invalid there), counted by source
+        assert f["meta/losses"].attrs["stream_missing_source SCS_DET_DSSC1M-1/DET/3CH0:xtdf"] == 2
+        assert f["meta/losses"].attrs["stream_gap"] == 0 and f["meta/losses"].attrs["stream_duplicate"] == 0
+    assert not growing_path(out).exists()
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("layout", ["modules", "stacked"])
+def test_live_equals_offline_two_ranks(tmp_path, sim_root, offline, layout):
+    cfg, reference = offline
+    options = ("--append-detector-modules",) if layout == "stacked" else ()
+    out = tmp_path / "live2.h5"
+    with serve(run_path(sim_root, PROPOSAL, DATA_RUN), *options) as (endpoint, _):
+        result = live_cli(cfg, endpoint, out, ranks=2)
+    assert result.returncode == 0, result.stderr
+    assert_same(reference, read_all(out))
+    with h5py.File(out, "r") as f:
+        per_rank = f["meta/losses"].attrs["stream_trains_per_rank"]
+        assert f["meta"].attrs["n_ranks"] == 2 and len(per_rank) == 2 and min(per_rank) > 0, per_rank
+        assert f["meta/losses"].attrs["stream_duplicate"] == 0
+
+
+def test_server_killed_mid_run(tmp_path, sim_root, calib_dir, offline):
+    """The file holds exactly the trains before the kill, equal to offline; the end and losses are reported."""
+    _, reference = offline
+    (tmp_path / "slowmod.py").write_text(SLOW_FUNC)
+    cfg = live_yaml(tmp_path, sim_root, calib_dir, batch_size=4)
+    text = cfg.read_text().replace("functions:\n", "functions:\n    - {type: 'slowmod:Slow', sleep: 0.25}\n", 1)
+    cfg.write_text(text)
+    out = tmp_path / "killed.h5"
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    with serve(run_path(sim_root, PROPOSAL, DATA_RUN)) as (endpoint, server):
+        proc = subprocess.Popen([tool("smd_producer"), "--bridge", endpoint, "-c", str(cfg), "--output", str(out),
+                                 "--timeout", "2"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        rows = lambda: _growing_rows(growing_path(out))  # noqa: E731
+        assert wait_for(lambda: rows() >= 40, 60), "the live file never grew"
+        server.send_signal(signal.SIGKILL)
+        server.wait(10)
+        stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    live = read_all(out)
+    n = len(live["trainId"])
+    n_trains = len(np.unique(live["trainId"]))
+    assert 40 <= n < len(reference["trainId"])
+    ref = {k: v for k, v in reference.items() if not k.startswith("Sums")}
+    assert_same(ref, {k: v for k, v in live.items() if not k.startswith("Sums") and not k.startswith("dssc/slow")},
+                rows=n)
+    with h5py.File(out, "r") as f:
+        assert f["meta"].attrs["ended_by"] == "stream ended (timeout)"
+        assert f["meta/losses"].attrs["stream_trains_used"] == n_trains
+        assert f["meta/losses"].attrs["stream_missing_source SCS_DET_DSSC1M-1/DET/3CH0:xtdf"] == 2
+    assert "stream ended (timeout)" in stdout and "lost: trains without source SCS_DET_DSSC1M-1/DET/3CH0" in stdout
+
+
+def _growing_rows(path) -> int:
+    if not path.exists():
+        return 0
+    try:
+        with h5py.File(path, "r", libver="latest", swmr=True) as f:
+            return f["trainId"].shape[0] if "trainId" in f else 0
+    except OSError:
+        return 0
+
+
+def test_wrong_endpoint_and_missing_sources_are_one_line(tmp_path, sim_root, calib_dir):
+    cfg = live_yaml(tmp_path, sim_root, calib_dir)
+    from livehelpers import free_port
+
+    result = live_cli(cfg, f"tcp://127.0.0.1:{free_port()}", tmp_path / "a.h5", "--first-timeout", "1")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert "no train from tcp://127.0.0.1" in result.stderr and "--bridge" in result.stderr
+    result = live_cli(cfg, "127.0.0.1:4545", tmp_path / "b.h5")
+    assert result.returncode == 2 and result.stderr.strip().count("\n") == 0
+    assert "not an endpoint" in result.stderr
+    run = run_path(sim_root, PROPOSAL, DATA_RUN)
+    with serve(run, "--source", "SCS_BLU_XGM*") as (endpoint, _):
+        result = live_cli(cfg, endpoint, tmp_path / "c.h5")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert "carries no DSSC source" in result.stderr
+    with serve(run, "--source", "SCS_[BDR]*") as (endpoint, _):  # no delay stage: a configured point source
+        result = live_cli(cfg, endpoint, tmp_path / "d.h5")
+    lines = [line for line in result.stderr.strip().splitlines() if not line.startswith(("INFO", "WARNING"))]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert "point_data.scan.delay" in lines[0] and "SCS_ILH_LAS/DOOCS/PPL_OPT_DELAY" in lines[0]
+    for name in "abcd":
+        assert not (tmp_path / f"{name}.h5").exists()
