@@ -34,4 +34,4 @@ def test_ledger_max_trains_and_order_within_a_round():
     decision = ledger.decide([[(12, []), (10, [])], [(11, []), (13, [])]])
     assert decision == [[True, True], [True, False]]  # 10, 11 and 12 used; 13 beyond the limit
     assert ledger.used == 3 and ledger.full and ledger.counts["after_max_trains"] == 1
-    assert ledger.counts["gap"] == 0 and ledger.lines()[0].startswith("trains received after --max-trains: 1")
+    assert ledger.counts["gap"] == 0 and ledger.lines()[0].startswith("trains received after --max-trains (not used): 1 of 3")
