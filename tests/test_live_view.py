@@ -49,7 +49,8 @@ def test_live_view_follows_growing_file(tmp_path):
         growing_path(output).rename(output)
         child.expect(r"20 rows, 5 trains, last train 104, XGM [\d.]+ uJ \[complete\]")
         assert (tmp_path / "plots" / "live.png").exists()
-        child.sendline("live.stop(); exit")
+        child.sendline("live.stop()")
+        child.sendline("exit")
         child.expect(pexpect.EOF)
     finally:
         child.close(force=True)
