@@ -93,8 +93,10 @@ def test_live_equals_offline_two_ranks(tmp_path, sim_root, offline, layout):
         assert f["meta/losses"].attrs["stream_duplicate"] == 0
 
 
-def test_server_killed_mid_run(tmp_path, sim_root, calib_dir, offline):
-    """The file holds exactly the trains before the kill, equal to offline; the end and losses are reported."""
+@pytest.mark.parametrize("stop", ["server killed", "SIGINT", "SIGTERM"])
+def test_stopped_mid_run(tmp_path, sim_root, calib_dir, offline, stop):
+    """Server killed, or the producer signalled: the file holds exactly the trains processed, equal to
+    offline; the end and the losses are reported; the exit status says how the run ended."""
     _, reference = offline
     (tmp_path / "slowmod.py").write_text(SLOW_FUNC)
     cfg = live_yaml(tmp_path, sim_root, calib_dir, batch_size=4)
@@ -108,10 +110,14 @@ def test_server_killed_mid_run(tmp_path, sim_root, calib_dir, offline):
                                 text=True)
         rows = lambda: _growing_rows(growing_path(out))  # noqa: E731
         assert wait_for(lambda: rows() >= 40, 60), "the live file never grew"
-        server.send_signal(signal.SIGKILL)
-        server.wait(10)
+        if stop == "server killed":
+            server.send_signal(signal.SIGKILL)
+            server.wait(10)
+        else:
+            proc.send_signal(getattr(signal, stop))
         stdout, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 0, stderr
+    signum = None if stop == "server killed" else getattr(signal, stop)
+    assert proc.returncode == (0 if signum is None else 128 + signum), stderr
     live = read_all(out)
     n = len(live["trainId"])
     n_trains = len(np.unique(live["trainId"]))
@@ -120,10 +126,11 @@ def test_server_killed_mid_run(tmp_path, sim_root, calib_dir, offline):
     assert_same(ref, {k: v for k, v in live.items() if not k.startswith("Sums") and not k.startswith("dssc/slow")},
                 rows=n)
     with h5py.File(out, "r") as f:
-        assert f["meta"].attrs["ended_by"] == "stream ended (timeout)"
+        ended_by = "stream ended (timeout)" if signum is None else f"stopped by {stop}"
+        assert f["meta"].attrs["ended_by"] == ended_by
         assert f["meta/losses"].attrs["stream_trains_used"] == n_trains
         assert f["meta/losses"].attrs["stream_missing_source SCS_DET_DSSC1M-1/DET/3CH0:xtdf"] == 2
-    assert "stream ended (timeout)" in stdout and "lost: trains without source SCS_DET_DSSC1M-1/DET/3CH0" in stdout
+    assert ended_by in stdout and "lost: trains without source SCS_DET_DSSC1M-1/DET/3CH0" in stdout
 
 
 def _growing_rows(path) -> int:
