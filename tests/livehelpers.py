@@ -76,3 +76,50 @@ def wait_for(predicate, limit: float = 60.0, step: float = 0.1) -> bool:
             return True
         time.sleep(step)
     return False
+
+
+ONLINE_SERVER = '''
+import sys
+import numpy as np
+from extra_data import RunDirectory
+from karabo_bridge.server import Sender
+
+run, endpoint = sys.argv[1], sys.argv[2]
+pattern = "SCS_DET_DSSC1M-1/DET/{}CH0:xtdf"
+sender = Sender(endpoint, sock="REP")
+for tid, data in RunDirectory(run).trains():
+    modules = {int(s.split("/")[2].split("CH")[0]): data.pop(s) for s in list(data) if s.startswith("SCS_DET_DSSC")}
+    with_frames = {m: v for m, v in modules.items() if "image.data" in v}
+    first = next(iter(with_frames.values()))
+    n = first["image.data"].shape[0]
+    stack = np.zeros((16, 512, 128, n), np.uint16)  # (modules, x, y, cells), as the online pipeline sends
+    for m, v in with_frames.items():
+        stack[m] = np.transpose(v["image.data"][:, 0], (2, 1, 0))
+    meta = dict(first["metadata"], source="SCS_CDIDET_DSSC/CAL/APPEND_RAW")
+    data["SCS_CDIDET_DSSC/CAL/APPEND_RAW"] = {"metadata": meta, "image.data": stack,
+                                              "image.cellId": first["image.cellId"][:, 0],
+                                              "image.pulseId": first["image.pulseId"][:, 0]}
+    sender.send(data)
+sender.server_socket.close(linger=-1)
+'''
+
+
+@contextlib.contextmanager
+def serve_online(run_dir):
+    """A REP server on 127.0.0.1 sending ``run_dir`` in the online pipeline's stacked raw layout."""
+    import sys
+
+    port = free_port()
+    endpoint = f"tcp://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, "-c", ONLINE_SERVER, str(run_dir), endpoint],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield endpoint, proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)

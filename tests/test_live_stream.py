@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 import pytest
 from helpers import DATA_RUN, PROPOSAL, mpiexec, read_all, tool
-from livehelpers import live_yaml, serve, wait_for
+from livehelpers import live_yaml, serve, serve_online, wait_for
 
 from smalldata.config.producer import ProducerConfig
 from smalldata.live.livefile import growing_path
@@ -75,6 +75,17 @@ def test_live_equals_offline_one_rank(tmp_path, sim_root, offline, layout):
         assert f["meta/losses"].attrs["stream_missing_source SCS_DET_DSSC1M-1/DET/3CH0:xtdf"] == 2
         assert f["meta/losses"].attrs["stream_gap"] == 0 and f["meta/losses"].attrs["stream_duplicate"] == 0
     assert not growing_path(out).exists()
+
+
+def test_live_online_layout_equals_offline(tmp_path, sim_root, offline):
+    """The online pipeline's raw layout (modules, x, y, cells) gives the offline numbers too."""
+    from smalldata.live.producer import run_live
+
+    cfg, reference = offline
+    out = tmp_path / "online.h5"
+    with serve_online(run_path(sim_root, PROPOSAL, DATA_RUN)) as (endpoint, _):
+        run_live(ProducerConfig.from_file(cfg), endpoint, out, timeout=2.0)
+    assert_same(reference, read_all(out))
 
 
 @pytest.mark.mpi

@@ -22,9 +22,10 @@ def add_live_arguments(parser: argparse.ArgumentParser) -> None:
                       help="seconds without a train that end the run (default 10)")
     live.add_argument("--first-timeout", type=float, default=30.0, metavar="S",
                       help="seconds to wait for the first train (default 30)")
-    live.add_argument("--layout", choices=("auto", "modules", "stacked"), default="auto",
-                      help="detector layout of the stream: one source per module, or stacked into "
-                           "SCS_DET_DSSC1M-1/DET/APPEND (default: from the first train)")
+    live.add_argument("--layout", choices=("auto", "modules", "stacked", "online"), default="auto",
+                      help="detector layout of the stream: one source per module, stacked into "
+                           "SCS_DET_DSSC1M-1/DET/APPEND, or the online pipeline's SCS_CDIDET_DSSC/CAL/APPEND_RAW "
+                           "(modules, x, y, cells) (default: from the first train)")
 
 
 def live_output(args: argparse.Namespace, config) -> Path:

@@ -1,6 +1,6 @@
 """The detector layouts a karabo-bridge message carries, decoded into one train.
 
-Two raw layouts are understood:
+Three raw layouts are understood:
 
 - ``modules``: one source per DSSC module, ``SCS_DET_DSSC1M-1/DET/{m}CH0:xtdf`` with
   ``image.data`` (frames, 1, 128, 512), as the DAQ and ``karabo-bridge-serve-files`` send them;
@@ -9,9 +9,14 @@ Two raw layouts are understood:
   --append-detector-modules``, extra-data's ``stack_detector_data``). That layout has no
   per-module presence: a module whose frames are all zero (extra-data's fill value for a
   module missing the train) is taken as absent, as a raw DSSC frame never reads 0 everywhere.
+- ``online``: the facility's online pipeline, ``SCS_CDIDET_DSSC/CAL/APPEND_RAW`` with
+  ``image.data`` in (modules, x, y, cells) order, (16, 512, 128, frames) (the order EXtra-foam
+  reads from the bridge). Modules absent as for ``stacked``. Without ``image.cellId`` /
+  ``image.pulseId`` in the message, a frame's memory cell and pulse are its position in the train
+  (the DSSC writes its cells in order).
 
-The facility's online-corrected output (calibrated float data in (modules, x, y, cells)
-order) is refused with one line: the producer calibrates raw data itself.
+The same pipeline's corrected output ``SCS_CDIDET_DSSC/CAL/APPEND_CORRECTED`` (calibrated
+float data, same order) is refused with one line: the producer calibrates raw data itself.
 """
 from __future__ import annotations
 
@@ -28,10 +33,12 @@ from smalldata.errors import DataError
 DSSC_DEVICE = "SCS_DET_DSSC1M-1"
 #: The stacked source that ``karabo-bridge-serve-files --append-detector-modules`` sends.
 STACKED_SOURCE = f"{DSSC_DEVICE}/DET/APPEND"
+#: The online pipeline's stacked raw DSSC output, (modules, x, y, cells).
+ONLINE_SOURCE = "SCS_CDIDET_DSSC/CAL/APPEND_RAW"
 _MODULE_SOURCE = re.compile(r"^SCS_DET_DSSC1M-1/DET/(\d+)CH0:xtdf$")
 #: Source-name parts of the facility's online-corrected detector output (calibration pipeline).
-CORRECTED_MARKERS = ("/CORR/", "/CAL/", "CORRECTED", "APPEND_CORR")
-LAYOUTS = ("auto", "modules", "stacked")
+CORRECTED_MARKERS = ("/CORR", "CORRECTED", "APPEND_CORR")
+LAYOUTS = ("auto", "modules", "stacked", "online")
 
 
 @dataclass
@@ -77,9 +84,11 @@ def message_train_id(data: Mapping, meta: Mapping) -> int:
 
 
 def detect_layout(sources) -> Optional[str]:
-    """``"modules"``, ``"stacked"`` or None (no raw DSSC source) from a message's source names."""
+    """``"modules"``, ``"stacked"``, ``"online"`` or None (no raw DSSC source) from a message's source names."""
     if STACKED_SOURCE in sources:
         return "stacked"
+    if ONLINE_SOURCE in sources:
+        return "online"
     if any(_MODULE_SOURCE.match(s) for s in sources):
         return "modules"
     return None
@@ -91,6 +100,8 @@ def corrected_sources(sources) -> list:
 
 
 def _ids(values: Mapping, key: str, n: int, dtype) -> np.ndarray:
+    if key not in values:  # the online layout may carry none: the frame's position in the train
+        return np.arange(n, dtype=dtype)
     ids = np.asarray(values[key]).reshape(-1).astype(dtype)
     if len(ids) != n:
         raise DataError(f"karabo-bridge message: {key} has {len(ids)} entries for {n} frames")
@@ -105,7 +116,7 @@ def decode_train(data: Mapping, meta: Mapping, layout: str) -> LiveTrain:
     data, meta : mapping
         Per-source values and metadata of the message.
     layout : str
-        ``"modules"`` or ``"stacked"`` (see the module docstring).
+        ``"modules"``, ``"stacked"`` or ``"online"`` (see the module docstring).
     """
     train = LiveTrain(train_id=message_train_id(data, meta), sources=frozenset(data))
     for source, values in data.items():
@@ -120,18 +131,29 @@ def decode_train(data: Mapping, meta: Mapping, layout: str) -> LiveTrain:
                                                      _ids(values, "image.pulseId", n, np.uint64),
                                                      _ids(values, "image.cellId", n, np.uint16))
             continue
-        if layout == "stacked" and source == STACKED_SOURCE:
+        stacked = (layout == "stacked" and source == STACKED_SOURCE) or (layout == "online" and
+                                                                        source == ONLINE_SOURCE)
+        if stacked:
             stack = np.asarray(values["image.data"])
+            if layout == "online":  # (modules, x, y, cells) -> (cells, modules, y, x)
+                if stack.ndim != 4 or stack.shape[:3] != (DSSC_N_MODULES,) + DSSC_MODULE_SHAPE[::-1]:
+                    raise DataError(f"{source}: image.data of shape {stack.shape}, expected (16, 512, 128, "
+                                    "frames); use --layout modules or stacked for other streams")
+                stack = np.transpose(stack, (3, 0, 2, 1))
             n = stack.shape[0]
             stack = stack.reshape((n, DSSC_N_MODULES) + DSSC_MODULE_SHAPE)
+            if stack.dtype != np.uint16:
+                raise DataError(f"{source}: image.data is {stack.dtype}, not raw uint16 frames; the producer "
+                                "calibrates raw frames itself: stream the raw DSSC data")
             if n:
                 pulse_ids = _ids(values, "image.pulseId", n, np.uint64)
                 cell_ids = _ids(values, "image.cellId", n, np.uint16)
                 lit = stack.reshape(n, DSSC_N_MODULES, -1).any(axis=2).any(axis=0)
                 for module in np.flatnonzero(lit):
-                    train.modules[int(module)] = ModuleFrames(stack[:, module], pulse_ids, cell_ids)
+                    train.modules[int(module)] = ModuleFrames(np.ascontiguousarray(stack[:, module]), pulse_ids,
+                                                              cell_ids)
             continue
-        if match or source == STACKED_SOURCE:
+        if match or source in (STACKED_SOURCE, ONLINE_SOURCE):
             continue
         for key, value in values.items():
             if key != "metadata":

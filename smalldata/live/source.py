@@ -79,8 +79,8 @@ class BridgeSource:
                             "producer calibrates raw frames itself: point --bridge at a bridge of the raw DSSC "
                             "sources (SCS_DET_DSSC1M-1/DET/<m>CH0:xtdf)")
         raise DataError(f"stream {self.endpoint} carries no DSSC source (it sends {', '.join(sorted(sources))}); "
-                        "point --bridge at a bridge that sends SCS_DET_DSSC1M-1/DET/<m>CH0:xtdf or "
-                        "SCS_DET_DSSC1M-1/DET/APPEND")
+                        "point --bridge at a bridge that sends SCS_DET_DSSC1M-1/DET/<m>CH0:xtdf, "
+                        "SCS_DET_DSSC1M-1/DET/APPEND or SCS_CDIDET_DSSC/CAL/APPEND_RAW")
 
     def close(self) -> None:
         """Close the client's socket."""
