@@ -178,3 +178,48 @@ def test_wrong_endpoint_and_missing_sources_are_one_line(tmp_path, sim_root, cal
     assert "point_data.scan.delay" in lines[0] and "SCS_ILH_LAS/DOOCS/PPL_OPT_DELAY" in lines[0]
     for name in "abcd":
         assert not (tmp_path / f"{name}.h5").exists()
+
+
+def test_publish_reduced_rows(tmp_path, sim_root, offline):
+    """--publish: a subscriber on 127.0.0.1 receives each train's rows as they are in the output."""
+    import threading
+
+    from karabo_bridge import Client
+    from livehelpers import free_port
+
+    from smalldata.live.producer import run_live
+    from smalldata.live.publish import SOURCE
+
+    cfg, _ = offline
+    port = free_port()
+    received, done = {}, threading.Event()
+
+    def listen():
+        client = Client(f"tcp://127.0.0.1:{port}", sock="SUB", timeout=1)
+        try:
+            while not done.is_set():
+                try:
+                    data, meta = client.next()
+                except TimeoutError:
+                    continue
+                received[meta[SOURCE]["timestamp.tid"]] = data[SOURCE]
+        finally:
+            client._context.destroy(linger=0)
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    out = tmp_path / "published.h5"
+    try:
+        with serve(run_path(sim_root, PROPOSAL, DATA_RUN)) as (endpoint, _):
+            run_live(ProducerConfig.from_file(cfg), endpoint, out, timeout=2.0,
+                     publish=f"tcp://127.0.0.1:{port}")
+    finally:
+        done.set()
+        listener.join(10)
+    rows = read_all(out)
+    assert received, "no train was published"
+    for tid, data in received.items():
+        sel = rows["trainId"] == tid
+        assert np.array_equal(data["trainId"], rows["trainId"][sel])
+        for key in ("dssc/roi_a_sum", "xgm/sa3_intensity", "dssc/roi_a_image", "pattern/label_id"):
+            assert np.array_equal(data[key.replace("/", ".")], rows[key][sel], equal_nan=True), key

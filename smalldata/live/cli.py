@@ -22,6 +22,9 @@ def add_live_arguments(parser: argparse.ArgumentParser) -> None:
                       help="seconds without a train that end the run (default 10)")
     live.add_argument("--first-timeout", type=float, default=30.0, metavar="S",
                       help="seconds to wait for the first train (default 30)")
+    live.add_argument("--publish", metavar="tcp://*:PORT",
+                      help="re-publish every train's reduced rows as a karabo-bridge PUB server bound here "
+                           "(source SMALLDATA/LIVE/OUTPUT; docs/live.md)")
     live.add_argument("--layout", choices=("auto", "modules", "stacked", "online"), default="auto",
                       help="detector layout of the stream: one source per module, stacked into "
                            "SCS_DET_DSSC1M-1/DET/APPEND, or the online pipeline's SCS_CDIDET_DSSC/CAL/APPEND_RAW "
@@ -53,7 +56,7 @@ def live_body(args: argparse.Namespace) -> int:
     summary = run_live(config, args.bridge, live_output(args, config), sock=args.sock, overwrite=args.overwrite,
                        max_trains=args.max_trains, timeout=args.timeout, first_timeout=args.first_timeout,
                        layout=args.layout, run=args.run, proposal=args.proposal, command=shlex.join(sys.argv),
-                       comm=comm)
+                       publish=args.publish, comm=comm)
     if comm.Get_rank() == 0:
         if not args.quiet:
             print(f"wrote {summary.output}: {summary.rows} rows from {summary.trains} trains of {args.bridge} "

@@ -117,7 +117,7 @@ def configured_sources(config: ProducerConfig, modules) -> List[str]:
 def run_live(config: ProducerConfig, endpoint: str, output: Path, sock: str = "REQ", overwrite: bool = False,
              max_trains: Optional[int] = None, timeout: float = 10.0, first_timeout: float = 30.0,
              layout: str = "auto", run: Optional[int] = None, proposal: Optional[int] = None,
-             command: str = "", comm=None) -> LiveSummary:
+             command: str = "", publish: Optional[str] = None, comm=None) -> LiveSummary:
     """Produce the small-data file of the trains of a karabo-bridge stream.
 
     Parameters
@@ -143,6 +143,9 @@ def run_live(config: ProducerConfig, endpoint: str, output: Path, sock: str = "R
         Recorded in /meta (proposal default: the config's).
     command : str
         Command line, recorded in /meta.
+    publish : str, optional
+        Re-publish every train's rows as a karabo-bridge PUB server bound here (rank 0;
+        :mod:`smalldata.live.publish`).
     comm : MPI communicator, optional
         Default ``MPI.COMM_WORLD``.
     """
@@ -161,12 +164,20 @@ def run_live(config: ProducerConfig, endpoint: str, output: Path, sock: str = "R
     else:
         _agree(lambda: None, comm)
     source = _agree(lambda: BridgeSource(endpoint, sock=sock, timeout=min(POLL_S, timeout), layout=layout), comm)
-    with _StopFlag() as stop:
-        try:
+    publisher = None
+    try:
+        if publish is not None:
+            from smalldata.live.publish import Publisher
+
+            publisher = _agree(lambda: Publisher(publish) if rank == 0 else None, comm)
+        with _StopFlag() as stop:
             return _run(config, source, output, max_trains, timeout, first_timeout, run, proposal, command,
-                        comm, stop, started, t0, overwrite)
-        finally:
-            source.close()
+                        comm, stop, started, t0, overwrite, publisher)
+    finally:
+        source.close()
+        if publisher is not None:
+            log.info("published %d trains on %s", publisher.sent, publish)
+            publisher.close()
 
 
 def _setup(config, proposal, setup_trains, endpoint):
@@ -188,7 +199,7 @@ def _setup(config, proposal, setup_trains, endpoint):
 
 
 def _run(config, source, output, max_trains, timeout, first_timeout, run, proposal, command, comm, stop,
-         started, t0, overwrite) -> LiveSummary:
+         started, t0, overwrite, publisher) -> LiveSummary:
     rank, n_ranks = comm.Get_rank(), comm.Get_size()
 
     def first():
@@ -246,6 +257,8 @@ def _run(config, source, output, max_trains, timeout, first_timeout, run, propos
                 merged = merge_rows([g for g, _ in gathered])
                 if merged is not None:
                     growing.append(merged, units)
+                    if publisher is not None:
+                        publisher.publish(merged)
             signums = [r[2] for r in rounds if r[2] is not None]
             if signums:
                 stop.signum, ended_by = signums[0], f"stopped by {signal.Signals(signums[0]).name}"
