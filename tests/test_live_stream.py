@@ -223,3 +223,35 @@ def test_publish_reduced_rows(tmp_path, sim_root, offline):
         assert np.array_equal(data["trainId"], rows["trainId"][sel])
         for key in ("dssc/roi_a_sum", "xgm/sa3_intensity", "dssc/roi_a_image", "pattern/label_id"):
             assert np.array_equal(data[key.replace("/", ".")], rows[key][sel], equal_nan=True), key
+
+
+FAILING_FUNC = '''
+import numpy as np
+from smalldata.plugin.detfunc import DetObjectFunc
+class Fails(DetObjectFunc):
+    def __init__(self, name: str = "fails", from_train: int = 0):
+        super().__init__(name)
+        self.from_train = from_train
+    def process(self, frames):
+        if frames.train_ids.max() >= self.from_train:
+            raise RuntimeError("planted failure")
+        return {"n": np.ones(len(frames), np.int32)}
+'''
+
+
+@pytest.mark.mpi
+def test_failing_rank_stops_every_rank(tmp_path, sim_root, calib_dir):
+    """A function failing on one rank mid-stream: one line, exit 2, no output and no growing file left."""
+    truth = read_truth(sim_root, PROPOSAL, DATA_RUN)
+    (tmp_path / "failmod.py").write_text(FAILING_FUNC)
+    cfg = live_yaml(tmp_path, sim_root, calib_dir, functions=[
+        {"type": "roi", "name": "roi_full", "module": 2, "roi": [0, 128, 0, 512]},
+        {"type": "failmod:Fails", "from_train": int(truth["train_ids"][10])}])
+    out = tmp_path / "failed.h5"
+    with serve(run_path(sim_root, PROPOSAL, DATA_RUN)) as (endpoint, _):
+        result = live_cli(cfg, endpoint, out, ranks=2, env=dict(os.environ, PYTHONPATH=str(tmp_path)))
+    lines = [line for line in result.stderr.strip().splitlines() if not line.startswith(("INFO", "WARNING"))]
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert len(lines) == 1 and "planted failure" in lines[0] and "no output written" in lines[0], lines
+    assert not out.exists() and not growing_path(out).exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".failed")] == []

@@ -5,8 +5,8 @@ for a run on disk (trains, frames per train and module, raw frames of a block of
 values per train), from the trains received so far. The detectors, functions, pulses,
 rejection, cubes and sums therefore run unchanged on it. Raw frames are held only until
 their train is processed (:meth:`release`); frame counts and small point values (up to
-:data:`KEEP_VALUE_BYTES` per train) are kept for the whole run, since the pump-laser anchoring
-looks back at earlier trains' bunch patterns.
+:data:`KEEP_VALUE_BYTES` per train) for the last :data:`HISTORY_TRAINS` trains, since the
+pump-laser anchoring looks back at earlier trains' bunch patterns.
 """
 from __future__ import annotations
 
@@ -24,8 +24,11 @@ from smalldata.plugin.frames import RawBatch
 
 log = logging.getLogger(__name__)
 
-#: Point values up to this size per train are kept for the whole run; larger ones (traces) until processed.
+#: Point values up to this size per train are kept for :data:`HISTORY_TRAINS` trains; larger ones
+#: (traces) until their train is processed.
 KEEP_VALUE_BYTES = 65536
+#: Trains whose small point values are kept (the pump-laser anchoring looks back at earlier trains).
+HISTORY_TRAINS = 2000
 
 
 class KeyInfo:
@@ -106,6 +109,11 @@ class LiveAccess:
             for key, value in train.values.items():
                 self._values.setdefault(key, {})[train.train_id] = value
         self.train_ids = np.concatenate([self.train_ids, ids])
+        if len(self.train_ids) > HISTORY_TRAINS:  # older trains' point values: memory bounded by the history
+            old = self.train_ids[-HISTORY_TRAINS - len(ids):-HISTORY_TRAINS]
+            for stored in self._values.values():
+                for tid in old:
+                    stored.pop(int(tid), None)
 
     def release(self, train_ids: Iterable[int]) -> None:
         """Forget the frames (and large point values) of processed trains."""

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 def finish_output(output: Path, overwrite: bool, grown: Path, n_ranks: int, config, stage, setups, points,
                   skipped: list, access, ledger, proposal: int, run, command: str, started, t0: float,
-                  ended_by: str) -> Tuple[int, List[str]]:
+                  ended_by: str, loop_s: float) -> Tuple[int, List[str]]:
     """Write the output from the grown rows; returns the rows and the loss lines (console).
 
     Parameters
@@ -46,6 +46,8 @@ def finish_output(output: Path, overwrite: bool, grown: Path, n_ranks: int, conf
         ``time.monotonic()`` at the start.
     ended_by : str
         Why the run ended.
+    loop_s : float
+        Seconds from the end of the set-up to the last round with trains (``/meta`` ``loop_s``).
     """
     out = OutputFile(output, overwrite)
     try:
@@ -68,7 +70,7 @@ def finish_output(output: Path, overwrite: bool, grown: Path, n_ranks: int, conf
             "config": config.text, "config_path": str(config.path), "version": __version__,
             "command": command, "n_ranks": n_ranks, "proposal": proposal, "run": -1 if run is None else run,
             "run_path": str(access.path), "source": "karabo-bridge", "endpoint": str(access.path),
-            "ended_by": ended_by, "start": started.isoformat(),
+            "ended_by": ended_by, "loop_s": loop_s, "start": started.isoformat(),
             "end": datetime.datetime.now(datetime.timezone.utc).isoformat(),
             "elapsed_s": time.monotonic() - t0, "host": socket.gethostname(),
             "n_trains_input": len(train_ids), "n_trains_skipped": len(skipped),

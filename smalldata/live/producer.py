@@ -74,19 +74,31 @@ class _StopFlag:
             signal.signal(s, handler)
 
 
+def _failure(exc: BaseException, rank: int) -> str:
+    """One line for an error of ``rank``: a user error as it is, anything else with its type."""
+    if isinstance(exc, SmallDataError):
+        return str(exc)
+    log.debug("rank %d failed", rank, exc_info=True)
+    return f"rank {rank}: {type(exc).__name__}: {exc}"
+
+
 def _agree(step, comm):
-    """Run ``step()`` on every rank; if it failed anywhere, raise the first rank's error on every rank."""
+    """Run ``step()`` on every rank; if it failed anywhere, raise the first failure on every rank.
+
+    A rank's own user error is raised as it is; any other failure becomes a
+    :class:`SmallDataError` naming the rank, so that no rank waits for a failed one.
+    """
     result, error = None, None
     try:
         result = step()
-    except SmallDataError as exc:
+    except Exception as exc:  # noqa: BLE001 - every failure is agreed on below
         error = exc
-    errors = comm.allgather(None if error is None else (type(error), str(error)))
-    first = next((e for e in errors if e is not None), None)
+    failures = comm.allgather(None if error is None else _failure(error, comm.Get_rank()))
+    first = next((f for f in failures if f is not None), None)
     if first is not None:
-        if error is not None:
+        if isinstance(error, SmallDataError):
             raise error
-        raise SmallDataError(first[1])
+        raise SmallDataError(first)
     return result
 
 
@@ -225,6 +237,8 @@ def _run(config, source, output, max_trains, timeout, first_timeout, run, propos
     skipped: list = []
     units: dict = {}
     ended_by, round_no = "stream ended (timeout)", 0
+    loop_start = time.monotonic()
+    last_rows = loop_start  # when the last round with trains was done (the timeout tail is not the loop's)
     try:
         while True:
             remaining = None if max_trains is None else -(-(max_trains - ledger.used) // n_ranks)
@@ -245,20 +259,30 @@ def _run(config, source, output, max_trains, timeout, first_timeout, run, propos
             have = dict(zip((t.train_id for t in used), frames_of(used, modules_all) > 0))
             skipped += [(tid, "no detector frames in any module") for tid, h in have.items() if not h]
             work = np.array(sorted(tid for tid in own if have[tid]), dtype=np.uint64)
-            rows = None
-            if len(work):
-                rows, batch_units = process_trains(access, stage, setups, points, work)
-                units.update(batch_units)
+            rows, failure = None, None
+            try:
+                if len(work):
+                    rows, batch_units = process_trains(access, stage, setups, points, work)
+                    units.update(batch_units)
+            except Exception as exc:  # noqa: BLE001 - agreed on with the other ranks below
+                failure = _failure(exc, rank)
             access.release([t.train_id for t in used])
-            gathered = comm.gather((rows, units), root=0)
+            gathered = comm.gather((rows, units, failure), root=0)
             if rank == 0:
-                for _, u in gathered:
-                    units.update(u)
-                merged = merge_rows([g for g, _ in gathered])
-                if merged is not None:
-                    growing.append(merged, units)
-                    if publisher is not None:
-                        publisher.publish(merged)
+                failure = next((f for _, _, f in gathered if f is not None), None)
+                if failure is None:
+                    for _, u, _ in gathered:
+                        units.update(u)
+                    merged = merge_rows([g for g, _, _ in gathered])
+                    if merged is not None:
+                        growing.append(merged, units)
+                        if publisher is not None:
+                            publisher.publish(merged)
+            failure = comm.bcast(failure, root=0)
+            if failure is not None:
+                raise SmallDataError(f"{failure}; no output written")
+            if used:
+                last_rows = time.monotonic()
             signums = [r[2] for r in rounds if r[2] is not None]
             if signums:
                 stop.signum, ended_by = signums[0], f"stopped by {signal.Signals(signums[0]).name}"
@@ -278,7 +302,8 @@ def _run(config, source, output, max_trains, timeout, first_timeout, run, propos
             if rank != 0:
                 return None
             return finish_output(output, overwrite, growing.path, n_ranks, config, stage, setups, points, skipped,
-                                 access, ledger, proposal, run, command, started, t0, ended_by)
+                                 access, ledger, proposal, run, command, started, t0, ended_by,
+                                 last_rows - loop_start)
 
         rows_losses = comm.bcast(_agree(finish, comm), root=0)
     finally:
