@@ -2,7 +2,6 @@
 import os
 import signal
 import subprocess
-import time
 
 import h5py
 import numpy as np
@@ -16,7 +15,6 @@ from smalldata.pipeline.eventloop import run_producer
 from smalldata.simulate import read_truth, run_path
 
 SLOW_FUNC = '''
-import time
 import numpy as np
 from smalldata.plugin.detfunc import DetObjectFunc
 class Slow(DetObjectFunc):

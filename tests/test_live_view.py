@@ -1,6 +1,4 @@
 """The live view in a pseudo-terminal: it refreshes as rows arrive in the growing file, the prompt stays free."""
-import re
-import sys
 
 import numpy as np
 import pexpect
