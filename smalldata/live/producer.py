@@ -150,7 +150,7 @@ def run_live(config: ProducerConfig, endpoint: str, output: Path, sock: str = "R
     first_timeout : float
         Seconds to wait for the first train.
     layout : str
-        ``auto``, ``modules`` or ``stacked``.
+        ``auto``, ``modules``, ``stacked`` or ``online``.
     run, proposal : int, optional
         Recorded in /meta (proposal default: the config's).
     command : str
@@ -270,14 +270,17 @@ def _run(config, source, output, max_trains, timeout, first_timeout, run, propos
             gathered = comm.gather((rows, units, failure), root=0)
             if rank == 0:
                 failure = next((f for _, _, f in gathered if f is not None), None)
-                if failure is None:
-                    for _, u, _ in gathered:
-                        units.update(u)
-                    merged = merge_rows([g for g, _, _ in gathered])
-                    if merged is not None:
-                        growing.append(merged, units)
-                        if publisher is not None:
-                            publisher.publish(merged)
+                try:
+                    if failure is None:
+                        for _, u, _ in gathered:
+                            units.update(u)
+                        merged = merge_rows([g for g, _, _ in gathered])
+                        if merged is not None:
+                            growing.append(merged, units)
+                            if publisher is not None:
+                                publisher.publish(merged)
+                except Exception as exc:  # noqa: BLE001 - a failed write stops every rank below
+                    failure = _failure(exc, rank)
             failure = comm.bcast(failure, root=0)
             if failure is not None:
                 raise SmallDataError(f"{failure}; no output written")
