@@ -58,3 +58,18 @@ def test_online_without_ids_and_corrected_refused():
     assert detect_layout(corrected) is None and corrected_sources(corrected) == list(corrected)
     with pytest.raises(DataError, match="not raw uint16"):
         decode_train({ONLINE_SOURCE: {"image.data": stack.astype(np.float32)}}, meta_of(data), "online")
+
+
+def test_stacked_without_ids_takes_the_previous_trains():
+    """extra-data takes a stacked train's ids from one module; one that missed the train has none."""
+    frames, pids, cids = planted(np.random.default_rng(3))
+    stack = np.zeros((N, 1, 16, 128, 512), np.uint16)
+    stack[:, 0, 1] = frames[1]
+    with_ids = {STACKED_SOURCE: {"image.data": stack, "image.pulseId": pids[:, None], "image.cellId": cids[:, None]}}
+    without = {STACKED_SOURCE: {"image.data": stack, "header.trainId": TID}}
+    previous = {}
+    first = decode_train(with_ids, meta_of(with_ids), "stacked", previous)
+    second = decode_train(without, meta_of(without), "stacked", previous)
+    assert not first.ids_from_previous and second.ids_from_previous
+    assert np.array_equal(second.modules[1].pulse_ids, pids) and np.array_equal(second.modules[1].cell_ids, cids)
+    assert decode_train(without, meta_of(without), "stacked", {}).modules == {}  # nothing to take them from

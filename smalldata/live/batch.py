@@ -73,7 +73,7 @@ def light_copy(train):
     from smalldata.live.access import KEEP_VALUE_BYTES
     from smalldata.live.layouts import LiveTrain, ModuleFrames
 
-    return LiveTrain(train_id=train.train_id, sources=train.sources,
+    return LiveTrain(train_id=train.train_id, sources=train.sources, ids_from_previous=train.ids_from_previous,
                      modules={m: ModuleFrames(None, f.pulse_ids, f.cell_ids) for m, f in train.modules.items()},
                      values={k: v for k, v in train.values.items() if np.asarray(v).nbytes <= KEEP_VALUE_BYTES})
 

@@ -9,6 +9,10 @@ Three raw layouts are understood:
   --append-detector-modules``, extra-data's ``stack_detector_data``). That layout has no
   per-module presence: a module whose frames are all zero (extra-data's fill value for a
   module missing the train) is taken as absent, as a raw DSSC frame never reads 0 everywhere.
+  The frames' ids are those of one module's source; when that module missed the train the
+  source has none, and the ids of the last train with as many frames are used (the DSSC
+  records the same pulses and cells at the same frame positions while its settings stay),
+  counted as a loss (``stream_ids_from_previous_train``).
 - ``online``: the facility's online pipeline, ``SCS_CDIDET_DSSC/CAL/APPEND_RAW`` with
   ``image.data`` in (modules, x, y, cells) order, (16, 512, 128, frames) (the order EXtra-foam
   reads from the bridge). Modules absent as for ``stacked``. Without ``image.cellId`` /
@@ -63,12 +67,16 @@ class LiveTrain:
         ``(source, key)`` -> value of every other source's keys (arrays or scalars).
     sources : frozenset
         Sources the message carried.
+    ids_from_previous : bool
+        The stacked source carried no pulse and cell ids; those of an earlier train are used.
     """
 
     train_id: int
     modules: Dict[int, ModuleFrames] = field(default_factory=dict)
     values: Dict[Tuple[str, str], object] = field(default_factory=dict)
     sources: frozenset = frozenset()
+    #: the frames' ids are those of an earlier train (the stacked source carried none)
+    ids_from_previous: bool = False
 
 
 def message_train_id(data: Mapping, meta: Mapping) -> int:
@@ -94,6 +102,13 @@ def detect_layout(sources) -> Optional[str]:
     return None
 
 
+def remember_ids(train: LiveTrain, previous_ids: Dict[int, Tuple[np.ndarray, np.ndarray]]) -> None:
+    """Record the frame ids of ``train`` (any module) in ``previous_ids`` by frames per train."""
+    for frames in train.modules.values():
+        previous_ids.setdefault(len(frames.pulse_ids), (frames.pulse_ids, frames.cell_ids))
+        return
+
+
 def corrected_sources(sources) -> list:
     """Sources that look like the online calibration pipeline's corrected DSSC output."""
     return sorted(s for s in sources if "DSSC" in s.upper() and any(m in s.upper() for m in CORRECTED_MARKERS))
@@ -108,7 +123,8 @@ def _ids(values: Mapping, key: str, n: int, dtype) -> np.ndarray:
     return ids
 
 
-def decode_train(data: Mapping, meta: Mapping, layout: str) -> LiveTrain:
+def decode_train(data: Mapping, meta: Mapping, layout: str,
+                 previous_ids: Optional[Dict[int, Tuple[np.ndarray, np.ndarray]]] = None) -> LiveTrain:
     """A :class:`LiveTrain` from one message (``karabo_bridge.Client.next()``) in ``layout``.
 
     Parameters
@@ -117,6 +133,9 @@ def decode_train(data: Mapping, meta: Mapping, layout: str) -> LiveTrain:
         Per-source values and metadata of the message.
     layout : str
         ``"modules"``, ``"stacked"`` or ``"online"`` (see the module docstring).
+    previous_ids : dict, optional
+        Frames per train -> (pulse ids, cell ids) of the last stacked train with that many
+        frames: used when a stacked source carries no ids, and updated.
     """
     train = LiveTrain(train_id=message_train_id(data, meta), sources=frozenset(data))
     for source, values in data.items():
@@ -146,8 +165,16 @@ def decode_train(data: Mapping, meta: Mapping, layout: str) -> LiveTrain:
                 raise DataError(f"{source}: image.data is {stack.dtype}, not raw uint16 frames; the producer "
                                 "calibrates raw frames itself: stream the raw DSSC data")
             if n:
-                pulse_ids = _ids(values, "image.pulseId", n, np.uint64)
-                cell_ids = _ids(values, "image.cellId", n, np.uint16)
+                known = previous_ids if previous_ids is not None else {}
+                if layout == "stacked" and "image.pulseId" not in values:
+                    if n not in known:  # frames that cannot be labelled: the train has no detector frames
+                        continue
+                    pulse_ids, cell_ids = known[n]
+                    train.ids_from_previous = True
+                else:
+                    pulse_ids = _ids(values, "image.pulseId", n, np.uint64)
+                    cell_ids = _ids(values, "image.cellId", n, np.uint16)
+                    known[n] = (pulse_ids, cell_ids)
                 lit = stack.reshape(n, DSSC_N_MODULES, -1).any(axis=2).any(axis=0)
                 for module in np.flatnonzero(lit):
                     train.modules[int(module)] = ModuleFrames(np.ascontiguousarray(stack[:, module]), pulse_ids,

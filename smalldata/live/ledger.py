@@ -40,9 +40,11 @@ class StreamLedger:
     def decide(self, received: Sequence[Sequence[Tuple[int, Sequence[str]]]]) -> List[List[bool]]:
         """Per rank, per received train: used or not.
 
-        ``received[r]`` lists ``(train_id, missing configured sources)`` of rank ``r``'s round.
+        ``received[r]`` lists ``(train_id, missing configured sources)`` of rank ``r``'s round, or
+        ``(train_id, missing sources, ids_from_previous)`` (the train's frame ids are those of an
+        earlier train).
         """
-        order = sorted((int(tid), r, i) for r, trains in enumerate(received) for i, (tid, _) in enumerate(trains))
+        order = sorted((int(t[0]), r, i) for r, trains in enumerate(received) for i, t in enumerate(trains))
         decision = [[False] * len(trains) for trains in received]
         for tid, r, i in order:
             if tid in self.seen:
@@ -66,6 +68,8 @@ class StreamLedger:
             decision[r][i] = True
             for source in received[r][i][1]:
                 self.missing_sources[source] += 1
+            if len(received[r][i]) > 2 and received[r][i][2]:
+                self.counts["ids_from_previous_train"] += 1
         return decision
 
     @property
@@ -78,7 +82,9 @@ class StreamLedger:
         labels = {"gap": "trains never received (gaps in the train ids)",
                   "duplicate": "trains received twice (second copy not used)",
                   "out_of_order": "trains received after a later train (not used)",
-                  "after_max_trains": "trains received after --max-trains (not used)"}
+                  "after_max_trains": "trains received after --max-trains (not used)",
+                  "ids_from_previous_train": "trains whose stacked source had no frame ids (those of the previous "
+                                             "train used)"}
         rows = [(labels[k], self.counts[k]) for k in labels if self.counts[k] > 0]
         rows += [(f"trains without source {s} (kept: values NaN, module invalid)", n)
                  for s, n in sorted(self.missing_sources.items())]
@@ -95,7 +101,8 @@ class StreamLedger:
 
     def attributes(self) -> Dict[str, int]:
         """The counts as ``/meta/losses`` attributes (``stream_<reason>``, ``stream_missing_source <src>``)."""
-        out = {f"stream_{k}": int(self.counts[k]) for k in ("gap", "duplicate", "out_of_order", "after_max_trains")}
+        out = {f"stream_{k}": int(self.counts[k]) for k in ("gap", "duplicate", "out_of_order", "after_max_trains",
+                                                            "ids_from_previous_train")}
         out["stream_trains_used"] = int(self.used)
         out["stream_span"] = self.span()
         out["stream_trains_per_rank"] = [int(self.per_rank[r]) for r in range(max(self.per_rank, default=-1) + 1)]

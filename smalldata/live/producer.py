@@ -225,6 +225,7 @@ def _run(config, source, output, max_trains, timeout, first_timeout, run, propos
     if setup_train is None:
         raise SmallDataError(f"stopped by signal {stop.signum} before the first train; no output written")
     access, stage, setups, points = _agree(lambda: _setup(config, proposal, [setup_train], source.endpoint), comm)
+    source.remember(setup_train)
     modules_all = tuple(sorted({m for s in setups for m in s.modules}))
     expected = configured_sources(config, modules_all)
     frames = max(int(frames_of([setup_train], modules_all)[0]), 1)
@@ -250,7 +251,7 @@ def _run(config, source, output, max_trains, timeout, first_timeout, run, propos
             round_no += 1
             summary = [(t.train_id, [s for s in expected if not _carries(t, s)], light_copy(t)) for t in mine]
             rounds = comm.allgather((summary, ended, stop.signum))
-            decisions = ledger.decide([[(tid, miss) for tid, miss, _ in r[0]] for r in rounds])
+            decisions = ledger.decide([[(tid, miss, t.ids_from_previous) for tid, miss, t in r[0]] for r in rounds])
             used = sorted([t for r, d in zip(rounds, decisions) for (_, _, t), ok in zip(r[0], d) if ok],
                           key=lambda t: t.train_id)
             own = {t.train_id: t for t, ok in zip(mine, decisions[rank]) if ok}

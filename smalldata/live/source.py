@@ -6,7 +6,7 @@ import re
 from typing import Optional, Sequence
 
 from smalldata.errors import DataError, SmallDataError
-from smalldata.live.layouts import LiveTrain, corrected_sources, decode_train, detect_layout
+from smalldata.live.layouts import LiveTrain, corrected_sources, decode_train, detect_layout, remember_ids
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,7 @@ class BridgeSource:
             raise SmallDataError(f"--bridge {endpoint}: cannot connect ({exc}); give tcp://HOST:PORT") from None
         #: messages received
         self.received = 0
+        self._previous_ids: dict = {}
 
     def next(self) -> Optional[LiveTrain]:
         """The next train, or None when no train came within the timeout (the stream ended)."""
@@ -64,7 +65,11 @@ class BridgeSource:
             self.layout = detect_layout(data)
             if self.layout is None:
                 self._refuse(data)
-        return decode_train(data, meta, self.layout)
+        return decode_train(data, meta, self.layout, self._previous_ids)
+
+    def remember(self, train: LiveTrain) -> None:
+        """Take the frame ids of ``train`` (e.g. the set-up train) as the last known ones."""
+        remember_ids(train, self._previous_ids)
 
     def no_train(self, waited: float) -> None:
         """Raise the one-line error for a stream that sent no train in ``waited`` seconds."""
