@@ -15,6 +15,7 @@ from smalldata.pipeline.eventloop import run_producer
 from smalldata.simulate import read_truth, run_path
 
 SLOW_FUNC = '''
+import time
 import numpy as np
 from smalldata.plugin.detfunc import DetObjectFunc
 class Slow(DetObjectFunc):
@@ -119,7 +120,9 @@ def test_stopped_mid_run(tmp_path, sim_root, calib_dir, offline, stop):
                                  "--timeout", "2"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)
         rows = lambda: _growing_rows(growing_path(out))  # noqa: E731
-        assert wait_for(lambda: rows() >= 40, 150), "the live file never grew"
+        if not wait_for(lambda: rows() >= 40, 150):
+            proc.kill()
+            pytest.fail(f"the live file never grew: {proc.communicate()[1][-2000:]}")
         if stop == "server killed":
             server.send_signal(signal.SIGKILL)
             server.wait(10)
