@@ -51,12 +51,14 @@ def live_body(args: argparse.Namespace) -> int:
             raise SmallDataError(f"--{name.replace('_', '-')} must be > 0 seconds, got {getattr(args, name)}")
     if args.max_trains is not None and args.max_trains < 1:
         raise SmallDataError(f"--max-trains must be >= 1, got {args.max_trains}")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise SmallDataError(f"--batch-size must be >= 1, got {args.batch_size}")
     config = ProducerConfig.from_file(args.config)
     comm = MPI.COMM_WORLD
     summary = run_live(config, args.bridge, live_output(args, config), sock=args.sock, overwrite=args.overwrite,
                        max_trains=args.max_trains, timeout=args.timeout, first_timeout=args.first_timeout,
                        layout=args.layout, run=args.run, proposal=args.proposal, command=shlex.join(sys.argv),
-                       publish=args.publish, comm=comm)
+                       publish=args.publish, batch_size=args.batch_size, comm=comm)
     if comm.Get_rank() == 0:
         if not args.quiet:
             print(f"wrote {summary.output}: {summary.rows} rows from {summary.trains} trains of {args.bridge} "

@@ -129,7 +129,8 @@ def configured_sources(config: ProducerConfig, modules) -> List[str]:
 def run_live(config: ProducerConfig, endpoint: str, output: Path, sock: str = "REQ", overwrite: bool = False,
              max_trains: Optional[int] = None, timeout: float = 10.0, first_timeout: float = 30.0,
              layout: str = "auto", run: Optional[int] = None, proposal: Optional[int] = None,
-             command: str = "", publish: Optional[str] = None, comm=None) -> LiveSummary:
+             command: str = "", publish: Optional[str] = None, batch_size: Optional[int] = None,
+             comm=None) -> LiveSummary:
     """Produce the small-data file of the trains of a karabo-bridge stream.
 
     Parameters
@@ -158,6 +159,8 @@ def run_live(config: ProducerConfig, endpoint: str, output: Path, sock: str = "R
     publish : str, optional
         Re-publish every train's rows as a karabo-bridge PUB server bound here (rank 0;
         :mod:`smalldata.live.publish`).
+    batch_size : int, optional
+        Frames per rank and round (whole trains, at least one); default from the config.
     comm : MPI communicator, optional
         Default ``MPI.COMM_WORLD``.
     """
@@ -171,6 +174,9 @@ def run_live(config: ProducerConfig, endpoint: str, output: Path, sock: str = "R
     t0 = time.monotonic()
     proposal = proposal or config.proposal
     output = Path(output)
+    if sock == "SUB" and n_ranks > 1:
+        raise SmallDataError(f"--sock SUB on {n_ranks} ranks: every subscriber gets every train; run one rank, "
+                             "or use REQ (REP server) or PULL (PUSH server) to share the trains between ranks")
     if rank == 0:
         _agree(lambda: check_output_path(output, overwrite), comm)
     else:
@@ -184,7 +190,7 @@ def run_live(config: ProducerConfig, endpoint: str, output: Path, sock: str = "R
             publisher = _agree(lambda: Publisher(publish) if rank == 0 else None, comm)
         with _StopFlag() as stop:
             return _run(config, source, output, max_trains, timeout, first_timeout, run, proposal, command,
-                        comm, stop, started, t0, overwrite, publisher)
+                        comm, stop, started, t0, overwrite, publisher, batch_size)
     finally:
         source.close()
         if publisher is not None:
@@ -211,7 +217,7 @@ def _setup(config, proposal, setup_trains, endpoint):
 
 
 def _run(config, source, output, max_trains, timeout, first_timeout, run, proposal, command, comm, stop,
-         started, t0, overwrite, publisher) -> LiveSummary:
+         started, t0, overwrite, publisher, batch_size) -> LiveSummary:
     rank, n_ranks = comm.Get_rank(), comm.Get_size()
 
     def first():
@@ -229,7 +235,7 @@ def _run(config, source, output, max_trains, timeout, first_timeout, run, propos
     modules_all = tuple(sorted({m for s in setups for m in s.modules}))
     expected = configured_sources(config, modules_all)
     frames = max(int(frames_of([setup_train], modules_all)[0]), 1)
-    batch = config.settings["batch_size"] or max(1, int(config.settings["batch_megabytes"] * 2**20 //
+    batch = batch_size or config.settings["batch_size"] or max(1, int(config.settings["batch_megabytes"] * 2**20 //
                                                         (len(modules_all) * 2 * np.prod(DSSC_MODULE_SHAPE))))
     per_round = max(1, batch // frames)
     # the set-up train is part of the data: rank 0's first round
