@@ -257,3 +257,20 @@ def test_failing_rank_stops_every_rank(tmp_path, sim_root, calib_dir):
     assert len(lines) == 1 and "planted failure" in lines[0] and "no output written" in lines[0], lines
     assert not out.exists() and not growing_path(out).exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".failed")] == []
+
+
+def test_sub_socket_refused_on_several_ranks(tmp_path, sim_root, calib_dir):
+    """Every SUB client gets every train: several ranks would duplicate the work."""
+    from smalldata.errors import SmallDataError
+    from smalldata.live.producer import run_live
+
+    class TwoRanks:
+        def Get_rank(self):
+            return 0
+
+        def Get_size(self):
+            return 2
+
+    cfg = ProducerConfig.from_file(live_yaml(tmp_path, sim_root, calib_dir))
+    with pytest.raises(SmallDataError, match="--sock SUB on 2 ranks"):
+        run_live(cfg, "tcp://127.0.0.1:1", tmp_path / "x.h5", sock="SUB", comm=TwoRanks())
