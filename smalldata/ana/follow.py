@@ -189,10 +189,13 @@ class LiveView:
             ax.clear()
         if s.trains:
             ax_t.plot(s.trains, s.xgm, ".", label="XGM (uJ)")
-            for key, values in s.roi.items():
-                scale = np.nanmax(np.abs(values)) or 1.0
-                ax_t.plot(s.trains[:len(values)], np.asarray(values) / scale * np.nanmax(s.xgm or [1.0]), ".",
-                          label=f"{key} (scaled)")
+            xgm = np.asarray(s.xgm, dtype=float)
+            top = float(np.max(xgm[np.isfinite(xgm)])) if np.isfinite(xgm).any() else 1.0
+            for key, values in s.roi.items():  # each ROI sum scaled to the XGM's range, to share the axis
+                values = np.asarray(values, dtype=float)
+                finite = np.abs(values[np.isfinite(values)])
+                scale = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+                ax_t.plot(s.trains[:len(values)], values / scale * top, ".", label=f"{key} (scaled)")
             ax_t.set_xlabel("train id")
             ax_t.legend(fontsize="small")
         if s.profile_sum is not None:
