@@ -9,10 +9,11 @@ per pulse, delay per train), warm page cache, rounds alternating:
 2. live: extra-data's ``karabo-bridge-serve-files`` (REP) serving the same run on 127.0.0.1 and
    ``smd_producer --bridge`` with REQ clients on 1 and 2 ranks; the sustained rate is the trains
    used over ``/meta`` ``loop_s`` (end of set-up to the last round with trains);
-3. a sender that outpaces the producer: the server as PUB (it sends as fast as it reads the
-   files, about 10-40x the facility's 10 Hz here) and the producer with ``--sock SUB`` on 1 rank:
-   the fraction of the trains between the first and the last received that never arrived
-   (``/meta/losses`` ``stream_gap`` over ``stream_span``).
+3. a sender that outpaces the producer: the server as PUB (it sends as fast as it reads and
+   serialises the files) and the producer with ``--sock SUB`` on 1 rank with the demo config
+   (``configs/producer.yaml``: droplets on the whole detector, cube, run sums; slower than the
+   sender): the fraction of the trains between the first and the last received that never
+   arrived (``/meta/losses`` ``stream_gap`` over ``stream_span``), and the trains per second used.
 
 Writes ``benchmarks/results/live.json``.
 
@@ -31,7 +32,7 @@ from typing import Dict, List
 import h5py
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_fulldet import DARK_RUN, DATA_RUN, prepare_run, standard_config  # noqa: E402
+from bench_fulldet import DARK_RUN, DATA_RUN, demo_config, prepare_run, standard_config  # noqa: E402
 from bench_producer import producer_run  # noqa: E402
 from common import (  # noqa: E402
     RESULTS_DIR,
@@ -100,6 +101,7 @@ def main(argv=None) -> int:
     prep = prepare_run(sim, DATA_RUN, DARK_RUN, "fulldet")
     root, work = prep["root"], prep["work"]
     std = write_config(work / "standard.yaml", standard_config(root, work))
+    demo = write_config(work / "demo.yaml", demo_config(root, work))
     warm_files(run_files(root, DATA_RUN, "*DSSC*"))
     run_dir = run_path(root, 2937, DATA_RUN)
     out = work / "out"
@@ -116,7 +118,7 @@ def main(argv=None) -> int:
             if res["trains"] != args.trains or res["gap"]:
                 raise SystemExit(f"{key}: {res['trains']} of {args.trains} trains, {res['gap']} lost with REQ/REP")
             rounds[key].append(res["trains_per_s"])
-        res = live_run(std, run_dir, out / "pubsub.h5", 1, server_sock="PUB", client_sock="SUB")
+        res = live_run(demo, run_dir, out / "pubsub.h5", 1, server_sock="PUB", client_sock="SUB")
         rounds["pub_sub_lost_fraction"].append(res["lost_fraction"])
         rounds["pub_sub_trains_per_s"].append(res["trains_per_s"])
         log.info("round %d: %s", r + 1, {k: round(v[-1], 3) for k, v in rounds.items()})

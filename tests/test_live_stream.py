@@ -157,9 +157,12 @@ def _growing_rows(path) -> int:
 
 
 def test_wrong_endpoint_and_missing_sources_are_one_line(tmp_path, sim_root, calib_dir):
-    cfg = live_yaml(tmp_path, sim_root, calib_dir)
     from livehelpers import free_port
 
+    from smalldata.errors import DataError
+    from smalldata.live.producer import run_live
+
+    cfg = live_yaml(tmp_path, sim_root, calib_dir)
     result = live_cli(cfg, f"tcp://127.0.0.1:{free_port()}", tmp_path / "a.h5", "--first-timeout", "1")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
@@ -167,19 +170,19 @@ def test_wrong_endpoint_and_missing_sources_are_one_line(tmp_path, sim_root, cal
     result = live_cli(cfg, "127.0.0.1:4545", tmp_path / "b.h5")
     assert result.returncode == 2 and result.stderr.strip().count("\n") == 0
     assert "not an endpoint" in result.stderr
+    # the same errors in the process (the command turns them into the line above)
     run = run_path(sim_root, PROPOSAL, DATA_RUN)
+    config = ProducerConfig.from_file(cfg)
     with serve(run, "--source", "SCS_BLU_XGM*") as (endpoint, _):
-        result = live_cli(cfg, endpoint, tmp_path / "c.h5")
-    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
-    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
-    assert "carries no DSSC source" in result.stderr
+        with pytest.raises(DataError, match="carries no DSSC source") as err:
+            run_live(config, endpoint, tmp_path / "c.h5", timeout=2.0)
+    assert "\n" not in str(err.value) and "SCS_DET_DSSC1M-1/DET/<m>CH0:xtdf" in str(err.value)
     with serve(run, "--source", "SCS_[BDR]*") as (endpoint, _):  # no delay stage: a configured point source
-        result = live_cli(cfg, endpoint, tmp_path / "d.h5")
-    lines = [line for line in result.stderr.strip().splitlines() if not line.startswith(("INFO", "WARNING"))]
-    assert result.returncode == 2 and len(lines) == 1, result.stderr
-    assert "point_data.scan.delay" in lines[0] and "SCS_ILH_LAS/DOOCS/PPL_OPT_DELAY" in lines[0]
+        with pytest.raises(DataError, match="point_data.scan.delay") as err:
+            run_live(config, endpoint, tmp_path / "d.h5", timeout=2.0)
+    assert "\n" not in str(err.value) and "SCS_ILH_LAS/DOOCS/PPL_OPT_DELAY" in str(err.value)
     for name in "abcd":
-        assert not (tmp_path / f"{name}.h5").exists()
+        assert not (tmp_path / f"{name}.h5").exists() and not growing_path(tmp_path / f"{name}.h5").exists()
 
 
 def test_publish_reduced_rows(tmp_path, sim_root, offline):
