@@ -73,3 +73,27 @@ def test_stacked_without_ids_takes_the_previous_trains():
     assert not first.ids_from_previous and second.ids_from_previous
     assert np.array_equal(second.modules[1].pulse_ids, pids) and np.array_equal(second.modules[1].cell_ids, cids)
     assert decode_train(without, meta_of(without), "stacked", {}).modules == {}  # nothing to take them from
+
+
+def test_live_access_grows_and_bounds_its_history():
+    """Counts and point values of thousands of trains: exact, and small values kept for the last trains only."""
+    from smalldata.live.access import HISTORY_TRAINS, LiveAccess
+    from smalldata.live.layouts import LiveTrain, ModuleFrames
+
+    def train(tid):
+        n = 1 + tid % 5
+        ids = np.arange(n, dtype=np.uint64)
+        return LiveTrain(tid, {2: ModuleFrames(None, ids, ids.astype(np.uint16))},
+                         {("SRC", "v"): float(tid)}, frozenset({"SRC"}))
+
+    tids = np.arange(10, 10 + HISTORY_TRAINS + 700)
+    access = LiveAccess("tcp://127.0.0.1:1", [train(int(tids[0]))])
+    for a in range(1, len(tids), 97):  # rounds of 97 trains
+        access.add([train(int(t)) for t in tids[a:a + 97]])
+        access.release(tids[a:a + 97])
+    assert np.array_equal(access.train_ids, tids)
+    assert np.array_equal(access.module_frame_counts(2), 1 + tids % 5)
+    assert not access.module_frame_counts(3).any()
+    values = access.train_values("SRC", "v", tids)
+    kept = np.arange(len(tids)) >= len(tids) - HISTORY_TRAINS
+    assert np.array_equal(values[kept], tids[kept].astype(float)) and np.isnan(values[~kept]).all()

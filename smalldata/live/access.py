@@ -77,39 +77,56 @@ class LiveAccess:
         self.faults = FaultLog()
         self.unreadable_files: list = []
         self.block_trains = 256
-        self.train_ids = np.zeros(0, dtype=np.uint64)
-        self._counts: Dict[int, List[int]] = {}
+        self._n = 0  # trains added so far; their ids and frame counts grow in arrays of doubling capacity
+        self._ids = np.zeros(1024, dtype=np.uint64)
+        self._counts = np.zeros((1024, 0), dtype=np.int64)
         self._held: Dict[int, LiveTrain] = {}
         self._values: Dict[Tuple[str, str], Dict[int, object]] = {}
         for train in setup_trains:
             self.data.learn(train)
         self._available = tuple(sorted({m for t in setup_trains for m in t.modules}))
+        self._column = {m: j for j, m in enumerate(self._available)}
+        self._counts = np.zeros((len(self._ids), len(self._available)), dtype=np.int64)
         self.add(setup_trains)
+
+    @property
+    def train_ids(self) -> np.ndarray:
+        """(T,) uint64 ids of the trains added so far, ascending."""
+        return self._ids[:self._n]
 
     # ------------------------------------------------------------------ trains
     def add(self, trains: Iterable[LiveTrain]) -> None:
         """Hold ``trains`` (ascending, newer than any added so far, or added before: held again) for reading."""
-        known = set(self.train_ids.tolist())
+        trains = list(trains)
+        last = int(self._ids[self._n - 1]) if self._n else -1
         for train in trains:
-            if train.train_id in known:  # the set-up trains: their frames are held again for processing
+            if train.train_id <= last:  # added before (the set-up trains): their frames are held again
+                pos = int(np.searchsorted(self.train_ids, np.uint64(train.train_id)))
+                if pos >= self._n or int(self._ids[pos]) != train.train_id:
+                    raise ValueError("live trains must be added in ascending order, each once")
                 self._held[train.train_id] = train
-        trains = [t for t in trains if t.train_id not in known]
+        trains = [t for t in trains if t.train_id > last]
         if not trains:
             return
         ids = np.array([t.train_id for t in trains], dtype=np.uint64)
-        if len(self.train_ids) and ids[0] <= self.train_ids[-1] or np.any(np.diff(ids.astype(np.int64)) <= 0):
+        if np.any(np.diff(ids.astype(np.int64)) <= 0):
             raise ValueError("live trains must be added in ascending order, each once")
-        for module in self._available:
-            self._counts.setdefault(module, [0] * len(self.train_ids))
-        for train in trains:
+        if self._n + len(ids) > len(self._ids):
+            capacity = 2 * (self._n + len(ids))
+            self._ids = np.concatenate([self._ids[:self._n], np.zeros(capacity - self._n, np.uint64)])
+            grown = np.zeros((capacity, self._counts.shape[1]), dtype=np.int64)
+            grown[:self._n] = self._counts[:self._n]
+            self._counts = grown
+        for i, train in enumerate(trains):
             self._held[train.train_id] = train
-            for module, counts in self._counts.items():
-                frames = train.modules.get(module)
-                counts.append(0 if frames is None else len(frames.pulse_ids))
+            for module, frames in train.modules.items():
+                if module in self._column:
+                    self._counts[self._n + i, self._column[module]] = len(frames.pulse_ids)
             for key, value in train.values.items():
                 self._values.setdefault(key, {})[train.train_id] = value
-        self.train_ids = np.concatenate([self.train_ids, ids])
-        if len(self.train_ids) > HISTORY_TRAINS:  # older trains' point values: memory bounded by the history
+        self._ids[self._n:self._n + len(ids)] = ids
+        self._n += len(ids)
+        if self._n > HISTORY_TRAINS:  # older trains' point values: memory bounded by the history
             old = self.train_ids[-HISTORY_TRAINS - len(ids):-HISTORY_TRAINS]
             for stored in self._values.values():
                 for tid in old:
@@ -147,7 +164,9 @@ class LiveAccess:
 
     def module_frame_counts(self, module: int) -> np.ndarray:
         """Frames per train of one module, aligned with :attr:`train_ids` (0 where missing)."""
-        return np.asarray(self._counts.get(module, [0] * len(self.train_ids)), dtype=np.int64)
+        if module not in self._column:
+            return np.zeros(self._n, dtype=np.int64)
+        return self._counts[:self._n, self._column[module]]
 
     def frame_counts(self, modules: Sequence[int]) -> np.ndarray:
         """(T, M) frames per train and module."""
