@@ -186,7 +186,8 @@ def test_wrong_endpoint_and_missing_sources_are_one_line(tmp_path, sim_root, cal
 
 
 def test_publish_reduced_rows(tmp_path, sim_root, offline):
-    """--publish: a subscriber on 127.0.0.1 receives each train's rows as they are in the output."""
+    """--publish: a subscriber on 127.0.0.1 receives each train's rows as they are in the output;
+    --max-trains: the first trains only."""
     import threading
 
     from karabo_bridge import Client
@@ -216,12 +217,15 @@ def test_publish_reduced_rows(tmp_path, sim_root, offline):
     out = tmp_path / "published.h5"
     try:
         with serve(run_path(sim_root, PROPOSAL, DATA_RUN)) as (endpoint, _):
-            run_live(ProducerConfig.from_file(cfg), endpoint, out, timeout=2.0,
-                     publish=f"tcp://127.0.0.1:{port}")
+            summary = run_live(ProducerConfig.from_file(cfg), endpoint, out, timeout=2.0, max_trains=10,
+                               publish=f"tcp://127.0.0.1:{port}")
     finally:
         done.set()
         listener.join(10)
     rows = read_all(out)
+    truth = read_truth(sim_root, PROPOSAL, DATA_RUN)
+    assert np.array_equal(np.unique(rows["trainId"]), truth["train_ids"][:10]) and summary.trains == 10
+    assert summary.ended_by == "--max-trains 10 reached"
     assert received, "no train was published"
     for tid, data in received.items():
         sel = rows["trainId"] == tid
