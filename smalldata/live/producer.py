@@ -198,20 +198,35 @@ def run_live(config: ProducerConfig, endpoint: str, output: Path, sock: str = "R
             publisher.close()
 
 
-def _setup(config, proposal, setup_trains, endpoint):
+def _setup(config, proposal, setup_train, endpoint, comm):
+    """Detectors, functions, frame stage and point reader set up on the first train, in agreed steps.
+
+    As offline, the node's ranks read each dark constants file once into shared memory
+    (:mod:`smalldata.pipeline.nodeshare`), a collective step of its own.
+    """
     from smalldata.io.pointdata import PointReader
     from smalldata.pipeline.checks import check_config_against_run, check_setups
-    from smalldata.pipeline.detectors import setup_detectors
+    from smalldata.pipeline.detectors import dark_requests, setup_detectors
+    from smalldata.pipeline.nodeshare import load_shared_darks
     from smalldata.pulses.framestage import FrameStage
 
-    access = LiveAccess(endpoint, setup_trains)
-    run_ids = access.train_ids.copy()
-    check_config_against_run(config, access, run_ids)
-    stage = FrameStage(config.settings["pulses"], config.settings["digitizer"], config.settings["pattern"],
-                       config.settings["rejection"], access, run_ids)
-    setups = setup_detectors(config, proposal, access, stage.pattern, run_ids)
-    check_setups(config, setups, access, run_ids, proposal)
-    points = PointReader(config.point_data, access)
+    def prepare():
+        access = LiveAccess(endpoint, [setup_train])
+        run_ids = access.train_ids.copy()
+        check_config_against_run(config, access, run_ids)
+        stage = FrameStage(config.settings["pulses"], config.settings["digitizer"], config.settings["pattern"],
+                           config.settings["rejection"], access, run_ids)
+        return access, run_ids, stage, dark_requests(config, proposal, access)
+
+    access, run_ids, stage, requests = _agree(prepare, comm)
+    darks = _agree(lambda: load_shared_darks(requests, comm), comm)
+
+    def detectors():
+        setups = setup_detectors(config, proposal, access, stage.pattern, run_ids, darks)
+        check_setups(config, setups, access, run_ids, proposal)
+        return setups, PointReader(config.point_data, access)
+
+    setups, points = _agree(detectors, comm)
     access.release(run_ids)
     return access, stage, setups, points
 
@@ -230,7 +245,7 @@ def _run(config, source, output, max_trains, timeout, first_timeout, run, propos
     setup_train = comm.bcast(setup_train, root=0)
     if setup_train is None:
         raise SmallDataError(f"stopped by signal {stop.signum} before the first train; no output written")
-    access, stage, setups, points = _agree(lambda: _setup(config, proposal, [setup_train], source.endpoint), comm)
+    access, stage, setups, points = _setup(config, proposal, setup_train, source.endpoint, comm)
     source.remember(setup_train)
     modules_all = tuple(sorted({m for s in setups for m in s.modules}))
     expected = configured_sources(config, modules_all)
