@@ -90,7 +90,7 @@ def test_live_access_grows_and_bounds_its_history():
     access = LiveAccess("tcp://127.0.0.1:1", [train(int(tids[0]))])
     for a in range(1, len(tids), 97):  # rounds of 97 trains
         access.add([train(int(t)) for t in tids[a:a + 97]])
-        access.release(tids[a:a + 97])
+        access.forget(tids[a:a + 97])
     assert np.array_equal(access.train_ids, tids)
     assert np.array_equal(access.module_frame_counts(2), 1 + tids % 5)
     assert not access.module_frame_counts(3).any()

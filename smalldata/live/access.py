@@ -4,9 +4,9 @@
 for a run on disk (trains, frames per train and module, raw frames of a block of trains, point
 values per train), from the trains received so far. The detectors, functions, pulses,
 rejection, cubes and sums therefore run unchanged on it. Raw frames are held only until
-their train is processed (:meth:`release`); frame counts and small point values (up to
-:data:`KEEP_VALUE_BYTES` per train) for the last :data:`HISTORY_TRAINS` trains, since the
-pump-laser anchoring looks back at earlier trains' bunch patterns.
+their train is processed (:meth:`LiveAccess.forget`); frame counts for the whole run and small
+point values (up to :data:`KEEP_VALUE_BYTES` per train) for the last :data:`HISTORY_TRAINS`
+trains, since the pump-laser anchoring looks back at earlier trains' bunch patterns.
 """
 from __future__ import annotations
 
@@ -132,7 +132,7 @@ class LiveAccess:
                 for tid in old:
                     stored.pop(int(tid), None)
 
-    def release(self, train_ids: Iterable[int]) -> None:
+    def forget(self, train_ids: Iterable[int]) -> None:
         """Forget the frames (and large point values) of processed trains."""
         for tid in train_ids:
             train = self._held.pop(int(tid), None)

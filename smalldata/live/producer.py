@@ -227,7 +227,7 @@ def _setup(config, proposal, setup_train, endpoint, comm):
         return setups, PointReader(config.point_data, access)
 
     setups, points = _agree(detectors, comm)
-    access.release(run_ids)
+    access.forget(run_ids)
     return access, stage, setups, points
 
 
@@ -288,7 +288,7 @@ def _run(config, source, output, max_trains, timeout, first_timeout, run, propos
                     units.update(batch_units)
             except Exception as exc:  # noqa: BLE001 - agreed on with the other ranks below
                 failure = _failure(exc, rank)
-            access.release([t.train_id for t in used])
+            access.forget([t.train_id for t in used])
             gathered = comm.gather((rows, units, failure), root=0)
             if rank == 0:
                 failure = next((f for _, _, f in gathered if f is not None), None)
