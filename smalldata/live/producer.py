@@ -49,6 +49,7 @@ class LiveSummary:
     n_ranks: int
     ended_by: str
     losses: List[str] = field(default_factory=list)
+    #: the signal that ended the run (None: the stream ended or --max-trains was reached)
     signum: Optional[int] = None
 
 
@@ -244,7 +245,10 @@ def _run(config, source, output, max_trains, timeout, first_timeout, run, propos
     setup_train = _agree(first if rank == 0 else (lambda: None), comm)
     setup_train = comm.bcast(setup_train, root=0)
     if setup_train is None:
-        raise SmallDataError(f"stopped by signal {stop.signum} before the first train; no output written")
+        error = SmallDataError(f"stopped by {signal.Signals(stop.signum).name} before the first train; "
+                               "no output written")
+        error.exit_status = 128 + stop.signum  # the shell's convention, as the command reports it
+        raise error
     access, stage, setups, points = _setup(config, proposal, setup_train, source.endpoint, comm)
     source.remember(setup_train)
     modules_all = tuple(sorted({m for s in setups for m in s.modules}))
@@ -258,7 +262,7 @@ def _run(config, source, output, max_trains, timeout, first_timeout, run, propos
     growing = GrowingFile(growing_path(output)) if rank == 0 else None
     skipped: list = []
     units: dict = {}
-    ended_by, round_no = "stream ended (timeout)", 0
+    ended_by, round_no, loop_signum = "stream ended (timeout)", 0, None
     loop_start = time.monotonic()
     last_rows = loop_start  # when the last round with trains was done (the timeout tail is not the loop's)
     try:
@@ -310,7 +314,7 @@ def _run(config, source, output, max_trains, timeout, first_timeout, run, propos
                 last_rows = time.monotonic()
             signums = [r[2] for r in rounds if r[2] is not None]
             if signums:
-                stop.signum, ended_by = signums[0], f"stopped by {signal.Signals(signums[0]).name}"
+                loop_signum, ended_by = signums[0], f"stopped by {signal.Signals(signums[0]).name}"
                 break
             if ledger.full:
                 ended_by = f"--max-trains {max_trains} reached"
@@ -339,7 +343,7 @@ def _run(config, source, output, max_trains, timeout, first_timeout, run, propos
     n_rows, losses = rows_losses
     return LiveSummary(output=output, rows=n_rows, trains=ledger.used, skipped=len(skipped),
                        elapsed=time.monotonic() - t0, n_ranks=n_ranks, ended_by=ended_by, losses=losses,
-                       signum=stop.signum)
+                       signum=loop_signum)
 
 
 def _carries(train, source: str) -> bool:
