@@ -2,6 +2,7 @@
 import os
 import signal
 import subprocess
+import time
 
 import h5py
 import numpy as np
@@ -281,3 +282,19 @@ def test_sub_socket_refused_on_several_ranks(tmp_path, sim_root, calib_dir):
     cfg = ProducerConfig.from_file(live_yaml(tmp_path, sim_root, calib_dir))
     with pytest.raises(SmallDataError, match="--sock SUB on 2 ranks"):
         run_live(cfg, "tcp://127.0.0.1:1", tmp_path / "x.h5", sock="SUB", comm=TwoRanks())
+
+
+def test_signal_before_the_first_train(tmp_path, sim_root, calib_dir):
+    """SIGINT while waiting for the first train: one line, exit 130, nothing written."""
+    from livehelpers import free_port
+
+    cfg = live_yaml(tmp_path, sim_root, calib_dir)
+    out = tmp_path / "never.h5"
+    proc = subprocess.Popen([tool("smd_producer"), "--bridge", f"tcp://127.0.0.1:{free_port()}", "-c", str(cfg),
+                             "--output", str(out), "--first-timeout", "60"], stderr=subprocess.PIPE, text=True)
+    time.sleep(6)  # imports and the client's start
+    proc.send_signal(signal.SIGINT)
+    stderr = proc.communicate(timeout=60)[1]
+    lines = [line for line in stderr.strip().splitlines() if not line.startswith(("INFO", "WARNING"))]
+    assert proc.returncode == 130 and len(lines) == 1 and "SIGINT before the first train" in lines[0], stderr
+    assert not out.exists() and not growing_path(out).exists()

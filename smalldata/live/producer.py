@@ -243,11 +243,11 @@ def _run(config, source, output, max_trains, timeout, first_timeout, run, propos
         return trains[0] if trains else None
 
     setup_train = _agree(first if rank == 0 else (lambda: None), comm)
-    setup_train = comm.bcast(setup_train, root=0)
+    setup_train, first_signum = comm.bcast((setup_train, stop.signum), root=0)
     if setup_train is None:
-        error = SmallDataError(f"stopped by {signal.Signals(stop.signum).name} before the first train; "
+        error = SmallDataError(f"stopped by {signal.Signals(first_signum).name} before the first train; "
                                "no output written")
-        error.exit_status = 128 + stop.signum  # the shell's convention, as the command reports it
+        error.exit_status = 128 + first_signum  # the shell's convention, as the command reports it
         raise error
     access, stage, setups, points = _setup(config, proposal, setup_train, source.endpoint, comm)
     source.remember(setup_train)
