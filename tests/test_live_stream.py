@@ -2,7 +2,6 @@
 import os
 import signal
 import subprocess
-import time
 
 import h5py
 import numpy as np
@@ -292,9 +291,13 @@ def test_signal_before_the_first_train(tmp_path, sim_root, calib_dir):
     out = tmp_path / "never.h5"
     proc = subprocess.Popen([tool("smd_producer"), "--bridge", f"tcp://127.0.0.1:{free_port()}", "-c", str(cfg),
                              "--output", str(out), "--first-timeout", "60"], stderr=subprocess.PIPE, text=True)
-    time.sleep(6)  # imports and the client's start
+    seen = []
+    for line in proc.stderr:  # the producer says when it waits (the signal handler is in place then)
+        seen.append(line)
+        if "waiting up to 60 s for the first train" in line:
+            break
     proc.send_signal(signal.SIGINT)
-    stderr = proc.communicate(timeout=60)[1]
+    stderr = "".join(seen) + proc.communicate(timeout=60)[1]
     lines = [line for line in stderr.strip().splitlines() if not line.startswith(("INFO", "WARNING"))]
     assert proc.returncode == 130 and len(lines) == 1 and "SIGINT before the first train" in lines[0], stderr
     assert not out.exists() and not growing_path(out).exists()

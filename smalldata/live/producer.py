@@ -237,6 +237,7 @@ def _run(config, source, output, max_trains, timeout, first_timeout, run, propos
     rank, n_ranks = comm.Get_rank(), comm.Get_size()
 
     def first():
+        log.info("waiting up to %g s for the first train from %s", first_timeout, source.endpoint)
         trains, ended = _receive(source, 1, stop, first_timeout)
         if ended:
             source.no_train(first_timeout)
