@@ -270,13 +270,20 @@ def _run(config, source, output, max_trains, timeout, first_timeout, run, propos
         while True:
             remaining = None if max_trains is None else -(-(max_trains - ledger.used) // n_ranks)
             count = per_round if remaining is None else max(0, min(per_round, remaining))
+            received_failure = None
             if rank == 0 and round_no == 0:
                 mine, ended = [setup_train], False
             else:
-                mine, ended = _receive(source, count, stop, timeout)
+                try:
+                    mine, ended = _receive(source, count, stop, timeout)
+                except Exception as exc:  # noqa: BLE001 - e.g. a message of another layout: agreed on below
+                    mine, ended, received_failure = [], True, _failure(exc, rank)
             round_no += 1
             summary = [(t.train_id, [s for s in expected if not _carries(t, s)], light_copy(t)) for t in mine]
-            rounds = comm.allgather((summary, ended, stop.signum))
+            rounds = comm.allgather((summary, ended, stop.signum, received_failure))
+            received_failure = next((r[3] for r in rounds if r[3] is not None), None)
+            if received_failure is not None:
+                raise SmallDataError(f"{received_failure}; no output written")
             decisions = ledger.decide([[(tid, miss, t.ids_from_previous) for tid, miss, t in r[0]] for r in rounds])
             used = sorted([t for r, d in zip(rounds, decisions) for (_, _, t), ok in zip(r[0], d) if ok],
                           key=lambda t: t.train_id)
