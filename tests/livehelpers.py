@@ -84,10 +84,9 @@ import numpy as np
 from extra_data import RunDirectory
 from karabo_bridge.server import Sender
 
-run, endpoint = sys.argv[1], sys.argv[2]
-pattern = "SCS_DET_DSSC1M-1/DET/{}CH0:xtdf"
+run, endpoint, bad_from = sys.argv[1], sys.argv[2], int(sys.argv[3])
 sender = Sender(endpoint, sock="REP")
-for tid, data in RunDirectory(run).trains():
+for i, (tid, data) in enumerate(RunDirectory(run).trains()):
     modules = {int(s.split("/")[2].split("CH")[0]): data.pop(s) for s in list(data) if s.startswith("SCS_DET_DSSC")}
     with_frames = {m: v for m, v in modules.items() if "image.data" in v}
     first = next(iter(with_frames.values()))
@@ -96,6 +95,8 @@ for tid, data in RunDirectory(run).trains():
     for m, v in with_frames.items():
         stack[m] = np.transpose(v["image.data"][:, 0], (2, 1, 0))
     meta = dict(first["metadata"], source="SCS_CDIDET_DSSC/CAL/APPEND_RAW")
+    if 0 <= bad_from <= i:  # a message of another shape (e.g. the pipeline reconfigured)
+        stack = stack[:, :, :64]
     data["SCS_CDIDET_DSSC/CAL/APPEND_RAW"] = {"metadata": meta, "image.data": stack,
                                               "image.cellId": first["image.cellId"][:, 0],
                                               "image.pulseId": first["image.pulseId"][:, 0]}
@@ -105,13 +106,14 @@ sender.server_socket.close(linger=-1)
 
 
 @contextlib.contextmanager
-def serve_online(run_dir):
-    """A REP server on 127.0.0.1 sending ``run_dir`` in the online pipeline's stacked raw layout."""
+def serve_online(run_dir, bad_from: int = -1):
+    """A REP server on 127.0.0.1 sending ``run_dir`` in the online pipeline's stacked raw layout
+    (from train index ``bad_from`` on, if >= 0, frames of a wrong shape)."""
     import sys
 
     port = free_port()
     endpoint = f"tcp://127.0.0.1:{port}"
-    proc = subprocess.Popen([sys.executable, "-c", ONLINE_SERVER, str(run_dir), endpoint],
+    proc = subprocess.Popen([sys.executable, "-c", ONLINE_SERVER, str(run_dir), endpoint, str(bad_from)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         yield endpoint, proc

@@ -301,3 +301,16 @@ def test_signal_before_the_first_train(tmp_path, sim_root, calib_dir):
     lines = [line for line in stderr.strip().splitlines() if not line.startswith(("INFO", "WARNING"))]
     assert proc.returncode == 130 and len(lines) == 1 and "SIGINT before the first train" in lines[0], stderr
     assert not out.exists() and not growing_path(out).exists()
+
+
+@pytest.mark.mpi
+def test_undecodable_message_mid_stream_stops_every_rank(tmp_path, sim_root, calib_dir):
+    """A message of another shape after 10 good trains: one line naming it, exit 2, nothing published."""
+    cfg = live_yaml(tmp_path, sim_root, calib_dir)
+    out = tmp_path / "bad.h5"
+    with serve_online(run_path(sim_root, PROPOSAL, DATA_RUN), bad_from=10) as (endpoint, _):
+        result = live_cli(cfg, endpoint, out, ranks=2)
+    lines = [line for line in result.stderr.strip().splitlines() if not line.startswith(("INFO", "WARNING"))]
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert len(lines) == 1 and "SCS_CDIDET_DSSC/CAL/APPEND_RAW: image.data of shape (16, 512, 64" in lines[0], lines
+    assert not out.exists() and not growing_path(out).exists()
