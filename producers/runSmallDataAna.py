@@ -25,13 +25,19 @@ def build_parser() -> argparse.ArgumentParser:
                     "'plt' and 'np' ready and matplotlib enabled: select events, bin and plot against scan "
                     "variables, average detector images from the raw data, tune ROIs, the beam centre, masks and "
                     "frame cuts, and write them into the producer config.")
-    add_run_arguments(parser, config_help="producer config; its geometry is used for images",
+    add_run_arguments(parser, run_help="run number (required unless --live)", run_required=False,
+                      config_help="producer config; its geometry is used for images",
                       config_default=Path("producer.yaml"))
     parser.add_argument("--output", type=Path, help="small-data file (default: the config's output_dir/r<run>.h5)")
     parser.add_argument("--save-dir", type=Path,
                         help="also write every plot as a PNG into this folder and print its path (headless use; "
                              "with MPLBACKEND=Agg the default is ./r<run>_plots)")
     parser.add_argument("--no-shell", action="store_true", help="print the summary and exit (for scripts)")
+    parser.add_argument("--live", type=Path, metavar="FILE",
+                        help="follow the output FILE of a live run (smd_producer --bridge) as it grows: "
+                             "'live' refreshes its plots every --interval seconds (docs/live.md)")
+    parser.add_argument("--interval", type=float, default=3.0, metavar="S",
+                        help="seconds between refreshes of --live (default 3)")
     add_common_arguments(parser)
     return parser
 
@@ -73,7 +79,7 @@ def headless_dir(args: argparse.Namespace) -> Optional[Path]:
     no_display = sys.platform.startswith("linux") and not (os.environ.get("DISPLAY")
                                                            or os.environ.get("WAYLAND_DISPLAY"))
     if backend in NON_INTERACTIVE_BACKENDS or (not backend and no_display):
-        return Path(f"r{args.run:04d}_plots")
+        return Path(f"r{args.run:04d}_plots" if args.run is not None else f"{args.live.stem}_plots")
     return None
 
 
@@ -98,8 +104,48 @@ def ipython_config():
     return config
 
 
+def _live_body(args: argparse.Namespace) -> int:
+    """``--live FILE``: a session whose ``live`` view follows a live run's output."""
+    import numpy as np
+
+    from smalldata.ana.follow import LiveView
+    from smalldata.ana.plotting import pyplot
+    from smalldata.errors import SmallDataError
+
+    if args.interval <= 0:
+        raise SmallDataError(f"--interval must be > 0 seconds, got {args.interval}")
+    save_dir = headless_dir(args)
+    if save_dir is not None and "MPLBACKEND" not in os.environ:
+        os.environ["MPLBACKEND"] = "agg"
+    backend = os.environ.get("MPLBACKEND", "")
+    if backend and not backend.startswith("module://"):  # IPython knows the built-in backends in lower case
+        os.environ["MPLBACKEND"] = backend.lower()
+    view = LiveView(args.live, interval=args.interval, plot_dir=save_dir)
+    text = (f"smalldata live view of {args.live}: 'live' refreshes every {args.interval:g} s "
+            "(live.refresh() now, live.stop() to end, live.state for the running sums)\n")
+    if save_dir is not None:
+        text += f"  headless: the figure is written to {save_dir}/live.png at every refresh\n"
+    print(text)
+    if args.no_shell:
+        view.refresh()
+        return 0
+    from IPython import start_ipython
+
+    view.start()
+    start_ipython(argv=[], user_ns={"live": view, "np": np, "plt": pyplot()}, config=ipython_config())
+    view.stop()
+    return 0
+
+
 def _body(args: argparse.Namespace) -> int:
     from smalldata.ana.session import SmallDataAna
+
+    if args.live is not None:
+        return _live_body(args)
+    if args.run is None:
+        from smalldata.errors import SmallDataError
+
+        raise SmallDataError("-r/--run is required (or --live FILE to follow a live run)")
 
     save_dir = headless_dir(args)
     ana = SmallDataAna.from_run(args.run, args.config, args.output, plot_dir=save_dir)

@@ -19,7 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "and /UserDataCfg recording how every number was made. "
                     "Run under 'mpirun -n N smd_producer ...' to use N ranks; the output does not depend on N.",
         epilog="example: mpirun -n 2 smd_producer -r 614 -c configs/producer.yaml")
-    add_run_arguments(parser, config_required=True)
+    add_run_arguments(parser, run_help="run number (required unless --bridge)", run_required=False,
+                      config_required=True)
     parser.add_argument("--output", type=Path, help="output file (default: <output_dir>/r<run>.h5)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     parser.add_argument("--max-trains", type=int, metavar="K", help="only the first K trains (a quick look)")
@@ -31,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="first wait until the run's raw files are complete (exist, open, unchanged for "
                              "10 s), at most SECONDS (default 3600); then process")
     add_common_arguments(parser)
+    from smalldata.live.cli import add_live_arguments
+
+    add_live_arguments(parser)
     return parser
 
 
@@ -43,6 +47,12 @@ def _body(args: argparse.Namespace) -> int:
     from smalldata.pipeline.eventloop import run_producer
     from smalldata.pipeline.interrupts import describe, in_user_function
 
+    if args.bridge is not None:  # the live stream: its own loop (docs/live.md)
+        from smalldata.live.cli import live_body
+
+        return live_body(args)
+    if args.run is None:
+        raise SmallDataError("-r/--run is required (or --bridge tcp://HOST:PORT for a live stream)")
     if args.proposal is not None and args.proposal < 1:
         raise SmallDataError(f"-p/--proposal must be a positive proposal number, got {args.proposal}")
     if args.max_trains is not None and args.max_trains < 1:
