@@ -14,8 +14,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import h5py
-
 from smalldata.output.writer import PartWriter
 
 log = logging.getLogger(__name__)
@@ -40,9 +38,9 @@ class GrowingFile(PartWriter):
     """
 
     def __init__(self, path: Path):
-        super().__init__(path, flush_bytes=0)
-        self.file.close()
-        self.file = h5py.File(self.path, "w", libver="latest")
+        # created once, in the format SWMR needs: a reader that opens it between two creations
+        # would hold a lock the second one cannot take
+        super().__init__(path, flush_bytes=0, libver="latest")
         self.swmr = False
 
     def append(self, outputs, units=None) -> None:

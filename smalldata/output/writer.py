@@ -40,11 +40,13 @@ class PartWriter:
         Part file to create.
     flush_bytes : int
         Buffered bytes that trigger a write.
+    libver : str, optional
+        HDF5 format bounds (``"latest"`` for a file readers follow in SWMR mode).
     """
 
-    def __init__(self, path: Path, flush_bytes: int = 2 * 2**20):
+    def __init__(self, path: Path, flush_bytes: int = 2 * 2**20, libver: Optional[str] = None):
         self.path = Path(path)
-        self.file = h5py.File(self.path, "w")
+        self.file = h5py.File(self.path, "w", libver=libver)
         self.rows = 0
         self.flush_bytes = flush_bytes
         self._units: Dict[str, str] = {}
