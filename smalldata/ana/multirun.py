@@ -14,8 +14,7 @@ kept in :attr:`MultiRunAna.config_differences`.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence
 
 import h5py
 import numpy as np

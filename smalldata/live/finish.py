@@ -8,13 +8,10 @@ import time
 from pathlib import Path
 from typing import List, Tuple
 
-import h5py
-import numpy as np
-
 from smalldata import __version__
 from smalldata.errors import SmallDataError
-from smalldata.output.losses import LossSummary
-from smalldata.output.writer import OutputFile, merge_parts, write_mapping
+from smalldata.output.writer import OutputFile, merge_parts
+from smalldata.pipeline.rungroups import write_run_groups
 
 log = logging.getLogger(__name__)
 
@@ -54,44 +51,18 @@ def finish_output(output: Path, overwrite: bool, grown: Path, n_ranks: int, conf
         rows = merge_parts([grown], out.file) if grown.exists() else 0
         if "trainId" not in out.file:
             raise SmallDataError(f"no frames came from {access.path} ({ended_by}); no output written")
-        cfg = out.file.create_group("UserDataCfg")
-        for s in setups:
-            write_mapping(cfg.require_group(s.name), s.describe())
-        write_mapping(cfg.require_group("point_data"), points.describe())
-        write_mapping(cfg.require_group("frames"), stage.describe())
-        sums = None
-        for s in setups:
-            if s.accumulators is not None:
-                sums = sums or out.file.create_group("Sums")
-                s.accumulators.write(sums, s.det.geometry, s.modules)
-        meta = out.file.create_group("meta")
-        train_ids = access.train_ids
-        meta.attrs.update({
+        meta_attrs = {
             "config": config.text, "config_path": str(config.path), "version": __version__,
             "command": command, "n_ranks": n_ranks, "proposal": proposal, "run": -1 if run is None else run,
             "run_path": str(access.path), "source": "karabo-bridge", "endpoint": str(access.path),
             "ended_by": ended_by, "loop_s": loop_s, "start": started.isoformat(),
             "end": datetime.datetime.now(datetime.timezone.utc).isoformat(),
             "elapsed_s": time.monotonic() - t0, "host": socket.gethostname(),
-            "n_trains_input": len(train_ids), "n_trains_skipped": len(skipped),
-        })
-        meta.create_dataset("skipped_trainId", data=np.array([t for t, _ in skipped], dtype=np.uint64))
-        meta.create_dataset("skipped_reason", data=np.array([r for _, r in skipped], dtype=object),
-                            dtype=h5py.string_dtype())
-        incomplete, n_pairs = [], 0
-        n_out = len(np.unique(out.file["trainId"][()]))
-        for s in setups:
-            counts = access.frame_counts(s.modules)
-            expected = counts.max(axis=1, keepdims=True)
-            for ti, mi in zip(*np.nonzero(counts < expected)):
-                incomplete.append((int(train_ids[ti]), int(s.modules[mi])))
-            n_pairs += n_out * len(s.modules)
-        meta.create_dataset("incomplete_trains", data=np.array(incomplete, dtype=np.uint64).reshape(-1, 2))
-        meta["incomplete_trains"].attrs["columns"] = "trainId, module: module frames missing in this train"
-        losses = LossSummary.from_output(
-            out.file, [(f"{g}/{n}", spec["per"]) for (g, n), spec in points.specs.items()], len(train_ids),
-            len(skipped), len(incomplete), n_pairs, {})
-        losses.write(meta)
+        }
+        descriptions = [s.describe() for s in setups]
+        losses = write_run_groups(out.file, config, stage, setups, points, descriptions, skipped, access,
+                                  access.train_ids, meta_attrs)
+        meta = out.file["meta"]
         ledger.write(meta["losses"])
         losses.check_usable()
         out.publish()

@@ -31,10 +31,8 @@ from smalldata.output.writer import (
     merge_parts,
     prepare_publication,
     remove_parts_dir,
-    write_mapping,
 )
 from smalldata.output.files import SPACE_MARGIN, DiskFullError, check_free_space, is_disk_full
-from smalldata.output.losses import LossSummary
 from smalldata.pipeline.checks import check_config_against_run, check_setups
 from smalldata.pipeline.detectors import DetectorSetup, dark_requests, setup_detectors
 from smalldata.parallel import activity, timelimit
@@ -43,8 +41,9 @@ from smalldata.parallel.progress import Coordinator, StoppedByOtherRank
 from smalldata.parallel.shutdown import Interrupted, interruptible, received, signals_set_flag
 from smalldata.pipeline.interrupts import describe, in_user_function
 from smalldata.pipeline.nodeshare import load_shared_darks
+from smalldata.pipeline.rungroups import write_run_groups
 from smalldata.pulses.framestage import FrameStage
-from smalldata.timing.hook import delay_loss_paths, point_reader
+from smalldata.timing.hook import point_reader
 
 log = logging.getLogger(__name__)
 
@@ -291,53 +290,15 @@ def _write_output(output, overwrite, parts_dir, n_ranks, config, stage, setups, 
         rows = merge_parts(parts, out.file, poll=coordinator.poll)
         if "trainId" not in out.file:
             raise SmallDataError(f"no frames were processed for run {run}; check --max-trains and the modules")
-        cfg = out.file.create_group("UserDataCfg")
-        for s, description in zip(setups, descriptions):
-            write_mapping(cfg.require_group(s.name), description)
-        write_mapping(cfg.require_group("point_data"), points.describe())
-        write_mapping(cfg.require_group("frames"), stage.describe())
-        sums = None
-        for s in setups:
-            if s.accumulators is not None:
-                sums = sums or out.file.create_group("Sums")
-                s.accumulators.write(sums, s.det.geometry, s.modules)
-        coordinator.poll()
-        meta = out.file.create_group("meta")
-        meta.attrs.update({
+        meta_attrs = {
             "config": config.text, "config_path": str(config.path), "version": __version__,
             "command": command, "n_ranks": n_ranks, "proposal": proposal, "run": run,
             "run_path": str(access.path), "start": started.isoformat(),
             "end": datetime.datetime.now(datetime.timezone.utc).isoformat(),
             "elapsed_s": time.monotonic() - t0, "host": socket.gethostname(),
-            "n_trains_input": len(train_ids), "n_trains_skipped": len(skipped),
-        })
-        meta.create_dataset("skipped_trainId", data=np.array([t for t, _ in skipped], dtype=np.uint64))
-        meta.create_dataset("skipped_reason", data=np.array([r for _, r in skipped], dtype=object),
-                            dtype=h5py.string_dtype())
-        incomplete, n_pairs = [], 0
-        out_trains = np.unique(out.file["trainId"][()])
-        for s in setups:
-            counts = access.frame_counts(s.modules)[: len(train_ids)]
-            expected = counts.max(axis=1, keepdims=True)
-            for ti, mi in zip(*np.nonzero((counts < expected))):
-                incomplete.append((int(train_ids[ti]), int(s.modules[mi])))
-            n_pairs += len(out_trains) * len(s.modules)
-        meta.create_dataset("incomplete_trains", data=np.array(incomplete, dtype=np.uint64).reshape(-1, 2))
-        meta["incomplete_trains"].attrs["columns"] = "trainId, module: module frames missing in this train"
-        faults = access.faults.entries()
-        meta.create_dataset("invalid_trainId", data=np.array([t for t, _, _ in faults], dtype=np.uint64))
-        for name, column in (("invalid_where", 1), ("invalid_reason", 2)):
-            meta.create_dataset(name, data=np.array([f[column] for f in faults], dtype=object),
-                                dtype=h5py.string_dtype())
-        meta["invalid_trainId"].attrs["meaning"] = ("trains whose rows of a module or source were not used: the "
-                                                    "ids they hold disagree with the file's INDEX")
-        losses = LossSummary.from_output(
-            out.file, [(f"{g}/{n}", spec["per"]) for (g, n), spec in points.specs.items()]
-            + delay_loss_paths(config.settings.get("delay")), len(train_ids),
-            len(skipped), len(incomplete), n_pairs, access.faults.by_place())
-        losses.write(meta)
-        if access.unreadable_files:
-            meta.attrs["unreadable_files"] = access.unreadable_files
+        }
+        losses = write_run_groups(out.file, config, stage, setups, points, descriptions, skipped, access,
+                                  train_ids, meta_attrs, poll=coordinator.poll)
         losses.check_usable()
         n_datasets = sum(1 for _ in _walk(out.file))
         out.publish(poll=coordinator.poll)
