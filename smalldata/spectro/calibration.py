@@ -40,6 +40,17 @@ class EnergyCalibration:
         """``energy = intercept + slope * pixel`` (the hRIXS ENERGY_SLOPE, ENERGY_INTERCEPT)."""
         return cls((intercept, slope), pixel_range)
 
+    @classmethod
+    def fit(cls, pixels: Sequence[float], energies: Sequence[float], degree: int,
+            pixel_range: Tuple[float, float]) -> "EnergyCalibration":
+        """Least-squares polynomial through (pixel, energy) points, e.g. line or peak positions."""
+        pixels = np.asarray(pixels, dtype=np.float64)
+        if len(pixels) < degree + 1:
+            raise CalibrationError(f"{len(pixels)} points cannot fix a polynomial of degree {degree}; "
+                                   f"give at least {degree + 1} lines or monochromator runs")
+        return cls(tuple(np.polynomial.polynomial.polyfit(pixels, np.asarray(energies, dtype=np.float64), degree)),
+                   pixel_range)
+
     def __call__(self, pixel: np.ndarray) -> np.ndarray:
         """Energy (eV) of pixel coordinate(s)."""
         return np.polynomial.polynomial.polyval(np.asarray(pixel, dtype=np.float64), self.coefficients)
@@ -78,10 +89,9 @@ def check_monotonic(coefficients: Sequence[float], pixel_range: Tuple[float, flo
         raise CalibrationError(f"{what}: coefficients {list(c)} on pixels {lo:g}..{hi:g} are not a polynomial of "
                                "degree >= 1 with finite values on a range; give [intercept, slope, ...]")
     d = np.polynomial.polynomial.polyder(c)
-    points = [lo, hi] + [float(r.real) for r in np.roots(d[::-1]) if abs(r.imag) < 1e-12 and lo < r.real < hi] \
-        if len(d) > 1 else [lo, hi]
+    roots = np.polynomial.polynomial.polyroots(d) if len(d) > 1 else np.empty(0)
+    turning = sorted(float(r.real) for r in roots if abs(r.imag) < 1e-12 and lo < r.real < hi)
     slopes = np.polynomial.polynomial.polyval(np.linspace(lo, hi, 257), d)
-    turning = [p for p in points[2:]]
     if turning or np.any(slopes == 0) or (slopes.min() < 0 < slopes.max()):
         where = f" (turns at pixel {turning[0]:.1f})" if turning else ""
         raise CalibrationError(f"{what}: coefficients {list(c)} are not monotonic on pixels {lo:g}..{hi:g}{where}; "

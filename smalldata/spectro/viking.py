@@ -152,5 +152,4 @@ def calibrate_from_mono(spectra: Sequence[np.ndarray], energies: Sequence[float]
     nx = len(spectra[0])
     pixels = np.arange(nx, dtype=np.float64)
     peaks = np.array([peak_position(pixels, s, half_width) for s in spectra])
-    coef = np.polynomial.polynomial.polyfit(peaks, np.asarray(energies, dtype=np.float64), degree)
-    return EnergyCalibration(tuple(coef), (0.0, float(nx - 1))), peaks
+    return EnergyCalibration.fit(peaks, energies, degree, (0.0, float(nx - 1))), peaks
