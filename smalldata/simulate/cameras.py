@@ -224,9 +224,9 @@ def simulate_hrixs_run(root, proposal: int, run: int, sim: CameraSim, kind: str 
 
 
 def simulate_viking_run(root, proposal: int, run: int, sim: CameraSim, kind: str = "reference",
-                        calibration: Tuple[float, float, float] = (860.0, 0.08, 1.2e-5), edge_energy: float = 868.0,
+                        calibration: Tuple[float, float, float] = (860.0, 0.08, 1.2e-5), edge_energy: float = 880.0,
                         edge_width: float = 0.6, edge_step: float = 0.8, pre_absorbance: float = 0.2,
-                        thickness: float = 1.0, mono_energy: float = 866.0, beam_pe: float = 4.0e5,
+                        thickness: float = 1.0, mono_energy: float = 880.0, beam_pe: float = 4.0e5,
                         beam_centre_px: Optional[float] = None, beam_sigma_px: Optional[float] = None,
                         mono_sigma_px: float = 2.5, baseline_pe: Tuple[float, float, float] = (300.0, -150.0, 400.0),
                         band_rows: Optional[Tuple[int, int]] = None, intensity_jitter: float = 0.1) -> Dict[str, np.ndarray]:

@@ -106,26 +106,32 @@ def remove_baseline(x: np.ndarray, spectra: np.ndarray, signal_range: Tuple[floa
     return s - base, base
 
 
-def peak_position(x: np.ndarray, spec: np.ndarray, half_width: int = 5) -> float:
-    """Position of a spectrum's highest peak: centre of mass of the points around the maximum (above 0).
+def peak_position(x: np.ndarray, spec: np.ndarray) -> float:
+    """Position of a spectrum's highest peak, between grid points: the vertex of the parabola through
+    the logarithm of the maximum and its two neighbours (exact for a Gaussian peak); the centre of
+    mass of the three points where one of them is not positive.
 
     Parameters
     ----------
-    x : (M,) array
+    x : (M,) array, evenly spaced
     spec : (M,) array
         Baseline-free spectrum.
-    half_width : int
-        Points taken on each side of the maximum.
     """
+    x = np.asarray(x, dtype=np.float64)
     spec = np.asarray(spec, dtype=np.float64)
-    m = int(np.argmax(spec))
-    lo, hi = max(m - half_width, 0), min(m + half_width + 1, len(spec))
-    w = np.clip(spec[lo:hi], 0, None)
-    return float(np.dot(w, np.asarray(x, dtype=np.float64)[lo:hi]) / w.sum())
+    m = int(np.clip(np.argmax(spec), 1, len(spec) - 2))
+    y0, y1, y2 = spec[m - 1:m + 2]
+    if min(y0, y1, y2) > 0:
+        l0, l1, l2 = np.log([y0, y1, y2])
+        curv = l0 - 2 * l1 + l2
+        shift = 0.5 * (l0 - l2) / curv if curv < 0 else 0.0
+    else:
+        w = np.clip([y0, y1, y2], 0, None)
+        shift = float(np.dot(w, [-1, 0, 1]) / w.sum()) if w.sum() > 0 else 0.0
+    return float(x[m] + shift * (x[1] - x[0]))
 
 
-def calibrate_from_mono(spectra: Sequence[np.ndarray], energies: Sequence[float], degree: int = 2,
-                        half_width: int = 5) -> Tuple[EnergyCalibration, np.ndarray]:
+def calibrate_from_mono(spectra: Sequence[np.ndarray], energies: Sequence[float], degree: int = 2) -> Tuple[EnergyCalibration, np.ndarray]:
     """Pixel-to-energy polynomial from monochromator runs: the peak pixel of each run against its energy.
 
     Parameters
@@ -136,8 +142,6 @@ def calibrate_from_mono(spectra: Sequence[np.ndarray], energies: Sequence[float]
         Monochromator energy of each run (eV).
     degree : int
         Polynomial degree (2 for the Viking).
-    half_width : int
-        See :func:`peak_position`.
 
     Returns
     -------
@@ -151,5 +155,5 @@ def calibrate_from_mono(spectra: Sequence[np.ndarray], energies: Sequence[float]
                         f"needs at least {degree + 1} monochromator runs, one spectrum each")
     nx = len(spectra[0])
     pixels = np.arange(nx, dtype=np.float64)
-    peaks = np.array([peak_position(pixels, s, half_width) for s in spectra])
+    peaks = np.array([peak_position(pixels, s) for s in spectra])
     return EnergyCalibration.fit(peaks, energies, degree, (0.0, float(nx - 1))), peaks

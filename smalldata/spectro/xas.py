@@ -84,8 +84,10 @@ def edge_position(energy: np.ndarray, absorption: np.ndarray, smooth: int = 5) -
     e = np.asarray(energy, dtype=np.float64)
     a = np.convolve(np.asarray(absorption, dtype=np.float64), np.ones(smooth) / smooth, mode="same")
     d = np.gradient(a, e)
-    d[: smooth] = d[-smooth:] = -np.inf
-    m = int(np.argmax(d))
+    if len(e) < 3 * smooth:
+        raise DataError(f"{len(e)} energy points are too few to find an edge with smoothing over {smooth}")
+    d[: smooth] = d[-smooth:] = -np.inf  # the moving average is biased there
+    m = int(np.clip(np.argmax(d), smooth + 1, len(d) - smooth - 2))
     y0, y1, y2 = d[m - 1], d[m], d[m + 1]
     shift = 0.5 * (y0 - y2) / (y0 - 2 * y1 + y2) if (y0 - 2 * y1 + y2) != 0 else 0.0
     return float(np.interp(m + shift, np.arange(len(e)), e))
