@@ -107,7 +107,7 @@ def centroid(frames: np.ndarray, threshold: float, double_threshold: float = np.
     if mask is not None:
         data = np.where(mask, data, np.float32(0))
     data = np.ascontiguousarray(data)
-    cap = max(1024, data.shape[0] * 256)
+    cap = 4096 * (data.shape[0] + 1)  # enough for a busy frame; a second call when not
     while True:
         out_f = np.empty(cap, np.int64)
         out_y, out_x, out_s = (np.empty(cap, np.float64) for _ in range(3))
