@@ -4,34 +4,47 @@ A hit is a 2x2 window whose sum exceeds the threshold and is the largest of the 
 overlap it (ties go to the first in row-major order); its position is the centre of mass of the
 4x4 pixels around the window (clipped at the image edges), in pixel-index coordinates (pixel
 ``(i, j)`` has its centre at ``y = i``, ``x = j``).
+
+A window's sum exceeds the threshold only if one of its pixels exceeds a quarter of it, so the
+pass reads each pixel once and looks at the windows only around such pixels; each window is
+examined from the first of its pixels (row-major) above that quarter.
 """
 from __future__ import annotations
 
 import numba
-import numpy as np
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _wsum(frame, i, j):
+    return frame[i, j] + frame[i, j + 1] + frame[i + 1, j] + frame[i + 1, j + 1]
 
 
 @numba.njit(cache=True, nogil=True)
-def _window_sums(frame, sums):
+def _is_peak(frame, i, j, s):
+    """Window (i, j) with sum s is at least as large as the 8 windows that overlap it (ties: first wins)."""
     ny, nx = frame.shape
-    for i in range(ny - 1):
-        for j in range(nx - 1):
-            sums[i, j] = frame[i, j] + frame[i, j + 1] + frame[i + 1, j] + frame[i + 1, j + 1]
-
-
-@numba.njit(cache=True, nogil=True)
-def _is_peak(sums, i, j, s):
-    ny, nx = sums.shape
     for di in range(-1, 2):
         ii = i + di
-        if ii < 0 or ii >= ny:
+        if ii < 0 or ii >= ny - 1:
             continue
         for dj in range(-1, 2):
             jj = j + dj
-            if jj < 0 or jj >= nx or (di == 0 and dj == 0):
+            if jj < 0 or jj >= nx - 1 or (di == 0 and dj == 0):
                 continue
-            t = sums[ii, jj]
+            t = _wsum(frame, ii, jj)
             if t > s or (t == s and (di < 0 or (di == 0 and dj < 0))):
+                return False
+    return True
+
+
+@numba.njit(cache=True, nogil=True)
+def _first_above(frame, wi, wj, i, j, q):
+    """Pixel (i, j) is the first pixel of window (wi, wj), in row-major order, above q."""
+    for ii in range(wi, wi + 2):
+        for jj in range(wj, wj + 2):
+            if ii == i and jj == j:
+                return True
+            if frame[ii, jj] > q:
                 return False
     return True
 
@@ -51,36 +64,41 @@ def centroid_batch(frames, threshold, out_frame, out_y, out_x, out_sum):
         exist than fit, the return value is still their total and the caller calls again.
     """
     n, ny, nx = frames.shape
-    sums = np.empty((max(ny - 1, 1), max(nx - 1, 1)), np.float32)
     cap = out_frame.shape[0]
+    q = threshold / 4
     k = 0
     for f in range(n):
         frame = frames[f]
-        _window_sums(frame, sums)
-        for i in range(ny - 1):
-            for j in range(nx - 1):
-                s = sums[i, j]
-                if s <= threshold:
+        for i in range(ny):
+            row = frame[i]
+            for j in range(nx):
+                if row[j] <= q:
                     continue
-                if not _is_peak(sums, i, j, s):
-                    continue
-                if k < cap:
-                    tot = 0.0
-                    sy = 0.0
-                    sx = 0.0
-                    for ii in range(max(i - 1, 0), min(i + 3, ny)):
-                        for jj in range(max(j - 1, 0), min(j + 3, nx)):
-                            v = frame[ii, jj]
-                            tot += v
-                            sy += v * ii
-                            sx += v * jj
-                    out_frame[k] = f
-                    out_sum[k] = tot
-                    if tot > 0:
-                        out_y[k] = sy / tot
-                        out_x[k] = sx / tot
-                    else:
-                        out_y[k] = i + 0.5
-                        out_x[k] = j + 0.5
-                k += 1
+                # the (up to) four windows holding pixel (i, j), in row-major order
+                for wi in range(max(i - 1, 0), min(i, ny - 2) + 1):
+                    for wj in range(max(j - 1, 0), min(j, nx - 2) + 1):
+                        if not _first_above(frame, wi, wj, i, j, q):
+                            continue
+                        s = _wsum(frame, wi, wj)
+                        if s <= threshold or not _is_peak(frame, wi, wj, s):
+                            continue
+                        if k < cap:
+                            tot = 0.0
+                            sy = 0.0
+                            sx = 0.0
+                            for ii in range(max(wi - 1, 0), min(wi + 3, ny)):
+                                for jj in range(max(wj - 1, 0), min(wj + 3, nx)):
+                                    v = frame[ii, jj]
+                                    tot += v
+                                    sy += v * ii
+                                    sx += v * jj
+                            out_frame[k] = f
+                            out_sum[k] = tot
+                            if tot > 0:
+                                out_y[k] = sy / tot
+                                out_x[k] = sx / tot
+                            else:
+                                out_y[k] = wi + 0.5
+                                out_x[k] = wj + 0.5
+                        k += 1
     return k
