@@ -106,10 +106,13 @@ def test_integration_matches_plain_pixel_overlap_histogram():
                 EnergyCalibration((910.0, -0.11), (-5, 20))):            # decreasing
         e = cal(np.array([-2.0, 16.0]))
         edges = np.sort(np.concatenate([np.linspace(e.min(), e.max(), 23), [e.min() + 0.013]]))
+        # fine bins over part of the pixels' energies: pixels span many bins and run over the last edge
+        part = np.linspace(e.min() + 0.3 * np.ptp(e), e.min() + 0.6 * np.ptp(e), 200)
+        for bins in (edges, part):
+            got = OverlapBinning(images.shape[1:], curv, cal, bins)(images)
+            for n in range(len(images)):
+                np.testing.assert_allclose(got[n], _naive_overlap(images[n], curv, cal, bins), rtol=1e-10, atol=1e-10)
         binning = OverlapBinning(images.shape[1:], curv, cal, edges)
-        got = binning(images)
-        for n in range(len(images)):
-            np.testing.assert_allclose(got[n], _naive_overlap(images[n], curv, cal, edges), rtol=1e-10, atol=1e-10)
         # every pixel whose interval lies inside the bins is shared out completely
         np.testing.assert_allclose(binning(np.ones((1,) + images.shape[1:]))[0], binning.coverage)
 

@@ -82,9 +82,9 @@ class OverlapBinning:
         rows, cols, vals = [], [], []
         pix = np.arange(ny * nx)
         for k in range(int((last - first).max()) + 1 if len(pix) else 0):
-            b = first + k
-            sel = good & (b <= last)
-            overlap = np.minimum(hi, self.edges[np.minimum(b + 1, nb)]) - np.maximum(lo, self.edges[b])
+            b = np.minimum(first + k, nb - 1)
+            sel = good & (first + k <= last)
+            overlap = np.minimum(hi, self.edges[b + 1]) - np.maximum(lo, self.edges[b])
             sel &= overlap > 0
             rows.append(pix[sel])
             cols.append(b[sel])
