@@ -74,3 +74,19 @@ def test_presets():
     assert get_preset("hrixs").with_shape((10, 20)).shape == (10, 20)
     with pytest.raises(ConfigError, match="unknown camera 'andor'; use one of fastccd, hrixs, maranax, newton"):
         get_preset("andor", "detectors.cam.type")
+
+
+def test_smd_simulate_camera_presets(tmp_path):
+    """The command writes full-size camera runs that extra-data validates; an existing run is refused."""
+    cmd = [tool("smd_simulate"), "--root", str(tmp_path), "-p", str(PROPOSAL)]
+    res = subprocess.run(cmd + ["-r", "760", "--dark-run", "761", "--preset", "viking-mono", "--trains", "2",
+                                "--photon-energy", "870"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    run = extra_data.RunDirectory(run_path(tmp_path, PROPOSAL, 760))
+    ids, frames = read_frames(run, get_preset("newton"))
+    assert frames.shape == (2, 512, 2048)
+    assert run["SA3_XTD10_MONO/MDL/PHOTON_ENERGY", "actualEnergy.value"].as_single_value() == 870.0
+    res = subprocess.run(cmd + ["-r", "760", "--preset", "viking-mono"], capture_output=True, text=True)
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines()[-1].endswith("run 760 already exists under "
+                                                         f"{tmp_path}; give another run number or --overwrite")

@@ -276,3 +276,56 @@ def simulate_viking_run(root, proposal: int, run: int, sim: CameraSim, kind: str
     write_truth(truth_path(root, proposal, run), truth,
                 {"run_type": f"viking_{kind}", "camera": sim.camera, "source": sim.preset.source, "key": sim.preset.key})
     return truth
+
+
+#: smd_simulate presets of camera runs: name -> (camera, simulator, kind)
+CAMERA_RUN_PRESETS = {
+    "hrixs": ("hrixs", "hrixs", "data"), "hrixs-elastic": ("hrixs", "hrixs", "elastic"),
+    "viking-reference": ("newton", "viking", "reference"), "viking-sample": ("newton", "viking", "sample"),
+    "viking-mono": ("newton", "viking", "mono"),
+}
+
+
+def simulate_camera_preset(root, proposal: int, run: int, preset: str, dark_run: Optional[int] = None,
+                           n_trains: int = 10, seed: int = 1, photon_energy: Optional[float] = None,
+                           overwrite: bool = False) -> Dict[int, str]:
+    """A camera run of a named preset (and its dark run), full camera size; for ``smd_simulate``.
+
+    Parameters
+    ----------
+    root, proposal, run
+    preset : str
+        A key of :data:`CAMERA_RUN_PRESETS`.
+    dark_run : int, optional
+        Also write a dark run of the same camera with this number.
+    n_trains, seed : int
+    photon_energy : float, optional
+        The monochromator energy of ``viking-mono`` (eV; 880 if None).
+    overwrite : bool
+        Replace existing runs; without it an existing run is refused in one line.
+
+    Returns
+    -------
+    dict run -> kind written
+    """
+    from smalldata.errors import SmallDataError
+
+    camera, which, kind = CAMERA_RUN_PRESETS[preset]
+    runs = {run: kind} if dark_run is None else {dark_run: "dark", run: kind}
+    for r in runs:
+        if run_path(root, proposal, r).exists() and not overwrite:
+            raise SmallDataError(f"run {r} already exists under {root}; give another run number or --overwrite")
+    for r, k in runs.items():
+        path = run_path(root, proposal, r)
+        for old in path.glob("RAW-*.h5") if path.exists() else ():
+            old.unlink()
+        settings = {"preampGain": 1, "HighCapacity": 0} if camera == "newton" else None
+        sim = CameraSim(camera=camera, n_trains=n_trains, seed=seed, settings=settings)
+        if which == "hrixs":
+            simulate_hrixs_run(root, proposal, r, sim, k, line_energies=(927.0, 928.5, 930.0), elastic_energy=928.5,
+                               curvature=(0.002, 2e-6), energy_slope=0.01, energy_intercept=920.0,
+                               photons_per_train=400)
+        else:
+            extra = {"mono_energy": photon_energy} if photon_energy is not None else {}
+            simulate_viking_run(root, proposal, r, sim, k, **extra)
+    return runs
