@@ -16,7 +16,7 @@ next to the run (:func:`smalldata.simulate.truth_path`) holds what was planted (
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
@@ -24,7 +24,6 @@ from scipy.special import ndtr
 
 from smalldata.cameras.presets import CameraPreset, get_preset
 
-from .config import CYCLE  # noqa: F401  (runs go where the DSSC runs go)
 from .truth import run_path, truth_path, write_truth
 from .xfel_files import AggregatorWriter, KeySpec
 
@@ -242,7 +241,7 @@ def simulate_viking_run(root, proposal: int, run: int, sim: CameraSim, kind: str
     from smalldata.spectro.viking import photoelectrons_per_count
 
     settings = sim.settings or {"preampGain": 1, "HighCapacity": 0}
-    sim.settings = settings
+    sim = replace(sim, settings=settings)
     pe_per_count = photoelectrons_per_count(settings["preampGain"], settings["HighCapacity"])
     ny, nx = sim.preset.shape
     r0, r1 = band_rows or (ny // 4, 3 * ny // 4)
