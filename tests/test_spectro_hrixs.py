@@ -8,7 +8,7 @@ import extra_data
 
 from smalldata.cameras import characterise_dark
 from smalldata.cameras.reading import read_frames
-from smalldata.errors import CalibrationError
+from smalldata.errors import CalibrationError, DataError
 from smalldata.simulate import run_path
 from smalldata.simulate.cameras import CameraSim, simulate_hrixs_run
 from smalldata.spectro.calibration import EnergyCalibration, check_monotonic
@@ -47,6 +47,14 @@ def test_curvature_fitted_from_elastic_line(runs):
     assert y0 == pytest.approx(float(truth["elastic_y0"]), abs=0.05)
     x = np.arange(SHAPE[1])
     assert np.max(np.abs(curv.shift(x) - Curvature(c1, c2).shift(x))) < 0.1
+
+
+def test_curvature_fit_refuses_an_image_without_a_line():
+    noise = np.random.default_rng(3).normal(0, 2, SHAPE)
+    with pytest.raises(DataError, match="is this an elastic-line run"):
+        fit_curvature(noise)
+    with pytest.raises(DataError, match="fewer than 3 slices"):
+        fit_curvature(noise[:, :40])
 
 
 def test_line_energies_and_calibration_recovered(runs):

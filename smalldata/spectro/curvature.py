@@ -40,11 +40,13 @@ class Curvature:
 
 
 def line_centres(image: np.ndarray, columns_per_slice: int = 16,
-                 rows: Optional[Tuple[int, int]] = None, half_width: int = 6) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 rows: Optional[Tuple[int, int]] = None, half_width: int = 6,
+                 min_snr: float = 8.0) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Row centre of the brightest line in slices of columns of an image.
 
     Each slice's row profile (summed over its columns) is searched for its maximum; the centre is the
-    centre of mass of ``2 * half_width + 1`` rows around it, above the profile's median.
+    centre of mass of ``2 * half_width + 1`` rows around it, above the profile's median. A slice
+    whose maximum is below ``min_snr`` robust widths of its profile shows no line and is skipped.
 
     Parameters
     ----------
@@ -54,6 +56,7 @@ def line_centres(image: np.ndarray, columns_per_slice: int = 16,
     rows : (first, stop), optional
         Rows to search.
     half_width : int
+    min_snr : float
 
     Returns
     -------
@@ -71,7 +74,10 @@ def line_centres(image: np.ndarray, columns_per_slice: int = 16,
         c0 = s * columns_per_slice
         profile = image[r0:r1, c0:c0 + columns_per_slice].sum(axis=1)
         profile = profile - np.median(profile)
+        width = 1.4826 * np.median(np.abs(profile))
         m = int(np.argmax(profile))
+        if profile[m] <= min_snr * width:
+            continue
         lo, hi = max(m - half_width, 0), min(m + half_width + 1, len(profile))
         w = np.clip(profile[lo:hi], 0, None)
         if w.sum() <= 0:
@@ -83,14 +89,14 @@ def line_centres(image: np.ndarray, columns_per_slice: int = 16,
 
 
 def fit_curvature(image: np.ndarray, columns_per_slice: int = 16, rows: Optional[Tuple[int, int]] = None,
-                  half_width: int = 6) -> Tuple[Curvature, float]:
+                  half_width: int = 6, min_snr: float = 8.0) -> Tuple[Curvature, float]:
     """Fit the parabola of an elastic line.
 
     Parameters
     ----------
     image : (ny, nx) array
         Dark-subtracted image with one bright line (the sum of an elastic-line run's frames).
-    columns_per_slice, rows, half_width
+    columns_per_slice, rows, half_width, min_snr
         See :func:`line_centres`.
 
     Returns
@@ -99,7 +105,7 @@ def fit_curvature(image: np.ndarray, columns_per_slice: int = 16, rows: Optional
     y0 : float
         Row of the line at column 0.
     """
-    x, y, w = line_centres(image, columns_per_slice, rows, half_width)
+    x, y, w = line_centres(image, columns_per_slice, rows, half_width, min_snr)
     if len(x) < 3:
         raise DataError("fewer than 3 column slices show a line; is this an elastic-line run, with its dark?")
     c2, c1, y0 = np.polyfit(x, y, 2, w=np.sqrt(w))
