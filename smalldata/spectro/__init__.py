@@ -5,6 +5,7 @@ hRIXS: :mod:`.centroid` (photon hits, compiled kernel in :mod:`.centroid_kernel`
 (pixel to energy, monotonic polynomials), :mod:`.spectra` (spectra by centroiding and by
 integration with pixel-overlap binning). Viking: :mod:`.viking` (spectrum in photoelectrons,
 baseline, calibration from monochromator runs) and :mod:`.xas` (absorption from sample and
-reference runs). Every function takes batches of frames ``(N, ny, nx)`` and returns arrays.
+reference runs); :mod:`.pipelines` the per-batch analyses (raw frames in, per-frame spectra out).
+Every function takes batches of frames ``(N, ny, nx)`` and returns arrays.
 See ``docs/detectors/``.
 """
