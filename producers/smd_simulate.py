@@ -17,6 +17,7 @@ from smalldata.cli._cli import add_common_arguments, add_run_arguments, run_main
 
 from smalldata.errors import SmallDataError
 from smalldata.simulate import SimulationConfig, simulate_dark_run, simulate_data_run, truth_path
+from smalldata.simulate.cameras import CAMERA_RUN_PRESETS
 from smalldata.simulate.config import parse_int_list
 
 log = logging.getLogger("smalldata.smd_simulate")
@@ -38,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--root", required=True, help="data root directory (EXTRA_DATA_DATA_ROOT)")
     add_run_arguments(parser, run_help="data run number, e.g. 614", proposal_required=True, config_help=None)
     parser.add_argument("--dark-run", type=int, default=None, help="also write a dark run with this number")
-    parser.add_argument("--preset", choices=sorted(PRESETS) + sorted(BOZ_PRESETS) + ["timing"], default="demo",
+    parser.add_argument("--preset", choices=sorted(PRESETS) + sorted(BOZ_PRESETS) + ["timing"] + sorted(CAMERA_RUN_PRESETS),
+                        default="demo",
                         help="starting configuration: small (2 modules, 24 trains x 4 frames), demo "
                              "(16 modules, 60 trains x 20 frames; default), pump_probe (module 2, 12 trains x 8 "
                              "X-ray frames, the laser set by --laser), or BOZ runs of one module "
@@ -46,7 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "effect on n; see docs/boz.md; --modules, --trains, --frames-per-train, "
                              "--dark-trains, --seed, --detector-seed, --pattern and --delay-steps apply), or timing "
                              "(module 2, a stepped delay stage with backlash, trigger, BAM, a reflectivity with a "
-                             "time-zero step and drift, a knife edge; docs/timing.md; --seed applies)")
+                             "time-zero step and drift, a knife edge; docs/timing.md; --seed applies), or a per-train "
+                             "camera run (hrixs, hrixs-elastic, viking-reference, viking-sample, viking-mono: "
+                             "docs/simulator.md, Cameras; --trains, --seed and, for viking-mono, --photon-energy "
+                             "apply; --dark-run writes the camera's dark)")
     parser.add_argument("--modules", default=None, help="DSSC modules, e.g. 0,3,15 or 0-15")
     parser.add_argument("--trains", type=int, default=None, help="trains in the data run")
     parser.add_argument("--frames-per-train", type=int, default=None, help="frames (memory cells) per train")
@@ -160,6 +165,22 @@ def _timing_body(args: argparse.Namespace) -> int:
     return 0
 
 
+def _camera_body(args: argparse.Namespace) -> int:
+    from smalldata.simulate import run_path
+    from smalldata.simulate.cameras import simulate_camera_preset
+
+    t0 = time.monotonic()
+    runs = simulate_camera_preset(args.root, args.proposal, args.run, args.preset, args.dark_run,
+                                  n_trains=args.trains or 10, seed=1 if args.seed is None else args.seed,
+                                  photon_energy=args.photon_energy, overwrite=args.overwrite)
+    for run, kind in runs.items():
+        print(f"{kind} run {run}: {run_path(args.root, args.proposal, run)} "
+              f"(truth: {truth_path(args.root, args.proposal, run)})")
+    print(f"simulated {len(runs)} camera run(s) ({args.preset}) in {time.monotonic() - t0:.1f} s; "
+          f"open with EXTRA_DATA_DATA_ROOT={args.root}")
+    return 0
+
+
 def _body(args: argparse.Namespace) -> int:
     if args.dark_run is not None and args.dark_run == args.run:
         raise SmallDataError(f"--dark-run {args.dark_run} is the same as -r/--run; give another run number")
@@ -167,6 +188,8 @@ def _body(args: argparse.Namespace) -> int:
         return _boz_body(args)
     if args.preset == "timing":
         return _timing_body(args)
+    if args.preset in CAMERA_RUN_PRESETS:
+        return _camera_body(args)
     cfg = config_from_args(args)
     log.debug("configuration: %s", dataclasses.asdict(cfg))
     t0 = time.monotonic()
