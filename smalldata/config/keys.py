@@ -10,7 +10,7 @@ from typing import Dict, List, Optional
 
 from smalldata.config.dark import DARK_SCHEMA
 from smalldata.config.schema import REQUIRED, Field, non_negative, one_of, positive, schema_markdown
-from smalldata.timing.settings import DELAY_SCHEMA
+from smalldata.config.delay import DELAY_SCHEMA
 
 
 def _module_list(value) -> Optional[str]:

@@ -33,7 +33,7 @@ from smalldata.config.yamlfile import load_yaml, resolve_path
 from smalldata.errors import ConfigError
 from smalldata.output.names import check_config_names
 from smalldata.plugin.detfunc import DetObjectFunc
-from smalldata.timing.settings import delay_paths, validate_delay
+from smalldata.config.delay import delay_paths, validate_delay
 
 log = logging.getLogger(__name__)
 

@@ -69,7 +69,7 @@ class ProductBinning(ScanBinning):
 
 def _delay_units(binning: ScanBinning, scan: Optional[str]) -> ScanBinning:
     """Give a ``delay/*`` axis (no point_data spec) the unit of that output."""
-    from smalldata.timing.settings import DELAY_OUTPUTS
+    from smalldata.config.delay import DELAY_OUTPUTS
 
     if scan in DELAY_OUTPUTS and not binning.units:
         binning.units = DELAY_OUTPUTS[scan]

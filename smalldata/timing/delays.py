@@ -24,7 +24,7 @@ from scipy.constants import speed_of_light
 from smalldata.errors import DataError
 from smalldata.io.runaccess import RunAccess
 from smalldata.plugin.frames import RawBatch
-from smalldata.timing.settings import DELAY_OUTPUTS
+from smalldata.config.delay import DELAY_OUTPUTS
 from smalldata.timing.steps import ScanSteps, find_steps
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ class DelayReader:
     Parameters
     ----------
     settings : mapping
-        The validated ``delay`` section (:func:`smalldata.timing.settings.validate_delay`).
+        The validated ``delay`` section (:func:`smalldata.config.delay.validate_delay`).
     pulses : mapping or None
         The validated ``pulses`` section (bunch-pattern source and SASE), needed with a BAM.
     access : RunAccess
