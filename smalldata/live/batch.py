@@ -1,10 +1,8 @@
 """One rank's trains of a round through the offline per-batch steps, and rank 0's merge of the rows.
 
-:func:`process_trains` takes the steps of the offline event loop's batch
-(:mod:`smalldata.pipeline.eventloop`) in the same order: frame info (pulses, pattern,
-digitizer), point data, rejection, every detector's calibration, functions, vetoes and
-accumulators. The live tests compare its rows with the offline producer's, dataset for
-dataset, so the two cannot drift apart unnoticed.
+:func:`process_trains` runs the offline event loop's batch steps on the held trains
+(:func:`smalldata.pipeline.batch.process_batch`: frame info, point data, rejection, every
+detector's calibration, functions, vetoes and accumulators).
 """
 from __future__ import annotations
 
@@ -12,8 +10,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from smalldata.plugin.ragged import is_ragged
-from smalldata.plugin.ragged import Ragged
+from smalldata.pipeline.batch import process_batch
+from smalldata.plugin.ragged import Ragged, is_ragged
 
 Rows = Dict[str, object]
 
@@ -29,24 +27,8 @@ def process_trains(access, stage, setups: Sequence, points, train_ids: np.ndarra
     points : PointReader
     train_ids : ndarray
     """
-    from smalldata.pulses.rejection import Reason
-
     modules_all = tuple(sorted({m for s in setups for m in s.modules}))
-    raw = access.read_raw(modules_all, train_ids)
-    outputs: Rows = {"trainId": raw.train_ids, "pulseId": raw.pulse_ids, "cellId": raw.cell_ids}
-    info, stage_out, units = stage.frame_info(raw)
-    outputs.update(stage_out)
-    point_out, point_units = points.read(raw, pulse_index=info.pulse_index, train_pulses=info.train_pulses)
-    outputs.update(point_out)
-    units.update(point_units)
-    stage.reject(raw, info, point_out)
-    for s in setups:
-        det_out, det_units, vetoed = s.process(raw, info, point_out)
-        outputs.update(det_out)
-        units.update(det_units)
-        info.reasons = info.reasons | np.where(vetoed, np.uint16(Reason.VETO), np.uint16(0))
-    outputs["rejection/reasons"] = info.reasons
-    return outputs, units
+    return process_batch(access.read_raw(modules_all, train_ids), stage, setups, points)
 
 
 def merge_rows(parts: Sequence[Optional[Rows]]) -> Optional[Rows]:

@@ -13,7 +13,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import h5py
 import numpy as np
@@ -33,6 +33,7 @@ from smalldata.output.writer import (
     remove_parts_dir,
 )
 from smalldata.output.files import SPACE_MARGIN, DiskFullError, check_free_space, is_disk_full
+from smalldata.pipeline.batch import process_batch
 from smalldata.pipeline.checks import check_config_against_run, check_setups
 from smalldata.pipeline.detectors import DetectorSetup, dark_requests, setup_detectors
 from smalldata.parallel import activity, timelimit
@@ -240,8 +241,6 @@ def _process_batches(access: RunAccess, stage: FrameStage, setups: Sequence[Dete
                      train_ids: np.ndarray, frames_per_train: np.ndarray, batch_size: int, writer: PartWriter,
                      coordinator: Coordinator, modules_all: tuple, current: list) -> None:
     """The batches of :func:`_process_block`; ``current[0]`` is the first train of the batch in hand."""
-    from smalldata.pulses.rejection import Reason
-
     trains_done = frames_done = 0
     # intra-train dark subtraction needs each train's dark frames in the batch: no pieces of trains
     whole_trains = any(s.dark_subtraction is not None for s in setups)
@@ -254,21 +253,7 @@ def _process_batches(access: RunAccess, stage: FrameStage, setups: Sequence[Dete
         raw = access.read_raw(modules_all, tids, window)
         if i + 1 < len(batches) and batches[i + 1][0] >= b1:  # the disk reads the next trains meanwhile
             access.prefetch(modules_all, train_ids[batches[i + 1][0]:batches[i + 1][1]])
-        outputs: Dict[str, np.ndarray] = {
-            "trainId": raw.train_ids, "pulseId": raw.pulse_ids, "cellId": raw.cell_ids,
-        }
-        info, stage_out, units = stage.frame_info(raw)
-        outputs.update(stage_out)
-        point_out, point_units = points.read(raw, pulse_index=info.pulse_index, train_pulses=info.train_pulses)
-        outputs.update(point_out)
-        units.update(point_units)
-        stage.reject(raw, info, point_out)
-        for s in setups:
-            det_out, det_units, vetoed = s.process(raw, info, point_out)
-            outputs.update(det_out)
-            units.update(det_units)
-            info.reasons = info.reasons | np.where(vetoed, np.uint16(Reason.VETO), np.uint16(0))
-        outputs["rejection/reasons"] = info.reasons
+        outputs, units = process_batch(raw, stage, setups, points)
         writer.append(outputs, units)
         if window is None or window[1] >= frames_per_train[b0]:  # a train counts once its last piece is done
             trains_done += len(tids)
