@@ -77,6 +77,9 @@ def test_zero_train_id_in_every_file_of_a_train(tmp_path, sim_root, calib_dir, r
     assert info["n_trains"] == len(np.unique(ref["trainId"]))
     assert lost in info["skipped"] and lost not in out["trainId"]
     assert {(lost, name) for name in names.values()} <= invalid_pairs(output)
+    with h5py.File(output, "r") as f:  # the skip reason names the damaged files, not only the empty train
+        reasons = dict(zip(f["meta/skipped_trainId"][()].tolist(), f["meta/skipped_reason"].asstr()[()]))
+    assert all(name in reasons[lost] for name in names.values()), reasons[lost]
     # the rest of the first sequence file: extra-data gives every source of these trains the entries of the
     # train before; no module has frames of their own left, so they are skipped too, each listed per module
     shifted = set(range(lost + 1, lost + 8))

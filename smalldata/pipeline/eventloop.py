@@ -13,7 +13,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import h5py
 import numpy as np
@@ -164,7 +164,9 @@ def _run(config, run, proposal, output, overwrite, max_trains, batch_size, comma
         if batch_size is None:
             batch_size = auto_batch_size(config.settings["batch_megabytes"], len(modules_all))
         frames = access.frames_per_train(modules_all)[: len(train_ids)]
-        skipped = [(int(t), "no detector frames in any module") for t in train_ids[frames == 0]]
+        damage = _damage_by_train(access)
+        skipped = [(int(t), "no detector frames in any module" + damage.get(int(t), ""))
+                   for t in train_ids[frames == 0]]
         keep = frames > 0
         work_ids, work_frames = train_ids[keep], frames[keep]
         start, stop = split_blocks(work_frames, n_ranks)[rank]
@@ -294,6 +296,14 @@ def _write_output(output, overwrite, parts_dir, n_ranks, config, stage, setups, 
         raise
     losses.warn()
     return rows, n_datasets, losses.lines()
+
+
+def _damage_by_train(access: RunAccess) -> Dict[int, str]:
+    """Train id -> `` (where: reason; ...)`` of the damage found so far (when the run was opened)."""
+    found: Dict[int, List[str]] = {}
+    for train_id, where, reason in access.faults.entries():
+        found.setdefault(int(train_id), []).append(f"{where}: {reason}")
+    return {t: f" ({'; '.join(r)})" for t, r in found.items()}
 
 
 def _array_bytes(value) -> int:
