@@ -1,9 +1,13 @@
 """Shared test helpers: run numbers, console scripts, mpiexec, reading whole outputs."""
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import h5py
+import numpy as np
+
+from smalldata.plugin.detfunc import DetObjectFunc
 
 PROPOSAL, DATA_RUN, DARK_RUN = 2937, 614, 615
 
@@ -30,3 +34,17 @@ def read_all(path, skip=("meta", "UserDataCfg")) -> dict:
                 out[name] = obj[()]
         f.visititems(visit)
     return out
+
+
+class Spin(DetObjectFunc):
+    """Spins for ``seconds`` in process (busy: no system call to interrupt)."""
+
+    def __init__(self, name: str = "spin", seconds: float = 0.0):
+        super().__init__(name)
+        self.seconds = seconds
+
+    def process(self, frames):
+        end = time.monotonic() + self.seconds
+        while time.monotonic() < end:
+            pass
+        return {"n": np.ones(len(frames), np.int32)}

@@ -7,6 +7,7 @@ import time
 import yaml
 from helpers import DARK_RUN, PROPOSAL, tool
 
+
 def free_port() -> int:
     """A TCP port free on the loopback interface."""
     with socket.socket() as s:
@@ -15,18 +16,11 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve(run_dir, *options, sock: str = "REP"):
-    """``karabo-bridge-serve-files RUN tcp://127.0.0.1:PORT`` in a subprocess; yields (endpoint, process).
-
-    The server is stopped when the block ends, whatever happened in it.
-    """
-    port = free_port()
-    endpoint = f"tcp://127.0.0.1:{port}"
-    proc = subprocess.Popen([tool("karabo-bridge-serve-files"), str(run_dir),
-                             endpoint, "-z", sock, *options],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def _server(command):
+    """A server subprocess, stopped when the block ends, whatever happened in it."""
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        yield endpoint, proc
+        yield proc
     finally:
         if proc.poll() is None:
             proc.terminate()
@@ -35,6 +29,17 @@ def serve(run_dir, *options, sock: str = "REP"):
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(10)
+
+
+@contextlib.contextmanager
+def serve(run_dir, *options, sock: str = "REP"):
+    """``karabo-bridge-serve-files RUN tcp://127.0.0.1:PORT`` in a subprocess; yields (endpoint, process).
+
+    The server is stopped when the block ends, whatever happened in it.
+    """
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    with _server([tool("karabo-bridge-serve-files"), str(run_dir), endpoint, "-z", sock, *options]) as proc:
+        yield endpoint, proc
 
 
 def live_yaml(tmp_path, sim_root, calib_dir, name="live.yaml", functions=None, **sections) -> str:
@@ -111,17 +116,6 @@ def serve_online(run_dir, bad_from: int = -1):
     (from train index ``bad_from`` on, if >= 0, frames of a wrong shape)."""
     import sys
 
-    port = free_port()
-    endpoint = f"tcp://127.0.0.1:{port}"
-    proc = subprocess.Popen([sys.executable, "-c", ONLINE_SERVER, str(run_dir), endpoint, str(bad_from)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    with _server([sys.executable, "-c", ONLINE_SERVER, str(run_dir), endpoint, str(bad_from)]) as proc:
         yield endpoint, proc
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)

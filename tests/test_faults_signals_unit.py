@@ -7,10 +7,10 @@ import weakref
 
 import numpy as np
 import pytest
+from helpers import Spin
 
 from smalldata.parallel import shutdown
 from smalldata.pipeline.interrupts import describe, in_user_function
-from smalldata.plugin.detfunc import DetObjectFunc
 from smalldata.testing import make_frames as _make_frames
 
 
@@ -19,18 +19,6 @@ def make_frames(n: int):
     return _make_frames(np.zeros((n, 4, 4), np.float32), train_ids=np.arange(1000001, 1000001 + n, dtype=np.uint64))
 
 
-class Spin(DetObjectFunc):
-    """Spins for ``seconds`` in process (busy: no system call to interrupt)."""
-
-    def __init__(self, name: str = "spin", seconds: float = 0.0):
-        super().__init__(name)
-        self.seconds = seconds
-
-    def process(self, frames):
-        end = time.monotonic() + self.seconds
-        while time.monotonic() < end:
-            pass
-        return {"n": np.ones(len(frames), np.int32)}
 
 
 def send_later(signum: int, seconds: float):
@@ -57,7 +45,7 @@ def test_interruptible_block_stops_an_endless_loop():
     message = str(info.value)
     assert info.value.exit_status == 128 + signal.SIGTERM
     assert "interrupted by SIGTERM" in message and "no output written" in message, message
-    assert f"in function detectors.dssc.functions[0] ({__name__}:Spin).process on train 1234" in message, message
+    assert f"in function detectors.dssc.functions[0] ({Spin.__module__}:Spin).process on train 1234" in message, message
     shutdown.reset()
 
 
@@ -126,5 +114,5 @@ def test_user_function_interrupted_with_raise_where():
                     signal.setitimer(signal.ITIMER_REAL, 0)
                     signal.signal(signal.SIGALRM, previous)
     assert info.value.exit_status == 130
-    assert f"in function detectors.dssc.functions[2] ({__name__}:Spin).process on train 1000005" in str(info.value)
+    assert f"in function detectors.dssc.functions[2] ({Spin.__module__}:Spin).process on train 1000005" in str(info.value)
     shutdown.reset()

@@ -8,19 +8,19 @@ import numpy as np
 import pytest
 import yaml
 from faults import fault_config
-from helpers import DATA_RUN, tool
+from helpers import DATA_RUN, Spin, tool
 
 from smalldata.errors import FunctionError
 from smalldata.parallel import activity, timelimit
 from smalldata.parallel.activity import FINISHED, RUNNING, STARTING, ActivityRecord
 from smalldata.pipeline.chain import run_function
-from smalldata.plugin.detfunc import DetObjectFunc
 from smalldata.testing import make_frames as _make_frames
 
 
 def make_frames(n: int):
     """``n`` small crop frames of trains 1000001...: what a function sees."""
     return _make_frames(np.zeros((n, 4, 4), np.float32), train_ids=np.arange(1000001, 1000001 + n, dtype=np.uint64))
+
 
 SLOW_FUNC = '''
 import time
@@ -40,18 +40,6 @@ class Busy(DetObjectFunc):
 '''
 
 
-class Spin(DetObjectFunc):
-    """Spins for ``seconds`` in process (busy: no system call to interrupt)."""
-
-    def __init__(self, name: str = "spin", seconds: float = 0.0):
-        super().__init__(name)
-        self.seconds = seconds
-
-    def process(self, frames):
-        end = time.monotonic() + self.seconds
-        while time.monotonic() < end:
-            pass
-        return {"n": np.ones(len(frames), np.int32)}
 
 
 def test_time_limit_names_function_detector_train():
@@ -68,7 +56,7 @@ def test_time_limit_names_function_detector_train():
         timelimit.set_limit(None)
     assert 0.3 <= took < 5.0, took
     message = str(info.value)
-    assert "detectors.dssc.functions[1]" in message and f"{__name__}:Spin" in message, message
+    assert "detectors.dssc.functions[1]" in message and f"{Spin.__module__}:Spin" in message, message
     assert "of detector dssc" in message and "function_time_limit (0.3 s)" in message, message
     assert f"{frames.train_ids[0]}" in message and "process()" in message, message
     assert "raise function_time_limit" in message and "\n" not in message, message
