@@ -87,6 +87,8 @@ NOT_BELOW = {
     "smalldata.io": ("smalldata.calib", "smalldata.fused", "smalldata.sums") + TOP,
     "smalldata.timing": ("smalldata.calib", "smalldata.fused", "smalldata.sums") + TOP,
     "smalldata.cameras": TOP,
+    "smalldata.detectors": ("smalldata.config", "smalldata.io", "smalldata.calib", "smalldata.fused",
+                            "smalldata.sums", "smalldata.output") + TOP,
     "smalldata.spectro": TOP,
     "smalldata.plugin": ("smalldata.config", "smalldata.pulses", "smalldata.io", "smalldata.calib",
                          "smalldata.fused", "smalldata.sums", "smalldata.pipeline", "smalldata.output"),

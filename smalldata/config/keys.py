@@ -158,7 +158,8 @@ SUMS_SCHEMA: Dict[str, Field] = {
 }
 
 DETECTOR_SCHEMA: Dict[str, Field] = {
-    "type": Field(str, "DSSC1M", "detector type", check=one_of("DSSC1M")),
+    "type": Field(str, "dssc", "detector type: dssc (this table) or camera (the camera table below); DSSC1M "
+                              "is the older name of dssc", check=one_of("dssc", "DSSC1M")),
     "dark_run": Field(int, REQUIRED, "run number of the dark run characterised by smd_dark", check=positive),
     "modules": Field(Optional[List[int]], None,
                      "modules to load; default: those the functions need (all 16 if any needs all)",
@@ -187,6 +188,45 @@ DETECTOR_SCHEMA: Dict[str, Field] = {
     "sums": Field(Optional[dict], None, "run sums: mean, max and above-threshold counts per pixel; see below"),
 }
 
+def _image_shape(value) -> Optional[str]:
+    if len(value) != 2 or any(int(v) < 1 for v in value):
+        return "need [rows, columns] of the camera's image, both >= 1"
+    return None
+
+
+CAMERA_DARK_SCHEMA: Dict[str, Field] = {
+    "hot_sigma": Field(float, 8.0, "a pixel whose dark mean is further than this many robust widths from the "
+                                   "median is hot", check=positive),
+    "noisy_sigma": Field(float, 8.0, "a pixel whose noise is this many robust widths above the median is noisy",
+                         check=positive),
+    "dead_noise": Field(float, 1e-3, "a pixel with less noise is dead", "ADU", check=positive),
+}
+
+CAMERA_SCHEMA: Dict[str, Field] = {
+    "type": Field(str, REQUIRED, "camera", check=one_of("camera")),
+    "camera": Field(str, REQUIRED, "camera preset: newton (Viking), hrixs, maranax (hRIXS), fastccd; see "
+                                   "docs/detectors/cameras.md"),
+    "shape": Field(Optional[List[int]], None, "image [rows, columns] when not the preset's (a region of interest "
+                                              "recorded)", "pixel", check=_image_shape),
+    "source": Field(Optional[str], None, "the camera's Karabo device when not the preset's (images from "
+                                         "<source>:daqOutput)"),
+    "train_id_offset": Field(Optional[int], None, "added to the recorded train ids when not the preset's "
+                                                  "(the Newton's is -1)"),
+    "pixel_size": Field(Optional[float], None, "pixel pitch when not the preset's", "m", check=positive),
+    "distance": Field(float, 1.0, "sample to sensor distance (the z of every pixel)", "m", check=positive),
+    "dark_run": Field(int, REQUIRED, "run number of the dark run characterised by smd_dark", check=positive),
+    "gain": Field(Optional[float], None, "gain; when set, calibrated data are in photons", "ADU/photon",
+                  check=positive),
+    "embed_dark": Field(bool, False, "copy the dark mean and noise into /UserDataCfg/<det>"),
+    "user_mask": Field(Optional[str], None, "mask file (.npy or .h5 'mask', (rows, columns) or (1, rows, columns) "
+                                            "bool, True = good)"),
+    "dark": Field(dict, {}, "thresholds of the camera dark characterisation (smd_dark); see below"),
+    "functions": Field(list, [], "analysis functions: list of {type, name, children, parameters...}"),
+    "vetoes": Field(list, [], "conditions on a function's output that skip the later functions"),
+    "cube": Field(Optional[dict], None, "function outputs summed in bins of a per-train scan variable; see below"),
+    "sums": Field(Optional[dict], None, "run sums: mean, max and above-threshold counts per pixel"),
+}
+
 POINT_SCHEMA: Dict[str, Field] = {
     "source": Field(str, REQUIRED, "Karabo source, e.g. SCS_BLU_XGM/XGM/DOOCS:output"),
     "key": Field(str, REQUIRED, "key, e.g. data.intensitySa3TD or actualPosition.value"),
@@ -204,6 +244,9 @@ def config_markdown() -> str:
     return (
         "## Top level\n\n" + header + schema_markdown(TOP_SCHEMA) + "\n\n"
         "## `detectors.<name>`\n\n" + header + schema_markdown(DETECTOR_SCHEMA) + "\n\n"
+        "## `detectors.<name>` of `type: camera`\n\n" + header + schema_markdown(CAMERA_SCHEMA) + "\n\n"
+        "## `detectors.<name>.dark` of a camera (read by smd_dark)\n\n" + header +
+        schema_markdown(CAMERA_DARK_SCHEMA) + "\n\n"
         "## `point_data.<group>.<name>`\n\n" + header + schema_markdown(POINT_SCHEMA) + "\n\n"
         "## `pulses`\n\n" + header + schema_markdown(PULSES_SCHEMA) + "\n\n"
         "## `digitizer`\n\n" + header + schema_markdown(DIGITIZER_SCHEMA) + "\n\n"

@@ -13,7 +13,11 @@ from typing import Any, Dict, List
 
 from smalldata.config.dark import DarkThresholds
 from smalldata.config.functions import build_functions
+from smalldata.detectors.camera import preset_of
+from smalldata.detectors.registry import type_kind
 from smalldata.config.keys import (
+    CAMERA_DARK_SCHEMA,
+    CAMERA_SCHEMA,
     CUBE_SCHEMA,
     DETECTOR_SCHEMA,
     DIGITIZER_SCHEMA,
@@ -82,16 +86,22 @@ class ProducerConfig:
         for name, det_raw in self.settings["detectors"].items():
             where = f"detectors.{name}"
             check_name(name, where)
-            det = apply_schema(det_raw, DETECTOR_SCHEMA, where)
+            kind = type_kind(det_raw.get("type") if isinstance(det_raw, dict) else None, where)
+            if kind == "camera":
+                det = self._camera(det_raw, base, where)
+            else:
+                det = apply_schema(det_raw, DETECTOR_SCHEMA, where)
+                det["type"] = kind
             for key in ("user_mask", "geometry_file"):
-                if det[key] is not None:
+                if det.get(key) is not None:
                     det[key] = str(resolve_path(base, det[key], f"{where}.{key}"))
                     check_file(det[key], f"{where}.{key}")
             if not isinstance(det["functions"], list):
                 raise ConfigError(f"{where}.functions", "expected a list of functions")
             funcs = build_functions(det["functions"], f"{where}.functions")  # validate now
             det["vetoes"] = self._vetoes(det["vetoes"], [f.name for f in funcs], f"{where}.vetoes")
-            DarkThresholds.from_mapping(det["dark"], f"{where}.dark")  # smd_dark reads these; check them here too
+            if kind == "dssc":  # smd_dark reads these; check them here too
+                DarkThresholds.from_mapping(det["dark"], f"{where}.dark")
             for key, schema in (("cube", CUBE_SCHEMA), ("sums", SUMS_SCHEMA)):
                 if det[key] is not None:
                     det[key] = apply_schema(det[key], schema, f"{where}.{key}")
@@ -135,6 +145,24 @@ class ProducerConfig:
             if path is not None and path not in point_paths:
                 raise ConfigError(where, f"{path!r} is not a point_data entry{did_you_mean(path, point_paths)}; "
                                          f"use one of {sorted(point_paths) or 'none (add point_data)'}")
+
+    @staticmethod
+    def _camera(det_raw: Dict[str, Any], base: Path, where: str) -> Dict[str, Any]:
+        """A validated camera entry: its preset known, its dark thresholds checked."""
+        det = apply_schema(det_raw, CAMERA_SCHEMA, where)
+        preset_of(det, where)  # an unknown camera is named here
+        det["dark"] = apply_schema(det["dark"], CAMERA_DARK_SCHEMA, f"{where}.dark")
+        return det
+
+    @property
+    def per_pulse_detectors(self) -> List[str]:
+        """Names of the detectors with frames per pulse (their rows are the top level's)."""
+        return [name for name, det in self.detectors.items() if det["type"] == "dssc"]
+
+    @property
+    def per_train_detectors(self) -> List[str]:
+        """Names of the per-train detectors (cameras; each has its own rows)."""
+        return [name for name, det in self.detectors.items() if det["type"] == "camera"]
 
     @staticmethod
     def _vetoes(vetoes, function_names, where) -> List[Dict[str, Any]]:
