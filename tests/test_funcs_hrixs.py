@@ -177,3 +177,18 @@ def test_one_line_errors(run):
         HRIXSSpectrum(threshold_adu=75.0, **calibration(truth)).setup(camera_det(run.dark, units="photon"))
     built = build_function(dict(type="hrixs", threshold_adu=75.0, **calibration(truth)), "detectors.h.functions[0]")
     assert isinstance(built, HRIXSSpectrum) and built.name == "hrixs"
+
+
+def test_producer_set_up_check_on_synthetic_frames(run):
+    """The producer's dry run (synthetic frames shaped by the detector) learns the declared outputs."""
+    from smalldata.plugin.contract import check_function as check_setup, dry_run_batches
+
+    truth, det = run.truth, camera_det(run.dark)
+    for method, keys in (("centroid", {"spectrum", "n_single", "n_double", "n_photons"}),
+                         ("integrate", {"spectrum", "total"})):
+        func = HRIXSSpectrum(method=method, threshold_adu=75.0 if method == "centroid" else None,
+                             **calibration(truth))
+        func.setup(det)
+        layout = check_setup(func, dry_run_batches(det, (0,), None))
+        assert set(layout) == {f"hrixs_{k}" for k in keys}
+        assert layout["hrixs_spectrum"][1] == ("<f8", (len(func.edges) - 1,))

@@ -179,3 +179,16 @@ def test_one_line_errors(run):
         build_function(dict(type="viking"), "detectors.v.functions[0]")
     built = build_function(dict(type="viking", signal_range=[10.0, 20.0]), "detectors.v.functions[0]")
     assert isinstance(built, VikingSpectrum) and built.name == "viking"
+
+
+def test_producer_set_up_check_on_synthetic_frames(run):
+    """The producer's dry run (synthetic frames shaped by the detector) learns the outputs."""
+    from smalldata.plugin.contract import check_function as check_setup, dry_run_batches
+
+    det = camera_det(run.dark, run.settings)
+    func = VikingSpectrum(signal_range=[100.0, 150.0], baseline_degree=3)
+    func.setup(det)
+    layout = check_setup(func, dry_run_batches(det, (0,), None))
+    assert {k: v[1] for k, v in layout.items()} == {"viking_spectrum": ("<f8", (SHAPE[1],)),
+                                                    "viking_spectrum_nobl": ("<f8", (SHAPE[1],)),
+                                                    "viking_total": ("<f8", ())}

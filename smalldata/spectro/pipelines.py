@@ -90,7 +90,9 @@ class HRIXSBinning:
         if self.method == "integrate":
             return {"spectrum": self.binning(data)}
         hits = centroid(data, self.threshold, self.double_threshold)
-        return {"spectrum": spectrum_from_hits(hits, self.curvature, self.calibration, self.edges),
+        # float64 also when no hit lands in a bin (bincount of nothing gives integers)
+        spec = spectrum_from_hits(hits, self.curvature, self.calibration, self.edges).astype(np.float64, copy=False)
+        return {"spectrum": spec,
                 "hits": hits.counts, "photons": hits.photons_per_frame(),
                 "double_hits": np.bincount(hits.frame[hits.double], minlength=len(data)).astype(np.int64)}
 
