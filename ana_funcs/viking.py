@@ -22,7 +22,7 @@ from smalldata.plugin.frames import Frames
 from smalldata.spectro.calibration import EnergyCalibration, check_monotonic
 from smalldata.spectro.viking import photoelectrons_per_count, spectrum
 
-from .hrixs import camera_frame_data, camera_plane
+from .camera_frames import camera_frame_data, camera_plane
 
 log = logging.getLogger(__name__)
 

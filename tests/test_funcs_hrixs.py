@@ -192,3 +192,33 @@ def test_producer_set_up_check_on_synthetic_frames(run):
         layout = check_setup(func, dry_run_batches(det, (0,), None))
         assert set(layout) == {f"hrixs_{k}" for k in keys}
         assert layout["hrixs_spectrum"][1] == ("<f8", (len(func.edges) - 1,))
+
+
+def test_invalid_pixels_count_as_zero(run):
+    """Pixels not valid in a frame (saturated, bad) count as 0: the hits on them are lost, the rest stay."""
+    truth, frames = run.truth, run.frames
+    adu = float(truth["adu_per_photon"])
+    func = HRIXSSpectrum(threshold_adu=0.5 * adu, double_threshold_adu=1.5 * adu, **calibration(truth))
+    func.setup(camera_det(run.dark))
+    valid = frames.valid.copy()
+    valid[1::2, 0, :, :SHAPE[1] // 2] = False  # the left half of every other frame
+    out = func.run(read_only(Frames(data=frames.data, valid=valid, units="ADU", train_ids=frames.train_ids,
+                                    pulse_ids=frames.pulse_ids, cell_ids=frames.cell_ids, modules=(0,))))
+    full = func.run(frames)
+    np.testing.assert_array_equal(out["hrixs_spectrum"][0::2], full["hrixs_spectrum"][0::2])
+    # planted photons of the odd frames on the right half, away from the cut by the 4x4 neighbourhood
+    n = len(frames)
+    right = truth["hit_x"] >= SHAPE[1] // 2 + 2
+    border = np.abs(truth["hit_x"] - SHAPE[1] // 2) < 2
+    kept = np.bincount(truth["hit_train"][right], weights=truth["hit_photons"][right], minlength=n)
+    unsure = np.bincount(truth["hit_train"][border], weights=truth["hit_photons"][border], minlength=n)
+    found = out["hrixs_n_photons"][1::2]
+    assert np.all(found >= kept[1::2] - 0.01 * kept.sum()) and np.all(found <= (kept + unsure)[1::2] + 1)
+    assert found.sum() < 0.6 * full["hrixs_n_photons"][1::2].sum()
+
+
+def test_refuses_a_detector_that_is_not_a_camera(run):
+    func = HRIXSSpectrum(threshold_adu=75.0, **calibration(run.truth))
+    det = SimpleNamespace(name="dssc", modules=(0, 1), mask=np.ones((2, 128, 512), bool), units="ADU")
+    with pytest.raises(ConfigError, match="needs a camera detector .* detector 'dssc' has a mask of shape"):
+        func.setup(det)

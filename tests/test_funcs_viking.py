@@ -192,3 +192,19 @@ def test_producer_set_up_check_on_synthetic_frames(run):
     assert {k: v[1] for k, v in layout.items()} == {"viking_spectrum": ("<f8", (SHAPE[1],)),
                                                     "viking_spectrum_nobl": ("<f8", (SHAPE[1],)),
                                                     "viking_total": ("<f8", ())}
+
+
+def test_invalid_pixels_count_as_zero(run):
+    """A pixel not valid in a frame adds nothing to its column: the plain sum without it."""
+    frames = run.frames
+    func = VikingSpectrum(signal_range=[100.0, 150.0], rows=[4, 28])
+    func.setup(camera_det(run.dark, run.settings))
+    valid = frames.valid.copy()
+    valid[3, 0, 10, 40:60] = False
+    out = func.run(read_only(Frames(data=frames.data, valid=valid, units="ADU", train_ids=frames.train_ids,
+                                    pulse_ids=frames.pulse_ids, cell_ids=frames.cell_ids, modules=(0,))))
+    plain = np.where(valid[:, 0], frames.data[:, 0], 0).astype(np.float64)[:, 4:28].sum(axis=1) * 9.0
+    np.testing.assert_allclose(out["viking_spectrum"], plain, rtol=1e-12, atol=1e-9)
+    full = func.run(frames)["viking_spectrum"]
+    np.testing.assert_allclose(full[3, 40:60] - out["viking_spectrum"][3, 40:60],
+                               9.0 * frames.data[3, 0, 10, 40:60], rtol=1e-5, atol=1e-6)
