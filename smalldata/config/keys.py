@@ -132,7 +132,11 @@ REJECTION_SCHEMA: Dict[str, Field] = {
 }
 
 VETO_SCHEMA: Dict[str, Field] = {
-    "after": Field(str, REQUIRED, "name of the top-level function whose output decides"),
+    "after": Field(Optional[str], None, "name of the top-level function whose output decides (required "
+                                        "without detector)"),
+    "detector": Field(Optional[str], None, "a per-train detector (camera) whose output decides instead: this "
+                                           "detector's frames of trains where the condition holds, or without "
+                                           "that camera's image, skip all its functions"),
     "key": Field(str, REQUIRED, "output key of that function as written, e.g. droplet_n_droplets"),
     "op": Field(str, REQUIRED, "comparison; the frame is vetoed where 'output op value' holds",
                 check=one_of("<", "<=", ">", ">=", "==", "!=")),
@@ -202,6 +206,16 @@ CAMERA_DARK_SCHEMA: Dict[str, Field] = {
     "dead_noise": Field(float, 1e-3, "a pixel with less noise is dead", "ADU", check=positive),
 }
 
+CAMERA_CUBE_SCHEMA: Dict[str, Field] = {
+    "scan": Field(str, REQUIRED, "point_data path of the scan variable (its value per train), e.g. mono/energy"),
+    "edges": Field(Optional[List[float]], None, "bin edges of the scan variable"),
+    "width": Field(Optional[float], None, "bin width of the scan variable", check=positive),
+    "origin": Field(float, 0.0, "a bin centre when binning by width"),
+    "unique": Field(bool, False, "one bin per distinct scan value"),
+    "keys": Field(Optional[List[str]], None, "per-train outputs to bin, e.g. [hrixs_spectrum]; default every "
+                                             "numeric one"),
+}
+
 CAMERA_SCHEMA: Dict[str, Field] = {
     "type": Field(str, REQUIRED, "camera", check=one_of("camera")),
     "camera": Field(str, REQUIRED, "camera preset: newton (Viking), hrixs, maranax (hRIXS), fastccd; see "
@@ -223,7 +237,8 @@ CAMERA_SCHEMA: Dict[str, Field] = {
     "dark": Field(dict, {}, "thresholds of the camera dark characterisation (smd_dark); see below"),
     "functions": Field(list, [], "analysis functions: list of {type, name, children, parameters...}"),
     "vetoes": Field(list, [], "conditions on a function's output that skip the later functions"),
-    "cube": Field(Optional[dict], None, "function outputs summed in bins of a per-train scan variable; see below"),
+    "cube": Field(Optional[dict], None, "per-train outputs (e.g. spectra) summed in bins of a scan variable; see "
+                                        "below"),
     "sums": Field(Optional[dict], None, "run sums: mean, max and above-threshold counts per pixel"),
 }
 
@@ -245,6 +260,7 @@ def config_markdown() -> str:
         "## Top level\n\n" + header + schema_markdown(TOP_SCHEMA) + "\n\n"
         "## `detectors.<name>`\n\n" + header + schema_markdown(DETECTOR_SCHEMA) + "\n\n"
         "## `detectors.<name>` of `type: camera`\n\n" + header + schema_markdown(CAMERA_SCHEMA) + "\n\n"
+        "## `detectors.<name>.cube` of a camera\n\n" + header + schema_markdown(CAMERA_CUBE_SCHEMA) + "\n\n"
         "## `detectors.<name>.dark` of a camera (read by smd_dark)\n\n" + header +
         schema_markdown(CAMERA_DARK_SCHEMA) + "\n\n"
         "## `point_data.<group>.<name>`\n\n" + header + schema_markdown(POINT_SCHEMA) + "\n\n"

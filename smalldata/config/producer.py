@@ -16,6 +16,7 @@ from smalldata.config.functions import build_functions
 from smalldata.detectors.camera import preset_of
 from smalldata.detectors.registry import detector_type, type_kind
 from smalldata.config.keys import (
+    CAMERA_CUBE_SCHEMA,
     CAMERA_DARK_SCHEMA,
     CAMERA_SCHEMA,
     CUBE_SCHEMA,
@@ -100,15 +101,17 @@ class ProducerConfig:
                 raise ConfigError(f"{where}.functions", "expected a list of functions")
             funcs = build_functions(det["functions"], f"{where}.functions", detector_type(det, where))  # validate now
             det["vetoes"] = self._vetoes(det["vetoes"], [f.name for f in funcs], f"{where}.vetoes")
+            self._train_vetoes(name, det, raw_detectors=self.settings["detectors"])
             if kind == "dssc":  # smd_dark reads these; check them here too
                 DarkThresholds.from_mapping(det["dark"], f"{where}.dark")
-            for key, schema in (("cube", CUBE_SCHEMA), ("sums", SUMS_SCHEMA)):
+            cube_schema = CAMERA_CUBE_SCHEMA if kind == "camera" else CUBE_SCHEMA
+            for key, schema in (("cube", cube_schema), ("sums", SUMS_SCHEMA)):
                 if det[key] is not None:
                     det[key] = apply_schema(det[key], schema, f"{where}.{key}")
             if det["cube"] is not None and sum([det["cube"]["edges"] is not None, det["cube"]["width"] is not None,
                                                 det["cube"]["unique"]]) > 1:
                 raise ConfigError(f"{where}.cube", "give only one of edges, width or unique")
-            if det["cube"] is not None:
+            if det["cube"] is not None and kind == "dssc":
                 det["cube"]["second"] = validate_second_axis(det["cube"]["second"], f"{where}.cube.second")
             self.detectors[name] = det
         self.point_data: Dict[tuple, Dict[str, Any]] = {}
@@ -165,12 +168,35 @@ class ProducerConfig:
         return [name for name, det in self.detectors.items() if det["type"] == "camera"]
 
     @staticmethod
+    def _train_vetoes(name: str, det: Dict[str, Any], raw_detectors: Dict[str, Any]) -> None:
+        """Vetoes decided by another detector: a per-train camera of this config, for another detector."""
+        for i, veto in enumerate(det["vetoes"]):
+            other, where = veto["detector"], f"detectors.{name}.vetoes[{i}]"
+            if other is None:
+                continue
+            entry = raw_detectors.get(other)
+            if other == name or not isinstance(entry, dict) or entry.get("type") != "camera":
+                cameras = [n for n, d in raw_detectors.items() if isinstance(d, dict) and d.get("type") == "camera"
+                           and n != name]
+                raise ConfigError(f"{where}.detector", f"{other!r} is not another per-train camera of this config; "
+                                                       f"use one of {cameras or 'none (add a camera)'}")
+
+    @staticmethod
     def _vetoes(vetoes, function_names, where) -> List[Dict[str, Any]]:
         if not isinstance(vetoes, list):
             raise ConfigError(where, "expected a list of {after, key, op, value}")
         result = []
         for i, veto in enumerate(vetoes):
             veto = apply_schema(veto, VETO_SCHEMA, f"{where}[{i}]")
+            if veto["detector"] is not None:
+                if veto["after"] is not None:
+                    raise ConfigError(f"{where}[{i}].after", "a veto decided by another detector applies before the "
+                                                             "functions: give detector or after, not both")
+                result.append(veto)
+                continue
+            if veto["after"] is None:
+                raise ConfigError(f"{where}[{i}].after", "missing: name the function whose output decides, or "
+                                                         "give detector (a camera) instead")
             if veto["after"] not in function_names:
                 raise ConfigError(f"{where}[{i}].after", f"no top-level function named {veto['after']!r}"
                                                          f"{did_you_mean(veto['after'], function_names)}")

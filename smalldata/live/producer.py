@@ -23,7 +23,7 @@ import numpy as np
 
 from smalldata.config.producer import ProducerConfig
 from smalldata.constants import DSSC_MODULE_SHAPE, dssc_source
-from smalldata.errors import SmallDataError
+from smalldata.errors import ConfigError, SmallDataError
 from smalldata.live.access import LiveAccess
 from smalldata.live.batch import frames_of, light_copy, merge_rows, process_trains
 from smalldata.live.finish import finish_output
@@ -169,6 +169,10 @@ def run_live(config: ProducerConfig, endpoint: str, output: Path, sock: str = "R
 
     from smalldata.output.writer import check_output_path
 
+    if config.per_train_detectors:  # the live access reads the DSSC's modules only
+        raise ConfigError(f"detectors.{config.per_train_detectors[0]}", "a per-train camera cannot be read from the "
+                          "live stream yet; produce its output from the run's files after the run, or remove the "
+                          "camera from this config")
     comm = comm or MPI.COMM_WORLD
     rank, n_ranks = comm.Get_rank(), comm.Get_size()
     started = datetime.datetime.now(datetime.timezone.utc)

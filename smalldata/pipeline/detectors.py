@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, replace
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -54,6 +54,9 @@ class DetectorSetup:
     embed_dark : bool
         Copy the dark pedestal and noise into ``UserDataCfg`` (else only the reference,
         :func:`smalldata.calib.darkref.dark_reference`).
+    train_vetoes : callable or None
+        ``train_vetoes(train_ids) -> (N,) bool``: frames another detector vetoes (a camera's
+        per-train result, :class:`smalldata.pipeline.trainrows.TrainVetoes`); they skip every function.
     """
 
     name: str
@@ -67,6 +70,7 @@ class DetectorSetup:
     plan: Optional[object] = None
     layout: Optional[Layout] = None
     embed_dark: bool = False
+    train_vetoes: Optional[Callable[[np.ndarray], np.ndarray]] = None
 
     def calibrate(self, raw: RawBatch, frame_index: np.ndarray) -> Frames:
         """Calibrated frames of this detector's modules, intra-darks subtracted if configured."""
@@ -84,21 +88,27 @@ class DetectorSetup:
 
         Returns ``{"<det>/<func>_<key>": array}``, their units, and the vetoed frames.
         """
+        keep, pre_vetoed = info.keep, None
+        if self.train_vetoes is not None:
+            pre_vetoed = self.train_vetoes(raw.train_ids) & keep
+            keep = keep & ~pre_vetoed
         if self.plan is not None:
-            out, vetoed = self._process_fused(raw, info, points)
+            out, vetoed = self._process_fused(raw, info, points, keep)
         else:
             frames = self.calibrate(raw, raw.frame_index)
-            out, vetoed = run_chain(self.functions, self.vetoes, frames, info.keep, self.layout)
+            out, vetoed = run_chain(self.functions, self.vetoes, frames, keep, self.layout)
             if self.accumulators is not None:
-                self.accumulators.add(frames, info.label_id, points, info.keep & ~vetoed)
+                self.accumulators.add(frames, info.label_id, points, keep & ~vetoed)
+        if pre_vetoed is not None:
+            vetoed = vetoed | pre_vetoed
         outputs = {f"{self.name}/{key}": value for key, value in out.items()}
         units = {}
         for func in self.functions:
             units.update({f"{self.name}/{k}": u for k, u in func.all_output_units().items()})
         return outputs, units, vetoed
 
-    def _process_fused(self, raw: RawBatch, info: FrameInfo,
-                       points: Mapping[str, np.ndarray]) -> Tuple[Dict[str, object], np.ndarray]:
+    def _process_fused(self, raw: RawBatch, info: FrameInfo, points: Mapping[str, np.ndarray],
+                       keep: np.ndarray) -> Tuple[Dict[str, object], np.ndarray]:
         """Calibrate and accumulate ``raw`` in the kernel, run the function chain on its results.
 
         Without vetoes the run sums and the cube ride along in the single pass (which frames
@@ -107,12 +117,12 @@ class DetectorSetup:
         """
         acc = self.accumulators
         one_pass = acc is not None and not self.vetoes
-        inputs = acc.fused_inputs(len(raw), info.label_id, points, info.keep) if one_pass else {}
+        inputs = acc.fused_inputs(len(raw), info.label_id, points, keep) if one_pass else {}
         frames = self.plan.run(raw, **inputs)
-        out, vetoed = run_chain(self.functions, self.vetoes, frames, info.keep, self.layout)
+        out, vetoed = run_chain(self.functions, self.vetoes, frames, keep, self.layout)
         if acc is not None and not one_pass:
             self.plan.run(raw, functions=False, **acc.fused_inputs(len(raw), info.label_id, points,
-                                                                  info.keep & ~vetoed))
+                                                                  keep & ~vetoed))
         return out, vetoed
 
     def describe(self) -> Dict:

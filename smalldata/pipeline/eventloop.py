@@ -43,7 +43,13 @@ from smalldata.parallel.shutdown import Interrupted, interruptible, received, si
 from smalldata.pipeline.interrupts import describe, in_user_function
 from smalldata.pipeline.nodeshare import load_shared_darks
 from smalldata.pipeline.rungroups import write_run_groups
-from smalldata.pipeline.trainrows import TrainRows, camera_train_ids, setup_cameras
+from smalldata.pipeline.trainrows import (
+    TrainRows,
+    attach_train_vetoes,
+    camera_train_ids,
+    setup_cameras,
+    write_camera_cubes,
+)
 from smalldata.pulses.framestage import FrameStage
 from smalldata.timing.hook import point_reader
 
@@ -166,6 +172,7 @@ def _run(config, run, proposal, output, overwrite, max_trains, batch_size, comma
         del darks
         camera_ids = camera_train_ids(cameras, train_ids)
         train_rows = TrainRows(cameras, points, events=not setups, batch_megabytes=config.settings["batch_megabytes"])
+        attach_train_vetoes(config, setups, train_rows)
         if setups:
             modules_all = sorted({m for s in setups for m in s.modules})
             if batch_size is None:
@@ -343,6 +350,7 @@ def _write_output(output, overwrite, parts_dir, n_ranks, config, stage, setups, 
         }
         losses = write_run_groups(out.file, config, stage, setups, points, descriptions, skipped, access,
                                   train_ids, meta_attrs, poll=coordinator.poll, no_image=no_image)
+        write_camera_cubes(out.file, cameras, config, points)
         losses.check_usable()
         n_datasets = sum(1 for _ in _walk(out.file))
         out.publish(poll=coordinator.poll)

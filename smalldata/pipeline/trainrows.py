@@ -26,7 +26,9 @@ from smalldata.pipeline.detectors import DetectorSetup
 from smalldata.plugin.contract import check_function, dry_run_batches, name_error
 from smalldata.pulses.framestage import FrameInfo
 from smalldata.pulses.patterns import FramePattern
+from smalldata.pulses.rejection import Veto, evaluate_veto
 from smalldata.sums.accumulate import DetectorAccumulators
+from smalldata.sums.rowcube import write_row_cube
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +67,10 @@ def setup_cameras(config: ProducerConfig, proposal: int, access: RunAccess,
                 func.setup(det)
             except SmallDataError as exc:
                 raise name_error(func, exc) from None
-        accumulators = None
-        if det_cfg["cube"] is not None or det_cfg["sums"] is not None:
-            accumulators = DetectorAccumulators(name, det_cfg["cube"], det_cfg["sums"], config.point_data,
-                                                det.mask.shape, det.units, FramePattern(["image"]), access,
-                                                run_train_ids)
+        accumulators = None  # a camera's cube bins its per-train outputs (write_camera_cubes), not images
+        if det_cfg["sums"] is not None:
+            accumulators = DetectorAccumulators(name, None, det_cfg["sums"], config.point_data, det.mask.shape,
+                                                det.units, FramePattern(["image"]), access, run_train_ids)
         layout: Dict = {}
         batches = dry_run_batches(det, det.modules, None)
         for func in functions:
@@ -113,7 +114,19 @@ class TrainRows:
     def __init__(self, streams: Sequence[CameraStream], points: PointReader, events: bool, batch_megabytes: float):
         self.streams, self.points, self.events = list(streams), points, events
         self.batch_trains = min([s.trains.batch_trains(batch_megabytes) for s in self.streams] or [1])
-        self._outputs: Dict[str, Tuple[np.ndarray, Dict[str, object]]] = {}
+        #: (camera, output key) -> {train id: value} of the outputs other detectors' vetoes read
+        self.kept: Dict[Tuple[str, str], Dict[int, float]] = {}
+
+    def keep_values(self, camera: str, key: str) -> Dict[int, float]:
+        """Keep ``camera``'s output ``key`` of every train processed (for :class:`TrainVetoes`)."""
+        stream = next((s for s in self.streams if s.name == camera), None)
+        if stream is None:
+            raise ConfigError(f"detectors.{camera}", "no such per-train detector")
+        layout = stream.setup.layout or {}
+        if key not in layout:
+            raise ConfigError(f"detectors.{camera}", f"a veto reads its output {key!r}, which it does not have; "
+                                                     f"use one of {sorted(layout)}")
+        return self.kept.setdefault((camera, key), {})
 
     def process(self, train_ids: np.ndarray, write) -> int:
         """Process the trains ``train_ids`` (ascending); ``write(outputs, units, rows)`` appends rows.
@@ -141,9 +154,56 @@ class TrainRows:
             raw = stream.trains.read(ids)
             own_points = {key: values[have] for key, values in points.items()}
             out, units, vetoed = stream.setup.process(raw, _per_train_info(len(ids)), own_points)
+            for (camera, key), values in self.kept.items():
+                if camera == stream.name:
+                    values.update(zip(ids.tolist(), np.asarray(out[key], np.float64).tolist()))
             rows = {f"{stream.name}/trainId": ids, **out}
             if stream.setup.vetoes:
                 rows[f"{stream.name}/vetoed"] = vetoed
             write(rows, units, stream.name)
             images += len(ids)
         return images
+
+
+def write_camera_cubes(out, streams: Sequence[CameraStream], config: ProducerConfig, points: PointReader) -> None:
+    """``/Sums/<cam>_cube`` of every camera with a ``cube``: its merged rows binned by the scan variable."""
+    for stream in streams:
+        cube_cfg = config.detectors[stream.name]["cube"]
+        if cube_cfg is None or stream.name not in out:
+            continue
+        ids = out[stream.name]["trainId"][()]
+        values, units = points.read_trains(ids)
+        write_row_cube(out, stream.name, cube_cfg, values[cube_cfg["scan"]], units.get(cube_cfg["scan"], ""))
+
+
+class TrainVetoes:
+    """The frames of a per-pulse detector that cameras' per-train results veto.
+
+    A frame is vetoed when, for its train, a condition ``output op value`` on a camera's output
+    holds, or the camera has no image of the train (no result: the frame cannot be judged).
+
+    Parameters
+    ----------
+    conditions : list of (dict, dict)
+        ``(veto spec, {train id: value})`` pairs, the values kept by :meth:`TrainRows.keep_values`.
+    """
+
+    def __init__(self, conditions):
+        self.conditions = list(conditions)
+
+    def __call__(self, train_ids: np.ndarray) -> np.ndarray:
+        vetoed = np.zeros(len(train_ids), bool)
+        trains, index = np.unique(np.asarray(train_ids), return_inverse=True)
+        for spec, values in self.conditions:
+            per_train = np.array([values.get(int(t), np.nan) for t in trains], np.float64)
+            hit = evaluate_veto({spec["key"]: per_train}, Veto(spec["key"], spec["op"], spec["value"]))
+            vetoed |= (hit | np.isnan(per_train))[index]
+        return vetoed
+
+
+def attach_train_vetoes(config: ProducerConfig, setups: Sequence[DetectorSetup], train_rows: TrainRows) -> None:
+    """Give each per-pulse detector the vetoes its config lets cameras decide."""
+    for setup in setups:
+        specs = [v for v in config.detectors[setup.name]["vetoes"] if v.get("detector")]
+        if specs:
+            setup.train_vetoes = TrainVetoes([(v, train_rows.keep_values(v["detector"], v["key"])) for v in specs])
