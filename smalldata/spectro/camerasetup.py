@@ -253,7 +253,9 @@ def load_dark(setup: CameraSetup) -> Tuple[CameraDark, str]:
 
 
 def checked_settings(setup: CameraSetup, run, dark: CameraDark, dark_name: str, what: str) -> Dict[str, float]:
-    """The run's camera settings, after refusing a dark of another shape, camera or mode."""
+    """The run's camera settings, after refusing a run without the camera's images and a dark of another
+    shape, camera or mode."""
+    recorded_train_ids(run, setup.preset, what)
     settings = read_settings(run, setup.preset, what)
     check_dark(dark, setup.preset.shape, settings, setup.preset.name, what=f"{what} with {dark_name}")
     return settings
