@@ -221,6 +221,8 @@ def iter_frames(run, preset: CameraPreset, what: str, max_trains: Optional[int] 
     """
     ids = recorded_train_ids(run, preset, what)
     if max_trains is not None:
+        if max_trains < 1:
+            raise ConfigError("--max-trains", f"{max_trains} is not a positive number of trains")
         ids = ids[:max_trains]
     per_frame = int(np.prod(preset.shape)) * np.dtype(preset.dtype).itemsize
     step = max(1, int(block_bytes // max(per_frame, 1)))

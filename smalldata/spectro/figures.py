@@ -89,7 +89,7 @@ def plot_calibration(cal, path: os.PathLike, title: str = "") -> Path:
         spec.plot(cols, s, lw=0.8, label=str(r))
     spec.set_xlabel("column")
     spec.set_ylabel("photoelectrons")
-    spec.legend(fontsize=7, ncol=4)
+    spec.legend(fontsize=7, ncol=4, loc="upper right")
     fig.tight_layout()
     return _save(fig, path)
 
