@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -132,12 +133,21 @@ def _calibrate(args: argparse.Namespace) -> int:
     cal = calibrate_runs(setup, runs, args.degree, rows, degree, args.peak_window, opts.preamp_gain,
                          opts.high_capacity, args.energy_tolerance, args.max_trains)
     coefficients = [float(c) for c in cal.calibration.coefficients]
+    part = None
     if plot is not None:
         from smalldata.spectro.figures import plot_calibration
 
-        plot = plot_calibration(cal, plot)
-    if args.write:
-        where = write_function_values(setup.config_path, args.detector, "viking", name, {"calibration": coefficients})
+        plot = Path(plot).resolve()
+        part = plot_calibration(cal, plot.with_name(f".{plot.name}.part.png"))
+    try:  # the figure appears only when the config was written
+        if args.write:
+            where = write_function_values(setup.config_path, args.detector, "viking", name,
+                                          {"calibration": coefficients})
+        if part is not None:
+            os.replace(part, plot)
+    finally:
+        if part is not None:
+            part.unlink(missing_ok=True)
     if not args.quiet:
         for r, e, p, d, n in zip(cal.runs, cal.energies, cal.peaks, cal.residuals, cal.n_trains):
             print(f"run {r}: {e:.3f} eV, peak at column {p:.2f} ({n} trains), fit - mono {1e3 * d:+.1f} meV")
@@ -171,14 +181,20 @@ def _xas(args: argparse.Namespace) -> int:
     out = (args.output or default_xas_path(setup, args.sample, args.reference)).resolve()
     if out.exists() and not args.overwrite:
         raise ConfigError("--output", f"{out} exists; pass --overwrite or another --output")
-    plot = _checked_plot(args.plot) or out.with_suffix(".png")
+    if not out.parent.is_dir():
+        raise ConfigError("--output", f"folder {out.parent} does not exist; create it or give another --output")
+    plot = Path(_checked_plot(args.plot) or out.with_suffix(".png")).resolve()
     result = xas_from_runs(setup, args.sample, args.reference, calibration, signal_range, degree, rows, args.thickness,
                            args.min_fraction, args.step_gap, args.step_width, opts.preamp_gain, opts.high_capacity,
                            args.max_trains, cal_where)
     from smalldata.spectro.figures import plot_xas
 
-    plot = plot_xas(result, plot)
-    out = write_xas(out, result, setup, args.overwrite)
+    part = plot_xas(result, plot.with_name(f".{plot.name}.part.png"))
+    try:  # the figure appears only with the result file
+        out = write_xas(out, result, setup, args.overwrite)
+        os.replace(part, plot)
+    finally:
+        part.unlink(missing_ok=True)
     if not args.quiet:
         x = result.xas
         print(f"XAS of run {args.sample} against run {args.reference} ({x.n_sample} and {x.n_reference} trains, "
