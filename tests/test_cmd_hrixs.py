@@ -224,3 +224,16 @@ def test_hrixs_spectrum_by_unique_values_and_bad_paths(tmp_path):
         hrixs_spectrum(tmp_path / "out.h5", "hrixs", "nope")
     with pytest.raises(DataError, match="no dataset scan/delay"):
         hrixs_spectrum(tmp_path / "out.h5", "hrixs", "spec_spectrum", by="scan/delay")
+
+
+def test_console_script_exit_status(config):
+    """The installed smd_hrixs: one line on stderr, exit status 2, no traceback."""
+    import subprocess
+
+    from helpers import tool
+
+    res = subprocess.run([tool("smd_hrixs"), "curvature", "-r", str(ELASTIC), "-c", str(config), "--detector", "dssc"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.strip() == (f"smd_hrixs: error: config detectors: no detector 'dssc' in {config} (detectors: "
+                                  "hrixs); choose one with --detector or add its entry")

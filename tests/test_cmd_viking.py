@@ -9,7 +9,6 @@ from scipy.special import ndtr
 
 import extra_data
 
-from smalldata.cameras import characterise_dark
 from smalldata.cameras.reading import read_frames
 from smalldata.cli import smd_viking
 from smalldata.config.yamlfile import load_yaml
@@ -251,3 +250,19 @@ def test_viking_xas_from_outputs(tmp_path):
         del f["UserDataCfg/viking/viking/energy"]
     with pytest.raises(DataError, match="no energy axis"):
         viking_xas(tmp_path / "sample.h5", tmp_path / "reference.h5")
+
+
+def test_console_script_exit_status(sim, tmp_path):
+    """The installed smd_viking: one line on stderr, exit status 2, no traceback."""
+    import subprocess
+
+    from helpers import tool
+
+    config = _config(sim, tmp_path)
+    res = subprocess.run([tool("smd_viking"), "xas", "--sample", str(SAMPLE), "--reference", str(REF), "-c", str(config),
+                          "--detector", "viking"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.strip() == ("smd_viking: error: config detectors.viking.functions[0].calibration: no energy "
+                                  "calibration; run 'smd_viking calibrate ... --write' on monochromator runs or pass "
+                                  "--calibration")
+    assert "Traceback" not in res.stderr and not list(tmp_path.glob("*.h5"))
