@@ -13,9 +13,12 @@ from ._cli import add_common_arguments, add_run_arguments, run_main
 
 log = logging.getLogger("smalldata.smd_viking")
 
+#: Baseline degree without --baseline-degree and without the function's baseline_degree (the function's default)
+BASELINE_DEGREE = 1
+
 CONFIG_HELP = ("producer YAML config: proposal, data_root, calib_dir and the camera detector (type: camera, camera: "
-               "newton, shape, dark_run) with its viking function (rows, baseline_degree, signal_range in columns, "
-               "calibration)")
+               "newton, shape, dark_run) with its viking function (rows, baseline_degree, signal_range: eV with a "
+               "calibration, columns without; calibration)")
 
 
 def _shared(p: argparse.ArgumentParser) -> None:
@@ -25,7 +28,7 @@ def _shared(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rows", type=int, nargs=2, metavar=("FIRST", "STOP"),
                    help="rows summed into the spectrum (default: the function's rows, else all)")
     p.add_argument("--baseline-degree", type=int,
-                   help="degree of the baseline polynomial (default: the function's baseline_degree, else 3)")
+                   help="degree of the baseline polynomial (default: the function's baseline_degree, else 1)")
     p.add_argument("--plot", type=Path, help="PNG of the result (default: next to the config or the output)")
     p.add_argument("--max-trains", type=int, help="use only the first K trains of each run")
 
@@ -71,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="sample thickness (m): absorption in 1/m (default: the absorbance -log(It/I0))")
     xas.add_argument("--signal-range", type=float, nargs=2, metavar=("FIRST", "LAST"),
                      help="columns holding the beam, left out of the baseline fit (default: the function's "
-                          "signal_range)")
+                          "signal_range, in eV when it has a calibration)")
     xas.add_argument("--calibration", type=float, nargs="+", metavar="C",
                      help="column-to-energy coefficients c0 c1 ... in eV (default: the function's calibration)")
     xas.add_argument("--min-fraction", type=float, default=0.1,
@@ -103,7 +106,7 @@ def _entry(setup, args, required: bool):
 def _options(args, opts):
     rows = tuple(args.rows) if args.rows else opts.rows
     degree = args.baseline_degree if args.baseline_degree is not None else \
-        (opts.baseline_degree if opts.baseline_degree is not None else 3)
+        (opts.baseline_degree if opts.baseline_degree is not None else BASELINE_DEGREE)
     return rows, degree
 
 
@@ -141,8 +144,11 @@ def _calibrate(args: argparse.Namespace) -> int:
         part = plot_calibration(cal, plot.with_name(f".{plot.name}.part.png"))
     try:  # the figure appears only when the config was written
         if args.write:
-            where = write_function_values(setup.config_path, args.detector, "viking", name,
-                                          {"calibration": coefficients})
+            values = {"calibration": coefficients}
+            if opts.signal_range is not None and opts.calibration is None:
+                # the function reads signal_range in eV once it has a calibration: convert the columns
+                values["signal_range"] = list(opts.signal_range_in_ev(cal.calibration))
+            where = write_function_values(setup.config_path, args.detector, "viking", name, values)
         if part is not None:
             os.replace(part, plot)
     finally:
@@ -156,6 +162,8 @@ def _calibrate(args: argparse.Namespace) -> int:
               f"eV, monotonic over columns 0..{int(cal.calibration.pixel_range[1])} ({e_lo:.2f} to {e_hi:.2f} eV)")
         if args.write:
             print(f"wrote calibration: {coefficients} into {where} of {setup.config_path}")
+            if "signal_range" in values:
+                print(f"signal_range columns {list(opts.signal_range)} written in eV: {values['signal_range']}")
         if plot is not None:
             print(f"figure: {plot}")
     return 0
@@ -174,7 +182,7 @@ def _xas(args: argparse.Namespace) -> int:
     if calibration is None:
         raise ConfigError(f"{opts.where}.calibration", "no energy calibration; run 'smd_viking calibrate ... --write' "
                                                        "on monochromator runs or pass --calibration")
-    signal_range = tuple(args.signal_range) if args.signal_range else opts.signal_range
+    signal_range = tuple(args.signal_range) if args.signal_range else opts.signal_columns(setup.preset.shape[1])
     if signal_range is None:
         raise ConfigError(f"{opts.where}.signal_range", "no signal range (columns holding the beam); set it in the "
                                                         "viking function or pass --signal-range")

@@ -65,13 +65,23 @@ def sim(tmp_path_factory):
     return root, truths
 
 
-def _config(sim, folder, calibration=None):
-    root, truths = sim
+def _signal_columns(truths):
+    """The planted beam's columns (centre -+ 5 sigma), widened to half-integers: no column on an edge."""
     lo, hi = truths[REF]["signal_range_px"]
-    cal = "" if calibration is None else f"      calibration: [{', '.join(repr(float(c)) for c in calibration)}]\n"
+    return float(np.floor(lo)) + 0.5, float(np.ceil(hi)) - 0.5
+
+
+def _config(sim, folder, calibration=None):
+    """The config; with a calibration its signal_range is in eV (as the viking function reads it)."""
+    root, truths = sim
+    lo, hi = _signal_columns(truths)
+    cal = ""
+    if calibration is not None:
+        cal = f"      calibration: [{', '.join(repr(float(c)) for c in calibration)}]\n"
+        lo, hi = (float(v) for v in np.polynomial.polynomial.polyval([lo, hi], calibration))
     path = folder / "producer.yaml"
     path.write_text(CONFIG.format(proposal=PROPOSAL, root=root, ny=SHAPE[0], nx=SHAPE[1], dark=DARK,
-                                  lo=float(round(lo)), hi=float(round(hi)), calibration=cal))
+                                  lo=lo, hi=hi, calibration=cal))
     return path
 
 
@@ -104,9 +114,14 @@ def test_planted_calibration_written_into_config(sim, tmp_path, capsys):
     assert written == list(again.calibration.coefficients)
     np.testing.assert_allclose(again.peaks, [truths[r]["peak_px"] for r in MONO], atol=0.05)
     np.testing.assert_array_equal(again.energies, list(MONO.values()))
+    # the signal range, in columns without a calibration, is in eV with it (as the function reads it)
+    lo, hi = _signal_columns(truths)
+    np.testing.assert_allclose(load_yaml(config)["detectors"]["viking"]["functions"][0]["signal_range"],
+                               np.polynomial.polynomial.polyval([lo, hi], written))
     after = config.read_text()
     assert "# the Viking's Newton camera" in after and "# columns of the beam" in after
-    assert [ln for ln in after.splitlines() if "calibration" not in ln] == before.splitlines()
+    assert [ln for ln in after.splitlines() if "calibration" not in ln and "signal_range" not in ln] == \
+        [ln for ln in before.splitlines() if "signal_range" not in ln]
     png = tmp_path / f"viking_calibration_p{PROPOSAL:06d}_r{min(MONO):04d}-{max(MONO):04d}_viking.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "run 732: 880.000 eV" in out
@@ -157,7 +172,7 @@ def test_xas_planted_edge_and_numpy(sim, tmp_path, capsys):
     dark_frames = read_frames(extra_data.RunDirectory(run_path(root, PROPOSAL, DARK)),
                               load_camera_setup(config, "viking").preset)[1]
     dark = dark_frames.astype(np.float64).mean(axis=0)
-    lo, hi = load_yaml(config)["detectors"]["viking"]["functions"][0]["signal_range"]
+    lo, hi = _signal_columns(truths)
     pe = float(truths[REF]["pe_per_count"])
     it = _numpy_spectra(root, SAMPLE, dark, pe, lo, hi)[:, cols]
     i0 = _numpy_spectra(root, REF, dark, pe, lo, hi)[:, cols]

@@ -195,8 +195,9 @@ class VikingEntry:
     ----------
     rows : (first, stop) or None
     baseline_degree : int or None
-    signal_range : (first, last) or None
-        Columns (pixels) holding the beam.
+    signal_range : (low, high) or None
+        Where the beam lies, as the viking function reads it: in eV when the entry has a
+        ``calibration``, in columns (pixels) without.
     calibration : tuple of float or None
         Column-to-energy coefficients, ascending powers (eV).
     preamp_gain, high_capacity : int or None
@@ -211,6 +212,21 @@ class VikingEntry:
     preamp_gain: Optional[int] = None
     high_capacity: Optional[int] = None
     where: str = ""
+
+    def signal_columns(self, nx: int) -> Optional[Tuple[float, float]]:
+        """The signal range in columns (converted through the entry's calibration when it is in eV)."""
+        if self.signal_range is None or self.calibration is None:
+            return self.signal_range
+        cal = EnergyCalibration(self.calibration, (0.0, nx - 1.0))
+        lo, hi = sorted(float(v) for v in cal.pixel(np.array(self.signal_range)))
+        return lo, hi
+
+    def signal_range_in_ev(self, calibration: EnergyCalibration) -> Optional[Tuple[float, float]]:
+        """The signal range in eV under ``calibration`` (the entry's range converted when in columns)."""
+        if self.signal_range is None or self.calibration is not None:
+            return self.signal_range
+        lo, hi = sorted(float(v) for v in calibration(np.array(self.signal_range, dtype=np.float64)))
+        return lo, hi
 
 
 def _pair(value, where: str, what: str, whole: bool) -> Tuple:
@@ -229,7 +245,8 @@ def viking_entry(entry: Optional[dict], where: str) -> VikingEntry:
     if entry.get("rows") is not None:
         out.rows = _pair(entry["rows"], f"{where}.rows", "rows", True)
     if entry.get("signal_range") is not None:
-        out.signal_range = _pair(entry["signal_range"], f"{where}.signal_range", "a range of columns", False)
+        out.signal_range = _pair(entry["signal_range"], f"{where}.signal_range", "a range (eV with a calibration, "
+                                 "columns without)", False)
     if entry.get("calibration") is not None:
         cal = entry["calibration"]
         if not isinstance(cal, (list, tuple)) or len(cal) < 2 or \
