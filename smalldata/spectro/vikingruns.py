@@ -63,6 +63,9 @@ def run_spectra(setup: CameraSetup, run: int, rows: Optional[Tuple[int, int]] = 
     dark : (CameraDark, name), optional
         The dark and its name (loaded from the setup if None).
     """
+    ny = setup.preset.shape[0]
+    if rows is not None and not 0 <= int(rows[0]) < int(rows[1]) <= ny:
+        raise ConfigError("rows", f"{list(rows)} are not rows [first, stop) of the {ny}-row image")
     dark, dark_name = dark if dark is not None else load_dark(setup)
     data = open_run(setup, run)
     what = f"run {run}"
