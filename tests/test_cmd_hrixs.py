@@ -237,3 +237,21 @@ def test_console_script_exit_status(config):
     assert res.returncode == 2, res.stderr
     assert res.stderr.strip() == (f"smd_hrixs: error: config detectors: no detector 'dssc' in {config} (detectors: "
                                   "hrixs); choose one with --detector or add its entry")
+
+
+def test_function_chosen_by_name(config, capsys):
+    """Two hrixs functions (one a child): --write alone is refused, --function writes only the one named."""
+    text = config.read_text() + """\
+        children:
+          - type: hrixs
+            name: fine
+            curvature: [0.0, 0.0]
+"""
+    config.write_text(text)
+    _refused(config, capsys, ["curvature", "-r", str(ELASTIC), "-c", str(config), "--detector", "hrixs", "--write"],
+             "2 functions of type 'hrixs' (spec, fine); choose one with --function")
+    assert _run(config, "--write", "--function", "fine") == 0
+    spec = load_yaml(config)["detectors"]["hrixs"]["functions"][0]
+    assert spec["curvature"] == [0.0, 0.0]
+    fit = curvature_from_run(load_camera_setup(config, "hrixs"), ELASTIC)
+    assert spec["children"][0]["curvature"] == [fit.curvature.c1, fit.curvature.c2]
