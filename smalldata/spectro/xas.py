@@ -9,6 +9,7 @@ one train pair), and the standard error from those of the two means,
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
@@ -27,6 +28,8 @@ class XAS:
         Mean sample and reference spectra.
     n_sample, n_reference : int
         Trains averaged.
+    energy : (M,) float64, optional
+        Energy of each point (eV), when known.
     """
 
     absorption: np.ndarray
@@ -36,9 +39,17 @@ class XAS:
     i0: np.ndarray
     n_sample: int
     n_reference: int
+    energy: Optional[np.ndarray] = None
+
+    def take(self, index) -> "XAS":
+        """The points ``index`` (a boolean mask or indices, e.g. sorting by energy)."""
+        pick = lambda a: None if a is None else np.asarray(a)[index]  # noqa: E731
+        return XAS(pick(self.absorption), pick(self.std), pick(self.stderr), pick(self.it), pick(self.i0),
+                   self.n_sample, self.n_reference, pick(self.energy))
 
 
-def xas(sample: np.ndarray, reference: np.ndarray, thickness: float = 1.0) -> XAS:
+def xas(sample: np.ndarray, reference: np.ndarray, thickness: float = 1.0,
+        energy: Optional[np.ndarray] = None) -> XAS:
     """Absorption from per-train sample and reference spectra.
 
     Parameters
@@ -49,6 +60,8 @@ def xas(sample: np.ndarray, reference: np.ndarray, thickness: float = 1.0) -> XA
         Reference spectra (without the sample), one per train.
     thickness : float
         Sample thickness (m); 1 gives the absorbance -log(It/I0).
+    energy : (M,) array, optional
+        Energy of each point (eV), kept with the result.
 
     Returns
     -------
@@ -67,7 +80,12 @@ def xas(sample: np.ndarray, reference: np.ndarray, thickness: float = 1.0) -> XA
         absorption = -np.log(it / i0) / thickness
     std = np.sqrt(rel_t ** 2 + rel_0 ** 2) / thickness
     stderr = np.sqrt(rel_t ** 2 / len(s) + rel_0 ** 2 / len(r)) / thickness
-    return XAS(absorption, std, stderr, it, i0, len(s), len(r))
+    if energy is not None:
+        energy = np.asarray(energy, dtype=np.float64)
+        if energy.shape != absorption.shape:
+            raise DataError(f"{energy.shape[0] if energy.ndim else 0} energies for {absorption.shape[0]} spectral "
+                            "points; give one energy per point")
+    return XAS(absorption, std, stderr, it, i0, len(s), len(r), energy)
 
 
 def edge_position(energy: np.ndarray, absorption: np.ndarray, smooth: int = 5) -> float:
