@@ -220,8 +220,8 @@ def _body(args: argparse.Namespace) -> int:
     for kind, run, path in written:
         print(f"{kind} run {run}: {path} (truth: {truth_path(args.root, args.proposal, run)})")
     with_camera = f" with camera {args.camera}" if args.camera else ""
-    print(f"simulated {len(written)} run(s) of modules {list(cfg.modules)}{with_camera} in {time.monotonic() - t0:.1f} s; "
-          f"open with EXTRA_DATA_DATA_ROOT={args.root}")
+    print(f"simulated {len(written)} run(s) of modules {list(cfg.modules)}{with_camera} in "
+          f"{time.monotonic() - t0:.1f} s; open with EXTRA_DATA_DATA_ROOT={args.root}")
     return 0
 
 
