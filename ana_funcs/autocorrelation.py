@@ -28,7 +28,7 @@ from smalldata.plugin.detfunc import DetObjectFunc
 from smalldata.plugin.frames import Frames
 
 from .droplet_params import check_count
-from .roi import check_module_roi, crop_module
+from .roi import check_module_roi, check_roi_on, check_roi_on_type, crop_module
 
 
 def _conj_times(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -166,8 +166,15 @@ class Autocorrelation(DetObjectFunc):
                                            f"need a region larger than {2 * lag} pixels on each side "
                                            "or a smaller crop_size/fit_radius")
 
+    def check_detector_type(self, detector_type) -> None:
+        """The module and region must lie on the detector (called when the config is read)."""
+        if self.roi is not None:
+            check_roi_on_type(detector_type, self.module, self.roi)
+
     def setFromDet(self, det) -> None:
         super().setFromDet(det)
+        if self.roi is not None:
+            check_roi_on(det, self.module, self.roi)
         if self.module is not None and self.module not in tuple(det.modules):
             raise ConfigError("module", f"module {self.module} is not among the detector's modules "
                                         f"{tuple(det.modules)}")

@@ -15,7 +15,7 @@ from smalldata.plugin.detfunc import DetObjectFunc
 from smalldata.plugin.frames import Frames
 from smalldata.plugin.ragged import Ragged
 
-from .droplet_find import DropletSet, find_droplets
+from .droplet_find import DropletSet, asic_split, find_droplets
 from .droplet_params import (
     DropletThresholds,
     check_count,
@@ -110,7 +110,7 @@ class Droplet(DetObjectFunc):
             return drops
         seed, grow = self._thresholds.for_frames(frames)
         return find_droplets(frames.data, frames.valid, seed, grow, self.min_sum,
-                             split_asics=frames.modules is not None, with_pixels=bool(self.children))
+                             with_pixels=bool(self.children), **asic_split(self.det, frames))
 
     def process(self, frames: Frames) -> Dict[str, np.ndarray]:
         return self._outputs(frames, self.find(frames))

@@ -85,6 +85,16 @@ class DropletSet:
         return len(self.adu)
 
 
+def asic_split(det, frames) -> dict:
+    """``split_asics`` and ``asic_shape`` for :func:`find_droplets` on a detector's frames: the
+    detector type's ASIC tiles, none for a type without (a camera) or for derived frames (an ROI)."""
+    detector_type = getattr(det, "type", None)
+    asics = DSSC_ASIC_SHAPE if detector_type is None else detector_type.asic_shape
+    if asics is None or frames.modules is None:
+        return {"split_asics": False}
+    return {"split_asics": True, "asic_shape": tuple(asics)}
+
+
 def find_droplets(data: np.ndarray, valid: np.ndarray, seed_threshold, grow_threshold,
                   min_sum: float = 0.0, split_asics: bool = True,
                   asic_shape: Tuple[int, int] = DSSC_ASIC_SHAPE, method: str = "compiled",

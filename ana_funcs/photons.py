@@ -22,7 +22,7 @@ from smalldata.plugin.frames import Frames
 from smalldata.plugin.ragged import Ragged
 
 from .droplet import cap_per_event, droplets_of
-from .droplet_find import DropletSet, find_droplets
+from .droplet_find import DropletSet, asic_split, find_droplets
 from .droplet_params import (
     DropletThresholds,
     check_count,
@@ -258,7 +258,7 @@ class Photons(DetObjectFunc):
         if drops is None:
             seed, grow = self._thresholds.for_frames(frames)
             drops = find_droplets(frames.data, frames.valid, seed, grow, self.min_sum,
-                                  split_asics=frames.modules is not None)
+                                  **asic_split(self.det, frames))
         n = len(frames)
         pixels = assign_photons(drops, self._app, self.rounding_offset)
         n_pixels = frames.valid.reshape(n, -1).sum(axis=1).astype(np.int64)

@@ -5,13 +5,12 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from smalldata.constants import DSSC_MODULE_SHAPE
 from smalldata.errors import ConfigError
 from smalldata.fused.plan import fused_results
 from smalldata.plugin.detfunc import DetObjectFunc
 from smalldata.plugin.frames import Frames, zero_invalid
 
-from .roi import check_module_roi, crop_module
+from .roi import check_module_roi, check_roi_on, check_roi_on_type, crop_module, whole_module
 
 
 class Projection(DetObjectFunc):
@@ -41,8 +40,18 @@ class Projection(DetObjectFunc):
         self.mean = bool(mean)
         self.threshold = threshold
         if module is not None:
-            check_module_roi(module, [0, DSSC_MODULE_SHAPE[0], 0, DSSC_MODULE_SHAPE[1]])
+            check_module_roi(module, [0, 1, 0, 1])
         self.module = module
+
+    def check_detector_type(self, detector_type) -> None:
+        """The module must be one of the detector's (called when the config is read)."""
+        if self.module is not None:
+            check_roi_on_type(detector_type, self.module, [0, 1, 0, 1])
+
+    def setFromDet(self, det) -> None:
+        super().setFromDet(det)
+        if self.module is not None:
+            check_roi_on(det, self.module, whole_module(det))
 
     def required_modules(self):
         return None if self.module is None else (self.module,)
@@ -51,7 +60,7 @@ class Projection(DetObjectFunc):
         """Take the fused path on a whole module: the kernel sums its rows and columns."""
         if self.module is None:
             return False
-        plan.add_roi(self, self.module, [0, DSSC_MODULE_SHAPE[0], 0, DSSC_MODULE_SHAPE[1]], self.threshold)
+        plan.add_roi(self, self.module, whole_module(self.det), self.threshold)
         return True
 
     def fuse_child(self, plan, roi_index: int) -> bool:
@@ -73,7 +82,7 @@ class Projection(DetObjectFunc):
             if self.module is None:
                 raise ConfigError(self.name, "a projection of the whole detector needs 'module', "
                                              "or make it a child of an roi")
-            data, valid = crop_module(frames, self.module, [0, DSSC_MODULE_SHAPE[0], 0, DSSC_MODULE_SHAPE[1]])
+            data, valid = crop_module(frames, self.module, whole_module(self.det))
         else:
             data, valid = frames.data, frames.valid
         if frames.zeroed and self.threshold is None:

@@ -1,28 +1,55 @@
 """Region of interest on one detector module: sum, mean, max, centre of mass, pixel count."""
 from __future__ import annotations
 
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from smalldata.constants import DSSC_MODULE_SHAPE, DSSC_N_MODULES
+from smalldata.detectors.dssc import DSSC
 from smalldata.errors import ConfigError
 from smalldata.fused.plan import fused_results
 from smalldata.plugin.detfunc import DetObjectFunc
 from smalldata.plugin.frames import Frames, zero_invalid
 
 
-def check_module_roi(module: int, roi, shape=DSSC_MODULE_SHAPE) -> List[int]:
-    """Validate ``module`` and ``roi = [y0, y1, x0, x1]`` (module pixel coordinates, end exclusive)."""
-    if not 0 <= module < DSSC_N_MODULES:
-        raise ConfigError("module", f"module {module} does not exist; DSSC modules are 0..{DSSC_N_MODULES - 1}")
+def check_module_roi(module: int, roi, shape: Optional[Tuple[int, int]] = None,
+                     n_modules: Optional[int] = None) -> List[int]:
+    """Validate ``module`` and ``roi = [y0, y1, x0, x1]`` (module pixel coordinates, end exclusive).
+
+    Without ``shape`` and ``n_modules`` (when the config is read, before the detector is known) only
+    the form is checked; :func:`check_roi_on` checks them against the detector.
+    """
+    if module < 0 or (n_modules is not None and module >= n_modules):
+        last = "" if n_modules is None else f"; the detector's modules are 0..{n_modules - 1}"
+        raise ConfigError("module", f"module {module} does not exist{last}")
     if roi is None or len(roi) != 4 or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) for v in roi):
         raise ConfigError("roi", f"expected [y0, y1, x0, x1] as 4 integers, got {roi!r}")
     y0, y1, x0, x1 = (int(v) for v in roi)
+    if shape is None:
+        if not (0 <= y0 < y1 and 0 <= x0 < x1):
+            raise ConfigError("roi", f"[{y0}, {y1}, {x0}, {x1}] is empty or negative; need 0 <= y0 < y1 and "
+                                     "0 <= x0 < x1")
+        return [y0, y1, x0, x1]
     if not (0 <= y0 < y1 <= shape[0] and 0 <= x0 < x1 <= shape[1]):
         raise ConfigError("roi", f"[{y0}, {y1}, {x0}, {x1}] is outside the {shape[0]} x {shape[1]} module or empty; "
                                  f"need 0 <= y0 < y1 <= {shape[0]} and 0 <= x0 < x1 <= {shape[1]}")
     return [y0, y1, x0, x1]
+
+
+def check_roi_on(det, module: int, roi) -> List[int]:
+    """:func:`check_module_roi` against the detector ``det`` (its type's module shape and count)."""
+    return check_roi_on_type(getattr(det, "type", DSSC), module, roi)
+
+
+def check_roi_on_type(detector_type, module: int, roi) -> List[int]:
+    """:func:`check_module_roi` against a :class:`~smalldata.detectors.types.DetectorType`."""
+    return check_module_roi(module, roi, tuple(detector_type.module_shape), detector_type.n_modules)
+
+
+def whole_module(det) -> List[int]:
+    """``[0, rows, 0, columns]``: the ROI of a whole module of ``det``."""
+    rows, cols = getattr(det, "type", DSSC).module_shape
+    return [0, int(rows), 0, int(cols)]
 
 
 def crop_module(frames: Frames, module: int, roi) -> tuple:
@@ -74,6 +101,14 @@ class ROI(DetObjectFunc):
         self.threshold = threshold
         self.threshold_max = threshold_max
         self.write_image = bool(write_image)
+
+    def check_detector_type(self, detector_type) -> None:
+        """The module and region must lie on the detector (called when the config is read)."""
+        check_roi_on_type(detector_type, self.module, self.roi)
+
+    def setFromDet(self, det) -> None:
+        super().setFromDet(det)
+        check_roi_on(det, self.module, self.roi)
 
     def required_modules(self):
         return (self.module,)

@@ -135,8 +135,11 @@ def test_as_child_of_roi():
     (dict(fit_radius=-1), "fit_radius"),
 ])
 def test_config_errors(kwargs, key):
+    """Form errors at construction; module and region bounds against the DSSC's type."""
+    from smalldata.detectors.dssc import DSSC
+
     with pytest.raises(ConfigError) as err:
-        Autocorrelation(**kwargs)
+        Autocorrelation(**kwargs).check_detector_type(DSSC)
     assert err.value.path == key
 
 

@@ -338,11 +338,15 @@ def test_region_calibration_gives_same_numbers(tmp_path, produced, sim_root, cal
 
 
 def test_auto_batch_size():
+    from smalldata.detectors.camera import camera_type
+    from smalldata.detectors.dssc import DSSC
+    from smalldata.cameras.presets import get_preset
     from smalldata.pipeline.eventloop import auto_batch_size
 
-    assert auto_batch_size(64, 16) == 32      # full detector: 2 MiB of raw data per frame
-    assert auto_batch_size(64, 1) == 512
-    assert auto_batch_size(0.01, 16) == 1
+    assert auto_batch_size(64, 16, DSSC) == 32      # full detector: 2 MiB of raw data per frame
+    assert auto_batch_size(64, 1, DSSC) == 512
+    assert auto_batch_size(0.01, 16, DSSC) == 1
+    assert auto_batch_size(64, 1, camera_type(get_preset("hrixs"))) == 8  # 2048 x 2048 x 2 bytes: 8 MiB
 
 
 def test_terminated_run_cleans_up(tmp_path, sim_root, calib_dir):

@@ -65,9 +65,29 @@ def test_projection_child_of_roi():
     (dict(module=16), "module"), (dict(roi=[0, 0, 0, 10]), "roi"), (dict(roi=[0, 10, 500, 513]), "roi"),
     (dict(roi=[0, 10, 0]), "roi"), (dict(threshold=5, threshold_max=1), "threshold_max")])
 def test_roi_config_errors(kwargs, param):
+    """Form errors when the config is read; bounds against the detector's type when it is set up."""
+    from types import SimpleNamespace
+
+    from smalldata.detectors.dssc import DSSC
+
     with pytest.raises(ConfigError) as info:
-        ROI(**kwargs)
+        ROI(**kwargs).setFromDet(SimpleNamespace(type=DSSC, modules=tuple(range(16))))
     assert info.value.path == param
+
+
+def test_roi_bounds_follow_the_detector_type():
+    """A region beyond a DSSC module fits a camera's larger image, and the camera's bounds are its own."""
+    from types import SimpleNamespace
+
+    from smalldata.cameras.presets import get_preset
+    from smalldata.detectors.camera import camera_type
+
+    newton = SimpleNamespace(type=camera_type(get_preset("newton")), modules=(0,))
+    ROI(roi=[0, 512, 0, 2048]).setFromDet(newton)
+    with pytest.raises(ConfigError, match="512 x 2048"):
+        ROI(roi=[0, 513, 0, 10]).setFromDet(newton)
+    with pytest.raises(ConfigError, match="0..0"):
+        ROI(module=1, roi=[0, 10, 0, 10]).setFromDet(newton)
 
 
 def test_projection_needs_module_on_full_frames():

@@ -13,6 +13,10 @@ import numpy as np
 
 from smalldata.calib.dark import check_cells_cover, find_dark_file
 from smalldata.calib.detobject import DetObject
+from smalldata.cameras.dark import CameraDark, check_dark
+from smalldata.cameras.reading import read_settings
+from smalldata.detectors.camera import preset_of
+from smalldata.detectors.registry import detector_type
 from smalldata.config.producer import ProducerConfig
 from smalldata.errors import CalibrationError, ConfigError
 from smalldata.io.runaccess import RunAccess
@@ -33,8 +37,26 @@ def needs_noise(det_cfg: Mapping, functions: Sequence[DetObjectFunc] = ()) -> bo
     def tree(func):
         return func.needs_noise() or any(tree(child) for child in func.children)
 
-    return ((det_cfg["common_mode"] != "none" and det_cfg.get("common_mode_max") is None)
+    return ((det_cfg.get("common_mode", "none") != "none" and det_cfg.get("common_mode_max") is None)
             or any(tree(func) for func in functions))
+
+
+def build_camera_detobject(config: ProducerConfig, name: str, proposal: int, access: RunAccess) -> DetObject:
+    """The DetObject of camera ``name``: its dark checked against the run's image shape and camera mode."""
+    det_cfg = config.detectors[name]
+    where = f"detectors.{name}"
+    path = dark_path(config, name, proposal)
+    preset = preset_of(det_cfg, where)
+    try:
+        dark = CameraDark.load(path)
+    except (OSError, KeyError) as exc:
+        raise CalibrationError(f"{path} is not a camera dark ({exc}); make it with 'smd_dark -p {proposal} "
+                               f"-r {det_cfg['dark_run']} -c <config.yaml>' for {where}") from None
+    settings = read_settings(access.data, preset, f"run {access.path}")
+    check_dark(dark, preset.shape, settings, preset.name, f"{where}.dark_run ({path})")
+    return DetObject.from_camera_dark(name, dark, detector_type(det_cfg, where), gain=det_cfg["gain"],
+                                      user_mask=det_cfg["user_mask"], distance=det_cfg["distance"],
+                                      dark_file=str(path), dark_run=det_cfg["dark_run"])
 
 
 def build_detobject(config: ProducerConfig, name: str, proposal: int, modules: tuple, access: RunAccess,

@@ -134,8 +134,11 @@ def dark_reference(det) -> Dict[str, object]:
                                "set embed_dark: true to record them in the output")
     path = Path(det.dark_file).resolve()
     with h5py.File(path, "r") as f:
-        file_modules = f["modules"][()].astype(np.int64).tolist()
-        n_frames = f["n_frames"][()][[file_modules.index(m) for m in det.modules]].astype(np.int64)
+        if "modules" in f:
+            file_modules = f["modules"][()].astype(np.int64).tolist()
+            n_frames = f["n_frames"][()][[file_modules.index(m) for m in det.modules]].astype(np.int64)
+        else:  # a camera's dark (smalldata.cameras.dark): one image, its frame count an attribute
+            n_frames = np.array([int(f.attrs["n_frames"])], dtype=np.int64)
     good = det.status_mask == 0
     pedestal_median, noise_median = dark_medians(det)
     return {

@@ -18,8 +18,11 @@ import numpy as np
 from smalldata.calib.commonmode import AsicRowMedian, check_common_mode
 from smalldata.calib.dark import DarkConstants, check_cells_cover, read_dark_file
 from smalldata.calib.masks import asic_edge_mask, load_user_mask, status_to_mask
-from smalldata.constants import DSSC_ADC_MAX, DSSC_DEFAULT_QUAD_POSITIONS, DSSC_MODULE_SHAPE
+from smalldata.constants import DSSC_DEFAULT_QUAD_POSITIONS
+from smalldata.detectors.dssc import DSSC
+from smalldata.detectors.types import DetectorType
 from smalldata.errors import CalibrationError, ConfigError, DataError
+from smalldata.geometry.grid import grid_positions
 from smalldata.geometry.positions import default_geometry_file, load_dssc_geometry, pixel_positions
 from smalldata.plugin.frames import Frames, RawBatch
 
@@ -28,7 +31,11 @@ log = logging.getLogger(__name__)
 
 
 class DetObject:
-    """A DSSC detector with its calibration, masks and pixel positions.
+    """A detector with its calibration, masks and pixel positions.
+
+    What kind of detector it is comes from its :class:`~smalldata.detectors.types.DetectorType`
+    (module shape, saturation, ASIC tiles, geometry): the DSSC 1M by default; a per-train camera
+    is one module with one "memory cell" (:meth:`from_camera_dark`).
 
     Parameters
     ----------
@@ -36,7 +43,7 @@ class DetObject:
         Detector name (output group), e.g. ``"dssc"``.
     modules : sequence of int
         Module numbers along axis M of the constants, ascending.
-    pedestal, noise : ndarray, (M, C, 128, 512)
+    pedestal, noise : ndarray, (M, C, rows, columns)
         Dark pedestal and noise per module, memory cell and pixel (ADU).
     cell_ids : ndarray, (C,)
         Memory cells of the dark constants.
@@ -65,6 +72,13 @@ class DetObject:
         Where the constants came from (recorded in :meth:`params`).
     dark_run : int, optional
         Run number of the dark (recorded in :meth:`params`).
+    detector_type : DetectorType
+        What kind of detector (default the DSSC 1M). A type without ASIC tiles has no edge mask
+        and no common mode; one other than the DSSC has its pixels on a plain grid.
+    distance : float
+        Sample to sensor distance of a plain grid (metres).
+    settings : mapping, optional
+        Detector settings the dark was recorded with (a camera's mode), recorded in :meth:`params`.
     """
 
     def __init__(self, name: str, modules: Sequence[int], pedestal: np.ndarray, noise: np.ndarray,
@@ -78,14 +92,26 @@ class DetObject:
                  common_mode_max_adu: Optional[float] = None,
                  common_mode_min_pixels: int = 16,
                  dark_file: Optional[str] = None,
-                 dark_run: Optional[int] = None):
+                 dark_run: Optional[int] = None,
+                 detector_type: DetectorType = DSSC,
+                 distance: float = 1.0,
+                 settings: Optional[Mapping[str, float]] = None):
         self.name = name
+        self.type = detector_type
+        self.distance = float(distance)
+        self.settings = {str(k): float(v) for k, v in (settings or {}).items()}
+        module_shape = tuple(detector_type.module_shape)
+        if detector_type.asic_shape is None:
+            if common_mode != "none":
+                raise ConfigError("common_mode", f"a {detector_type.name} has no ASICs: common mode "
+                                                 f"{common_mode!r} needs them; use 'none'")
+            mask_asic_edges = False
         self.modules = tuple(int(m) for m in modules)
         if list(self.modules) != sorted(set(self.modules)) or not self.modules:
             raise ConfigError("modules", f"modules must be distinct and ascending, got {list(modules)}")
         n_mod = len(self.modules)
         self.cell_ids = np.asarray(cell_ids, dtype=np.uint16)
-        shape = (n_mod, len(self.cell_ids)) + DSSC_MODULE_SHAPE
+        shape = (n_mod, len(self.cell_ids)) + module_shape
         if pedestal.shape != shape or (noise is not None and noise.shape != shape):
             raise CalibrationError(f"dark constants have shapes {pedestal.shape} / "
                                    f"{None if noise is None else noise.shape}, expected {shape} "
@@ -100,19 +126,23 @@ class DetObject:
         lut[self.cell_ids] = np.arange(len(self.cell_ids))
         self._cell_lut = lut
 
-        self.gain = self._check_gain(gain, n_mod)
+        self.gain = self._check_gain(gain, (n_mod,) + module_shape)
         self.units = "ADU" if self.gain is None else "photon"
-        self.geometry_file = str(geometry_file) if geometry_file is not None else str(default_geometry_file())
-        self.quadrant_positions = [[float(c) for c in q] for q in quadrant_positions]
-        self.geometry = load_dssc_geometry(self.geometry_file, self.quadrant_positions)
+        if detector_type.kind == "dssc":
+            self.geometry_file = str(geometry_file) if geometry_file is not None else str(default_geometry_file())
+            self.quadrant_positions = [[float(c) for c in q] for q in quadrant_positions]
+            self.geometry = load_dssc_geometry(self.geometry_file, self.quadrant_positions)
+        else:  # a plain pixel grid (grid_positions)
+            self.geometry_file, self.quadrant_positions, self.geometry = None, None, None
         self._positions: Optional[tuple] = None  # x, y, z: computed when first asked for
 
         self.mask_asic_edges = bool(mask_asic_edges)
         self.user_mask = user_mask
         self.masks: Dict[str, np.ndarray] = {
             "status": status_to_mask(self.status_mask),
-            "edges": asic_edge_mask(n_mod) if self.mask_asic_edges else np.ones((n_mod,) + DSSC_MODULE_SHAPE, bool),
-            "user": load_user_mask(user_mask, self.modules),
+            "edges": asic_edge_mask(n_mod) if self.mask_asic_edges else np.ones((n_mod,) + module_shape, bool),
+            "user": load_user_mask(user_mask, self.modules, module_shape=module_shape,
+                                   n_modules=detector_type.n_modules),
         }
         if isinstance(self.gain, np.ndarray):
             self.masks["gain"] = np.isfinite(self.gain) & (self.gain > 0)
@@ -136,7 +166,7 @@ class DetObject:
 
     # ------------------------------------------------------------------ construction helpers
     @staticmethod
-    def _check_gain(gain, n_mod: int):
+    def _check_gain(gain, shape: tuple):
         if gain is None:
             return None
         if np.ndim(gain) == 0:
@@ -145,8 +175,8 @@ class DetObject:
                 raise ConfigError("gain", f"must be > 0 ADU per photon, got {gain}")
             return value
         arr = np.asarray(gain, dtype=np.float32)
-        if arr.shape != (n_mod,) + DSSC_MODULE_SHAPE:
-            raise ConfigError("gain", f"a gain map must have shape {(n_mod,) + DSSC_MODULE_SHAPE}, got {arr.shape}")
+        if arr.shape != shape:
+            raise ConfigError("gain", f"a gain map must have shape {shape}, got {arr.shape}")
         return arr
 
     @classmethod
@@ -173,6 +203,21 @@ class DetObject:
                    quadrant_positions=quadrant_positions, mask_asic_edges=mask_asic_edges,
                    user_mask=user_mask, common_mode=common_mode, common_mode_max_adu=common_mode_max_adu,
                    common_mode_min_pixels=common_mode_min_pixels, dark_file=dark_file, dark_run=dark.run)
+
+    @classmethod
+    def from_camera_dark(cls, name: str, dark, detector_type: DetectorType,
+                         gain: Optional[float] = None,
+                         user_mask: Union[None, np.ndarray, os.PathLike, str] = None,
+                         distance: float = 1.0, dark_file: Optional[str] = None,
+                         dark_run: Optional[int] = None) -> "DetObject":
+        """A per-train camera from its dark (:class:`~smalldata.cameras.dark.CameraDark`).
+
+        The camera is one module (0) with one memory cell (0): its frames calibrate like the
+        DSSC's, with the dark mean as the pedestal.
+        """
+        return cls(name, [0], dark.mean[None, None], dark.noise[None, None], np.zeros(1, np.uint16),
+                   dark.status[None], gain=gain, user_mask=user_mask, detector_type=detector_type,
+                   distance=distance, dark_file=dark_file, dark_run=dark_run, settings=dark.settings)
 
     @classmethod
     def from_dark_file(cls, name: str, path: os.PathLike, modules: Optional[Sequence[int]] = None,
@@ -257,8 +302,11 @@ class DetObject:
     z = property(lambda self: self._pixel_positions()[2], doc="(M, 128, 512) float64 pixel centre z, metres.")
 
     def _pixel_positions(self) -> tuple:
-        if self._positions is None:  # extra-geom's, when first asked for
-            self._positions = pixel_positions(self.geometry, self.modules)
+        if self._positions is None:  # extra-geom's, or the plain grid's, when first asked for
+            if self.geometry is None:
+                self._positions = grid_positions(self.type.module_shape, self.type.pixel_size, self.distance)
+            else:
+                self._positions = pixel_positions(self.geometry, self.modules)
         return self._positions
 
     def set_positions(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> None:
@@ -315,7 +363,7 @@ class DetObject:
             cells = raw.select_modules(self.modules).module_cell_ids
             out = ped_cm[self.cell_index(cells), np.arange(len(self.modules))]
         np.subtract(data, out, out=out, dtype=np.float32)
-        valid = data < DSSC_ADC_MAX
+        valid = data < self.type.saturation
         if self._common_mode is not None:
             self._common_mode.subtract(out, valid)
         valid &= mask
@@ -342,7 +390,7 @@ class DetObject:
     def saturated_count(self, raw: RawBatch) -> np.ndarray:
         """(N, M) int64: good pixels with a saturated raw value (>= 511) per frame and module."""
         data, _ = self.module_data(raw)
-        return np.count_nonzero((data >= DSSC_ADC_MAX) & self.mask, axis=(2, 3)).astype(np.int64)
+        return np.count_nonzero((data >= self.type.saturation) & self.mask, axis=(2, 3)).astype(np.int64)
 
     # ------------------------------------------------------------------ description
     def config_arrays(self) -> Dict[str, np.ndarray]:
@@ -358,7 +406,7 @@ class DetObject:
         }
         if self.gain is not None:
             arrays["gain"] = (self.gain if isinstance(self.gain, np.ndarray)
-                              else np.full((len(self.modules),) + DSSC_MODULE_SHAPE, self.gain, np.float32))
+                              else np.full(self.mask.shape, self.gain, np.float32))
         for key, value in self.masks.items():
             arrays[f"mask_{key}"] = value
         return arrays
@@ -370,8 +418,11 @@ class DetObject:
     def params(self) -> Dict[str, Any]:
         """Scalar settings of the detector (for ``UserDataCfg``)."""
         user_mask = self.user_mask
-        return {
+        described = {
             "name": self.name,
+            "type": self.type.kind,
+            "per": self.type.rate,
+            "model": self.type.name,
             "modules": list(self.modules),
             "units": self.units,
             "gain": (None if self.gain is None else "map" if isinstance(self.gain, np.ndarray) else self.gain),
@@ -387,7 +438,15 @@ class DetObject:
             "dark_run": self.dark_run,
             "n_cells": int(len(self.cell_ids)),
         }
+        if self.type.kind != "dssc":  # a camera: where its images come from, its mode, its grid
+            described.update({"source": self.type.source(), "train_id_offset": self.type.train_id_offset,
+                              "pixel_size": list(self.type.pixel_size), "distance": self.distance,
+                              "settings": dict(self.settings)})
+            for key in ("common_mode", "common_mode_max_adu", "common_mode_min_pixels", "mask_asic_edges",
+                        "geometry_file", "quadrant_positions"):
+                described.pop(key)
+        return described
 
     def __repr__(self) -> str:
-        return (f"DetObject({self.name!r}, modules={list(self.modules)}, cells={len(self.cell_ids)}, "
+        return (f"DetObject({self.name!r}, {self.type.name}, modules={list(self.modules)}, cells={len(self.cell_ids)}, "
                 f"units={self.units!r}, common_mode={self.common_mode!r})")

@@ -56,7 +56,8 @@ def asic_edge_mask(n_modules: int, width: int = 1) -> np.ndarray:
     return np.broadcast_to(module, (n_modules,) + DSSC_MODULE_SHAPE).copy()
 
 
-def _mask_from_array(arr: np.ndarray, modules: Sequence[int], origin: str) -> np.ndarray:
+def _mask_from_array(arr: np.ndarray, modules: Sequence[int], origin: str,
+                     module_shape: Tuple[int, int] = DSSC_MODULE_SHAPE, n_modules: int = DSSC_N_MODULES) -> np.ndarray:
     """Check a user mask array and select ``modules`` from it."""
     arr = np.asarray(arr)
     if arr.dtype != bool:
@@ -66,16 +67,21 @@ def _mask_from_array(arr: np.ndarray, modules: Sequence[int], origin: str) -> np
         arr = arr.astype(bool)
     modules = list(modules)
     shape = arr.shape
-    if shape == (len(modules),) + DSSC_MODULE_SHAPE:
+    module_shape = tuple(module_shape)
+    if shape == (len(modules),) + module_shape:
         return arr.copy()
-    if shape == (DSSC_N_MODULES,) + DSSC_MODULE_SHAPE:
+    if shape == (n_modules,) + module_shape:
         return arr[modules].copy()
-    raise ConfigError("user_mask", f"{origin}: shape {shape} does not fit; need ({len(modules)}, 128, 512) "
-                                   f"for modules {modules} or (16, 128, 512) for the whole detector")
+    if n_modules == 1 and shape == module_shape:
+        return arr[None].copy()
+    whole = (n_modules,) + module_shape
+    raise ConfigError("user_mask", f"{origin}: shape {shape} does not fit; need {(len(modules),) + module_shape} "
+                                   f"for modules {modules} or {whole} for the whole detector")
 
 
 def load_user_mask(mask: Union[None, np.ndarray, os.PathLike, str], modules: Sequence[int],
-                   dataset: Optional[str] = None) -> np.ndarray:
+                   dataset: Optional[str] = None, module_shape: Tuple[int, int] = DSSC_MODULE_SHAPE,
+                   n_modules: int = DSSC_N_MODULES) -> np.ndarray:
     """A user's mask for ``modules`` as (M, 128, 512) bool, True = good.
 
     Parameters
@@ -87,12 +93,15 @@ def load_user_mask(mask: Union[None, np.ndarray, os.PathLike, str], modules: Seq
         The detector's modules, ascending.
     dataset : str, optional
         Dataset in an HDF5 file; default ``mask`` if present, else the file's only dataset.
+    module_shape, n_modules
+        The detector type's module shape and number of modules (default the DSSC's).
     """
     modules = list(modules)
+    shapes = {"module_shape": tuple(module_shape), "n_modules": n_modules}
     if mask is None:
-        return np.ones((len(modules),) + DSSC_MODULE_SHAPE, dtype=bool)
+        return np.ones((len(modules),) + tuple(module_shape), dtype=bool)
     if isinstance(mask, np.ndarray):
-        return _some_good(_mask_from_array(mask, modules, "user mask array"), modules, "user mask array")
+        return _some_good(_mask_from_array(mask, modules, "user mask array", **shapes), modules, "user mask array")
     path = Path(mask)
     if path.is_dir():
         raise ConfigError("user_mask", f"mask path {path} is a directory; give the .npy or .h5 file inside it")
@@ -105,11 +114,11 @@ def load_user_mask(mask: Union[None, np.ndarray, os.PathLike, str], modules: Seq
             arr = np.load(path, allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise ConfigError("user_mask", f"cannot read mask file {path}: {exc}") from None
-        return _some_good(_mask_from_array(arr, modules, str(path)), modules, str(path))
+        return _some_good(_mask_from_array(arr, modules, str(path), **shapes), modules, str(path))
     if suffix in (".h5", ".hdf5"):
         arr, dataset = _read_h5_mask(path, dataset)
         origin = f"{path} (dataset {dataset!r})"
-        return _some_good(_mask_from_array(arr, modules, origin), modules, origin)
+        return _some_good(_mask_from_array(arr, modules, origin, **shapes), modules, origin)
     raise ConfigError("user_mask", f"mask file {path}: unknown type {suffix!r}; use .npy or .h5")
 
 

@@ -16,14 +16,36 @@ from smalldata.plugin.params import check_config_values, default_name
 from smalldata.plugin.registry import BUILTIN_FUNCTIONS, resolve_function_type
 
 
-def build_functions(specs: list, path: str) -> List[DetObjectFunc]:
-    """Build a list of function trees, checking names are unique."""
+def build_functions(specs: list, path: str, detector_type=None) -> List[DetObjectFunc]:
+    """Build a list of function trees, checking names are unique.
+
+    ``detector_type`` (a :class:`~smalldata.detectors.types.DetectorType`): functions that place
+    themselves on the detector (module, region) are checked against it
+    (:func:`check_detector_type`).
+    """
     funcs = [build_function(spec, f"{path}[{i}]") for i, spec in enumerate(specs)]
     names = [f.name for f in funcs]
     for name in names:
         if names.count(name) > 1:
             raise ConfigError(path, f"two functions are named {name!r}; give each a unique 'name'")
+    if detector_type is not None:
+        for func in funcs:
+            check_detector_type(func, detector_type)
     return funcs
+
+
+def check_detector_type(func: DetObjectFunc, detector_type) -> None:
+    """Call ``func.check_detector_type(detector_type)`` where a function (or child) has one; a
+    :class:`ConfigError` names the function's config path."""
+    check = getattr(func, "check_detector_type", None)
+    if check is not None:
+        try:
+            check(detector_type)
+        except ConfigError as exc:
+            raise ConfigError(f"{func.config_path}.{exc.path}" if exc.path else func.config_path,
+                              exc.message) from None
+    for child in func.children:
+        check_detector_type(child, detector_type)
 
 
 def build_function(spec: Dict[str, Any], path: str) -> DetObjectFunc:

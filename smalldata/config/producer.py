@@ -14,7 +14,7 @@ from typing import Any, Dict, List
 from smalldata.config.dark import DarkThresholds
 from smalldata.config.functions import build_functions
 from smalldata.detectors.camera import preset_of
-from smalldata.detectors.registry import type_kind
+from smalldata.detectors.registry import detector_type, type_kind
 from smalldata.config.keys import (
     CAMERA_DARK_SCHEMA,
     CAMERA_SCHEMA,
@@ -98,7 +98,7 @@ class ProducerConfig:
                     check_file(det[key], f"{where}.{key}")
             if not isinstance(det["functions"], list):
                 raise ConfigError(f"{where}.functions", "expected a list of functions")
-            funcs = build_functions(det["functions"], f"{where}.functions")  # validate now
+            funcs = build_functions(det["functions"], f"{where}.functions", detector_type(det, where))  # validate now
             det["vetoes"] = self._vetoes(det["vetoes"], [f.name for f in funcs], f"{where}.vetoes")
             if kind == "dssc":  # smd_dark reads these; check them here too
                 DarkThresholds.from_mapping(det["dark"], f"{where}.dark")
@@ -194,7 +194,9 @@ class ProducerConfig:
 
     def functions(self, detector: str) -> List[DetObjectFunc]:
         """Fresh function trees of ``detector`` (new objects on every call)."""
-        return build_functions(self.detectors[detector]["functions"], f"detectors.{detector}.functions")
+        det = self.detectors[detector]
+        return build_functions(det["functions"], f"detectors.{detector}.functions",
+                               detector_type(det, f"detectors.{detector}"))
 
 
 if __name__ == "__main__":  # pragma: no cover - docs generator

@@ -81,6 +81,31 @@ class PointReader:
             units[path] = spec["units"]
         return outputs, units
 
+    def read_trains(self, train_ids: np.ndarray) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
+        """One value per train of ``train_ids`` (ascending), for per-train detectors' rows.
+
+        A per-train entry is the train's value; a per-pulse entry is the mean over the train's
+        entries that are values (``filler`` entries and NaN left out; NaN if none is).
+        """
+        outputs, units = {}, {}
+        train_ids = np.asarray(train_ids, dtype=np.uint64)
+        for (group, name), spec in self.specs.items():
+            path = f"{group}/{name}"
+            values = self.access.train_values(spec["source"], spec["key"], train_ids)
+            values = values.reshape(len(train_ids), -1).astype(np.float64)
+            if spec["per"] == "train":
+                per_train = values[:, 0]
+            else:
+                if spec.get("filler") is not None:
+                    values[values == spec["filler"]] = np.nan
+                counted = np.isfinite(values)
+                total = np.where(counted, values, 0.0).sum(axis=1)
+                n = counted.sum(axis=1)
+                per_train = np.divide(total, n, out=np.full(len(train_ids), np.nan), where=n > 0)
+            outputs[path] = self._finite(path, per_train, train_ids)
+            units[path] = spec["units"]
+        return outputs, units
+
     def _finite(self, path: str, values: np.ndarray, train_ids: np.ndarray) -> np.ndarray:
         """``values`` with +-inf as NaN: no value, like a missing one (counted in ``/meta/losses``).
 

@@ -35,6 +35,13 @@ NOT_EVENT_GROUPS = ("UserDataCfg", "meta", "Sums")
 Q_UNITS = "1/m"
 #: dimension of the values of a ragged list (one entry per droplet or photon)
 RAGGED_DIMENSION = "entry"
+#: attribute of a group whose datasets have rows of their own (a per-train detector's), value "train"
+OWN_ROWS_ATTR = "rows"
+
+
+def has_own_rows(group: h5py.Group) -> bool:
+    """Whether ``group`` holds a per-train detector's rows (its own ``trainId``), not the top level's."""
+    return group.attrs.get(OWN_ROWS_ATTR) in ("train", b"train")
 
 
 def _is_scale(ds: h5py.Dataset) -> bool:
@@ -47,7 +54,7 @@ def _event_groups(group: h5py.Group, n_rows: int) -> Iterator[Tuple[h5py.Group, 
     events: List[h5py.Dataset] = []
     for name, item in group.items():
         if isinstance(item, h5py.Group):
-            if group.name == "/" and name in NOT_EVENT_GROUPS:
+            if group.name == "/" and (name in NOT_EVENT_GROUPS or has_own_rows(item)):
                 continue
             yield from _event_groups(item, n_rows)
         elif item.ndim and item.shape[0] == n_rows and RAGGED_ATTR not in item.attrs and not _is_scale(item):
@@ -98,7 +105,29 @@ def label_frame_coordinates(out: h5py.File) -> None:
                 if not len(ds.dims[axis]):
                     ds.dims[axis].attach_scale(_dimension_only(out, f"dim{axis}_{length}", length))
             ds.attrs["coordinates"] = "pulseId"
+    label_train_rows(out)
     _label_ragged_values(out)
+
+
+def label_train_rows(out: h5py.File) -> None:
+    """In each group with rows of its own, ``<group>/trainId`` is the first axis of its datasets."""
+    for group in [item for item in out.values() if isinstance(item, h5py.Group) and has_own_rows(item)]:
+        if "trainId" not in group:
+            continue
+        scale = group["trainId"]
+        if not _is_scale(scale):
+            scale.make_scale("trainId")
+        scale.attrs["meaning"] = "train of each row of this per-train detector"
+        datasets: List[h5py.Dataset] = []
+        group.visititems(lambda name, item: datasets.append(item) if isinstance(item, h5py.Dataset) and item.ndim
+                         and item.shape[0] == scale.shape[0] and RAGGED_ATTR not in item.attrs
+                         and not _is_scale(item) else None)
+        for ds in datasets:
+            if not len(ds.dims[0]):
+                ds.dims[0].attach_scale(scale)
+            for axis, length in enumerate(ds.shape[1:], start=1):
+                if not len(ds.dims[axis]):
+                    ds.dims[axis].attach_scale(_dimension_only(out, f"dim{axis}_{length}", length))
 
 
 def _label_ragged_values(out: h5py.File) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 
 from smalldata.errors import SmallDataError
 from smalldata.output.conventions import NETCDF_DIMENSION_ONLY, RAGGED_ATTR
-from smalldata.output.coords import label_coordinates
+from smalldata.output.coords import OWN_ROWS_ATTR, has_own_rows, label_coordinates
 from smalldata.output.files import SPACE_MARGIN, check_free_space, clean_stale_temporaries, current_umask, temp_owner
 from smalldata.plugin.ragged import is_ragged
 
@@ -50,14 +50,20 @@ class PartWriter:
         self.rows = 0
         self.flush_bytes = flush_bytes
         self._units: Dict[str, str] = {}
+        self._keys: Dict[str, set] = {}  # row set -> its output paths
         self._pending: Dict[str, list] = {}
         self._pending_bytes = 0
         self._datasets: Dict[str, h5py.Dataset] = {}
         #: bytes of output per row (from the first batch), for estimates of the space needed
         self.bytes_per_row = 0.0
 
-    def append(self, outputs: Mapping[str, Any], units: Optional[Mapping[str, str]] = None) -> None:
-        """Append one batch: ``{path: (N, ...) array or ragged}``, all with the same N."""
+    def append(self, outputs: Mapping[str, Any], units: Optional[Mapping[str, str]] = None,
+               rows: str = "events") -> None:
+        """Append one batch: ``{path: (N, ...) array or ragged}``, all with the same N.
+
+        ``rows`` names the set of rows the batch belongs to: ``"events"`` (the top level's) or a
+        per-train detector's (its own group, own row count); each set keeps its outputs.
+        """
         units = units or {}
         n_rows = None
         for path, value in outputs.items():
@@ -68,9 +74,9 @@ class PartWriter:
                 raise ValueError(f"output {path} has {n} rows, others {n_rows}")
         if not n_rows:
             return
-        if self.rows and set(outputs) != set(self._units):
-            missing = set(self._units) ^ set(outputs)
-            raise ValueError(f"outputs changed between batches: {sorted(missing)}")
+        known = self._keys.setdefault(rows, set(outputs))
+        if set(outputs) != known:
+            raise ValueError(f"outputs changed between batches: {sorted(known ^ set(outputs))}")
         for path, value in outputs.items():
             self._units.setdefault(path, units.get(path, ""))
             if is_ragged(value):
@@ -80,9 +86,10 @@ class PartWriter:
                                  f"{path}/count")
             else:
                 self._buffer(path, np.asarray(value), units.get(path, ""), None)
-        if not self.rows:
-            self.bytes_per_row = self._pending_bytes / n_rows
-        self.rows += n_rows
+        if rows == "events":
+            if not self.rows:
+                self.bytes_per_row = self._pending_bytes / n_rows
+            self.rows += n_rows
         if self._pending_bytes >= self.flush_bytes:
             self.flush()
 
@@ -141,10 +148,12 @@ def _datasets(group: h5py.Group, prefix: str = "") -> Iterable[str]:
             yield path
 
 
-def merge_parts(part_paths: Iterable[Path], out: h5py.File, poll: Optional[Callable[[], None]] = None) -> int:
-    """Concatenate part files (in the given order) into ``out``; returns the number of rows.
+def merge_parts(part_paths: Iterable[Path], out: h5py.File, poll: Optional[Callable[[], None]] = None,
+                own_rows: Iterable[str] = ()) -> int:
+    """Concatenate part files (in the given order) into ``out``; returns the number of top-level rows.
 
     ``poll`` is called between blocks (it raises to stop the merge, e.g. on a signal).
+    ``own_rows``: groups with rows of their own (per-train detectors), marked as such.
     """
     part_paths = list(part_paths)
     layout: Dict[str, tuple] = {}
@@ -175,6 +184,8 @@ def merge_parts(part_paths: Iterable[Path], out: h5py.File, poll: Optional[Calla
                     block = src[start:start + step]
                     out[path][cursor[path]:cursor[path] + len(block)] = block
                     cursor[path] += len(block)
+    for name in own_rows:
+        out.require_group(name).attrs[OWN_ROWS_ATTR] = "train"
     attach_event_scale(out)
     return lengths.get("trainId", 0)
 
@@ -193,6 +204,8 @@ def attach_event_scale(out: h5py.Group) -> None:
     scale.make_scale("trainId")
     for path in list(_datasets(out)):
         ds = out[path]
+        if "/" in path and has_own_rows(out[path.split("/", 1)[0]]):  # a per-train detector's rows
+            continue
         if path == "trainId" or not ds.ndim or ds.shape[0] != scale.shape[0] or RAGGED_ATTR in ds.attrs:
             continue
         ds.dims[0].attach_scale(scale)

@@ -49,7 +49,7 @@ def check_config_against_run(config, access: RunAccess, run_ids: np.ndarray) -> 
                                      "energy; point it at a per-pulse XGM entry of point_data, e.g. xgm/sa3_intensity")
     available = set(access.available_modules())
     for det, cfg in config.detectors.items():
-        for i, func in enumerate(config.functions(det)):
+        for i, func in enumerate(config.functions(det) if cfg["type"] == "dssc" else ()):
             needed = func.required_modules() or ()
             lacking = [m for m in needed if m not in available]
             unread = [m for m in needed if m in available and cfg["modules"] and m not in cfg["modules"]]
@@ -83,6 +83,11 @@ def check_setups(config, setups: List, access: RunAccess, run_ids: np.ndarray, p
     available = set(access.available_modules())
     for s in setups:
         _check_dark_identity(s, config.detectors[s.name]["dark_run"], proposal)
+        if s.det.type.kind != "dssc":  # a camera's dark was checked against the run's shape and mode
+            if not np.asarray(s.det.mask).any():
+                raise CalibrationError(f"detector {s.name}: every pixel is masked (dark run {s.det.dark_run}); "
+                                       "take or choose another dark run and run smd_dark again")
+            continue
         present = [j for j, m in enumerate(s.modules) if m in available]
         mask = np.asarray(s.det.mask)
         if present and not mask[present].any():

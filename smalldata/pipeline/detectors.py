@@ -180,7 +180,8 @@ def dark_requests(config: ProducerConfig, proposal: int,
     """Per detector, its dark constants file, the modules :func:`setup_detectors` will read, and
     whether the noise is needed (:func:`needs_noise`, or the constants embedded in the output)."""
     requests = {}
-    for name, det_cfg in config.detectors.items():
+    for name in config.per_pulse_detectors:
+        det_cfg = config.detectors[name]
         functions = config.functions(name)
         requests[name] = (str(dark_path(config, name, proposal)),
                           modules_for(functions, det_cfg["modules"], access.available_modules()),
@@ -197,7 +198,8 @@ def setup_detectors(config: ProducerConfig, proposal: int, access: RunAccess,
     ``darks``: dark constants per detector already in memory (:func:`dark_requests` says which).
     """
     setups = []
-    for name, det_cfg in config.detectors.items():
+    for name in config.per_pulse_detectors:
+        det_cfg = config.detectors[name]
         where = f"detectors.{name}"
         functions = config.functions(name)
         modules = modules_for(functions, det_cfg["modules"], access.available_modules())

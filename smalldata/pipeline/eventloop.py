@@ -21,7 +21,7 @@ import numpy as np
 from smalldata import __version__
 from smalldata.calib.darkref import hash_in_background
 from smalldata.config.producer import ProducerConfig
-from smalldata.constants import DSSC_MODULE_SHAPE
+from smalldata.detectors.types import DetectorType
 from smalldata.errors import SmallDataError
 from smalldata.io.pointdata import PointReader
 from smalldata.io.runaccess import RunAccess
@@ -43,6 +43,7 @@ from smalldata.parallel.shutdown import Interrupted, interruptible, received, si
 from smalldata.pipeline.interrupts import describe, in_user_function
 from smalldata.pipeline.nodeshare import load_shared_darks
 from smalldata.pipeline.rungroups import write_run_groups
+from smalldata.pipeline.trainrows import TrainRows, camera_train_ids, setup_cameras
 from smalldata.pulses.framestage import FrameStage
 from smalldata.timing.hook import point_reader
 
@@ -67,9 +68,9 @@ class Summary:
         self.frames_per_second = self.rows / self.elapsed if self.elapsed > 0 else 0.0
 
 
-def auto_batch_size(megabytes: float, n_modules: int) -> int:
-    """Frames per batch such that the raw data of a batch take about ``megabytes`` MiB."""
-    frame_bytes = n_modules * DSSC_MODULE_SHAPE[0] * DSSC_MODULE_SHAPE[1] * 2
+def auto_batch_size(megabytes: float, n_modules: int, detector_type: DetectorType) -> int:
+    """Frames per batch such that the raw data of ``n_modules`` modules take about ``megabytes`` MiB."""
+    frame_bytes = detector_type.frame_bytes * n_modules // detector_type.n_modules
     return max(1, int(megabytes * 2**20 // max(frame_bytes, 1)))
 
 
@@ -131,20 +132,23 @@ def _run(config, run, proposal, output, overwrite, max_trains, batch_size, comma
             access = RunAccess.open(proposal, run, config.settings["data_root"])
             run_ids = access.train_ids if max_trains is None else access.train_ids[:max_trains]
             check_config_against_run(config, access, run_ids)
-            stage = FrameStage(config.settings["pulses"], config.settings["digitizer"], config.settings["pattern"],
-                               config.settings["rejection"], access, run_ids)
+            stage = None  # without a per-pulse detector, a run's rows are its trains
+            if config.per_pulse_detectors:
+                stage = FrameStage(config.settings["pulses"], config.settings["digitizer"],
+                                   config.settings["pattern"], config.settings["rejection"], access, run_ids)
             return access, run_ids, stage, dark_requests(config, proposal, access)
 
     def prepare_detectors(access, run_ids, stage, darks):
         activity.note("setting up the detectors and functions")
         with interruptible(lambda tb: describe(tb, phase="while setting up the detectors"), in_user_function):
-            setups = setup_detectors(config, proposal, access, stage.pattern, run_ids, darks)
-        check_setups(config, setups, access, run_ids, proposal)
+            setups = setup_detectors(config, proposal, access, stage.pattern if stage else None, run_ids, darks)
+            cameras = setup_cameras(config, proposal, access, run_ids)
+        check_setups(config, setups + [c.setup for c in cameras], access, run_ids, proposal)
         if rank == 0:  # the output records each dark's checksum: read for it while the frames are processed
             for s in setups:
                 if s.det.dark_file:
                     hash_in_background(s.det.dark_file)
-        return setups, point_reader(config, access, run_ids)
+        return setups, cameras, point_reader(config, access, run_ids)
 
     def prepare_output():
         if rank == 0:
@@ -158,24 +162,41 @@ def _run(config, run, proposal, output, overwrite, max_trains, batch_size, comma
         # every rank is here: the node's ranks read the dark constants once, into shared memory
         activity.note("reading the dark constants")
         darks = agree(lambda: load_shared_darks(requests, comm), comm, coordinator)
-        setups, points = agree(lambda: prepare_detectors(access, train_ids, stage, darks), comm, coordinator)
+        setups, cameras, points = agree(lambda: prepare_detectors(access, train_ids, stage, darks), comm, coordinator)
         del darks
-        modules_all = sorted({m for s in setups for m in s.modules})
-        if batch_size is None:
-            batch_size = auto_batch_size(config.settings["batch_megabytes"], len(modules_all))
-        frames = access.frames_per_train(modules_all)[: len(train_ids)]
-        damage = _damage_by_train(access)
-        skipped = [(int(t), "no detector frames in any module" + damage.get(int(t), ""))
-                   for t in train_ids[frames == 0]]
-        keep = frames > 0
-        work_ids, work_frames = train_ids[keep], frames[keep]
-        start, stop = split_blocks(work_frames, n_ranks)[rank]
+        camera_ids = camera_train_ids(cameras, train_ids)
+        train_rows = TrainRows(cameras, points, events=not setups, batch_megabytes=config.settings["batch_megabytes"])
+        if setups:
+            modules_all = sorted({m for s in setups for m in s.modules})
+            if batch_size is None:
+                batch_size = auto_batch_size(config.settings["batch_megabytes"], len(modules_all), setups[0].det.type)
+            frames = access.frames_per_train(modules_all)[: len(train_ids)]
+            damage = _damage_by_train(access)
+            skipped = [(int(t), "no detector frames in any module" + damage.get(int(t), ""))
+                       for t in train_ids[frames == 0]]
+            keep = frames > 0
+            work_ids, work_frames = train_ids[keep], frames[keep]
+            blocks = split_blocks(work_frames, n_ranks)
+            start, stop = blocks[rank]
+            # the cameras' trains follow the frames' blocks: rank r takes those from its first train on
+            bounds = [0] + [int(work_ids[b0]) if b0 < len(work_ids) else np.iinfo(np.uint64).max
+                            for b0, _ in blocks[1:]] + [np.iinfo(np.uint64).max]
+            my_camera_ids = camera_ids[(camera_ids >= np.uint64(bounds[rank]))
+                                       & (camera_ids < np.uint64(bounds[rank + 1]))]
+            if rank == n_ranks - 1:
+                my_camera_ids = camera_ids[camera_ids >= np.uint64(bounds[rank])]
+        else:  # only per-train detectors: one row per train with an image
+            skipped = [(int(t), "no image of any camera") for t in train_ids[~np.isin(train_ids, camera_ids)]]
+            work_ids, work_frames = camera_ids, np.ones(len(camera_ids), np.int64)
+            start, stop = split_blocks(work_frames, n_ranks)[rank]
+            my_camera_ids = camera_ids[start:stop]
         coordinator.set_work(len(work_ids), int(work_frames.sum()))
         part_path = Path(parts_dir) / f"part_{rank:05d}.h5"
         failure = None
         try:
-            _process_block(access, stage, setups, points, work_ids[start:stop], work_frames[start:stop],
-                           batch_size, part_path, coordinator)
+            frame_block = slice(start, stop) if setups else slice(0, 0)  # camera-only: no frames' batches
+            _process_block(access, stage, setups, points, work_ids[frame_block], work_frames[frame_block],
+                           batch_size, part_path, coordinator, train_rows, my_camera_ids)
         except BaseException as exc:  # noqa: BLE001 - every failure (SystemExit too) is agreed on below
             failure = failure_of(exc)
             if isinstance(exc, Interrupted):  # the others stop at their next poll
@@ -193,15 +214,17 @@ def _run(config, run, proposal, output, overwrite, max_trains, batch_size, comma
         for _, _, entries in statuses:
             access.faults.extend(entries)
         activity.note("adding up the run sums of all ranks")
-        for s in setups:
+        for s in setups + [c.setup for c in cameras]:
             if s.accumulators is not None:
                 s.accumulators.reduce(comm)
 
         def finalize():
             if rank != 0:
                 return None
-            return _write_output(output, overwrite, parts_dir, n_ranks, config, stage, setups, points, skipped,
-                                 access, proposal, run, train_ids, command, started, t0, coordinator)
+            no_image = {c.name: train_ids[~np.isin(train_ids, c.trains.train_ids)] for c in cameras}
+            return _write_output(output, overwrite, parts_dir, n_ranks, config, stage, setups, cameras, points,
+                                 skipped, access, proposal, run, train_ids, command, started, t0, coordinator,
+                                 no_image)
 
         activity.note("waiting for rank 0 to merge the part files" if rank else "merging the part files")
         rows_datasets = comm.bcast(agree(finalize, comm, coordinator, check_signals=False), root=0)
@@ -216,17 +239,19 @@ def _run(config, run, proposal, output, overwrite, max_trains, batch_size, comma
                    elapsed=time.monotonic() - t0, n_ranks=n_ranks, losses=losses)
 
 
-def _process_block(access: RunAccess, stage: FrameStage, setups: Sequence[DetectorSetup], points: PointReader,
-                   train_ids: np.ndarray, frames_per_train: np.ndarray, batch_size: int,
-                   part_path: Path, coordinator: Coordinator) -> None:
-    """Process this rank's trains batch by batch into its part file."""
+def _process_block(access: RunAccess, stage: Optional[FrameStage], setups: Sequence[DetectorSetup],
+                   points: PointReader, train_ids: np.ndarray, frames_per_train: np.ndarray, batch_size: int,
+                   part_path: Path, coordinator: Coordinator, train_rows: TrainRows, camera_ids: np.ndarray) -> None:
+    """Process this rank's trains batch by batch into its part file (``camera_ids``: its cameras' trains)."""
     modules_all = tuple(sorted({m for s in setups for m in s.modules}))
     writer = PartWriter(part_path)
     current = [None]  # the train of the batch being processed, for a signal's message
+    cameras = _CameraProgress(train_rows, camera_ids, writer, coordinator, current, counts_as_work=not setups)
     try:
         with interruptible(lambda tb: describe(tb, current[0], "while processing"), in_user_function):
             _process_batches(access, stage, setups, points, train_ids, frames_per_train, batch_size, writer,
-                             coordinator, modules_all, current)
+                             coordinator, modules_all, current, cameras)
+            cameras.up_to(None)
         writer.close()
     except BaseException as exc:
         try:
@@ -241,15 +266,20 @@ def _process_block(access: RunAccess, stage: FrameStage, setups: Sequence[Detect
 
 def _process_batches(access: RunAccess, stage: FrameStage, setups: Sequence[DetectorSetup], points: PointReader,
                      train_ids: np.ndarray, frames_per_train: np.ndarray, batch_size: int, writer: PartWriter,
-                     coordinator: Coordinator, modules_all: tuple, current: list) -> None:
-    """The batches of :func:`_process_block`; ``current[0]`` is the first train of the batch in hand."""
+                     coordinator: Coordinator, modules_all: tuple, current: list,
+                     cameras: "_CameraProgress") -> None:
+    """The batches of :func:`_process_block`; ``current[0]`` is the first train of the batch in hand.
+
+    The cameras' trains up to a batch's last train are processed before it.
+    """
     trains_done = frames_done = 0
     # intra-train dark subtraction needs each train's dark frames in the batch: no pieces of trains
     whole_trains = any(s.dark_subtraction is not None for s in setups)
-    batches = frame_batches(frames_per_train, batch_size, whole_trains)
+    batches = frame_batches(frames_per_train, batch_size, whole_trains) if len(train_ids) else []
     for i, (b0, b1, window) in enumerate(batches):
         coordinator.poll()
         tids = train_ids[b0:b1]
+        cameras.up_to(int(tids[-1]))
         current[0] = int(tids[0])
         activity.note("reading and calibrating", current[0])
         raw = access.read_raw(modules_all, tids, window)
@@ -264,8 +294,35 @@ def _process_batches(access: RunAccess, stage: FrameStage, setups: Sequence[Dete
         coordinator.batch_done(trains_done, frames_done)
 
 
-def _write_output(output, overwrite, parts_dir, n_ranks, config, stage, setups, points, skipped, access, proposal,
-                  run, train_ids, command, started, t0, coordinator) -> Tuple[int, int, List[str]]:
+class _CameraProgress:
+    """This rank's camera trains, processed in train order as the frames' batches advance."""
+
+    def __init__(self, train_rows: TrainRows, camera_ids: np.ndarray, writer: PartWriter, coordinator: Coordinator,
+                 current: list, counts_as_work: bool):
+        self.rows, self.ids, self.writer, self.coordinator = train_rows, camera_ids, writer, coordinator
+        self.current, self.counts_as_work = current, counts_as_work
+        self.done = 0
+
+    def up_to(self, last_train: Optional[int]) -> None:
+        """Process the cameras' trains up to ``last_train`` (None: all that are left)."""
+        stop = len(self.ids) if last_train is None else int(np.searchsorted(self.ids, np.uint64(last_train), "right"))
+        step = self.rows.batch_trains
+        for b0 in range(self.done, stop, step):
+            self.coordinator.poll()
+            ids = self.ids[b0:min(b0 + step, stop)]
+            self.current[0] = int(ids[0])
+            activity.note("reading and processing camera images", self.current[0])
+            self.rows.process(ids, self.writer.append)
+            self.done = b0 + len(ids)
+            if self.counts_as_work:
+                self.coordinator.batch_done(self.done, self.done)
+        self.done = max(self.done, stop)
+
+
+def _write_output(output, overwrite, parts_dir, n_ranks, config, stage, setups, cameras, points, skipped, access,
+                  proposal, run, train_ids, command, started, t0, coordinator,
+                  no_image) -> Tuple[int, int, List[str]]:
+    setups = list(setups) + [c.setup for c in cameras]
     parts = [Path(parts_dir) / f"part_{r:05d}.h5" for r in range(n_ranks)]
     with interruptible(lambda tb: describe(tb, phase="while describing the functions"), in_user_function):
         descriptions = [s.describe() for s in setups]  # the functions' parameters and arrays: user code
@@ -274,7 +331,7 @@ def _write_output(output, overwrite, parts_dir, n_ranks, config, stage, setups, 
     out = OutputFile(output, overwrite)
     activity.add_temporaries(out.tmp_path)  # removed by the supervisor should this rank die hard
     try:
-        rows = merge_parts(parts, out.file, poll=coordinator.poll)
+        rows = merge_parts(parts, out.file, poll=coordinator.poll, own_rows=[c.name for c in cameras])
         if "trainId" not in out.file:
             raise SmallDataError(f"no frames were processed for run {run}; check --max-trains and the modules")
         meta_attrs = {
@@ -285,7 +342,7 @@ def _write_output(output, overwrite, parts_dir, n_ranks, config, stage, setups, 
             "elapsed_s": time.monotonic() - t0, "host": socket.gethostname(),
         }
         losses = write_run_groups(out.file, config, stage, setups, points, descriptions, skipped, access,
-                                  train_ids, meta_attrs, poll=coordinator.poll)
+                                  train_ids, meta_attrs, poll=coordinator.poll, no_image=no_image)
         losses.check_usable()
         n_datasets = sum(1 for _ in _walk(out.file))
         out.publish(poll=coordinator.poll)

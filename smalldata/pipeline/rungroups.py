@@ -18,7 +18,8 @@ from smalldata.timing.hook import delay_loss_paths
 
 def write_run_groups(out: h5py.File, config, stage, setups: Sequence, points, descriptions: Sequence[Mapping],
                      skipped: List[Tuple[int, str]], access, train_ids: np.ndarray, meta_attrs: Mapping[str, Any],
-                     poll: Optional[Callable[[], None]] = None) -> LossSummary:
+                     poll: Optional[Callable[[], None]] = None,
+                     no_image: Optional[Mapping[str, np.ndarray]] = None) -> LossSummary:
     """Write the description, the run sums and ``/meta`` (skipped, incomplete and invalid trains, losses).
 
     Parameters
@@ -27,7 +28,8 @@ def write_run_groups(out: h5py.File, config, stage, setups: Sequence, points, de
         The output (its rows merged).
     config : ProducerConfig
     stage, setups, points
-        The frame stage, the detector set-ups (accumulators reduced) and the point reader.
+        The frame stage (None without a per-pulse detector), the detector set-ups of every type
+        (accumulators reduced) and the point reader.
     descriptions : sequence of mapping
         ``setup.describe()`` of each set-up (user code: the caller runs it where it can be interrupted).
     skipped : list of (train id, reason)
@@ -40,6 +42,8 @@ def write_run_groups(out: h5py.File, config, stage, setups: Sequence, points, de
         Attributes of ``/meta`` (config, version, command, ranks, run, times, ...).
     poll : callable, optional
         Called between long steps (stop requests from other ranks).
+    no_image : mapping, optional
+        Per-train detector name -> the input's trains without its image (``/meta/no_image/<det>``).
 
     Returns
     -------
@@ -50,7 +54,8 @@ def write_run_groups(out: h5py.File, config, stage, setups: Sequence, points, de
     for s, description in zip(setups, descriptions):
         write_mapping(cfg.require_group(s.name), description)
     write_mapping(cfg.require_group("point_data"), points.describe())
-    write_mapping(cfg.require_group("frames"), stage.describe())
+    if stage is not None:
+        write_mapping(cfg.require_group("frames"), stage.describe())
     sums = None
     for s in setups:
         if s.accumulators is not None:
@@ -65,7 +70,12 @@ def write_run_groups(out: h5py.File, config, stage, setups: Sequence, points, de
                         dtype=h5py.string_dtype())
     incomplete, n_pairs = [], 0
     out_trains = np.unique(out["trainId"][()])
+    for name, ids in (no_image or {}).items():
+        ds = meta.require_group("no_image").create_dataset(name, data=np.asarray(ids, dtype=np.uint64))
+        ds.attrs["meaning"] = f"trains of the input without an image of {name}: no row in /{name}"
     for s in setups:
+        if s.det.type.per_pulse is False:
+            continue
         counts = access.frame_counts(s.modules)[: len(train_ids)]
         expected = counts.max(axis=1, keepdims=True)
         for ti, mi in zip(*np.nonzero(counts < expected)):

@@ -16,6 +16,8 @@ BUILTIN_FUNCTIONS = {
     "photons": "smalldata.funcs.photons:Photons",
     "autocorrelation": "smalldata.funcs.autocorrelation:Autocorrelation",
     "boz": "smalldata.funcs.boz:BOZ",
+    "hrixs": "smalldata.funcs.hrixs:HRIXSSpectrum",
+    "viking": "smalldata.funcs.viking:VikingSpectrum",
 }
 
 

@@ -86,7 +86,7 @@ def check_monotonic(coefficients: Sequence[float], pixel_range: Tuple[float, flo
     c = np.asarray(coefficients, dtype=np.float64)
     lo, hi = (float(v) for v in pixel_range)
     if c.ndim != 1 or len(c) < 2 or not np.all(np.isfinite(c)) or not hi > lo:
-        raise CalibrationError(f"{what}: coefficients {list(c)} on pixels {lo:g}..{hi:g} are not a polynomial of "
+        raise CalibrationError(f"{what}: coefficients {c.tolist()} on pixels {lo:g}..{hi:g} are not a polynomial of "
                                "degree >= 1 with finite values on a range; give [intercept, slope, ...]")
     d = np.polynomial.polynomial.polyder(c)
     roots = np.polynomial.polynomial.polyroots(d) if len(d) > 1 else np.empty(0)
@@ -94,5 +94,5 @@ def check_monotonic(coefficients: Sequence[float], pixel_range: Tuple[float, flo
     slopes = np.polynomial.polynomial.polyval(np.linspace(lo, hi, 257), d)
     if turning or np.any(slopes == 0) or (slopes.min() < 0 < slopes.max()):
         where = f" (turns at pixel {turning[0]:.1f})" if turning else ""
-        raise CalibrationError(f"{what}: coefficients {list(c)} are not monotonic on pixels {lo:g}..{hi:g}{where}; "
+        raise CalibrationError(f"{what}: coefficients {c.tolist()} are not monotonic on pixels {lo:g}..{hi:g}{where}; "
                                "two pixels would get one energy: refit, or restrict the pixel range")

@@ -2,12 +2,13 @@
 ``(N, ny, nx)`` in, per-frame arrays out.
 
 :class:`HRIXSSpectra`: dark subtraction, then the spectrum by centroiding or by integration on fixed
-energy bins, with the hit counts. :class:`VikingSpectra`: the spectrum in photoelectrons, with and
+energy bins, with the hit counts (:class:`HRIXSBinning`, the part after the dark subtraction, is shared
+with the event-loop function ``hrixs``). :class:`VikingSpectra`: the spectrum in photoelectrons, with and
 without its baseline. Constructor parameters are the settings a config would give (SI units, eV).
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -21,8 +22,83 @@ from .spectra import OverlapBinning, spectrum_from_hits
 from .viking import photoelectrons_per_count, remove_baseline, spectrum
 
 
+def energy_edges(energy_bins: Sequence[float]) -> np.ndarray:
+    """Energy bin edges ``first, first + width, ... <= last`` (eV) of ``(first, last, width)``.
+
+    Raises a one-line :class:`ConfigError` (key ``energy_bins``) unless ``last - first >= width > 0``.
+    """
+    values = tuple(float(v) for v in energy_bins)
+    if len(values) != 3 or not all(np.isfinite(values)):
+        raise ConfigError("energy_bins", f"{list(energy_bins)} is not (first, last, width) in eV")
+    first, last, width = values
+    if not (width > 0 and last - first >= width):
+        raise ConfigError("energy_bins", f"{list(values)} is not (first, last, width) with width > 0 and at least "
+                                         "one bin (last - first >= width)")
+    return first + width * np.arange(int(np.floor((last - first) / width + 1e-9)) + 1)
+
+
+class HRIXSBinning:
+    """hRIXS spectrum per frame of dark-subtracted frames: what :class:`HRIXSSpectra` does after the
+    dark subtraction, shared with the event-loop function ``hrixs`` (smalldata.funcs.hrixs).
+
+    Parameters
+    ----------
+    shape : (ny, nx)
+        Image shape (rows dispersive).
+    mask : (ny, nx) bool
+        True = good pixel.
+    curvature : (c1, c2)
+        Line curvature (rows per column, per column squared).
+    energy_slope, energy_intercept : float
+        eV per corrected row, eV at row 0.
+    energy_bins : (first, last, width)
+        See :func:`energy_edges` (eV).
+    method : str
+        ``"centroid"`` (photons per bin) or ``"integrate"`` (pixel-overlap sums, data units).
+    threshold : float, optional
+        2x2-sum hit threshold (ADU, :func:`~smalldata.spectro.centroid.resolve_threshold`); centroiding only.
+    double_threshold_adu : float
+        4x4 sum above which a hit is double (inf: none).
+    """
+
+    def __init__(self, shape: Tuple[int, int], mask: np.ndarray, curvature: Tuple[float, float], energy_slope: float,
+                 energy_intercept: float, energy_bins: Sequence[float], method: str = "centroid",
+                 threshold: Optional[float] = None, double_threshold_adu: float = np.inf):
+        if method not in ("centroid", "integrate"):
+            raise ConfigError("method", f"{method!r} is not a method; use 'centroid' or 'integrate'")
+        if method == "centroid" and threshold is None:
+            raise ConfigError("threshold", "centroiding needs a hit threshold (threshold_adu or threshold_sigma)")
+        self.shape = tuple(int(v) for v in shape)
+        self.mask = np.asarray(mask, bool)
+        self.method = method
+        self.curvature = Curvature(*curvature)
+        self.calibration = EnergyCalibration.linear(energy_slope, energy_intercept, (-0.5, self.shape[0] - 0.5))
+        self.edges = energy_edges(energy_bins)
+        self.threshold = None if threshold is None else float(threshold)
+        self.double_threshold = float(double_threshold_adu)
+        self.binning = (OverlapBinning(self.shape, self.curvature, self.calibration, self.edges, self.mask)
+                        if method == "integrate" else None)
+
+    @property
+    def energy(self) -> np.ndarray:
+        """(B,) bin centres (eV)."""
+        return 0.5 * (self.edges[1:] + self.edges[:-1])
+
+    def __call__(self, data: np.ndarray) -> Dict[str, np.ndarray]:
+        """Per-frame outputs of dark-subtracted frames ``(N, ny, nx)`` float32 whose bad pixels are 0:
+        ``spectrum`` (N, B) and, when centroiding, ``hits``, ``double_hits``, ``photons`` (N,)."""
+        if self.method == "integrate":
+            return {"spectrum": self.binning(data)}
+        hits = centroid(data, self.threshold, self.double_threshold)
+        # float64 also when no hit lands in a bin (bincount of nothing gives integers)
+        spec = spectrum_from_hits(hits, self.curvature, self.calibration, self.edges).astype(np.float64, copy=False)
+        return {"spectrum": spec,
+                "hits": hits.counts, "photons": hits.photons_per_frame(),
+                "double_hits": np.bincount(hits.frame[hits.double], minlength=len(data)).astype(np.int64)}
+
+
 class HRIXSSpectra:
-    """hRIXS spectrum per frame.
+    """hRIXS spectrum per frame of raw frames: dark subtraction, then :class:`HRIXSBinning`.
 
     Parameters
     ----------
@@ -48,35 +124,25 @@ class HRIXSSpectra:
                  double_threshold_adu: float = np.inf):
         if method not in ("centroid", "integrate"):
             raise ConfigError("method", f"{method!r} is not a method; use 'centroid' or 'integrate'")
-        first, last, width = (float(v) for v in energy_bins)
-        if not (width > 0 and last > first):
-            raise ConfigError("energy_bins", f"{energy_bins} is not (first, last, width) with last > first and width > 0")
         self.dark, self.method = dark, method
-        self.curvature = Curvature(*curvature)
-        self.calibration = EnergyCalibration.linear(energy_slope, energy_intercept, (-0.5, dark.shape[0] - 0.5))
-        self.edges = first + width * np.arange(int(np.floor((last - first) / width + 1e-9)) + 1)
-        self.double_threshold = float(double_threshold_adu)
-        self.threshold = (resolve_threshold(threshold_adu, threshold_sigma, dark.noise, dark.mask)
-                          if method == "centroid" else None)
-        self.binning = (OverlapBinning(dark.shape, self.curvature, self.calibration, self.edges, dark.mask)
-                        if method == "integrate" else None)
+        threshold = (resolve_threshold(threshold_adu, threshold_sigma, dark.noise, dark.mask)
+                     if method == "centroid" else None)
+        self.core = HRIXSBinning(dark.shape, dark.mask, curvature, energy_slope, energy_intercept, energy_bins,
+                                 method, threshold, double_threshold_adu)
+        self.curvature, self.calibration, self.edges = self.core.curvature, self.core.calibration, self.core.edges
+        self.threshold, self.binning = self.core.threshold, self.core.binning
 
     @property
     def energy(self) -> np.ndarray:
         """(B,) bin centres (eV)."""
-        return 0.5 * (self.edges[1:] + self.edges[:-1])
+        return self.core.energy
 
     def process(self, raw: np.ndarray) -> Dict[str, np.ndarray]:
         """Per-frame outputs of raw frames ``(N, ny, nx)``: ``spectrum`` (N, B) and, when centroiding,
         ``hits``, ``double_hits``, ``photons`` (N,)."""
         check_dark(self.dark, raw.shape[1:], what="hRIXS frames")
-        data = raw.astype(np.float32) - self.dark.mean
-        if self.method == "integrate":
-            return {"spectrum": self.binning(data)}
-        hits = centroid(data, self.threshold, self.double_threshold, self.dark.mask)
-        return {"spectrum": spectrum_from_hits(hits, self.curvature, self.calibration, self.edges),
-                "hits": hits.counts, "photons": hits.photons_per_frame(),
-                "double_hits": np.bincount(hits.frame[hits.double], minlength=len(raw)).astype(np.int64)}
+        data = np.where(self.dark.mask, raw.astype(np.float32) - self.dark.mean, np.float32(0))
+        return self.core(data)
 
 
 class VikingSpectra:

@@ -1,0 +1,149 @@
+"""Per-train detectors (cameras) in the event loop: their set-up, and their rows batch by batch.
+
+A camera has one image per train, so its rows are not the per-pulse rows of the top level: each
+camera writes its own group, ``/<cam>/trainId`` and ``/<cam>/<func>_<key>``, one row per train
+with an image. A run without a per-pulse detector has one top-level row per train that has an
+image of any camera (pulse and cell 0), with the point data per train
+(:meth:`~smalldata.io.pointdata.PointReader.read_trains`). The cameras' calibration, functions,
+vetoes and run sums are those of every detector (:class:`~smalldata.pipeline.detectors.DetectorSetup`).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+
+from smalldata.calib.configured import build_camera_detobject
+from smalldata.cameras.batches import CameraTrains
+from smalldata.config.producer import ProducerConfig
+from smalldata.detectors.registry import detector_type
+from smalldata.errors import ConfigError, SmallDataError
+from smalldata.io.pointdata import PointReader
+from smalldata.io.runaccess import RunAccess
+from smalldata.pipeline.detectors import DetectorSetup
+from smalldata.plugin.contract import check_function, dry_run_batches, name_error
+from smalldata.pulses.framestage import FrameInfo
+from smalldata.pulses.patterns import FramePattern
+from smalldata.sums.accumulate import DetectorAccumulators
+
+log = logging.getLogger(__name__)
+
+#: config sections that describe pulses: they need a per-pulse detector
+PULSE_SECTIONS = ("pulses", "digitizer", "pattern", "rejection", "delay")
+
+
+@dataclass
+class CameraStream:
+    """One per-train detector: its set-up and its images."""
+
+    setup: DetectorSetup
+    trains: CameraTrains
+
+    @property
+    def name(self) -> str:
+        return self.setup.name
+
+
+def setup_cameras(config: ProducerConfig, proposal: int, access: RunAccess,
+                  run_train_ids: np.ndarray) -> List[CameraStream]:
+    """Set up every per-train detector of the config for this run (dark, functions, sums)."""
+    if not config.per_pulse_detectors:
+        used = [key for key in PULSE_SECTIONS if config.settings[key] is not None]
+        if used:
+            raise ConfigError(used[0], f"the {used[0]!r} section describes pulses, but every detector of the config "
+                                       "has one image per train; remove the section or add the DSSC")
+    streams = []
+    for name in config.per_train_detectors:
+        det_cfg, where = config.detectors[name], f"detectors.{name}"
+        trains = CameraTrains(access.data, detector_type(det_cfg, where), name, str(access.path))
+        det = build_camera_detobject(config, name, proposal, access)
+        functions = config.functions(name)
+        for func in functions:
+            try:
+                func.setup(det)
+            except SmallDataError as exc:
+                raise name_error(func, exc) from None
+        accumulators = None
+        if det_cfg["cube"] is not None or det_cfg["sums"] is not None:
+            accumulators = DetectorAccumulators(name, det_cfg["cube"], det_cfg["sums"], config.point_data,
+                                                det.mask.shape, det.units, FramePattern(["image"]), access,
+                                                run_train_ids)
+        layout: Dict = {}
+        batches = dry_run_batches(det, det.modules, None)
+        for func in functions:
+            layout.update(check_function(func, batches))
+        setup = DetectorSetup(name, det, functions, det.modules, det_cfg["vetoes"], accumulators, layout=layout,
+                              embed_dark=det_cfg["embed_dark"])
+        streams.append(CameraStream(setup, trains))
+        log.info("detector %s: %s camera %s, %d train(s) with an image, %d function(s), dark run %d", name,
+                 det.type.name, det.type.source(), len(trains.train_ids), len(functions), det_cfg["dark_run"])
+    return streams
+
+
+def camera_train_ids(streams: Sequence[CameraStream], run_train_ids: np.ndarray) -> np.ndarray:
+    """(T,) uint64 trains of the run that have an image of any camera, ascending."""
+    ids = [s.trains.train_ids for s in streams]
+    union = np.unique(np.concatenate(ids)) if ids else np.zeros(0, np.uint64)
+    return union[np.isin(union, run_train_ids)].astype(np.uint64)
+
+
+def _per_train_info(n: int) -> FrameInfo:
+    """Every image an X-ray frame of the single label ``image``, nothing rejected."""
+    zeros = np.zeros(n, np.int64)
+    return FrameInfo(pulse_index=zeros, xray_on=np.ones(n, bool), laser_on=np.zeros(n, bool), label_id=zeros,
+                     is_dark=np.zeros(n, bool), digitizer=None, reasons=np.zeros(n, np.uint16))
+
+
+class TrainRows:
+    """Writes this rank's per-train rows, in train order, batch by batch.
+
+    Parameters
+    ----------
+    streams : list of CameraStream
+    points : PointReader
+        Point data (per train here).
+    events : bool
+        Also write the top-level rows (a run without per-pulse detectors).
+    batch_megabytes : float
+        Raw images per batch.
+    """
+
+    def __init__(self, streams: Sequence[CameraStream], points: PointReader, events: bool, batch_megabytes: float):
+        self.streams, self.points, self.events = list(streams), points, events
+        self.batch_trains = min([s.trains.batch_trains(batch_megabytes) for s in self.streams] or [1])
+        self._outputs: Dict[str, Tuple[np.ndarray, Dict[str, object]]] = {}
+
+    def process(self, train_ids: np.ndarray, write) -> int:
+        """Process the trains ``train_ids`` (ascending); ``write(outputs, units, rows)`` appends rows.
+
+        Returns the number of camera images processed.
+        """
+        images = 0
+        for start in range(0, len(train_ids), self.batch_trains):
+            images += self._batch(np.asarray(train_ids[start:start + self.batch_trains], np.uint64), write)
+        return images
+
+    def _batch(self, train_ids: np.ndarray, write) -> int:
+        points, point_units = self.points.read_trains(train_ids)
+        if self.events:
+            n = len(train_ids)
+            outputs = {"trainId": train_ids, "pulseId": np.zeros(n, np.uint64), "cellId": np.zeros(n, np.uint16),
+                       **points, "rejection/reasons": np.zeros(n, np.uint16)}
+            write(outputs, point_units, "events")
+        images = 0
+        for stream in self.streams:
+            have = np.isin(train_ids, stream.trains.train_ids)
+            if not have.any():
+                continue
+            ids = train_ids[have]
+            raw = stream.trains.read(ids)
+            own_points = {key: values[have] for key, values in points.items()}
+            out, units, vetoed = stream.setup.process(raw, _per_train_info(len(ids)), own_points)
+            rows = {f"{stream.name}/trainId": ids, **out}
+            if stream.setup.vetoes:
+                rows[f"{stream.name}/vetoed"] = vetoed
+            write(rows, units, stream.name)
+            images += len(ids)
+        return images
