@@ -1,11 +1,13 @@
 """A per-train camera simulated inside a DSSC run: the files pass extra-data-validate, extra-data's own
 selection gives images that match the planted truth per TRUE train id (the Newton's recorded ids
-shifted by its -1 offset), trains without an image, the dark's pedestal, the DSSC part unchanged, and
-the command's options and refusals."""
+shifted by its -1 offset), trains without an image, the dark's pedestal, the DSSC part unchanged, the
+command's options and refusals, and the run through smd_dark and smd_producer."""
 import subprocess
 
+import h5py
 import numpy as np
 import pytest
+import yaml
 
 import extra_data
 
@@ -173,3 +175,30 @@ def test_command_refusals(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and text in err[0], err
     assert not run_path(tmp_path, PROPOSAL, 730).exists()
+
+
+def test_through_smd_dark_and_the_producer(newton, tmp_path):
+    """The mixed run as a beamtime would take it: smd_dark of the DSSC and the camera from one dark run,
+    then smd_producer; the camera's rows are the planted true trains with their planted signal."""
+    truth = read_truth(newton, PROPOSAL, DATA)
+    r0, r1 = (int(v) for v in truth["camera_band_rows"])
+    cfg = tmp_path / "producer.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "proposal": PROPOSAL, "data_root": str(newton), "calib_dir": "calib", "output_dir": "out",
+        "detectors": {"dssc": {"dark_run": DARK, "dark": {"min_frames": 10}, "modules": [3],
+                               "functions": [{"type": "roi", "name": "box", "module": 3, "roi": [0, 128, 0, 512]}]},
+                      "viking": {"type": "camera", "camera": "newton", "shape": list(SHAPE), "dark_run": DARK,
+                                 "functions": [{"type": "roi", "name": "band", "roi": [r0, r1, 0, SHAPE[1]]}]}}}))
+    res = subprocess.run([tool("smd_dark"), "-r", str(DARK), "-c", str(cfg), "--quiet"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    res = subprocess.run([tool("smd_producer"), "-r", str(DATA), "-c", str(cfg), "--quiet"], capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    with h5py.File(tmp_path / "out" / "r0700.h5") as f:
+        np.testing.assert_array_equal(f["viking/trainId"][()], truth["camera_train_ids"])
+        band = f["viking/band_sum"][()]
+        assert len(f["trainId"]) == 12 * 2  # the DSSC's rows: every frame of every train
+    expected = truth["camera_spectrum_pe"].sum(axis=1) / truth["camera_pe_per_count"]
+    n_pix, n_dark = (r1 - r0) * SHAPE[1], 19
+    sigma = np.sqrt(n_pix * (truth["camera_noise"] ** 2 + 1 / 12) * (1 + 1 / n_dark))
+    assert np.max(np.abs(band - expected)) < 5 * sigma
