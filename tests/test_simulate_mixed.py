@@ -202,3 +202,16 @@ def test_through_smd_dark_and_the_producer(newton, tmp_path):
     n_pix, n_dark = (r1 - r0) * SHAPE[1], 19
     sigma = np.sqrt(n_pix * (truth["camera_noise"] ** 2 + 1 / 12) * (1 + 1 / n_dark))
     assert np.max(np.abs(band - expected)) < 5 * sigma
+
+
+def test_camera_choices_refused_in_one_line(tmp_path):
+    from smalldata.errors import SmallDataError
+
+    cfg = SimulationConfig.small(modules=(3,), n_trains=4, frames_per_train=2)
+    for camera, text in ((MixedCamera("maranax"), "camera 'maranax' cannot be written into a DSSC run"),
+                         (MixedCamera("newton", (32, 64), missing_trains=(1, 4)), "train indices [4] are outside")):
+        with pytest.raises(SmallDataError, match=text.replace("[", r"\[").replace("]", r"\]")) as err:
+            simulate_mixed_run(tmp_path, PROPOSAL, 740, cfg, camera)
+        assert "\n" not in str(err.value)
+    assert not run_path(tmp_path, PROPOSAL, 740).exists()
+    assert not list(run_path(tmp_path, PROPOSAL, 740).parent.glob(".r0740*"))  # no partial run left
