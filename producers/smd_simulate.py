@@ -11,12 +11,13 @@ import argparse
 import dataclasses
 import logging
 import time
+from functools import partial
 from typing import Optional, Sequence
 
 from smalldata.cli._cli import add_common_arguments, add_run_arguments, run_main
 
 from smalldata.errors import SmallDataError
-from smalldata.simulate import SimulationConfig, simulate_dark_run, simulate_data_run, truth_path
+from smalldata.simulate import SimulationConfig, simulate_dark_run, simulate_run, truth_path
 from smalldata.simulate.cameras import CAMERA_RUN_PRESETS
 from smalldata.simulate.config import parse_int_list
 
@@ -73,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seed of the detector constants (shared by dark and data runs)")
     parser.add_argument("--photon-energy", type=float, default=None, help="photon energy, eV")
     parser.add_argument("--delay-steps", type=int, default=None, help="positions of the delay scan")
+    parser.add_argument("--camera", choices=("newton", "hrixs", "fastccd"), default=None,
+                        help="also write this per-train camera into the DSSC runs (presets small, demo, pump_probe): "
+                             "its images, settings and planted per-train truth (docs/simulator.md, Cameras in a "
+                             "DSSC run); the dark run gets its dark frames")
+    parser.add_argument("--camera-shape", type=int, nargs=2, default=None, metavar=("NY", "NX"),
+                        help="image shape of --camera (default: the camera's full shape)")
     parser.add_argument("--threads", type=int, default=None, help="worker threads (default: CPU count)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing runs and truth files")
     add_common_arguments(parser)
@@ -184,6 +191,11 @@ def _camera_body(args: argparse.Namespace) -> int:
 def _body(args: argparse.Namespace) -> int:
     if args.dark_run is not None and args.dark_run == args.run:
         raise SmallDataError(f"--dark-run {args.dark_run} is the same as -r/--run; give another run number")
+    if args.camera_shape is not None and args.camera is None:
+        raise SmallDataError("--camera-shape needs --camera newton, hrixs or fastccd")
+    if args.camera is not None and args.preset not in PRESETS:
+        raise SmallDataError(f"--camera applies to the DSSC presets ({', '.join(sorted(PRESETS))}), not to "
+                             f"--preset {args.preset}; choose one of those or leave --camera out")
     if args.preset in BOZ_PRESETS:
         return _boz_body(args)
     if args.preset == "timing":
@@ -193,16 +205,23 @@ def _body(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     log.debug("configuration: %s", dataclasses.asdict(cfg))
     t0 = time.monotonic()
+    simulate = partial(simulate_run, root=args.root, proposal=args.proposal, cfg=cfg, overwrite=args.overwrite,
+                       threads=args.threads)
+    if args.camera is not None:
+        from smalldata.simulate.mixed import MixedCamera, MixedRunSimulation
+
+        camera = MixedCamera(args.camera, tuple(args.camera_shape) if args.camera_shape else None)
+        camera.validate()
+        simulate = partial(simulate, simulation=partial(MixedRunSimulation, camera))
     written = []
     if args.dark_run is not None:
-        written.append(("dark", args.dark_run, simulate_dark_run(args.root, args.proposal, args.dark_run, cfg,
-                                                                 overwrite=args.overwrite, threads=args.threads)))
-    written.append(("data", args.run, simulate_data_run(args.root, args.proposal, args.run, cfg,
-                                                        overwrite=args.overwrite, threads=args.threads)))
+        written.append(("dark", args.dark_run, simulate(run=args.dark_run, dark=True)))
+    written.append(("data", args.run, simulate(run=args.run, dark=False)))
     for kind, run, path in written:
         print(f"{kind} run {run}: {path} (truth: {truth_path(args.root, args.proposal, run)})")
-    print(f"simulated {len(written)} run(s) of modules {list(cfg.modules)} in {time.monotonic() - t0:.1f} s; "
-          f"open with EXTRA_DATA_DATA_ROOT={args.root}")
+    with_camera = f" with camera {args.camera}" if args.camera else ""
+    print(f"simulated {len(written)} run(s) of modules {list(cfg.modules)}{with_camera} in "
+          f"{time.monotonic() - t0:.1f} s; open with EXTRA_DATA_DATA_ROOT={args.root}")
     return 0
 
 

@@ -12,7 +12,8 @@ Modules: :mod:`.config` (parameters and presets), :mod:`.xfel_files` (the raw-fi
 writer), :mod:`.detector` (pedestal, noise, bad pixels), :mod:`.physics` (ring,
 speckle, pump effect, XGM, digitizer), :mod:`.timing` (frames and bunch pattern),
 :mod:`.runs` (whole runs; presets subclass :class:`RunSimulation`), :mod:`.truth` (paths
-and the truth file), :mod:`.boz` (the BOZ preset).
+and the truth file), :mod:`.boz` (the BOZ preset), :mod:`.cameras` (per-train camera runs),
+:mod:`.mixed` (a per-train camera inside a DSSC run).
 See ``docs/simulator.md``.
 """
 from .config import CYCLE, SimulationConfig

@@ -76,6 +76,65 @@ class CameraSim:
         return self.pedestal_adu + self.pedestal_spread_adu * rng.standard_normal(self.preset.shape)
 
 
+class CameraTrainWriter:
+    """The files of one camera, train by train: images at ``<device>:daqOutput``, settings at ``<device>``.
+
+    Parameters
+    ----------
+    run_dir : path
+        Directory the aggregator's files go into (must exist).
+    proposal, run : int
+    preset : CameraPreset
+        Source, key, shape and saturation.
+    settings : dict
+        CONTROL values of the camera, written every train (and at the run's start).
+    sequence_trains : int
+        Trains per sequence file.
+    mono : bool
+        Also write the monochromator energy (``MONO_DEVICE``) per train.
+    aggregator : str
+        Aggregator name in the file names.
+    """
+
+    def __init__(self, run_dir, proposal: int, run: int, preset: CameraPreset, settings: Dict[str, int],
+                 sequence_trains: int, mono: bool = False, aggregator: str = AGGREGATOR):
+        self.preset = preset
+        self.settings = {k: int(v) for k, v in settings.items()}
+        self.mono = mono
+        control = {preset.device: {k: KeySpec(np.int32) for k in self.settings}}
+        if mono:
+            control[MONO_DEVICE] = {MONO_KEY: KeySpec(np.float64)}
+        instrument = {preset.source: {preset.key: KeySpec(np.uint16, preset.shape, chunk_entries=1),
+                                      "data.image.dims": KeySpec(np.uint64, (2,)),
+                                      "data.image.bitsPerPixel": KeySpec(np.int32)}}
+        self.writer = AggregatorWriter(run_dir, proposal, run, aggregator, sequence_trains, instrument=instrument,
+                                       control=control, run_values={preset.device: self.settings},
+                                       run_only={preset.device: {"classId": "AndorCamera"}})
+
+    def write_train(self, train_id: int, timestamp_ns: int, image: Optional[np.ndarray],
+                    mono_energy: Optional[float] = None) -> None:
+        """One train: ``image`` (ny, nx) uint16, or None for a train without an image (count 0)."""
+        p = self.preset
+        instrument = {} if image is None else {p.source: {
+            p.key: image[None], "data.image.dims": np.array([p.shape], np.uint64),
+            "data.image.bitsPerPixel": np.array([16], np.int32)}}
+        control = {p.device: self.settings} if self.settings else {}
+        if self.mono and mono_energy is not None:
+            control[MONO_DEVICE] = {MONO_KEY: float(mono_energy)}
+        self.writer.write_train(int(train_id), int(timestamp_ns), instrument, control)
+
+    def close(self) -> None:
+        """Finish the last sequence file."""
+        self.writer.close()
+
+
+def noisy_image(signal: np.ndarray, pedestal: np.ndarray, noise_adu: float, rng: np.random.Generator,
+                saturation: int) -> np.ndarray:
+    """Raw image(s): signal + pedestal + Gaussian read noise (ADU), rounded and clipped to uint16."""
+    noisy = signal + pedestal + noise_adu * rng.standard_normal(np.shape(signal))
+    return np.clip(np.rint(noisy), 0, saturation).astype(np.uint16)
+
+
 def write_camera_run(root, proposal: int, run: int, sim: CameraSim, signal: np.ndarray,
                      mono_energy: Optional[float] = None) -> Tuple[np.ndarray, np.ndarray]:
     """Add pedestal and noise to a signal (ADU) and write the run's files.
@@ -97,31 +156,17 @@ def write_camera_run(root, proposal: int, run: int, sim: CameraSim, signal: np.n
     """
     preset = sim.preset
     rng = np.random.default_rng(sim.seed + 1000 * run)
-    noisy = signal + sim.pedestal()[None] + sim.noise_adu * rng.standard_normal(signal.shape)
-    images = np.clip(np.rint(noisy), 0, preset.saturation).astype(np.uint16)
+    images = noisy_image(signal, sim.pedestal()[None], sim.noise_adu, rng, preset.saturation)
     train_ids = np.arange(sim.n_trains, dtype=np.uint64) + np.uint64(sim.first_train_id)
-    settings = {k: int(v) for k, v in (sim.settings or {}).items()}
-    control = {preset.device: {k: KeySpec(np.int32) for k in settings}}
-    if mono_energy is not None:
-        control[MONO_DEVICE] = {MONO_KEY: KeySpec(np.float64)}
-    instrument = {preset.source: {preset.key: KeySpec(np.uint16, preset.shape, chunk_entries=1),
-                                  "data.image.dims": KeySpec(np.uint64, (2,)),
-                                  "data.image.bitsPerPixel": KeySpec(np.int32)}}
     run_dir = run_path(root, proposal, run)
     run_dir.mkdir(parents=True, exist_ok=True)
-    run_values = {preset.device: settings}
-    with AggregatorWriter(run_dir, proposal, run, AGGREGATOR, sim.sequence_trains, instrument=instrument,
-                          control=control, run_values=run_values,
-                          run_only={preset.device: {"classId": "AndorCamera"}}) as w:
+    writer = CameraTrainWriter(run_dir, proposal, run, preset, sim.settings or {}, sim.sequence_trains,
+                               mono=mono_energy is not None)
+    try:
         for t, tid in enumerate(train_ids):
-            ctrl = {preset.device: settings} if settings else {preset.device: {}}
-            if mono_energy is not None:
-                ctrl[MONO_DEVICE] = {MONO_KEY: float(mono_energy)}
-            w.write_train(int(tid), 1_700_000_000_000_000_000 + 100_000_000 * t,
-                          {preset.source: {preset.key: images[t:t + 1],
-                                           "data.image.dims": np.array([preset.shape], np.uint64),
-                                           "data.image.bitsPerPixel": np.array([16], np.int32)}},
-                          {d: v for d, v in ctrl.items() if v})
+            writer.write_train(int(tid), 1_700_000_000_000_000_000 + 100_000_000 * t, images[t], mono_energy)
+    finally:
+        writer.close()
     return train_ids, images
 
 
@@ -154,7 +199,26 @@ def deposit(image: np.ndarray, y: np.ndarray, x: np.ndarray, amplitude: np.ndarr
     np.add.at(image, (rr[ok], cc[ok]), vals[ok])
 
 
-def _spaced_points(n: int, draw, min_distance: float, tries: int = 20) -> np.ndarray:
+def line_sampler(rng: np.random.Generator, shape: Tuple[int, int], energies: np.ndarray, weights: np.ndarray,
+                 row_of, line_sigma_px: float):
+    """``draw(k)``: up to k rows (y, x, energy) of photons on spectral lines, for :func:`spaced_points`.
+
+    Each photon's line is chosen by ``weights`` (summing to 1); its row is ``row_of(energy, x)`` plus
+    Gaussian natural width ``line_sigma_px``; photons closer than 3 px to the border are dropped.
+    """
+    ny, nx = shape
+
+    def draw(k: int) -> np.ndarray:
+        e = energies[rng.choice(len(energies), size=k, p=weights)]
+        x = rng.uniform(2, nx - 3, k)
+        y = row_of(e, x) + line_sigma_px * rng.standard_normal(k)
+        inside = (y > 2) & (y < ny - 3)
+        return np.stack([y, x, e], axis=1)[inside]
+
+    return draw
+
+
+def spaced_points(n: int, draw, min_distance: float, tries: int = 20) -> np.ndarray:
     """Up to ``n`` rows of ``draw(k) -> (k, 2 + m)`` (y, x, payload...), no two closer than ``min_distance``."""
     kept = []
     for _ in range(tries):
@@ -190,15 +254,9 @@ def simulate_hrixs_run(root, proposal: int, run: int, sim: CameraSim, kind: str 
         energies = np.asarray(line_energies, np.float64)
         p = np.asarray(line_weights, np.float64) / np.sum(line_weights)
         rec = {k: [] for k in ("train", "y", "x", "photons", "energy")}
-        def draw(k):
-            e = energies[rng.choice(len(energies), size=k, p=p)]
-            x = rng.uniform(2, nx - 3, k)
-            y = row_of(e, x) + line_sigma_px * rng.standard_normal(k)
-            inside = (y > 2) & (y < ny - 3)
-            return np.stack([y, x, e], axis=1)[inside]
-
+        draw = line_sampler(rng, (ny, nx), energies, p, row_of, line_sigma_px)
         for t in range(sim.n_trains):
-            ys, xs, es = _spaced_points(photons_per_train, draw, min_distance).T
+            ys, xs, es = spaced_points(photons_per_train, draw, min_distance).T
             nph = 1 + (rng.random(len(ys)) < double_fraction)
             deposit(signal[t], ys, xs, nph * adu_per_photon, cloud_sigma_px)
             for k, v in (("train", np.full(len(ys), t)), ("y", ys), ("x", xs), ("photons", nph), ("energy", es)):
