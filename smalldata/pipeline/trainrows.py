@@ -156,7 +156,7 @@ class TrainRows:
             out, units, vetoed = stream.setup.process(raw, _per_train_info(len(ids)), own_points)
             for (camera, key), values in self.kept.items():
                 if camera == stream.name:
-                    values.update(zip(ids.tolist(), np.asarray(out[key], np.float64).tolist()))
+                    values.update(zip(ids.tolist(), np.asarray(out[f"{camera}/{key}"], np.float64).tolist()))
             rows = {f"{stream.name}/trainId": ids, **out}
             if stream.setup.vetoes:
                 rows[f"{stream.name}/vetoed"] = vetoed
