@@ -149,8 +149,10 @@ def test_bad_input_refused_in_one_line(sim, config, capsys):
 
 
 def test_config_without_hrixs_function_refused_on_write(config, capsys):
-    text = config.read_text().replace("type: hrixs", "type: roi")
-    config.write_text(text)
+    text = config.read_text()
+    functions = text[text.index("    functions:"):]
+    config.write_text(text.replace(functions, "    functions:\n      - type: roi\n        name: box\n"
+                                              "        roi: [0, 10, 0, 10]\n"))
     _refused(config, capsys, ["curvature", "-r", str(ELASTIC), "-c", str(config), "--detector", "hrixs", "--write"],
              "has no function of type 'hrixs'")
 
@@ -246,6 +248,10 @@ def test_function_chosen_by_name(config, capsys):
           - type: hrixs
             name: fine
             curvature: [0.0, 0.0]
+            energy_slope: 0.05
+            energy_intercept: 925.0
+            energy_bins: [926.0, 932.0, 0.01]
+            threshold_adu: 75.0
 """
     config.write_text(text)
     _refused(config, capsys, ["curvature", "-r", str(ELASTIC), "-c", str(config), "--detector", "hrixs", "--write"],

@@ -45,6 +45,7 @@ class CameraStream:
 
     @property
     def name(self) -> str:
+        """The detector's name (its output group)."""
         return self.setup.name
 
 

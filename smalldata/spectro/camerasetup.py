@@ -1,10 +1,11 @@
 """A camera detector of the producer config, as the spectrometer commands need it: its preset, its
 dark and its runs' frames.
 
-The config is read directly (``smalldata.config.yamlfile``), not through the producer's config
-classes: the commands need the top-level ``proposal``, ``data_root``, ``calib_dir`` and one entry
-``detectors.<name>`` of ``type: camera`` (``camera``, optional ``shape``, ``source``,
-``train_id_offset``, ``dark_run``, ``dark`` thresholds, ``functions``).
+The config is validated as the producer validates it (:class:`~smalldata.config.producer.ProducerConfig`);
+the commands use the top-level ``proposal``, ``data_root``, ``calib_dir`` and one entry
+``detectors.<name>`` of ``type: camera`` (its preset with ``shape``, ``source`` and
+``train_id_offset`` from :func:`~smalldata.detectors.camera.preset_of`, ``dark_run``, ``dark``
+thresholds, ``functions``).
 
 The dark: the camera dark file ``smd_dark`` writes (``<calib_dir>/dark_p<proposal>_r<run>_<det>.h5``,
 :class:`~smalldata.cameras.dark.CameraDark`) when it exists, otherwise the dark run's frames
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
 
@@ -23,9 +24,11 @@ import numpy as np
 
 from smalldata.calib.darkfile import dark_file_path
 from smalldata.cameras.dark import CameraDark, characterise_dark, check_dark
-from smalldata.cameras.presets import CameraPreset, get_preset
+from smalldata.cameras.presets import CameraPreset
 from smalldata.cameras.reading import read_frames, read_settings
-from smalldata.config.yamlfile import load_yaml, resolve_path
+from smalldata.config.producer import ProducerConfig
+from smalldata.config.yamlfile import load_yaml
+from smalldata.detectors.camera import preset_of
 from smalldata.errors import CalibrationError, ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -74,37 +77,9 @@ class CameraSetup:
         return f"detectors.{self.detector}"
 
 
-def _int_key(value: Any, where: str, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < 1:
-        raise ConfigError(where, f"{value!r} is not {what}; give a positive whole number")
-    return int(value)
-
-
-def _preset(entry: Mapping[str, Any], where: str) -> CameraPreset:
-    """The entry's camera preset with its ``shape``, ``source`` and ``train_id_offset``."""
-    if "camera" not in entry:
-        raise ConfigError(f"{where}.camera", "is required for a camera detector: newton (Viking), hrixs, maranax "
-                                             "(hRIXS), fastccd")
-    preset = get_preset(entry["camera"], f"{where}.camera")
-    shape = entry.get("shape")
-    if shape is not None:
-        if not isinstance(shape, (list, tuple)) or len(shape) != 2 or \
-                not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in shape):
-            raise ConfigError(f"{where}.shape", f"{shape!r} is not [rows, columns] of the camera's image")
-        preset = preset.with_shape(tuple(shape))
-    if entry.get("source") is not None:
-        preset = replace(preset, device=str(entry["source"]))
-    if entry.get("train_id_offset") is not None:
-        offset = entry["train_id_offset"]
-        if isinstance(offset, bool) or not isinstance(offset, int):
-            raise ConfigError(f"{where}.train_id_offset", f"{offset!r} is not a whole number of trains")
-        preset = replace(preset, train_id_offset=int(offset))
-    return preset
-
-
 def load_camera_setup(config_path: os.PathLike, detector: str, proposal: Optional[int] = None,
                       dark_run: Optional[int] = None) -> CameraSetup:
-    """The camera detector ``detector`` of a producer config.
+    """The camera detector ``detector`` of a producer config (validated as the producer does).
 
     Parameters
     ----------
@@ -117,36 +92,21 @@ def load_camera_setup(config_path: os.PathLike, detector: str, proposal: Optiona
         Overrides the entry's ``dark_run``.
     """
     path = Path(config_path).resolve()
-    raw = load_yaml(path)
-    detectors = raw.get("detectors")
-    if not isinstance(detectors, dict) or detector not in detectors:
-        names = ", ".join(map(str, detectors)) if isinstance(detectors, dict) and detectors else "none"
-        raise ConfigError("detectors", f"no detector {detector!r} in {path} (detectors: {names}); "
-                                       "choose one with --detector or add its entry")
+    config = ProducerConfig.from_file(path)
+    if detector not in config.detectors:
+        raise ConfigError("detectors", f"no detector {detector!r} in {path} (detectors: "
+                                       f"{', '.join(config.detectors)}); choose one with --detector or add its entry")
     where = f"detectors.{detector}"
-    entry = detectors[detector]
-    if not isinstance(entry, dict):
-        raise ConfigError(where, "must be a mapping of keys (type: camera, camera: ..., dark_run: ...)")
-    if entry.get("type") != "camera":
-        raise ConfigError(f"{where}.type", f"{entry.get('type')!r} is not a camera; the spectrometer commands "
+    validated = config.detectors[detector]
+    if validated["type"] != "camera":
+        raise ConfigError(f"{where}.type", f"{validated['type']!r} is not a camera; the spectrometer commands "
                                            "work on detectors of 'type: camera'")
-    preset = _preset(entry, where)
-    if proposal is None:
-        if raw.get("proposal") is None:
-            raise ConfigError("proposal", f"no proposal number in {path}; pass -p or set 'proposal:'")
-        proposal = _int_key(raw["proposal"], "proposal", "a proposal number")
-    if dark_run is None:
-        if entry.get("dark_run") is None:
-            raise ConfigError(f"{where}.dark_run", "is required: the camera's dark run (or pass --dark-run)")
-        dark_run = _int_key(entry["dark_run"], f"{where}.dark_run", "a run number")
-    base = path.parent
-    data_root = resolve_path(base, raw["data_root"], "data_root") if raw.get("data_root") is not None else None
-    calib_dir = resolve_path(base, raw.get("calib_dir") or "calib", "calib_dir")
-    thresholds = entry.get("dark") or {}
-    if not isinstance(thresholds, dict) or set(thresholds) - {"hot_sigma", "noisy_sigma", "dead_noise"}:
-        raise ConfigError(f"{where}.dark", f"{thresholds!r}: the keys are hot_sigma, noisy_sigma, dead_noise")
-    return CameraSetup(path, detector, int(proposal), data_root, calib_dir, preset, int(dark_run), dict(entry),
-                       {k: float(v) for k, v in thresholds.items()})
+    entry = load_yaml(path)["detectors"][detector]  # as written: the commands edit its function entries
+    data_root = config.settings["data_root"]
+    return CameraSetup(path, detector, int(proposal or config.proposal),
+                       Path(data_root) if data_root is not None else None, Path(config.settings["calib_dir"]),
+                       preset_of(validated, where), int(dark_run or validated["dark_run"]), dict(entry),
+                       {k: float(v) for k, v in validated["dark"].items()})
 
 
 def _functions(entries: Any, where: str) -> Iterator[Tuple[str, dict]]:
