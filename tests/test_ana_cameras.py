@@ -398,3 +398,32 @@ def test_a_camera_without_rows_is_one_line(tmp_path):
                              "--no-shell"], capture_output=True, text=True)
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().count("\n") == 0 and "/viking/trainId is missing" in result.stderr
+
+
+def test_several_runs_with_cameras(mixed, tmp_path):
+    """Two runs in one session: events concatenated, each camera's rows concatenated on its own axis."""
+    from smalldata.ana.multirun import MultiRunAna
+
+    path, truth = mixed
+    second = tmp_path / "r0615.h5"
+    second.write_bytes(path.read_bytes())
+    with h5py.File(second, "r+") as f:
+        f["meta"].attrs["run"] = 615
+    one, two = SmallDataAna(path), SmallDataAna(second)
+    multi = MultiRunAna([one, two])
+    ds = multi.to_xarray()
+    assert ds.sizes["event"] == 2 * len(one) and ds.sizes["viking_trainId"] == 2 * len(VIKING_TRAINS)
+    assert ds["viking_viking_spectrum"].dims == ("viking_trainId", "viking_viking_energy")
+    np.testing.assert_array_equal(ds["viking_run"], np.repeat([RUN, 615], len(VIKING_TRAINS)))
+    np.testing.assert_array_equal(ds["viking_viking_total"], np.tile(truth["viking"]["total"], 2))
+    np.testing.assert_array_equal(ds["dssc_spot_sum"], np.tile(truth["events"]["spot"], 2))
+    joined = _left_join(truth["events"], truth["viking"])["total"].to_numpy()
+    np.testing.assert_array_equal(multi.on_events("viking/viking_total"), np.tile(joined, 2))
+    multi.addCut("viking/viking_total", float(np.median(truth["viking"]["total"])), None)
+    np.testing.assert_array_equal(multi.getFilter(), np.tile(one.cut("viking/viking_total",
+                                                                     float(np.median(truth["viking"]["total"]))), 2))
+    frame = multi.to_dataframe(per="train")
+    np.testing.assert_array_equal(frame.loc[615, "viking/viking_total"], one.to_dataframe(per="train")[
+        "viking/viking_total"])
+    with pytest.raises(SmallDataError, match="rows are per run"):
+        multi.per_train("dssc/spot_sum", "viking")
