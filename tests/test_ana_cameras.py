@@ -427,3 +427,27 @@ def test_several_runs_with_cameras(mixed, tmp_path):
         "viking/viking_total"])
     with pytest.raises(SmallDataError, match="rows are per run"):
         multi.per_train("dssc/spot_sum", "viking")
+
+
+def test_binned_camera_rows_by_a_per_event_scan(mixed):
+    """A camera value binned by the XGM: per camera row, its train's mean XGM (pandas groupby)."""
+    path, truth = mixed
+    ana = SmallDataAna(path)
+    edges = np.array([0.0, 400.0, 700.0, 1000.0])
+    result = ana.binned("viking/viking_total", by="xgm/sa3_intensity", bins=edges)
+    rows = truth["viking"].merge(truth["events"].groupby("trainId")["xgm"].mean().reset_index(), on="trainId",
+                                 how="left")
+    rows = rows[np.isfinite(rows["xgm"])]  # camera trains without frames have no XGM
+    bin_of = np.digitize(rows["xgm"], edges) - 1
+    np.testing.assert_allclose(result["mean"], rows.groupby(bin_of)["total"].mean().reindex(range(3)))
+    np.testing.assert_array_equal(result["count"], np.bincount(bin_of, minlength=3))
+    # a per-event value binned by the camera value: each frame takes its train's camera value
+    joined = _left_join(truth["events"], truth["viking"])
+    lo, hi = joined["total"].min(), joined["total"].max()
+    result = ana.binned("dssc/spot_sum", by="viking/viking_total", bins=np.array([lo, (lo + hi) / 2, hi]))
+    half = joined["total"] >= (lo + hi) / 2
+    ok = np.isfinite(joined["total"])
+    np.testing.assert_allclose(result["mean"], [np.nanmean(joined["spot"][ok & ~half]),
+                                                np.nanmean(joined["spot"][ok & half])])
+    with pytest.raises(SmallDataError, match=r"getFilter\(cut, per='viking'\)"):
+        ana.binned("viking/viking_total", by="xgm/sa3_intensity", selection=np.ones(len(ana), bool))
