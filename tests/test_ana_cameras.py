@@ -451,3 +451,46 @@ def test_binned_camera_rows_by_a_per_event_scan(mixed):
                                                 np.nanmean(joined["spot"][ok & half])])
     with pytest.raises(SmallDataError, match=r"getFilter\(cut, per='viking'\)"):
         ana.binned("viking/viking_total", by="xgm/sa3_intensity", selection=np.ones(len(ana), bool))
+
+
+def test_a_producer_output_with_a_camera_group_added(tmp_path, sim_root, calib_dir):
+    """The producer's real top-level layout, a camera group added with h5py: per-event data unchanged, joins right."""
+    import shutil
+
+    from helpers import DARK_RUN, DATA_RUN
+
+    from smalldata.config.producer import ProducerConfig
+    from smalldata.pipeline.eventloop import run_producer
+
+    cfg = {"proposal": PROPOSAL, "data_root": str(sim_root), "calib_dir": str(calib_dir), "output_dir": str(tmp_path),
+           "detectors": {"dssc": {"dark_run": DARK_RUN, "gain": 15.0, "mask_asic_edges": False, "functions": [
+               {"type": "roi", "name": "spot", "module": 3, "roi": [64, 128, 384, 512]}]}}}
+    config = tmp_path / "producer.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    run_producer(ProducerConfig.from_file(config), DATA_RUN, max_trains=8)
+    plain = tmp_path / f"r{DATA_RUN:04d}.h5"
+    path = tmp_path / "with_camera.h5"
+    shutil.copy(plain, path)
+    before = SmallDataAna(plain)
+    trains = np.unique(before["trainId"])
+    cam_trains = np.concatenate([trains[::2], trains[-1] + np.array([1, 2])])  # half the trains, two beyond
+    total = np.arange(len(cam_trains), dtype=np.float64) * 10.0
+    with h5py.File(path, "r+") as f:
+        _write_camera(f, "viking", cam_trains, {"viking_total": (total, "photon")}, "newton")
+    ana = SmallDataAna(path)
+    assert sorted(ana.event_keys()) == sorted(before.event_keys())
+    assert ana.train_keys() == ["viking/trainId", "viking/viking_total"]
+    events = pd.DataFrame({"trainId": ana["trainId"], "spot": ana["dssc/spot_sum"]})
+    joined = _left_join(events, pd.DataFrame({"trainId": cam_trains, "total": total}))
+    np.testing.assert_array_equal(ana.on_events("viking/viking_total"), joined["total"])
+    np.testing.assert_allclose(ana.per_train("dssc/spot_sum"),
+                               events.groupby("trainId")["spot"].mean().reindex(cam_trains))
+    ds, old = ana.to_xarray(), before.to_xarray()
+    for name in old.data_vars:
+        np.testing.assert_array_equal(ds[name], old[name])
+    by_train = ana.to_xarray(by="train")
+    np.testing.assert_array_equal(by_train["trainId"], np.union1d(trains, cam_trains))
+    np.testing.assert_array_equal(by_train["dssc_spot_sum"].sel(trainId=trains),
+                                  before.to_xarray(by="train")["dssc_spot_sum"])
+    assert np.isnan(by_train["dssc_spot_sum"].sel(trainId=cam_trains[-1])).all()
+    np.testing.assert_array_equal(by_train["viking_viking_total"].sel(trainId=cam_trains), total)
