@@ -494,3 +494,26 @@ def test_a_producer_output_with_a_camera_group_added(tmp_path, sim_root, calib_d
                                   before.to_xarray(by="train")["dssc_spot_sum"])
     assert np.isnan(by_train["dssc_spot_sum"].sel(trainId=cam_trains[-1])).all()
     np.testing.assert_array_equal(by_train["viking_viking_total"].sel(trainId=cam_trains), total)
+
+
+def test_a_camera_without_images_and_one_with_a_train_twice(tmp_path):
+    """No image in the run: NaN on every event, no rows; a train twice in a group: one line naming it."""
+    path = tmp_path / "r0614.h5"
+    tids = np.repeat([5, 6, 7], 2)
+    with h5py.File(path, "w") as f:
+        _write_events(f, tids, np.tile([0, 1], 3), {"xgm/sa3_intensity": (np.arange(6.0), "uJ")})
+        _write_camera(f, "viking", np.zeros(0, np.uint64), {"viking_total": (np.zeros(0), "photon")}, "newton")
+        _write_camera(f, "hrixs", np.array([6, 7, 6]), {"centroid_n_hits": (np.arange(3.0), "")}, "marana")
+        f.require_group("UserDataCfg/dssc").attrs.update({"type": "dssc", "per": "pulse"})
+        _meta(f, _config({"dssc": {}, "viking": {"type": "camera"}, "hrixs": {"type": "camera"}}))
+    ana = SmallDataAna(path)
+    assert ana.train_groups == {"viking": 0, "hrixs": 3}
+    assert np.isnan(ana.on_events("viking/viking_total")).all()
+    assert ana.per_train("xgm/sa3_intensity", "viking").shape == (0,)
+    frame = ana.to_dataframe(["viking/viking_total", "xgm/sa3_intensity"], per="train")
+    np.testing.assert_array_equal(frame.index, [5, 6, 7])
+    assert frame["viking/viking_total"].isna().all()
+    np.testing.assert_array_equal(frame["xgm/sa3_intensity"], [0.5, 2.5, 4.5])
+    assert ana.to_xarray(["viking/viking_total"]).sizes["viking_trainId"] == 0
+    with pytest.raises(DataError, match="hrixs/trainId holds train 6 twice"):
+        ana.on_events("hrixs/centroid_n_hits")

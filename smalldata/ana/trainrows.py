@@ -134,8 +134,8 @@ def reduce_to_trains(values: np.ndarray, event_tids: np.ndarray, train_ids: np.n
     rows, found = row_lookup(train_ids, event_tids, "train ids")
     use = found if keep is None else found & np.asarray(keep, bool)
     tail = values.shape[1:]
-    y = values[use].astype(np.float64).reshape(int(use.sum()), -1)
-    k = y.shape[1]
+    k = int(np.prod(tail, dtype=np.int64))
+    y = values[use].astype(np.float64).reshape(int(use.sum()), k)
     finite = np.isfinite(y)
     flat = (rows[use][:, None] * k + np.arange(k)[None, :]).ravel()
     size = len(train_ids) * k
