@@ -60,6 +60,7 @@ def _write_camera(f: h5py.File, name: str, train_ids: np.ndarray, values: dict, 
         ds = f.create_dataset(f"{name}/{key}", data=data)
         ds.attrs["units"] = units
         ds.dims[0].attach_scale(tid)
+    f[name].attrs["rows"] = "train"
     cfg = f.require_group(f"UserDataCfg/{name}")
     cfg.attrs.update({"type": "camera", "per": "train", "camera": camera})
 
@@ -91,10 +92,10 @@ def mixed(tmp_path_factory):
             "xgm/sa3_intensity": (xgm, "uJ"), "pulses/xray_on": (flags, "")})
         _write_camera(f, "viking", VIKING_TRAINS, {"viking_total": (total, "photon"),
                                                    "viking_spectrum": (spectrum, "photon")}, "newton")
-        energy = f.create_dataset("viking/viking_energy", data=np.linspace(700, 720, N_ENERGY))
-        energy.attrs["units"] = "eV"
-        energy.make_scale("viking_energy")
-        f["viking/viking_spectrum"].dims[1].attach_scale(energy)
+        function = f.create_group("UserDataCfg/viking/viking")  # the spectrum function's energy axis
+        function.attrs["type"] = "smalldata.funcs.viking:VikingSpectrum"
+        function.create_dataset("energy", data=np.linspace(700, 720, N_ENERGY)).attrs["units"] = "eV"
+        function["pixel"] = np.arange(N_ENERGY, dtype=np.float64)
         _write_camera(f, "hrixs", HRIXS_TRAINS, {"centroid_n_hits": (hits, "")}, "marana")
         f.require_group("UserDataCfg/dssc").attrs.update({"type": "dssc", "per": "pulse"})
         _meta(f, _config({"dssc": {"dark_run": 615}, "viking": {"type": "camera", "camera": "newton"},
@@ -166,7 +167,6 @@ def test_keys_say_the_rows_of_each_dataset(mixed):
     assert ana.event_rate == "pulse" and len(ana) == FRAMES.sum()
     assert {"viking/trainId", "viking/viking_total", "viking/viking_spectrum", "hrixs/centroid_n_hits"} <= \
         set(ana.keys())
-    assert "viking/viking_energy" not in ana.keys()  # an axis coordinate, not a variable
     assert ana.info["viking/viking_total"]["rows"] == "viking" and ana.info["viking/viking_total"]["rate"] == "train"
     assert ana.info["dssc/spot_sum"]["rows"] == "event" and ana.info["dssc/spot_sum"]["rate"] == "pulse"
     assert set(ana.train_keys("viking")) == {"viking/trainId", "viking/viking_total", "viking/viking_spectrum"}
@@ -270,7 +270,7 @@ def test_to_xarray_by_event_and_by_train(mixed):
     np.testing.assert_array_equal(ds["viking_viking_total"], truth["viking"]["total"])
     assert ds["viking_viking_total"].attrs == {"path": "viking/viking_total", "units": "photon"}
     assert ds["viking_viking_spectrum"].dims == ("viking_trainId", "viking_viking_energy")
-    np.testing.assert_array_equal(ds["viking_viking_energy"], np.linspace(700, 720, N_ENERGY))
+    np.testing.assert_array_equal(ds["viking_viking_energy"], np.linspace(700, 720, N_ENERGY))  # /UserDataCfg
     assert ds["viking_viking_energy"].attrs["units"] == "eV"
     assert ds["hrixs_centroid_n_hits"].dims == ("hrixs_trainId",)
     np.testing.assert_array_equal(ds["dssc_spot_sum"], truth["events"]["spot"])
@@ -389,7 +389,7 @@ def test_a_camera_without_rows_is_one_line(tmp_path):
         _write_events(f, np.array([1, 2]), np.zeros(2), {"xgm/sa3_intensity": (np.ones(2), "uJ")})
         f.require_group("UserDataCfg/viking").attrs.update({"type": "camera", "per": "train"})
         _meta(f, _config({"viking": {"type": "camera", "camera": "newton"}}))
-    with pytest.raises(DataError, match=r"/viking/trainId is missing"):
+    with pytest.raises(DataError, match=r"'viking' is a per-train detector but /viking/trainId is missing"):
         SmallDataAna(path)
     config = tmp_path / "producer.yaml"
     config.write_text(yaml.safe_dump({"proposal": PROPOSAL, "output_dir": str(tmp_path),
@@ -517,3 +517,17 @@ def test_a_camera_without_images_and_one_with_a_train_twice(tmp_path):
     assert ana.to_xarray(["viking/viking_total"]).sizes["viking_trainId"] == 0
     with pytest.raises(DataError, match="hrixs/trainId holds train 6 twice"):
         ana.on_events("hrixs/centroid_n_hits")
+
+
+def test_a_group_marked_only_by_its_rows_attribute(mixed, tmp_path):
+    """The writer marks a per-train group twice (its ``rows`` attribute, ``/UserDataCfg`` ``per``); either is enough."""
+    path, truth = mixed
+    copy = tmp_path / "r0614.h5"
+    copy.write_bytes(path.read_bytes())
+    with h5py.File(copy, "r+") as f:
+        del f["UserDataCfg/viking"].attrs["per"]
+        del f["hrixs"].attrs["rows"]
+    ana = SmallDataAna(copy)
+    assert ana.train_groups == {"viking": len(VIKING_TRAINS), "hrixs": len(HRIXS_TRAINS)}
+    np.testing.assert_array_equal(ana.on_events("viking/viking_total"),
+                                  _left_join(truth["events"], truth["viking"])["total"])

@@ -9,7 +9,8 @@ as the SCS ToolBox gives them. A per-train group's (a camera's) variables are on
 as the events: the union of the events' and the groups' trains, NaN (False for flags) where one
 side lacks a train. A function's other axes carry coordinates from ``/UserDataCfg``: q and phi bin
 centres of an azimuthal function, module columns or rows of a projection of an ROI, lags of an
-autocorrelation; or the HDF5 dimension scales attached to the dataset's axes.
+autocorrelation, the energy (or, uncalibrated, the column) of each point of a spectrum (hrixs,
+viking).
 """
 from __future__ import annotations
 
@@ -77,31 +78,12 @@ def _axis_coords(path: str, shape: tuple, functions: Dict[str, Tuple[str, h5py.G
             if size == len(lags):
                 coords[dim] = (lags, {"units": "pixel"})
         return dims, coords
+    for axis in ("energy", "pixel"):  # a spectrum's axis (hrixs, viking): energy (eV) if calibrated, else column
+        if len(extra) == 1 and isinstance(group.get(axis), h5py.Dataset) and group[axis].shape == extra:
+            units = group[axis].attrs.get("units", "")
+            coords[f"{base}_{axis}"] = (group[axis][()], {"units": str(units)} if units else {})
+            return [f"{base}_{axis}"], coords
     return [f"{var}_dim{k}" for k in range(1, len(shape))], {}
-
-
-def _scale_coords(ds: h5py.Dataset):
-    """Dimension names and coordinates of a dataset's axes 1.. from its attached HDF5 dimension scales.
-
-    None unless every such axis has one scale with values (a netCDF dimension without values does not count).
-    """
-    from smalldata.output.conventions import NETCDF_DIMENSION_ONLY
-
-    dims, coords = [], {}
-    for axis in range(1, ds.ndim):
-        scales = list(ds.dims[axis].values())
-        if len(scales) != 1:
-            return None
-        scale = scales[0]
-        label = scale.attrs.get("NAME", b"")
-        label = label.decode() if isinstance(label, bytes) else str(label)
-        if label.startswith(NETCDF_DIMENSION_ONLY) or scale.shape != (ds.shape[axis],):
-            return None
-        dim = scale.name.strip("/").replace("/", "_")
-        dims.append(dim)
-        units = scale.attrs.get("units", "")
-        coords[dim] = (scale[()], {"units": units.decode() if isinstance(units, bytes) else str(units)} if units else {})
-    return dims, coords
 
 
 class ExportMixin:
@@ -143,10 +125,6 @@ class ExportMixin:
 
         info = self.info[key]
         dims, extra = _axis_coords(key, info["shape"], functions)
-        if not extra and not info.get("derived") and len(info["shape"]) > 1:
-            scaled = _scale_coords(f[key])
-            if scaled is not None:
-                dims, extra = scaled
         coords.update({d: xr.Variable(d, v, attrs=a) for d, (v, a) in extra.items()})
         attrs = {"path": key}
         if info["units"]:

@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 #: reductions of an event value per train
 REDUCTIONS = ("mean", "sum", "count")
+#: attribute of a top-level group whose datasets have rows of their own, value "train"
+OWN_ROWS_ATTR = "rows"
 
 
 def _text(value) -> str:
@@ -38,23 +40,25 @@ def _text(value) -> str:
 def per_train_groups(f: h5py.File) -> Dict[str, int]:
     """The per-train detector groups of an output with their number of rows.
 
-    A group is per train when ``/UserDataCfg/<name>`` has the attribute ``per = "train"``. Files
-    that record no ``per`` (written before cameras) hold per-pulse detectors only.
+    A group is per train when ``/UserDataCfg/<name>`` has the attribute ``per = "train"`` or the
+    group ``/<name>`` itself ``rows = "train"`` (the writer marks both). Files that record
+    neither (written before cameras) hold per-pulse detectors only.
 
     Raises
     ------
     DataError
         A detector recorded as per train without its ``/<name>/trainId`` rows.
     """
+    names = {name for name, item in f.items() if isinstance(item, h5py.Group)
+             and _text(item.attrs.get(OWN_ROWS_ATTR, "")) == "train"}
+    if "UserDataCfg" in f:
+        names |= {name for name, cfg in f["UserDataCfg"].items()
+                  if isinstance(cfg, h5py.Group) and _text(cfg.attrs.get("per", "pulse")) == "train"}
     groups: Dict[str, int] = {}
-    if "UserDataCfg" not in f:
-        return groups
-    for name, cfg in f["UserDataCfg"].items():
-        if not isinstance(cfg, h5py.Group) or _text(cfg.attrs.get("per", "pulse")) != "train":
-            continue
+    for name in sorted(names):
         rows = f.get(f"{name}/trainId")
         if not isinstance(rows, h5py.Dataset) or rows.ndim != 1:
-            raise DataError(f"{f.filename}: /UserDataCfg/{name} is a per-train detector but /{name}/trainId is "
+            raise DataError(f"{f.filename}: {name!r} is a per-train detector but /{name}/trainId is "
                             "missing; the output is incomplete: produce it again with smd_producer")
         groups[name] = int(rows.shape[0])
     return groups
