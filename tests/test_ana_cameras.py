@@ -256,6 +256,10 @@ def test_cuts_across_rates(mixed):
     grouped = truth["events"].assign(ok=sel).groupby("trainId")["ok"]
     np.testing.assert_array_equal(any_ok, grouped.any().reindex(VIKING_TRAINS, fill_value=False))
     np.testing.assert_array_equal(all_ok, grouped.all().reindex(VIKING_TRAINS, fill_value=False))
+    np.testing.assert_array_equal(ana.train_selection(None, "viking"), np.isin(VIKING_TRAINS, EVENT_TRAINS))
+    np.testing.assert_array_equal(ana.train_selection("bright", "hrixs"),
+                                  truth["events"].assign(ok=frames).groupby("trainId")["ok"].any()
+                                  .reindex(HRIXS_TRAINS, fill_value=False))
     # the producer's frame mask of a cut on a camera value
     trains, mask = ana.frame_mask("bright")
     assert mask.sum() == frames.sum() and list(trains) == list(EVENT_TRAINS)
@@ -531,3 +535,13 @@ def test_a_group_marked_only_by_its_rows_attribute(mixed, tmp_path):
     assert ana.train_groups == {"viking": len(VIKING_TRAINS), "hrixs": len(HRIXS_TRAINS)}
     np.testing.assert_array_equal(ana.on_events("viking/viking_total"),
                                   _left_join(truth["events"], truth["viking"])["total"])
+
+
+def test_session_banner_names_the_camera_joins(mixed, camera_only):
+    from smalldata.cli.runSmallDataAna import banner
+
+    text = banner(SmallDataAna(mixed[0]))
+    assert "hrixs: 4 trains, viking: 10 trains" in text
+    assert 'ana.on_events("viking/viking_total"); ana.per_train("xgm/sa3_intensity", cam="viking")' in text
+    text = banner(SmallDataAna(camera_only[0]))
+    assert "(one per train)" in text and 'ana["viking/viking_total"]' in text

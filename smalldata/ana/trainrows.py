@@ -235,7 +235,7 @@ class TrainRowsMixin:
         return self.per_train(key, None if per == "train" else per, how)
 
     def train_selection(self, selection, cam: Optional[str] = None, how: str = "any") -> np.ndarray:
-        """An event selection (bool per event, or a named cut) as one bool per row of ``cam``.
+        """An event selection (bool per event, a named cut, or None: every event) as one bool per row of ``cam``.
 
         ``how="any"``: a row is selected when its train has at least one selected frame;
         ``"all"``: when it has frames and every one is selected. Trains without frames are not
@@ -244,6 +244,7 @@ class TrainRowsMixin:
         if how not in ("any", "all"):
             raise SmallDataError(f"how={how!r}: give 'any' or 'all'")
         keep = self._event_selection(selection)
+        keep = np.ones(len(self), bool) if keep is None else keep
         cam = self._default_group(cam)
         target = self.train_ids(cam)
         chosen = reduce_to_trains(keep, self["trainId"], target, "sum")
