@@ -545,3 +545,19 @@ def test_session_banner_names_the_camera_joins(mixed, camera_only):
     assert 'ana.on_events("viking/viking_total"); ana.per_train("xgm/sa3_intensity", cam="viking")' in text
     text = banner(SmallDataAna(camera_only[0]))
     assert "(one per train)" in text and 'ana["viking/viking_total"]' in text
+
+
+def test_derived_variable_from_a_camera_value(mixed, tmp_path):
+    """A camera value on the events, normalised per frame, kept as a derived variable (per event)."""
+    path, truth = mixed
+    copy = tmp_path / "r0614.h5"
+    copy.write_bytes(path.read_bytes())
+    ana = SmallDataAna(copy)
+    ratio = ana.on_events("viking/viking_total") / ana["xgm/sa3_intensity"]
+    ana.addVar("derived/viking_per_uj", ratio, "photon/uJ")
+    assert ana.info["derived/viking_per_uj"]["rows"] == "event" and ana.rows_of("derived/viking_per_uj") == "event"
+    joined = _left_join(truth["events"], truth["viking"])
+    expected = joined.assign(r=joined["total"] / joined["xgm"]).groupby("trainId")["r"].mean().reindex(VIKING_TRAINS)
+    np.testing.assert_allclose(ana.per_train("derived/viking_per_uj", "viking"), expected)
+    again = SmallDataAna(copy)
+    np.testing.assert_array_equal(again.to_dataframe()["derived/viking_per_uj"], ratio)
