@@ -81,7 +81,8 @@ def _axis_coords(path: str, shape: tuple, functions: Dict[str, Tuple[str, h5py.G
     for axis in ("energy", "pixel"):  # a spectrum's axis (hrixs, viking): energy (eV) if calibrated, else column
         if len(extra) == 1 and isinstance(group.get(axis), h5py.Dataset) and group[axis].shape == extra:
             units = group[axis].attrs.get("units", "")
-            coords[f"{base}_{axis}"] = (group[axis][()], {"units": str(units)} if units else {})
+            units = units.decode() if isinstance(units, bytes) else str(units)
+            coords[f"{base}_{axis}"] = (group[axis][()], {"units": units} if units else {})
             return [f"{base}_{axis}"], coords
     return [f"{var}_dim{k}" for k in range(1, len(shape))], {}
 
@@ -91,10 +92,9 @@ class ExportMixin:
 
     def _split_keys(self, keys: Optional[Sequence[str]], scalars: bool) -> Tuple[List[str], Dict[str, List[str]]]:
         """The per-event keys and, per per-train group, its keys (default: all; ``scalars``: one value per row)."""
-        groups = getattr(self, "train_groups", {})
         if keys is None:
             events = [k for k in self.event_keys() if k not in EVENT_IDS]
-            trains = {g: [k for k in self.train_keys(g) if k != f"{g}/trainId"] for g in groups}
+            trains = {g: [k for k in self.train_keys(g) if k != f"{g}/trainId"] for g in self.train_groups}
         else:
             events, trains = [], {}
             for key in keys:
