@@ -561,3 +561,28 @@ def test_derived_variable_from_a_camera_value(mixed, tmp_path):
     np.testing.assert_allclose(ana.per_train("derived/viking_per_uj", "viking"), expected)
     again = SmallDataAna(copy)
     np.testing.assert_array_equal(again.to_dataframe()["derived/viking_per_uj"], ratio)
+
+
+def test_plotVar_of_camera_rows_and_across_rates(mixed, tmp_path):
+    """Histograms count the rows of the first name; the second is joined to them by train (pandas)."""
+    path, truth = mixed
+    ana = SmallDataAna(path, plot_dir=tmp_path)
+    edges = np.linspace(4.5e4, 5.5e4, 6)
+    hist = ana.plotVar("viking/viking_total", bins=edges)
+    np.testing.assert_array_equal(hist["counts"], np.histogram(truth["viking"]["total"], edges)[0])
+    xgm_edges, total_edges = np.linspace(0, 1000, 4), np.linspace(4.5e4, 5.5e4, 3)
+    hist = ana.plotVar("viking/viking_total", "xgm/sa3_intensity", bins=[total_edges, xgm_edges])
+    rows = truth["viking"].merge(truth["events"].groupby("trainId")["xgm"].mean().reset_index(), on="trainId",
+                                 how="left").dropna()
+    np.testing.assert_array_equal(hist["counts"], np.histogram2d(rows["total"], rows["xgm"],
+                                                                 [total_edges, xgm_edges])[0])
+    hist = ana.plotVar("xgm/sa3_intensity", "viking/viking_total", bins=[xgm_edges, total_edges])
+    joined = _left_join(truth["events"], truth["viking"]).dropna(subset=["total"])
+    np.testing.assert_array_equal(hist["counts"], np.histogram2d(joined["xgm"], joined["total"],
+                                                                 [xgm_edges, total_edges])[0])
+    ana.addCut("viking/viking_total", 5e4, cut="c")
+    keep = ana.getFilter("c", per="viking")
+    hist = ana.plotVar("viking/viking_total", bins=edges, selection=keep)
+    np.testing.assert_array_equal(hist["counts"], np.histogram(truth["viking"]["total"][keep], edges)[0])
+    with pytest.raises(SmallDataError, match=r"per='viking'"):
+        ana.plotVar("viking/viking_total", selection=np.ones(len(ana), bool))

@@ -209,6 +209,10 @@ class MultiRunAna(ScansMixin, CutsMixin):
             return self[key]
         return np.concatenate([s.on_events(key) for s in self.sessions])
 
+    def on_rows(self, key: str, rows: str) -> np.ndarray:
+        """``key`` on the events of all runs (``rows="event"``); a group's rows are per run."""
+        return self.on_events(key) if rows == "event" else self._one_run_only()
+
     def _one_run_only(self, *args, **kwargs):
         raise SmallDataError("a per-train group's rows are per run: use the run's own session, "
                              "ana.sessions[i], for per_train, train_selection and cuts per=<cam>")

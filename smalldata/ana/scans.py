@@ -119,18 +119,14 @@ class ScansMixin:
         if sel.shape != (n,):
             raise SmallDataError(f"selection has {sel.size} entries, {name!r} {n} rows; give one per row"
                                  + ("" if rows == "event" else f" of {rows} (ana.getFilter(cut, per={rows!r}))"))
-        x = np.asarray(self._on_rows(by, rows), dtype=np.float64)
+        x = np.asarray(self.on_rows(by, rows), dtype=np.float64)
         if x.ndim != 1:
             raise SmallDataError(f"{by!r} is not a scalar; bin by e.g. 'scan/delay'")
         if y.shape[:1] != x.shape:
             raise SmallDataError(f"{name!r} has {y.shape[0]} rows, not one per event ({len(x)})")
-        w = np.asarray(self._on_rows(normalise_by, rows), dtype=np.float64) if normalise_by else np.ones(len(x))
+        w = np.asarray(self.on_rows(normalise_by, rows), dtype=np.float64) if normalise_by else np.ones(len(x))
         x, y, w = x[sel], y[sel], w[sel]
         return binned_stats(x, y, w, scan_edges(x, bins))
-
-    def _on_rows(self, key: str, rows: str) -> np.ndarray:
-        """``key`` on the events (``rows="event"``) or on the rows of a per-train group."""
-        return self.on_events(key) if rows == "event" else self.per_train(key, rows)
 
     def labels(self) -> Tuple[np.ndarray, Tuple[str, ...]]:
         """Each event's label index and the label names: the config's pattern, else pump laser on/off."""

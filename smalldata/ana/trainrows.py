@@ -221,6 +221,10 @@ class TrainRowsMixin:
         keep = self._event_selection(selection)
         return reduce_to_trains(self[key], self["trainId"], target, how, keep)
 
+    def on_rows(self, key: str, rows: str) -> np.ndarray:
+        """``key`` on the events (``rows="event"``, :meth:`on_events`) or on a group's rows (:meth:`per_train`, mean)."""
+        return self.on_events(key) if rows == "event" else self.per_train(key, rows)
+
     def get(self, key: str, per: Optional[str] = None, how: str = "mean") -> np.ndarray:
         """``key`` on the rows asked for.
 
