@@ -50,7 +50,8 @@ def banner(ana) -> str:
     points = [k for k in keys if k.split("/")[0] in (ana.config.get("point_data") or {})]
     scans = [k for k in points if k.startswith("scan/")]
     det = next(iter(ana.config.get("detectors") or {"dssc": None}))
-    value = det_keys[0] if det_keys else (keys[0] if keys else "trainId")
+    cam_keys = [k for k in ana.train_keys() if len(ana.info[k]["shape"]) == 1 and not k.endswith("/trainId")]
+    value = det_keys[0] if det_keys else cam_keys[0] if cam_keys else (keys[0] if keys else "trainId")
     cut_on = next((k for k in points if k.startswith("xgm/")), points[0] if points else value)
     lines = [f"smalldata interactive session, run {ana.run}: {ana}",
              "  ana.keys()                                  datasets; 'plt' and 'np' are imported",
@@ -59,6 +60,11 @@ def banner(ana) -> str:
              f'  ana.plotVar("{cut_on}")                     histogram (two names: 2-D)']
     if scans:
         lines.append(f'  ana.plotScan("{value}", by="{scans[0]}")   pumped / unpumped / difference')
+    for cam in sorted(ana.train_groups):  # per-train cameras: their own rows, joined by train id
+        cam_key = next((k for k in cam_keys if k.startswith(f"{cam}/")), f"{cam}/trainId")
+        per_event = next(iter(points + det_keys), None)
+        joined = f'ana.on_events("{cam_key}")' + (f'; ana.per_train("{per_event}", cam="{cam}")' if per_event else "")
+        lines.append(f"  {joined}   camera rows and events joined by trainId")
     lines += [f'  img = ana.AvImage("{det}", selection=sel)    average calibrated image from the raw data',
               "  ana.plotAvImage(img); ana.FitCircle(img, threshold=...); ana.AzInt(img, refine=True)",
               "  ana.SelectRegion(img, ...); ana.MakeMask(img, ...); ana.pixelHistogram()",

@@ -3,6 +3,16 @@
 A named cut is a list of ``low <= dataset <= high`` conditions; :meth:`CutsMixin.getFilter`
 gives its events as a bool array, :meth:`CutsMixin.frame_mask` the (trains, frames) keep-mask
 the producer reads as ``rejection.user_mask`` (``write_config(frame_cut=...)`` writes it).
+
+Conditions on a per-train group's dataset (a camera's ``viking/viking_total``) mix with
+per-event ones by train id:
+
+- on events (``per="event"``, the default): a frame passes when its train's row passes; a frame
+  of a train the group has no row for fails;
+- on a group's rows (``per="<cam>"``): the conditions on per-train datasets are taken on the row's
+  train (a row of another group looked up by train id, no row fails); the conditions on per-event
+  datasets together select frames, and a row passes them when its train has at least one
+  selected frame. A cut with no per-event condition does not need the train to have frames.
 """
 from __future__ import annotations
 
@@ -17,17 +27,25 @@ class CutsMixin:
     """cut, addCut, removeCut, getFilter, frame_index and frame_mask of ``SmallDataAna``."""
 
     def cut(self, name: str, low: Optional[float] = None, high: Optional[float] = None,
-            selection: Optional[np.ndarray] = None) -> np.ndarray:
-        """Bool event selection ``low <= name <= high`` (NaN excluded), combined with ``selection``."""
-        values = np.asarray(self[name])
-        if values.ndim != 1:
-            raise SmallDataError(f"{name!r} has {values.ndim} dimensions per run; cut on a per-event scalar")
-        keep = np.isfinite(values) if values.dtype.kind == "f" else np.ones(len(values), bool)
-        if low is not None:
-            keep &= values >= low
-        if high is not None:
-            keep &= values <= high
-        return keep if selection is None else keep & np.asarray(selection, bool)
+            selection: Optional[np.ndarray] = None, per: str = "event") -> np.ndarray:
+        """Bool selection ``low <= name <= high`` (NaN excluded), combined with ``selection``.
+
+        ``per="event"``: one entry per event (a per-train value applies to every frame of its
+        train); ``per="<cam>"``: one per row of that per-train group (a per-event condition
+        passes a row when any frame of its train passes). ``selection`` is on the same rows.
+        """
+        if per == "event" or self.rows_of(name) != "event":
+            values = np.asarray(self.on_events(name) if per == "event" else self.per_train(name, per))
+            keep = _within(values, low, high, name)
+        else:
+            keep = self.train_selection(_within(np.asarray(self[name]), low, high, name), per)
+        if selection is None:
+            return keep
+        selection = np.asarray(selection, bool)
+        if selection.shape != keep.shape:
+            raise SmallDataError(f"selection has {selection.size} entries, the {per} rows {keep.size}; give one per "
+                                 "row")
+        return keep & selection
 
     def addCut(self, name: str, low: Optional[float] = None, high: Optional[float] = None,
                cut: str = "default") -> np.ndarray:
@@ -45,14 +63,27 @@ class CutsMixin:
         else:
             self.cuts[cut] = [c for c in self.cuts[cut] if c[0] != name]
 
-    def getFilter(self, cut: str = "default") -> np.ndarray:
-        """The events passing every condition of the named cut ``cut`` (bool, one per event)."""
+    def getFilter(self, cut: str = "default", per: str = "event") -> np.ndarray:
+        """The rows passing every condition of the named cut ``cut`` (bool).
+
+        ``per="event"``: one per event; ``per="<cam>"``: one per row of that per-train group
+        (module docstring: how conditions of the two kinds of rows combine).
+        """
         if cut not in self.cuts:
             raise SmallDataError(f"no cut named {cut!r}; cuts: {list(self.cuts) or 'none (use addCut)'}")
-        keep = np.ones(len(self), bool)
+        if per == "event":
+            keep = np.ones(len(self), bool)
+            for name, low, high in self.cuts[cut]:
+                keep = self.cut(name, low, high, keep)
+            return keep
+        keep = np.ones(len(self.train_ids(per)), bool)
+        frames = None
         for name, low, high in self.cuts[cut]:
-            keep = self.cut(name, low, high, keep)
-        return keep
+            if self.rows_of(name) == "event":
+                frames = self.cut(name, low, high, frames)
+            else:
+                keep = self.cut(name, low, high, keep, per=per)
+        return keep if frames is None else keep & self.train_selection(frames, per)
 
     def printCuts(self) -> Dict[str, List[Tuple[str, Optional[float], Optional[float]]]]:
         """The named cuts and how many events each keeps (logged), as a dict."""
@@ -87,3 +118,15 @@ class CutsMixin:
         mask = np.zeros((len(trains), int(index.max()) + 1 if len(index) else 0), dtype=bool)
         mask[row, index] = keep
         return trains, mask
+
+
+def _within(values: np.ndarray, low: Optional[float], high: Optional[float], name: str) -> np.ndarray:
+    """``low <= values <= high`` as bool, NaN excluded; values must be one scalar per row."""
+    if values.ndim != 1:
+        raise SmallDataError(f"{name!r} has {values.ndim} dimensions per run; cut on a scalar dataset")
+    keep = np.isfinite(values) if values.dtype.kind == "f" else np.ones(len(values), bool)
+    if low is not None:
+        keep &= values >= low
+    if high is not None:
+        keep &= values <= high
+    return keep

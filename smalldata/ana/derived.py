@@ -56,7 +56,7 @@ class DerivedMixin:
     def _register(self, name: str, values: np.ndarray, units: str) -> None:
         self._cache[name] = values
         self.info[name] = {"shape": values.shape, "dtype": values.dtype, "units": units, "ragged": False,
-                           "derived": True}
+                           "derived": True, "rows": "event", "rate": self.event_rate}
         if name not in self.events:
             self.events.append(name)
         self.derived[name] = units

@@ -1,4 +1,4 @@
-"""Histograms: per-event variables (plotVar, 1-D and 2-D) and pixel values (pixelHistogram).
+"""Histograms: per-event and per-train variables (plotVar, 1-D and 2-D) and pixel values (pixelHistogram).
 
 ``plotVar("xgm/sa3_intensity")`` shows where to put ``rejection.xgm_min``;
 ``plotVar("xgm/sa3_intensity", "dssc/spot_sum")`` an ROI against the XGM;
@@ -62,14 +62,18 @@ class HistogramsMixin:
 
     def plotVar(self, name: str, name2: Optional[str] = None, bins=50, selection: Optional[np.ndarray] = None,
                 value_range: Optional[Sequence] = None, log: bool = False, ax=None) -> Dict[str, np.ndarray]:
-        """Histogram of a per-event scalar, or 2-D histogram of two (``name`` on x, ``name2`` on y).
+        """Histogram of a scalar, or 2-D histogram of two (``name`` on x, ``name2`` on y).
+
+        The histogram counts the rows of ``name``: events, or a per-train group's rows (then
+        ``name2`` is taken per row of its train, a per-event value as the mean of the train's
+        frames); a per-train ``name2`` against a per-event ``name`` applies to every frame of its train.
 
         Parameters
         ----------
         bins : int or sequence
             Bins (numpy's ``histogram`` / ``histogram2d`` conventions).
         selection : bool array, optional
-            Events to use (NaN values are always left out).
+            Rows of ``name`` to use (NaN values are always left out).
         value_range : (low, high) or ((xlow, xhigh), (ylow, yhigh)), optional
             Histogram range.
         log : bool
@@ -80,21 +84,25 @@ class HistogramsMixin:
         dict
             ``counts`` and ``edges`` (1-D) or ``xedges``, ``yedges`` (2-D).
         """
-        sel = np.ones(len(self), bool) if selection is None else np.asarray(selection, bool)
         bins = check_hist_bins(bins, 1 if name2 is None else 2)
         x = self._scalar(name)
+        rows = self.rows_of(name)
+        sel = np.ones(len(x), bool) if selection is None else np.asarray(selection, bool)
+        if sel.shape != x.shape:
+            raise SmallDataError(f"selection has {sel.size} entries, {name!r} {len(x)} rows; give one per row"
+                                 + ("" if rows == "event" else f" of {rows} (ana.getFilter(cut, per={rows!r}))"))
         fig, ax = self.plots.subplots(figsize=(6, 4.5), ax=ax)
         if name2 is None:
             ok = sel & np.isfinite(x)
             counts, edges = np.histogram(x[ok], bins=bins, range=value_range)
             ax.stairs(counts, edges, fill=True, alpha=0.7)
             ax.set_xlabel(self._label(name))
-            ax.set_ylabel("events")
+            ax.set_ylabel("events" if rows == "event" else f"{rows} trains")
             if log:
                 ax.set_yscale("log")
             result = {"counts": counts, "edges": edges}
         else:
-            y = self._scalar(name2)
+            y = self._scalar(name2, rows)
             ok = sel & np.isfinite(x) & np.isfinite(y)
             counts, xedges, yedges = np.histogram2d(x[ok], y[ok], bins=bins, range=value_range)
             from matplotlib.colors import LogNorm
@@ -104,14 +112,15 @@ class HistogramsMixin:
             ax.set_xlabel(self._label(name))
             ax.set_ylabel(self._label(name2))
             result = {"counts": counts, "xedges": xedges, "yedges": yedges}
-        ax.set_title(f"run {self.run}: {ok.sum()} events")
+        ax.set_title(f"run {self.run}: {ok.sum()} {'events' if rows == 'event' else rows + ' trains'}")
         self.plots.finish(fig, "plotVar")
         return result
 
-    def _scalar(self, name: str) -> np.ndarray:
-        values = np.asarray(self[name])
+    def _scalar(self, name: str, rows: Optional[str] = None) -> np.ndarray:
+        """``name`` as float64, as stored (``rows=None``) or on ``rows`` (events or a per-train group's)."""
+        values = np.asarray(self[name] if rows is None else self.on_rows(name, rows))
         if values.ndim != 1:
-            raise SmallDataError(f"{name!r} has shape {values.shape}; plotVar needs a per-event scalar")
+            raise SmallDataError(f"{name!r} has shape {values.shape}; plotVar needs a scalar per row")
         return values.astype(np.float64)
 
     def _label(self, name: str) -> str:

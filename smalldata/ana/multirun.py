@@ -160,31 +160,64 @@ class MultiRunAna(ScansMixin, CutsMixin):
     def to_xarray(self, keys: Optional[Sequence[str]] = None, by: str = "event"):
         """The runs' :meth:`SmallDataAna.to_xarray` one after the other, with a ``run`` coordinate.
 
-        ``by="event"``: along ``event`` (numbered 0.. over all runs); ``by="train"``: along
+        ``by="event"``: along ``event`` (numbered 0.. over all runs), a per-train group's variables
+        along its ``<cam>_trainId`` with a ``<cam>_run`` coordinate; ``by="train"``: along
         ``trainId`` (frames a train lacks are NaN, as for one run).
         """
         import xarray as xr
 
-        dim = "event" if by == "event" else "trainId"
-        parts = []
-        for s in self.sessions:
-            ds = s.to_xarray(keys, by)
-            parts.append(ds.assign_coords(run=(dim, np.full(ds.sizes[dim], s.run, dtype=np.int64))))
-        combined = xr.concat(parts, dim=dim, data_vars="all", coords="different", compat="equals", join="outer",
-                             combine_attrs="drop_conflicts")
+        parts = [s.to_xarray(keys, by) for s in self.sessions]
+        groups = [f"{g}_trainId" for g in sorted({g for s in self.sessions for g in getattr(s, "train_groups", {})})]
+        axes = {"event" if by == "event" else "trainId": "run"}
+        if by == "event":
+            axes.update({dim: f"{dim[:-len('_trainId')]}_run" for dim in groups})
+        pieces = []
+        for dim, run_coord in axes.items():
+            others = [d for d in axes if d != dim]
+            on_dim = [_on_axis(ds, dim, others).assign_coords({run_coord: (dim, np.full(ds.sizes[dim], s.run,
+                                                                                          dtype=np.int64))})
+                      for s, ds in zip(self.sessions, parts) if dim in ds.dims]
+            if on_dim:
+                pieces.append(xr.concat(on_dim, dim=dim, data_vars="all", coords="different", compat="equals",
+                                        join="outer", combine_attrs="drop_conflicts"))
+        combined = pieces[0] if len(pieces) == 1 else xr.merge(pieces, join="outer", compat="no_conflicts",
+                                                               combine_attrs="drop_conflicts")
         combined.attrs.update({"runs": list(self.runs), "proposal": self.proposal})
         combined.attrs.pop("run", None)
         combined.attrs.pop("source", None)
         return combined
 
-    def to_dataframe(self, keys: Optional[Sequence[str]] = None):
-        """The runs' :meth:`SmallDataAna.to_dataframe` one after the other, indexed by (run, trainId, pulse)."""
+    def to_dataframe(self, keys: Optional[Sequence[str]] = None, per: str = "event"):
+        """The runs' :meth:`SmallDataAna.to_dataframe` one after the other, indexed by (run, trainId[, pulse])."""
         import pandas as pd
 
-        frames = [s.to_dataframe(keys) for s in self.sessions]
+        frames = [s.to_dataframe(keys, per) for s in self.sessions]
         combined = pd.concat(frames, keys=list(self.runs), names=["run"])
         combined.attrs["units"] = frames[0].attrs.get("units", {})
         return combined
+
+    # ------------------------------------------------------------------ rows of per-train groups
+    def rows_of(self, key: str) -> str:
+        """``"event"`` for a per-event dataset, else the name of its per-train group (of the first run)."""
+        if key.lstrip("/") == "run":
+            return "event"
+        return self.sessions[0].rows_of(key)
+
+    def on_events(self, key: str) -> np.ndarray:
+        """Each run's :meth:`SmallDataAna.on_events` one after the other (one row per event of all runs)."""
+        if self.rows_of(key) == "event":
+            return self[key]
+        return np.concatenate([s.on_events(key) for s in self.sessions])
+
+    def on_rows(self, key: str, rows: str) -> np.ndarray:
+        """``key`` on the events of all runs (``rows="event"``); a group's rows are per run."""
+        return self.on_events(key) if rows == "event" else self._one_run_only()
+
+    def _one_run_only(self, *args, **kwargs):
+        raise SmallDataError("a per-train group's rows are per run: use the run's own session, "
+                             "ana.sessions[i], for per_train, train_selection and cuts per=<cam>")
+
+    per_train = train_ids = train_selection = _one_run_only
 
     # ------------------------------------------------------------------ images
     def AvImage(self, det: str = "dssc", selection: Optional[np.ndarray] = None, max_trains: int = 50,
@@ -234,3 +267,10 @@ class MultiRunAna(ScansMixin, CutsMixin):
 
     def __repr__(self) -> str:
         return f"MultiRunAna(runs {self.run}, {len(self)} events, {len(self.events)} datasets)"
+
+
+def _on_axis(ds, dim: str, others: Sequence[str]):
+    """The variables of ``ds`` on axis ``dim`` (not on the axes ``others``) with only their coordinates."""
+    sub = ds.drop_dims([d for d in others if d in ds.dims])
+    used = {dim}.union(*(v.dims for v in sub.data_vars.values()))
+    return sub.drop_vars([c for c, v in sub.coords.items() if not set(v.dims) <= used])

@@ -91,14 +91,18 @@ class ScansMixin:
         Parameters
         ----------
         name : str
-            Per-event dataset, scalar or not (e.g. ``dssc/azav_mean`` gives a profile per bin).
+            Dataset, scalar or not (e.g. ``dssc/azav_mean`` gives a profile per bin). A per-train
+            group's dataset (``viking/viking_total``) is binned row by row of its group: ``by``
+            and ``normalise_by`` are then taken per row of its train (a per-event one as the mean
+            over the train's frames, NaN where the train has none).
         by : str
-            Per-event scalar to bin by (e.g. ``scan/delay``).
+            Scalar to bin by (e.g. ``scan/delay``), on the rows of ``name``; a per-train value
+            binned with per-event ``name`` applies to every frame of its train.
         bins : None, int or sequence
             None: one bin per distinct value of ``by``; an int: that many equal bins over the
             selected range (the largest value is in the last bin); or the bin edges.
         selection : bool array, optional
-            Events to use.
+            Rows to use: events, or the rows of ``name``'s group (``ana.getFilter(cut, per=cam)``).
         normalise_by : str, optional
             Divide the bin's sum of ``name`` by the sum of this dataset (e.g. the XGM).
 
@@ -106,16 +110,21 @@ class ScansMixin:
         -------
         dict
             ``centres``, ``edges``, ``mean`` (bins, ...), ``err`` (its standard error), ``count``
-            (events per bin), ``count_finite``, ``sum``, ``norm``.
+            (rows per bin), ``count_finite``, ``sum``, ``norm``.
         """
-        sel = np.ones(len(self), bool) if selection is None else np.asarray(selection, bool)
-        x = np.asarray(self[by], dtype=np.float64)
-        if x.ndim != 1:
-            raise SmallDataError(f"{by!r} is not a per-event scalar; bin by e.g. 'scan/delay'")
+        rows = self.rows_of(name)
         y = np.asarray(self[name])
+        n = len(self) if rows == "event" else len(y)
+        sel = np.ones(n, bool) if selection is None else np.asarray(selection, bool)
+        if sel.shape != (n,):
+            raise SmallDataError(f"selection has {sel.size} entries, {name!r} {n} rows; give one per row"
+                                 + ("" if rows == "event" else f" of {rows} (ana.getFilter(cut, per={rows!r}))"))
+        x = np.asarray(self.on_rows(by, rows), dtype=np.float64)
+        if x.ndim != 1:
+            raise SmallDataError(f"{by!r} is not a scalar; bin by e.g. 'scan/delay'")
         if y.shape[:1] != x.shape:
             raise SmallDataError(f"{name!r} has {y.shape[0]} rows, not one per event ({len(x)})")
-        w = np.asarray(self[normalise_by], dtype=np.float64) if normalise_by else np.ones(len(x))
+        w = np.asarray(self.on_rows(normalise_by, rows), dtype=np.float64) if normalise_by else np.ones(len(x))
         x, y, w = x[sel], y[sel], w[sel]
         return binned_stats(x, y, w, scan_edges(x, bins))
 

@@ -35,6 +35,7 @@ from smalldata.ana.plotting import PlotOutput
 from smalldata.ana.pumpprobe import PumpProbeMixin
 from smalldata.ana.regions import RegionsMixin
 from smalldata.ana.scans import ScansMixin
+from smalldata.ana.trainrows import TrainRowsMixin, per_train_groups
 from smalldata.constants import DSSC_DEFAULT_QUAD_POSITIONS
 from smalldata.report.html import ReportMixin
 from smalldata.errors import DataError, SmallDataError
@@ -47,8 +48,14 @@ NOT_EVENT_GROUPS = ("UserDataCfg", "meta", "Sums", "Cubes")
 
 
 class SmallDataAna(ImagesMixin, RegionsMixin, ScansMixin, HistogramsMixin, AzIntMixin, CutsMixin,
-                   ConfigWriteMixin, ExportMixin, PumpProbeMixin, DerivedMixin, ReportMixin):
+                   ConfigWriteMixin, ExportMixin, PumpProbeMixin, DerivedMixin, ReportMixin, TrainRowsMixin):
     """Read access, quick analysis and parameter tuning on one small-data output file.
+
+    The file's datasets are on two kinds of rows: the events (``/trainId``, one row per frame;
+    in a file of per-train cameras only, one per train) and each per-train group's own trains
+    (``/<cam>/trainId``). ``ana.info[key]`` says which: ``rows`` (``"event"`` or the group's
+    name) and ``rate`` (``"pulse"`` or ``"train"``); see :mod:`smalldata.ana.trainrows` for the
+    joins (``on_events``, ``per_train``, ``train_selection``).
 
     Parameters
     ----------
@@ -69,11 +76,16 @@ class SmallDataAna(ImagesMixin, RegionsMixin, ScansMixin, HistogramsMixin, AzInt
         with h5py.File(self.path, "r") as f:
             meta = dict(f["meta"].attrs)
             self.info: Dict[str, dict] = {}
+            self.train_groups: Dict[str, int] = per_train_groups(f)
+            self.meta = meta
+            self.config = yaml.safe_load(meta["config"])
+            detectors = (self.config or {}).get("detectors") or {}
+            #: what one event (a top-level row) is: a frame of a per-pulse detector, or a train
+            #: when every detector of the file is per train
+            self.event_rate = "train" if self.train_groups and set(detectors) <= set(self.train_groups) else "pulse"
             f.visititems(self._visit)
-        self.meta = meta
         self.run = int(meta["run"])
         self.proposal = int(meta["proposal"])
-        self.config = yaml.safe_load(meta["config"])
         self.config_given = config_path is not None
         self.config_path = Path(config_path or meta["config_path"])
         self.events: List[str] = list(self.info)
@@ -89,15 +101,30 @@ class SmallDataAna(ImagesMixin, RegionsMixin, ScansMixin, HistogramsMixin, AzInt
         from smalldata.output.coords import FRAME_COORDINATES
         from smalldata.output.conventions import NETCDF_DIMENSION_ONLY, RAGGED_ATTR
 
-        scale_name = obj.attrs.get("NAME", b"") if isinstance(obj, h5py.Dataset) else b""
+        if not isinstance(obj, h5py.Dataset):
+            return
+        group = name.split("/", 1)[0] if "/" in name else None
+        if group in self.train_groups:
+            self._visit_train_row(name, obj, group)
+            return
+        scale_name = obj.attrs.get("NAME", b"")
         if isinstance(scale_name, bytes) and scale_name.startswith(NETCDF_DIMENSION_ONLY.encode()):
             return  # a netCDF dimension without values (axis label), not data
         if "/" in name and isinstance(obj, h5py.Dataset) and (
                 name.rsplit("/", 1)[1] in FRAME_COORDINATES or obj.attrs.get("CLASS", b"") == b"DIMENSION_SCALE"):
             return  # a group's copy of the frame coordinates, or a bin coordinate (q, phi): not an event variable
-        if isinstance(obj, h5py.Dataset) and not name.startswith(NOT_EVENT_GROUPS):
+        if not name.startswith(NOT_EVENT_GROUPS):
             self.info[name] = {"shape": obj.shape, "dtype": obj.dtype, "units": str(obj.attrs.get("units", "")),
-                               "ragged": RAGGED_ATTR in obj.attrs}
+                               "ragged": RAGGED_ATTR in obj.attrs, "rows": "event", "rate": self.event_rate}
+
+    def _visit_train_row(self, name: str, obj: h5py.Dataset, group: str) -> None:
+        """A dataset of a per-train group: its rows are ``/<group>/trainId`` (listed too), not the events."""
+        from smalldata.output.conventions import RAGGED_ATTR
+
+        if name != f"{group}/trainId" and obj.attrs.get("CLASS", b"") == b"DIMENSION_SCALE":
+            return  # an axis coordinate of the group (e.g. an energy axis), not a per-train variable
+        self.info[name] = {"shape": obj.shape, "dtype": obj.dtype, "units": str(obj.attrs.get("units", "")),
+                           "ragged": RAGGED_ATTR in obj.attrs, "rows": group, "rate": "train"}
 
     @classmethod
     def from_run(cls, run: int, config: Path, output: Optional[Path] = None,
@@ -129,13 +156,18 @@ class SmallDataAna(ImagesMixin, RegionsMixin, ScansMixin, HistogramsMixin, AzInt
 
     # ------------------------------------------------------------------ per-event data
     def keys(self) -> List[str]:
-        """Every dataset of the file outside ``UserDataCfg``, ``meta`` and ``Sums`` (ragged fields too)."""
+        """Every dataset of the file outside ``UserDataCfg``, ``meta`` and ``Sums`` (ragged fields too).
+
+        Per-event and per-train datasets alike; ``ana.info[key]["rows"]`` tells them apart
+        (:meth:`event_keys`, :meth:`train_keys`).
+        """
         return list(self.events)
 
     def event_keys(self) -> List[str]:
-        """Datasets with one row per event (what :meth:`to_xarray` returns)."""
+        """Datasets with one row per event (per-train groups' datasets not, whatever their length)."""
         n = len(self)
-        return [k for k, v in self.info.items() if not v["ragged"] and len(v["shape"]) and v["shape"][0] == n]
+        return [k for k, v in self.info.items() if not v["ragged"] and v.get("rows", "event") == "event"
+                and len(v["shape"]) and v["shape"][0] == n]
 
     def __contains__(self, name) -> bool:
         return isinstance(name, str) and name.lstrip("/") in self.info
@@ -241,4 +273,6 @@ class SmallDataAna(ImagesMixin, RegionsMixin, ScansMixin, HistogramsMixin, AzInt
         return plot_xas(result, method, ax)
 
     def __repr__(self) -> str:
-        return f"SmallDataAna(run {self.run}, {len(self)} events, {len(self.events)} datasets, {self.path})"
+        groups = "".join(f", {g}: {n} trains" for g, n in sorted(self.train_groups.items()))
+        return (f"SmallDataAna(run {self.run}, {len(self)} events (one per {self.event_rate}){groups}, "
+                f"{len(self.events)} datasets, {self.path})")
