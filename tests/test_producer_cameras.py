@@ -171,3 +171,16 @@ def test_non_monotonic_energy_calibration(hrixs, tmp_path):
     cfg.write_text(yaml.safe_dump(text))
     out = tmp_path / "x.h5"
     _refused(produce(cfg, out), out, "energy_slope")
+
+
+def test_session_spectrum_of_the_producers_output(outputs):
+    """The session's mean hRIXS spectrum of the real output equals the mean of its per-train rows,
+    with the function's energy axis."""
+    from smalldata.ana.spectra import hrixs_spectrum
+
+    mean = hrixs_spectrum(outputs[0], "hrixs", "hrixs_spectrum")
+    with h5py.File(outputs[0], "r") as f:
+        rows, energy = f["hrixs/hrixs_spectrum"][()], f["UserDataCfg/hrixs/hrixs/energy"][()]
+    np.testing.assert_allclose(np.ravel(mean.spectrum), rows.mean(axis=0))
+    np.testing.assert_array_equal(mean.energy, energy)
+    assert int(np.ravel(mean.n_trains)[0]) == len(rows)

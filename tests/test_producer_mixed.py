@@ -103,3 +103,24 @@ def test_camera_outputs_binned_by_delay(mixed):
     np.testing.assert_array_equal(cube["count"], [np.sum(values == c) for c in centres])
     np.testing.assert_allclose(cube["band_sum_sum"], [band[values == c].sum() for c in centres], rtol=1e-12)
     np.testing.assert_allclose(cube["band_sum_mean"], [band[values == c].mean() for c in centres], rtol=1e-12)
+
+
+def test_session_joins_the_producers_output(mixed):
+    """The session on the real mixed output: camera values on the frames of their train, frames reduced
+    per camera train, and one table per train, against a pandas merge of the file's own rows."""
+    import pandas as pd
+
+    from smalldata import SmallDataAna
+
+    with h5py.File(mixed["outputs"][1], "r") as f:
+        events = pd.DataFrame({"trainId": f["trainId"][()], "box": f["dssc/box_sum"][()]})
+        camera = pd.DataFrame({"trainId": f["viking/trainId"][()], "band": f["viking/band_sum"][()]})
+    ana = SmallDataAna(mixed["outputs"][1])
+    joined = events.merge(camera, on="trainId", how="left")
+    np.testing.assert_array_equal(ana.on_events("viking/band_sum"), joined["band"].to_numpy())
+    means = events.groupby("trainId")["box"].mean()
+    expected = means.reindex(camera["trainId"]).to_numpy()
+    np.testing.assert_allclose(ana.per_train("dssc/box_sum", "viking", how="mean"), expected, equal_nan=True)
+    table = ana.to_dataframe(per="train")
+    assert set(camera["trainId"]) | set(events["trainId"]) == set(table.index)
+    np.testing.assert_allclose(table.loc[camera["trainId"], "viking/band_sum"].to_numpy(), camera["band"])
