@@ -184,3 +184,56 @@ def test_session_spectrum_of_the_producers_output(outputs):
     np.testing.assert_allclose(np.ravel(mean.spectrum), rows.mean(axis=0))
     np.testing.assert_array_equal(mean.energy, energy)
     assert int(np.ravel(mean.n_trains)[0]) == len(rows)
+
+
+def test_builtin_droplets_photons_projection_autocorrelation_on_a_camera(hrixs, tmp_path):
+    """The DSSC's built-in functions, unchanged, on the camera: droplets and photons count the planted
+    isolated hits, the projection equals numpy, the autocorrelation runs on an ROI of the camera; the
+    pixels are on a plain grid of the camera's pitch."""
+    functions = [{"type": "droplet", "name": "drop", "threshold": 25.0, "threshold_low": 10.0,
+                  "threshold_unit": "data", "adu_per_photon": 150.0},
+                 {"type": "photons", "name": "phot", "adu_per_photon": 150.0, "threshold": 25.0,
+                  "threshold_low": 10.0, "threshold_unit": "data"},
+                 {"type": "projection", "name": "proj", "axis": 0, "module": 0},
+                 {"type": "roi", "name": "sq", "roi": [20, 100, 40, 200],
+                  "children": [{"type": "autocorrelation", "name": "acorr", "crop_size": 3, "fit_radius": 2}]}]
+    out = tmp_path / "f.h5"
+    result = produce(config(hrixs, tmp_path, functions=functions), out)
+    assert result.returncode == 0, result.stderr
+    truth = hrixs["truth"]
+    n_hits = np.bincount(truth["hit_train"].astype(int), minlength=12)
+    n_photons = np.bincount(truth["hit_train"].astype(int), weights=truth["hit_photons"], minlength=12)
+    frames = read_frames(extra_data.RunDirectory(run_path(hrixs["root"], PROPOSAL, DATA)), hrixs["preset"])[1]
+    dark = hrixs["dark"]
+    calibrated = np.where(dark.mask, frames.astype(np.float32) - dark.mean, 0)
+    with h5py.File(out, "r") as f:
+        # isolated hits (at least 7 px apart): one droplet each, their photons as planted
+        np.testing.assert_allclose(f["hrixs/drop_n_droplets"][()], n_hits, atol=0.02 * n_hits.max() + 1)
+        np.testing.assert_allclose(f["hrixs/drop_photons"][()], n_photons, atol=0.02 * n_photons.max() + 1)
+        np.testing.assert_allclose(f["hrixs/phot_n_photons"][()], n_photons, atol=0.02 * n_photons.max() + 1)
+        np.testing.assert_allclose(f["hrixs/proj_profile"][()], calibrated.sum(axis=1), rtol=1e-5, atol=0.05)
+        # isolated photons of 0.4 px clouds: the autocorrelation's central peak is about a pixel wide
+        width = f["hrixs/sq_acorr_speckle_size"][()]
+        assert np.all((width > 0.3) & (width < 3.0)), width
+        x, y = f["UserDataCfg/hrixs/x"][()], f["UserDataCfg/hrixs/y"][()]
+    assert x.shape == (1,) + SHAPE
+    np.testing.assert_allclose(np.diff(x[0], axis=1), 13.5e-6, rtol=1e-5)
+    np.testing.assert_allclose(np.diff(y[0], axis=0), 13.5e-6, rtol=1e-5)
+
+
+def test_user_mask_of_the_camera_shape(hrixs, tmp_path):
+    """A user mask of the camera's (rows, columns), True = good: masked pixels leave the ROI's sum."""
+    mask = np.ones(SHAPE, bool)
+    mask[30:60, 50:90] = False
+    np.save(tmp_path / "mask.npy", mask)
+    out = tmp_path / "m.h5"
+    result = produce(config(hrixs, tmp_path, user_mask=str(tmp_path / "mask.npy")), out)
+    assert result.returncode == 0, result.stderr
+    frames = read_frames(extra_data.RunDirectory(run_path(hrixs["root"], PROPOSAL, DATA)), hrixs["preset"])[1]
+    dark = hrixs["dark"]
+    good = dark.mask & mask & (frames < hrixs["preset"].saturation)
+    calibrated = np.where(good, frames.astype(np.float32) - dark.mean, 0).astype(np.float32)
+    with h5py.File(out, "r") as f:
+        np.testing.assert_allclose(f["hrixs/box_sum"][()],
+                                   calibrated[:, 10:110, 20:220].sum(axis=(1, 2), dtype=np.float64), rtol=1e-6)
+        np.testing.assert_array_equal(f["UserDataCfg/hrixs/mask_user"][0], mask)
