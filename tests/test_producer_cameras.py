@@ -237,3 +237,12 @@ def test_user_mask_of_the_camera_shape(hrixs, tmp_path):
         np.testing.assert_allclose(f["hrixs/box_sum"][()],
                                    calibrated[:, 10:110, 20:220].sum(axis=(1, 2), dtype=np.float64), rtol=1e-6)
         np.testing.assert_array_equal(f["UserDataCfg/hrixs/mask_user"][0], mask)
+
+
+def test_live_producer_refuses_a_camera_in_one_line(hrixs, tmp_path):
+    """The live stream carries no camera images for us yet: said before connecting, nothing written."""
+    out = tmp_path / "live.h5"
+    result = subprocess.run([tool("smd_producer"), "--bridge", "tcp://127.0.0.1:45999", "-c",
+                             str(config(hrixs, tmp_path)), "--output", str(out)], capture_output=True, text=True,
+                            timeout=120)
+    _refused(result, out, "detectors.hrixs", "live stream")
