@@ -16,7 +16,7 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 
 from smalldata.calib.configured import build_camera_detobject
-from smalldata.cameras.batches import CameraTrains
+from smalldata.io.cameratrains import CameraTrains
 from smalldata.config.producer import ProducerConfig
 from smalldata.detectors.registry import detector_type
 from smalldata.errors import ConfigError, SmallDataError

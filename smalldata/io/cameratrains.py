@@ -1,4 +1,4 @@
-"""A camera's images of a run as batches of trains for the event loop.
+"""A per-train camera's images of a run as batches of trains for the event loop.
 
 :class:`CameraTrains` knows which trains of the run have an image of the camera (recorded train ids
 plus the type's train-id offset) and reads the images of some of them as a
