@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -68,20 +67,10 @@ def _curvature(args: argparse.Namespace) -> int:
     rows = tuple(args.rows) if args.rows else None
     fit = curvature_from_run(setup, args.run, args.columns_per_slice, rows, args.max_trains)
     (c1, c2), (e1, e2, ey) = (fit.curvature.c1, fit.curvature.c2), fit.errors
-    part = None
-    if plot is not None:
-        from smalldata.spectro.figures import plot_curvature
+    from smalldata.spectro.figures import plot_curvature, publish_with
 
-        plot = Path(plot).resolve()
-        part = plot_curvature(fit, plot.with_name(f".{plot.name}.part.png"))
-    try:  # the figure appears only when the config was written
-        if args.write:
-            where = write_function_values(setup.config_path, args.detector, "hrixs", name, {"curvature": [c1, c2]})
-        if part is not None:
-            os.replace(part, plot)
-    finally:
-        if part is not None:
-            part.unlink(missing_ok=True)
+    where = publish_with(plot, lambda part: plot_curvature(fit, part), lambda: write_function_values(
+        setup.config_path, args.detector, "hrixs", name, {"curvature": [c1, c2]}) if args.write else None)
     if not args.quiet:
         print(f"run {args.run}, detector {args.detector} ({fit.n_trains} trains, {fit.dark}): "
               f"c1 = {c1:.6g} ± {e1:.2g} rows per column, c2 = {c2:.6g} ± {e2:.2g} rows per column², "

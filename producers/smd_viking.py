@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -136,24 +135,15 @@ def _calibrate(args: argparse.Namespace) -> int:
     cal = calibrate_runs(setup, runs, args.degree, rows, degree, args.peak_window, opts.preamp_gain,
                          opts.high_capacity, args.energy_tolerance, args.max_trains)
     coefficients = [float(c) for c in cal.calibration.coefficients]
-    part = None
-    if plot is not None:
-        from smalldata.spectro.figures import plot_calibration
+    from smalldata.spectro.figures import plot_calibration, publish_with
 
-        plot = Path(plot).resolve()
-        part = plot_calibration(cal, plot.with_name(f".{plot.name}.part.png"))
-    try:  # the figure appears only when the config was written
-        if args.write:
-            values = {"calibration": coefficients}
-            if opts.signal_range is not None and opts.calibration is None:
-                # the function reads signal_range in eV once it has a calibration: convert the columns
-                values["signal_range"] = list(opts.signal_range_in_ev(cal.calibration))
-            where = write_function_values(setup.config_path, args.detector, "viking", name, values)
-        if part is not None:
-            os.replace(part, plot)
-    finally:
-        if part is not None:
-            part.unlink(missing_ok=True)
+    values = {"calibration": coefficients}
+    if opts.signal_range is not None and opts.calibration is None:
+        # the function reads signal_range in eV once it has a calibration: convert the columns
+        values["signal_range"] = list(opts.signal_range_in_ev(cal.calibration))
+    where = publish_with(plot, lambda part: plot_calibration(cal, part), lambda: write_function_values(
+        setup.config_path, args.detector, "viking", name, values) if args.write else None)
+    plot = None if plot is None else Path(plot).resolve()
     if not args.quiet:
         for r, e, p, d, n in zip(cal.runs, cal.energies, cal.peaks, cal.residuals, cal.n_trains):
             print(f"run {r}: {e:.3f} eV, peak at column {p:.2f} ({n} trains), fit - mono {1e3 * d:+.1f} meV")
@@ -195,14 +185,9 @@ def _xas(args: argparse.Namespace) -> int:
     result = xas_from_runs(setup, args.sample, args.reference, calibration, signal_range, degree, rows, args.thickness,
                            args.min_fraction, args.step_gap, args.step_width, opts.preamp_gain, opts.high_capacity,
                            args.max_trains, cal_where)
-    from smalldata.spectro.figures import plot_xas
+    from smalldata.spectro.figures import plot_xas, publish_with
 
-    part = plot_xas(result, plot.with_name(f".{plot.name}.part.png"))
-    try:  # the figure appears only with the result file
-        out = write_xas(out, result, setup, args.overwrite)
-        os.replace(part, plot)
-    finally:
-        part.unlink(missing_ok=True)
+    out = publish_with(plot, lambda part: plot_xas(result, part), lambda: write_xas(out, result, setup, args.overwrite))
     if not args.quiet:
         x = result.xas
         print(f"XAS of run {args.sample} against run {args.reference} ({x.n_sample} and {x.n_reference} trains, "

@@ -8,6 +8,7 @@ import h5py
 import numpy as np
 
 from smalldata.plugin.detfunc import DetObjectFunc
+from smalldata.plugin.frames import Frames, read_only
 
 PROPOSAL, DATA_RUN, DARK_RUN = 2937, 614, 615
 
@@ -48,3 +49,12 @@ class Spin(DetObjectFunc):
         while time.monotonic() < end:
             pass
         return {"n": np.ones(len(frames), np.int32)}
+
+
+def camera_frames(raw, dark, saturation):
+    """Dark-subtracted frames as the producer hands them on: (N, 1, ny, nx), valid = good and not saturated."""
+    n = len(raw)
+    data = (raw.astype(np.float32) - dark.mean)[:, None]
+    valid = (dark.mask[None] & (raw < saturation))[:, None]
+    return read_only(Frames(data=data, valid=valid, units="ADU", train_ids=np.arange(1, n + 1, dtype=np.uint64),
+                            pulse_ids=np.zeros(n, np.uint64), cell_ids=np.zeros(n, np.uint16), modules=(0,)))

@@ -9,6 +9,8 @@ import pytest
 
 import extra_data
 
+from helpers import camera_frames
+
 from smalldata.cameras import characterise_dark
 from smalldata.cameras.reading import read_frames, read_settings
 from smalldata.config.functions import build_function
@@ -34,15 +36,6 @@ def camera_det(dark, settings, units="ADU"):
     return SimpleNamespace(name="viking", modules=(0,), mask=dark.mask[None], units=units, x=xx[None],
                            y=yy[None], z=np.zeros((1, ny, nx)),
                            params=lambda: {"camera": "newton", "settings": dict(settings)})
-
-
-def camera_frames(raw, dark, saturation):
-    """Dark-subtracted frames as the producer hands them on: (N, 1, ny, nx), valid = good and not saturated."""
-    n = len(raw)
-    data = (raw.astype(np.float32) - dark.mean)[:, None]
-    valid = (dark.mask[None] & (raw < saturation))[:, None]
-    return read_only(Frames(data=data, valid=valid, units="ADU", train_ids=np.arange(1, n + 1, dtype=np.uint64),
-                            pulse_ids=np.zeros(n, np.uint64), cell_ids=np.zeros(n, np.uint16), modules=(0,)))
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable, Optional, TypeVar
 
 import numpy as np
+
+from smalldata.errors import SmallDataError
+
+T = TypeVar("T")
 
 
 def _pyplot():
@@ -121,3 +126,22 @@ def plot_xas(result, path: os.PathLike, title: str = "") -> Path:
     sp.legend(fontsize=8)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def publish_with(plot: Optional[os.PathLike], draw: Callable[[Path], Path], write: Callable[[], T]) -> T:
+    """Draw a figure to a hidden part file, run ``write`` (e.g. the config's new values), and only
+    then put the figure at ``plot``: a refused write leaves neither. ``plot`` None: only ``write``."""
+    part = None
+    if plot is not None:
+        plot = Path(plot).resolve()
+        if not plot.parent.is_dir():
+            raise SmallDataError(f"--plot {plot}: folder {plot.parent} does not exist")
+        part = draw(plot.with_name(f".{plot.name}.part.png"))
+    try:
+        result = write()
+        if part is not None:
+            os.replace(part, plot)
+        return result
+    finally:
+        if part is not None:
+            part.unlink(missing_ok=True)
