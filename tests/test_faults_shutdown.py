@@ -22,13 +22,13 @@ from smalldata.plugin.detfunc import DetObjectFunc
 
 def slow_merge(merge, delay):
     """``merge`` preceded by ``delay`` seconds of waiting that calls its ``poll`` as the merge does."""
-    def slow(parts, out, poll=None):
+    def slow(parts, out, poll=None, **rows):
         end = time.monotonic() + delay
         while time.monotonic() < end:
             if poll is not None:
                 poll()
             time.sleep(0.05)
-        return merge(parts, out, poll=poll)
+        return merge(parts, out, poll=poll, **rows)
     return slow
 
 class Slow(DetObjectFunc):

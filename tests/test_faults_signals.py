@@ -30,7 +30,7 @@ def mark(what):
 
 def dying_merge(merge):
     """``merge`` that ends the process hard once the output file is open."""
-    def die(parts, out, poll=None):
+    def die(parts, out, poll=None, **rows):
         mark("merging")
         os._exit(3)
     return die
