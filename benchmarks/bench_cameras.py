@@ -184,6 +184,17 @@ def centroid_baselines(root: Path, dark_path: Path, n_frames: int, repeat: int) 
             "ndimage_labels_per_frame": labels / n_frames, "centroid_hits_per_frame": len(hits.y) / n_frames}
 
 
+def code_commit() -> str:
+    """The git commit of the smalldata code measured (its checkout), or "unknown"."""
+    import subprocess
+
+    import smalldata
+
+    found = subprocess.run(["git", "-C", str(Path(smalldata.__file__).resolve().parent), "rev-parse", "HEAD"],
+                           capture_output=True, text=True)
+    return found.stdout.strip() if found.returncode == 0 else "unknown"
+
+
 # ---------------------------------------------------------------------- the producer
 def producer(config: Path, out: Path, n_ranks: int) -> Dict[str, object]:
     """One ``smd_producer`` run: ``producer_run``'s figures and the photons found."""
@@ -240,7 +251,7 @@ def main(argv=None) -> int:
             runs[n].append(producer(config, work / "out" / f"r{DATA_RUN}_n{n}.h5", n))
     read = stats(reads)
     results = {n: summarise(r, n, read["best"], ndimage_fps) for n, r in runs.items()}
-    machine.update(scipy=scipy.__version__, load_average_at_end=[round(v, 2) for v in os.getloadavg()],
+    machine.update(scipy=scipy.__version__, smalldata_commit=code_commit(), load_average_at_end=[round(v, 2) for v in os.getloadavg()],
                    cpu_pressure_avg60_pct=cpu_pressure())
     report = {
         "benchmark": "cameras",
