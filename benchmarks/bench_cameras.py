@@ -50,6 +50,7 @@ from common import (  # noqa: E402
     format_table,
     machine_info,
     run_command,
+    repeat_timings,
     run_files,
     stats,
     tool,
@@ -184,6 +185,44 @@ def centroid_baselines(root: Path, dark_path: Path, n_frames: int, repeat: int) 
             "ndimage_labels_per_frame": labels / n_frames, "centroid_hits_per_frame": len(hits.y) / n_frames}
 
 
+def stage_costs(root: Path, dark_path: Path, shape: Tuple[int, int], batch: int, repeat: int) -> Dict[str, float]:
+    """Milliseconds per frame of the producer's stages on a camera batch, in process, best of ``repeat``.
+
+    The stages of a camera batch in the event loop: the extra-data read of ``batch`` images, the
+    calibration (``DetObject.calibrate``: raw minus the dark mean, the valid mask), and the hrixs
+    function's ``process`` (the valid copy, centroiding, curvature and energy binning).
+    """
+    from extra_data import by_index
+
+    from smalldata.calib.detobject import DetObject
+    from smalldata.cameras import CameraDark, get_preset
+    from smalldata.detectors.camera import camera_type
+    from smalldata.funcs.hrixs import HRIXSSpectrum
+    from smalldata.plugin.frames import RawBatch
+
+    det = DetObject.from_camera_dark(CAMERA, CameraDark.load(dark_path), camera_type(get_preset(CAMERA).with_shape(shape)))
+    func = HRIXSSpectrum(**{k: v for k, v in HRIXS_FUNCTION.items() if k != "type"})
+    func.setup(det)
+    key = camera_key(root)
+
+    def read():
+        images = key.select_trains(by_index[:batch]).ndarray()
+        n = len(images)
+        return RawBatch(train_ids=np.asarray(key.train_ids[:n], np.uint64), pulse_ids=np.zeros(n, np.uint64),
+                        cell_ids=np.zeros(n, np.uint16), frame_index=np.zeros(n, np.int64), modules=(0,),
+                        data=images[:, None], present=np.ones((n, 1), bool))
+
+    raw = read()
+    frames = det.calibrate(raw)
+    func.process(frames)  # compilation or cache load
+    n = len(raw.train_ids)
+    costs = {}
+    for name, step in (("read", read), ("calibrate", lambda: det.calibrate(raw)),
+                       ("hrixs_process", lambda: func.process(frames))):
+        costs[f"{name}_ms_per_frame"] = min(repeat_timings(step, repeat)) / n * 1e3
+    return costs
+
+
 def code_commit() -> str:
     """The git commit of the smalldata code measured (its checkout), or "unknown"."""
     import subprocess
@@ -243,6 +282,7 @@ def main(argv=None) -> int:
 
     centroid_cost = centroid_baselines(root, Path(dark["path"]), args.baseline_frames, max(args.repeat, 2))
     ndimage_fps = 1.0 / centroid_cost["ndimage_s_per_frame"]
+    stages = stage_costs(root, Path(dark["path"]), shape, batch, max(args.repeat, 3))
     ranks = [int(v) for v in args.ranks.split(",")]
     reads, runs = [], {n: [] for n in ranks}
     for _ in range(args.repeat):
@@ -263,7 +303,7 @@ def main(argv=None) -> int:
         "photons_planted": planted, "batch_trains": batch, "smd_dark": dark, "read_fps": read,
         "centroid_alone": {**centroid_cost, "ndimage_fps": ndimage_fps,
                            "centroid_fps": 1.0 / centroid_cost["centroid_s_per_frame"]},
-        "producer": {str(n): r for n, r in results.items()}, "machine": machine,
+        "stages_ms_per_frame": stages, "producer": {str(n): r for n, r in results.items()}, "machine": machine,
     }
     report["goal_met"] = all(r["fps_per_rank"] >= GOAL_FPS_PER_RANK and r["ratio_to_ndimage"] >= GOAL_SPEEDUP
                              for r in results.values())
@@ -276,6 +316,7 @@ def main(argv=None) -> int:
     print(f"read (extra-data, {batch} trains a block): {read['best']:.1f} frames/s; ndimage: {ndimage_fps:.1f} "
           f"frames/s; centroid alone: {report['centroid_alone']['centroid_fps']:.1f} frames/s; load average "
           f"{machine['load_average_at_start']} -> {machine['load_average_at_end']}")
+    print("in process, ms per frame: " + ", ".join(f"{k[:-len('_ms_per_frame')]} {v:.1f}" for k, v in stages.items()))
     return 0 if report["goal_met"] else 1
 
 
