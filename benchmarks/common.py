@@ -196,8 +196,10 @@ def prepare_runs(name: str, runs: Mapping[int, object], dark_run: int, dark_sim,
 
 # ---------------------------------------------------------------------- running and timing
 #: ``python -c`` program that runs a console script's ``main`` and, at exit, writes the
-#: process's own peak RSS (``VmHWM`` of /proc/self/status, kB) to ``<prefix>.<rank>``.
-#: argv: prefix, "module:function", then the script's arguments.
+#: process's own peak RSS (``VmHWM`` of /proc/self/status, kB) to ``<prefix>.<rank>.<pid>``
+#: (the pid because a rank under an MPI launcher is a supervising parent and the forked child
+#: that does the work, and both exit through here). argv: prefix, "module:function", then the
+#: script's arguments.
 _PEAK_RSS_WRAPPER = """
 import atexit, importlib, os, sys
 prefix, target = sys.argv[1], sys.argv[2]
@@ -207,7 +209,7 @@ def _write_peak():
     rank = os.environ.get("PMI_RANK") or os.environ.get("OMPI_COMM_WORLD_RANK") or "0"
     with open("/proc/self/status") as fh:
         kb = [line.split()[1] for line in fh if line.startswith("VmHWM:")][0]
-    with open(prefix + "." + rank, "w") as out:
+    with open(prefix + "." + rank + "." + str(os.getpid()), "w") as out:
         out.write(kb)
 atexit.register(_write_peak)
 sys.exit(getattr(importlib.import_module(module), func)())
@@ -231,8 +233,9 @@ class CommandResult:
         forked it (this benchmark process), so it is an upper bound; prefer
         ``peak_rss_mb``.
     peak_rss_mb : dict or None
-        ``{rank: MiB}``, each rank's own peak RSS (``VmHWM`` at exit), when the command was
-        started through :func:`script_command` with ``peak_rss``.
+        ``{rank: MiB}``, each rank's own peak RSS (``VmHWM`` at exit; of a supervised rank, the
+        larger of the supervisor and its child), when the command was started through
+        :func:`script_command` with ``peak_rss``.
     stdout, stderr : str
     """
 
@@ -256,7 +259,7 @@ def script_command(entry_point: str, args: Sequence[str], peak_rss: Optional[Pat
     """The command running a console script's entry point (``"package.module:function"``).
 
     With ``peak_rss`` (a file prefix), it runs under a tiny wrapper that writes each
-    process's own peak RSS to ``<peak_rss>.<rank>`` at exit (Linux ``/proc``); without,
+    process's own peak RSS to ``<peak_rss>.<rank>.<pid>`` at exit (Linux ``/proc``); without,
     it is ``python -c`` importing and calling the entry point, like the console script.
     """
     if peak_rss is not None:
@@ -305,7 +308,8 @@ def run_command(args: Sequence[str], env: Optional[Mapping[str, str]] = None,
     if peak_rss is not None:
         peaks = {}
         for f in Path(peak_rss).parent.glob(Path(peak_rss).name + ".*"):
-            peaks[int(f.suffix[1:])] = int(f.read_text()) / 1024.0
+            rank = int(f.name[len(Path(peak_rss).name) + 1:].split(".")[0])
+            peaks[rank] = max(peaks.get(rank, 0.0), int(f.read_text()) / 1024.0)
             f.unlink()
         result.peak_rss_mb = dict(sorted(peaks.items())) or None
     return result
