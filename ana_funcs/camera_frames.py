@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from smalldata.errors import ConfigError, DataError
-from smalldata.plugin.frames import Frames
+from smalldata.plugin.frames import Frames, zero_invalid
 
 
 def camera_plane(det, what: str) -> tuple:
@@ -19,9 +19,12 @@ def camera_plane(det, what: str) -> tuple:
 
 
 def camera_frame_data(frames: Frames, shape: tuple, what: str) -> np.ndarray:
-    """(N, ny, nx) float32 copy of a camera's frames with invalid pixels 0."""
+    """(N, ny, nx) float32 of a camera's frames with invalid pixels 0 (read-only; the frames' own
+    pixels when calibration zeroed them already, ``frames.zeroed``, else a copy)."""
     data = frames.data
     if data.ndim != 4 or data.shape[1] != 1 or tuple(data.shape[2:]) != tuple(shape):
         raise DataError(f"{what}: frames of shape {data.shape[1:]}, expected (1, {shape[0]}, {shape[1]}) as the "
                         "camera's mask; give the function the camera detector's frames")
-    return np.where(frames.valid[:, 0], data[:, 0], np.float32(0)).astype(np.float32, copy=False)
+    if frames.zeroed and data.dtype == np.float32:
+        return data[:, 0]
+    return zero_invalid(data[:, 0].astype(np.float32, copy=False), frames.valid[:, 0])

@@ -357,12 +357,16 @@ class DetObject(DetObjectDescription):
             box, origin = (slice(y0, y1), slice(x0, x1)), (y0, x0)
             data = data[(slice(None), slice(None)) + box]
         ped_cm, mask, inv_gain = self._constants_in(tuple(region) if region is not None else None, box)
-        if raw.module_cell_ids is None:
-            out = np.take(ped_cm, self.cell_index(raw.cell_ids), axis=0)  # (N, M, h, w) float32
-        else:  # the modules recorded different memory cells: each module takes its own cell's pedestal
-            cells = raw.select_modules(self.modules).module_cell_ids
-            out = ped_cm[self.cell_index(cells), np.arange(len(self.modules))]
-        np.subtract(data, out, out=out, dtype=np.float32)
+        if len(ped_cm) == 1:  # one pedestal (a camera): subtracted in one pass, no copy of it per frame
+            self.cell_index(raw.cell_ids)
+            out = np.subtract(data, ped_cm[0], dtype=np.float32)
+        else:
+            if raw.module_cell_ids is None:
+                out = np.take(ped_cm, self.cell_index(raw.cell_ids), axis=0)  # (N, M, h, w) float32
+            else:  # the modules recorded different memory cells: each module takes its own cell's pedestal
+                cells = raw.select_modules(self.modules).module_cell_ids
+                out = ped_cm[self.cell_index(cells), np.arange(len(self.modules))]
+            np.subtract(data, out, out=out, dtype=np.float32)
         valid = data < self.type.saturation
         if self._common_mode is not None:
             self._common_mode.subtract(out, valid)
@@ -371,9 +375,12 @@ class DetObject(DetObjectDescription):
             valid &= present[:, :, None, None]
         if inv_gain is not None:
             out *= inv_gain
+        zeroed = not self.type.per_pulse  # a camera's functions read whole images: its invalid pixels are 0
+        if zeroed:
+            np.copyto(out, 0, where=~valid)
         return Frames(data=out, valid=valid, units=self.units, train_ids=raw.train_ids,
                       pulse_ids=raw.pulse_ids, cell_ids=raw.cell_ids, modules=self.modules, origin=origin,
-                      module_cell_ids=raw.select_modules(self.modules).module_cell_ids)
+                      module_cell_ids=raw.select_modules(self.modules).module_cell_ids, zeroed=zeroed)
 
     def _constants_in(self, region: Optional[tuple], box: tuple) -> tuple:
         """Pedestal (cell-major), mask and inverse gain of a region, as contiguous arrays (cached)."""
