@@ -24,6 +24,7 @@ import numpy as np
 import scipy.sparse
 
 from smalldata.calib.masks import load_user_mask
+from smalldata.detectors.dssc import DSSC
 from smalldata.errors import ConfigError, DataError
 from smalldata.fused.plan import fused_results
 from smalldata.geometry import qmap
@@ -261,9 +262,9 @@ class AzimuthalBinning(DetObjectFunc):
                                   ".h5 file of bool (16 or M, 128, 512), True = good")
         elif user_mask is not None:
             user_mask = np.asarray(user_mask)
-            if user_mask.ndim != 3 or user_mask.shape[1:] != (128, 512):
-                raise ConfigError("user_mask", f"array of shape {user_mask.shape}; need bool (16 or M, 128, 512), "
-                                  "True = good")
+            if user_mask.ndim not in (2, 3):  # its shape is checked against the detector's at set-up
+                raise ConfigError("user_mask", f"array of shape {user_mask.shape}; need bool (modules, rows, "
+                                  "columns), True = good")
         self.user_mask = user_mask
         if normalise not in NORMALISATIONS:
             raise ConfigError("normalise", f"{normalise!r}; use one of {list(NORMALISATIONS)}")
@@ -279,8 +280,8 @@ class AzimuthalBinning(DetObjectFunc):
         x, y, z = (np.asarray(a, dtype=np.float64) for a in (det.x, det.y, det.z))
         shape = x.shape
         if y.shape != shape or z.shape != shape or np.shape(det.mask) != shape or shape[0] != len(self._modules):
-            raise DataError(f"detector arrays x, y, z, mask must all be (M={len(self._modules)}, 128, 512); "
-                            f"got {x.shape}, {y.shape}, {z.shape}, {np.shape(det.mask)}")
+            raise DataError(f"detector arrays x, y, z, mask must all be (M={len(self._modules)}, rows, columns) "
+                            f"alike; got {x.shape}, {y.shape}, {z.shape}, {np.shape(det.mask)}")
         self._shape = shape
         self._units = getattr(det, "units", "ADU")
         two_theta, phi = qmap.scattering_angles(x, y, z, self.center, self.distance)
@@ -290,7 +291,10 @@ class AzimuthalBinning(DetObjectFunc):
             correction *= qmap.solid_angle_factor(two_theta)
         if self.polarization_fraction is not None:
             correction *= qmap.polarization_factor(two_theta, phi, self.polarization_fraction)
-        good = np.asarray(det.mask, dtype=bool) & load_user_mask(self.user_mask, self._modules)
+        detector_type = getattr(det, "type", DSSC)
+        good = np.asarray(det.mask, dtype=bool) & load_user_mask(self.user_mask, self._modules,
+                                                                 module_shape=tuple(detector_type.module_shape),
+                                                                 n_modules=detector_type.n_modules)
         good &= np.isfinite(q) & (correction > 0)
         self.q_edges = qmap.bin_edges("q_bins", self.q_bins, self.q_range, values=q[good])
         self.phi_edges = self._phi_edges

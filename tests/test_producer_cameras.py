@@ -246,3 +246,30 @@ def test_live_producer_refuses_a_camera_in_one_line(hrixs, tmp_path):
                              str(config(hrixs, tmp_path)), "--output", str(out)], capture_output=True, text=True,
                             timeout=120)
     _refused(result, out, "detectors.hrixs", "live stream")
+
+
+def test_azimuthal_on_a_camera_equals_numpy(hrixs, tmp_path):
+    """The azimuthal function on the camera's plain grid: its sums per q bin equal a numpy histogram of
+    the calibrated pixels by their q, computed here from the grid (no solid-angle weight)."""
+    functions = [{"type": "azimuthal", "name": "azav", "center": [0.0, 0.0], "distance": 0.5,
+                  "photon_energy": 930.0, "q_bins": 20, "q_range": [0.0, 2.0e7], "solid_angle": False,
+                  "normalise": "sum"}]
+    out = tmp_path / "a.h5"
+    result = produce(config(hrixs, tmp_path, functions=functions), out)
+    assert result.returncode == 0, result.stderr
+    frames = read_frames(extra_data.RunDirectory(run_path(hrixs["root"], PROPOSAL, DATA)), hrixs["preset"])[1]
+    dark = hrixs["dark"]
+    calibrated = np.where(dark.mask, frames.astype(np.float64) - dark.mean, 0)
+    ny, nx = SHAPE
+    y, x = np.meshgrid((np.arange(ny) - (ny - 1) / 2) * 13.5e-6, (np.arange(nx) - (nx - 1) / 2) * 13.5e-6,
+                       indexing="ij")
+    two_theta = np.arctan2(np.hypot(x, y), 0.5)
+    q = 4 * np.pi / (12398.419843320026e-10 / 930.0) * np.sin(two_theta / 2)
+    with h5py.File(out, "r") as f:
+        sums = f["hrixs/azav_sum"][:, 0, :]
+        edges = f["UserDataCfg/hrixs/azav/q_edges"][()]
+    index = np.digitize(q, edges) - 1
+    inside = (index >= 0) & (index < len(edges) - 1) & dark.mask
+    expected = np.stack([np.bincount(index[inside], weights=frame[inside], minlength=len(edges) - 1)
+                         for frame in calibrated])
+    np.testing.assert_allclose(sums, expected, rtol=1e-4, atol=0.5)

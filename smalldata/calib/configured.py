@@ -55,7 +55,7 @@ def build_camera_detobject(config: ProducerConfig, name: str, proposal: int, acc
     settings = read_settings(access.data, preset, f"run {access.path}")
     check_dark(dark, preset.shape, settings, preset.name, f"{where}.dark_run ({path})")
     return DetObject.from_camera_dark(name, dark, detector_type(det_cfg, where), gain=det_cfg["gain"],
-                                      user_mask=det_cfg["user_mask"], distance=det_cfg["distance"],
+                                      user_mask=det_cfg["user_mask"],
                                       dark_file=str(path), dark_run=det_cfg["dark_run"])
 
 

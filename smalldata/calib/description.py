@@ -57,7 +57,7 @@ class DetObjectDescription:
         }
         if self.type.kind != "dssc":  # a camera: where its images come from, its mode, its grid
             described.update({"source": self.type.source(), "train_id_offset": self.type.train_id_offset,
-                              "pixel_size": list(self.type.pixel_size), "distance": self.distance,
+                              "pixel_size": list(self.type.pixel_size),
                               "settings": dict(self.settings)})
             for key in ("common_mode", "common_mode_max_adu", "common_mode_min_pixels", "mask_asic_edges",
                         "geometry_file", "quadrant_positions"):

@@ -75,8 +75,6 @@ class DetObject(DetObjectDescription):
     detector_type : DetectorType
         What kind of detector (default the DSSC 1M). A type without ASIC tiles has no edge mask
         and no common mode; one other than the DSSC has its pixels on a plain grid.
-    distance : float
-        Sample to sensor distance of a plain grid (metres).
     settings : mapping, optional
         Detector settings the dark was recorded with (a camera's mode), recorded in :meth:`params`.
     """
@@ -94,11 +92,9 @@ class DetObject(DetObjectDescription):
                  dark_file: Optional[str] = None,
                  dark_run: Optional[int] = None,
                  detector_type: DetectorType = DSSC,
-                 distance: float = 1.0,
                  settings: Optional[Mapping[str, float]] = None):
         self.name = name
         self.type = detector_type
-        self.distance = float(distance)
         self.settings = {str(k): float(v) for k, v in (settings or {}).items()}
         module_shape = tuple(detector_type.module_shape)
         if detector_type.asic_shape is None:
@@ -208,7 +204,7 @@ class DetObject(DetObjectDescription):
     def from_camera_dark(cls, name: str, dark, detector_type: DetectorType,
                          gain: Optional[float] = None,
                          user_mask: Union[None, np.ndarray, os.PathLike, str] = None,
-                         distance: float = 1.0, dark_file: Optional[str] = None,
+                         dark_file: Optional[str] = None,
                          dark_run: Optional[int] = None) -> "DetObject":
         """A per-train camera from its dark (:class:`~smalldata.cameras.dark.CameraDark`).
 
@@ -217,7 +213,7 @@ class DetObject(DetObjectDescription):
         """
         return cls(name, [0], dark.mean[None, None], dark.noise[None, None], np.zeros(1, np.uint16),
                    dark.status[None], gain=gain, user_mask=user_mask, detector_type=detector_type,
-                   distance=distance, dark_file=dark_file, dark_run=dark_run, settings=dark.settings)
+                   dark_file=dark_file, dark_run=dark_run, settings=dark.settings)
 
     @classmethod
     def from_dark_file(cls, name: str, path: os.PathLike, modules: Optional[Sequence[int]] = None,
@@ -304,7 +300,7 @@ class DetObject(DetObjectDescription):
     def _pixel_positions(self) -> tuple:
         if self._positions is None:  # extra-geom's, or the plain grid's, when first asked for
             if self.geometry is None:
-                self._positions = grid_positions(self.type.module_shape, self.type.pixel_size, self.distance)
+                self._positions = grid_positions(self.type.module_shape, self.type.pixel_size)
             else:
                 self._positions = pixel_positions(self.geometry, self.modules)
         return self._positions

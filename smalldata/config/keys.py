@@ -227,7 +227,6 @@ CAMERA_SCHEMA: Dict[str, Field] = {
     "train_id_offset": Field(Optional[int], None, "added to the recorded train ids when not the preset's "
                                                   "(the Newton's is -1)"),
     "pixel_size": Field(Optional[float], None, "pixel pitch when not the preset's", "m", check=positive),
-    "distance": Field(float, 1.0, "sample to sensor distance (the z of every pixel)", "m", check=positive),
     "dark_run": Field(int, REQUIRED, "run number of the dark run characterised by smd_dark", check=positive),
     "gain": Field(Optional[float], None, "gain; when set, calibrated data are in photons", "ADU/photon",
                   check=positive),
