@@ -273,3 +273,14 @@ def test_azimuthal_on_a_camera_equals_numpy(hrixs, tmp_path):
     expected = np.stack([np.bincount(index[inside], weights=frame[inside], minlength=len(edges) - 1)
                          for frame in calibrated])
     np.testing.assert_allclose(sums, expected, rtol=1e-4, atol=0.5)
+
+
+def test_cube_of_an_output_the_camera_does_not_write(hrixs, tmp_path):
+    """Refused at set-up, naming the key and the outputs there are."""
+    cfg = config(hrixs, tmp_path, cube={"scan": "scan/delay", "unique": True, "keys": ["hrixs_spectra"]})
+    text = yaml.safe_load(cfg.read_text())
+    text["point_data"] = {"scan": {"delay": {"source": "SCS_HRIXS_DET/CAM/CAMERA:daqOutput",
+                                             "key": "data.image.pixels", "units": ""}}}
+    cfg.write_text(yaml.safe_dump(text))
+    out = tmp_path / "x.h5"
+    _refused(produce(cfg, out), out, "detectors.hrixs.cube.keys", "hrixs_spectra", "hrixs_spectrum")

@@ -76,6 +76,10 @@ def setup_cameras(config: ProducerConfig, proposal: int, access: RunAccess,
         batches = dry_run_batches(det, det.modules, None)
         for func in functions:
             layout.update(check_function(func, batches))
+        unknown = [k for k in (det_cfg["cube"] or {}).get("keys") or () if k not in layout]
+        if unknown:  # said now, not after the run
+            raise ConfigError(f"{where}.cube.keys", f"no per-train output {unknown[0]!r}; choose among "
+                                                    f"{sorted(layout)}")
         setup = DetectorSetup(name, det, functions, det.modules, det_cfg["vetoes"], accumulators, layout=layout,
                               embed_dark=det_cfg["embed_dark"])
         streams.append(CameraStream(setup, trains))
