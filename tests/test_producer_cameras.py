@@ -284,3 +284,21 @@ def test_cube_of_an_output_the_camera_does_not_write(hrixs, tmp_path):
     cfg.write_text(yaml.safe_dump(text))
     out = tmp_path / "x.h5"
     _refused(produce(cfg, out), out, "detectors.hrixs.cube.keys", "hrixs_spectra", "hrixs_spectrum")
+
+
+def test_report_draws_each_cameras_mean_spectrum(outputs, tmp_path):
+    """The run report's camera figure: the mean of the per-train spectra against the function's energies."""
+    from smalldata import SmallDataAna
+    from smalldata.report.figures import camera_spectra
+    from smalldata.report.html import write_report
+
+    ana = SmallDataAna(outputs[0])
+    fig, caption = camera_spectra(ana)
+    with h5py.File(outputs[0], "r") as f:
+        rows, energy = f["hrixs/hrixs_spectrum"][()], f["UserDataCfg/hrixs/hrixs/energy"][()]
+    line = next(ax.lines[0] for ax in fig.axes if "hrixs/hrixs_spectrum" in ax.get_ylabel())
+    np.testing.assert_allclose(line.get_ydata(), rows.mean(axis=0))
+    np.testing.assert_array_equal(line.get_xdata(), energy)
+    assert "hrixs/hrixs_spectrum (12 trains)" in caption
+    page = write_report(ana, tmp_path / "report.html").read_text()
+    assert "Camera spectra" in page and page.count("data:image/png;base64,") >= 2

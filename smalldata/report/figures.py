@@ -174,6 +174,42 @@ def azimuthal_difference(ana) -> Tuple[object, str]:
 
 
 #: The report's figures in page order: (title, function).
+def camera_spectra(ana) -> Tuple[object, str]:
+    """Each per-train detector's mean 1-D outputs (spectra, profiles) over its trains, against their axis."""
+    curves = []
+    with h5py.File(ana.path, "r") as f:
+        for cam in sorted(ana.train_groups):
+            for key in ana.train_keys(cam):
+                shape = ana.info[key]["shape"]
+                if len(shape) != 2 or shape[1] < 2 or ana.units(key) == "pixel":  # pixel counts: not a spectrum
+                    continue
+                values = np.asarray(ana[key], dtype=np.float64)
+                func = key.split("/", 1)[1].split("_", 1)[0]
+                cfg = f.get(f"UserDataCfg/{cam}/{func}")
+                axis, label = np.arange(shape[1]), "pixel"
+                for name, unit in (("energy", "eV"), ("pixel", "pixel")):
+                    if cfg is not None and name in cfg and cfg[name].shape == (shape[1],):
+                        axis, label = cfg[name][()], f"{name} ({unit})"
+                        break
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)  # trains without a value
+                    curves.append((key, axis, label, np.nanmean(values, axis=0), len(values)))
+    if not curves:
+        raise ReportSkip("no per-train detector (camera) with a spectrum or profile in the output")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 2.6 * len(curves)), dpi=90, layout="constrained")
+    axes = fig.subplots(len(curves), 1, squeeze=False)[:, 0]
+    for ax, (key, axis, label, mean, n) in zip(axes, curves):
+        ax.plot(axis, mean, "-", lw=1)
+        ax.set_xlabel(label)
+        ax.set_ylabel(f"{key} ({ana.units(key) or '-'})")
+        ax.set_title(f"{key}: mean of {n} trains")
+    return fig, "Mean over the trains of each camera's spectra and profiles: " + \
+        ", ".join(f"{key} ({n} trains)" for key, _, _, _, n in curves) + "."
+
+
 FIGURES = (("XGM against train", xgm_per_train), ("Losses by reason", losses_by_reason),
            ("ROI against scan variable", roi_against_scan), ("Average image", average_image),
-           ("Azimuthal profile, pumped minus unpumped", azimuthal_difference))
+           ("Azimuthal profile, pumped minus unpumped", azimuthal_difference),
+           ("Camera spectra", camera_spectra))
