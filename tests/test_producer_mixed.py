@@ -124,3 +124,17 @@ def test_session_joins_the_producers_output(mixed):
     table = ana.to_dataframe(per="train")
     assert set(camera["trainId"]) | set(events["trainId"]) == set(table.index)
     np.testing.assert_allclose(table.loc[camera["trainId"], "viking/band_sum"].to_numpy(), camera["band"])
+
+
+def test_veto_on_a_camera_output_that_is_not_a_scalar(mixed, tmp_path):
+    """A veto needs one value per train: a camera's spectrum is refused at set-up, naming the veto."""
+    cfg = yaml.safe_load((mixed["root"] / "producer.yaml").read_text())
+    cfg["detectors"]["viking"]["functions"].append({"type": "projection", "name": "spec", "axis": 0, "module": 0})
+    cfg["detectors"]["dssc"]["vetoes"][0]["key"] = "spec_profile"
+    path = mixed["root"] / "bad_veto.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "x.h5"
+    res = subprocess.run([tool("smd_producer"), "-r", str(DATA), "-c", str(path), "--output", str(out)],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2 and "detectors.dssc.vetoes[0].key" in res.stderr and "spec_profile" in res.stderr
+    assert "Traceback" not in res.stderr and not out.exists()

@@ -122,15 +122,17 @@ class TrainRows:
         #: (camera, output key) -> {train id: value} of the outputs other detectors' vetoes read
         self.kept: Dict[Tuple[str, str], Dict[int, float]] = {}
 
-    def keep_values(self, camera: str, key: str) -> Dict[int, float]:
-        """Keep ``camera``'s output ``key`` of every train processed (for :class:`TrainVetoes`)."""
+    def keep_values(self, camera: str, key: str, where: str) -> Dict[int, float]:
+        """Keep ``camera``'s output ``key`` of every train processed (for :class:`TrainVetoes`);
+        ``where`` names the veto in a one-line error."""
         stream = next((s for s in self.streams if s.name == camera), None)
         if stream is None:
-            raise ConfigError(f"detectors.{camera}", "no such per-train detector")
+            raise ConfigError(f"{where}.detector", f"{camera!r} is not a per-train detector of this config")
         layout = stream.setup.layout or {}
-        if key not in layout:
-            raise ConfigError(f"detectors.{camera}", f"a veto reads its output {key!r}, which it does not have; "
-                                                     f"use one of {sorted(layout)}")
+        scalar = key in layout and layout[key][1][0] != "ragged" and layout[key][1][1] == ()  # (dtype, shape)
+        if not scalar:
+            raise ConfigError(f"{where}.key", f"{camera} has no per-train scalar output {key!r}; use one of "
+                                              f"{sorted(layout)}")
         return self.kept.setdefault((camera, key), {})
 
     def process(self, train_ids: np.ndarray, write) -> int:
@@ -209,6 +211,8 @@ class TrainVetoes:
 def attach_train_vetoes(config: ProducerConfig, setups: Sequence[DetectorSetup], train_rows: TrainRows) -> None:
     """Give each per-pulse detector the vetoes its config lets cameras decide."""
     for setup in setups:
-        specs = [v for v in config.detectors[setup.name]["vetoes"] if v.get("detector")]
-        if specs:
-            setup.train_vetoes = TrainVetoes([(v, train_rows.keep_values(v["detector"], v["key"])) for v in specs])
+        vetoes = config.detectors[setup.name]["vetoes"]
+        conditions = [(v, train_rows.keep_values(v["detector"], v["key"], f"detectors.{setup.name}.vetoes[{i}]"))
+                      for i, v in enumerate(vetoes) if v.get("detector")]
+        if conditions:
+            setup.train_vetoes = TrainVetoes(conditions)
