@@ -273,3 +273,25 @@ def test_boz_refuses_a_camera_in_one_line():
     with pytest.raises(ConfigError) as err:
         BOZ(corrections="boz.json").setFromDet(det)
     assert "DSSC only" in str(err.value) and "viking" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_run_access_of_a_type(sim_root):
+    """RunAccess finds the modules of its type's sources (the shared data run has modules 2 and 3); a
+    per-train camera is refused in one line."""
+    from helpers import DATA_RUN, PROPOSAL
+
+    from smalldata.errors import DataError
+    from smalldata.io.runaccess import RunAccess
+    from smalldata.simulate import run_path
+
+    path = run_path(sim_root, PROPOSAL, DATA_RUN)
+    access = RunAccess.from_directory(path)
+    assert access.detector_type is DSSC and access.available_modules() == (2, 3)
+    three = replace(DSSC, n_modules=3)  # a per-pulse type of modules 0..2 only
+    narrow = RunAccess.from_directory(path, three)
+    assert narrow.available_modules() == (2,)
+    raw = narrow.read_raw((2,), narrow.train_ids[:2])
+    assert raw.data.shape[1:] == (1,) + DSSC.module_shape and raw.data.dtype == np.uint16
+    with pytest.raises(DataError, match="per-train camera") as err:
+        RunAccess.from_directory(path, CAMERA)
+    assert "\n" not in str(err.value)

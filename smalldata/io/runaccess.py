@@ -71,6 +71,9 @@ class RunAccess:
     """
 
     def __init__(self, data, path: Optional[Path] = None, detector_type: DetectorType = DSSC):
+        if not detector_type.per_pulse:
+            raise DataError(f"{detector_type.name} is a per-train camera: RunAccess reads the modules of a per-pulse "
+                            "detector (the DSSC); a camera's images are read per train")
         self.data = data
         self.path = path
         self.detector_type = detector_type
