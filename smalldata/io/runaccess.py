@@ -242,8 +242,9 @@ class RunAccess:
                                     for key, dtype in (("trainId", np.uint64), ("pulseId", np.uint64),
                                                        ("cellId", np.uint16)))
             except (OSError, ValueError, TypeError) as exc:
-                raise DataError(f"cannot read {self.detector_type.name} module {module} for trains {int(train_ids[0])}.."
-                                f"{int(train_ids[-1])} of {self.path}: {exc}; the file may be truncated") from None
+                raise DataError(f"cannot read {self.detector_type.name} module {module} for trains "
+                                f"{int(train_ids[0])}..{int(train_ids[-1])} of {self.path}: {exc}; the file may be "
+                                "truncated") from None
             good = tids == frame_train[rows]
             if not good.all():  # rows the INDEX gives to another train than they hold: not used
                 self._reject_rows(module, frame_train[rows][~good], tids[~good])
@@ -293,7 +294,8 @@ class RunAccess:
         clash = present & (module_pids != pulse_ids[:, None])
         if clash.any():
             i, j = (int(v) for v in np.argwhere(clash)[0])
-            raise DataError(f"run {self.path}: {self.detector_type.name} module {modules[j]} has pulse id {int(module_pids[i, j])} in "
+            raise DataError(f"run {self.path}: {self.detector_type.name} module {modules[j]} has pulse id "
+                            f"{int(module_pids[i, j])} in "
                             f"frame {int(frame_index[i])} of train {int(frame_train[i])} where module "
                             f"{modules[int(first[i])]} has {int(pulse_ids[i])}; the modules disagree on the pulse "
                             f"of a frame: leave module {modules[j]} out of detectors.<name>.modules")
