@@ -295,3 +295,20 @@ def test_run_access_of_a_type(sim_root):
     with pytest.raises(DataError, match="per-train camera") as err:
         RunAccess.from_directory(path, CAMERA)
     assert "\n" not in str(err.value)
+
+
+def test_session_masks_of_a_camera_shape(tmp_path):
+    """A session's mask of a two-module 64 x 96 detector: the whole detector's array, and combined with
+    the config's user-mask file of the same shape (numpy's AND)."""
+    from smalldata.ana.configwrite import ConfigWriteMixin
+    from smalldata.ana.regions import PixelMask
+
+    rng = np.random.default_rng(7)
+    drawn = rng.random((1,) + SHAPE) > 0.2
+    full = PixelMask("cam", (1,), drawn, n_modules=2).full()
+    assert full.shape == (2,) + SHAPE and full[0].all()
+    np.testing.assert_array_equal(full[1], drawn[0])
+    existing = rng.random((2,) + SHAPE) > 0.3
+    np.save(tmp_path / "mask.npy", existing)
+    combined = ConfigWriteMixin._combined_mask({"user_mask": "mask.npy"}, tmp_path, full)
+    np.testing.assert_array_equal(combined, full & existing)
