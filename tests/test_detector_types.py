@@ -27,10 +27,10 @@ ROOT = Path(__file__).resolve().parents[1]
 #: the DSSC's facts in smalldata.constants that only its detector type may use
 DSSC_NAMES = {"DSSC_N_MODULES", "DSSC_MODULE_SHAPE", "DSSC_ADC_MAX", "DSSC_ASIC_SHAPE", "dssc_source",
               "dssc_aggregator"}
-#: where they belong: the constants, the DSSC's type, its simulator, BOZ (a DSSC method) and extra-geom's
-#: DSSC geometry
+#: where they belong: the constants, the DSSC's type, its simulator, BOZ (a DSSC method: its function and
+#: command) and extra-geom's DSSC geometry
 ALLOWED = ("smalldata/constants.py", "smalldata/detectors/dssc.py", "smalldata/simulate/", "smalldata/boz/",
-           "ana_funcs/boz.py", "smalldata/geometry/positions.py")
+           "ana_funcs/boz.py", "producers/smd_boz.py", "smalldata/geometry/positions.py")
 #: modules of the producer's config layer, changed with the wiring of the camera detectors: the dark
 #: thresholds' ADC range there still is the DSSC's
 ELSEWHERE = ("smalldata/config/dark.py",)
@@ -61,7 +61,7 @@ def dssc_uses(source: str) -> List[str]:
 
 
 def library_files() -> List[Path]:
-    return sorted(p for top in ("smalldata", "ana_funcs") for p in (ROOT / top).rglob("*.py"))
+    return sorted(p for top in ("smalldata", "ana_funcs", "producers") for p in (ROOT / top).rglob("*.py"))
 
 
 def test_scan_finds_each_kind_of_use():
