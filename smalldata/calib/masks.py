@@ -94,7 +94,8 @@ def load_user_mask(mask: Union[None, np.ndarray, os.PathLike, str], modules: Seq
     ----------
     mask : None, ndarray or path
         ``None`` (everything good), an array of shape (M, rows, columns) or (modules of the
-        detector, rows, columns), or ``.npy`` file or an HDF5 file (``.h5``/``.hdf5``) holding such an array.
+        detector, rows, columns), or a ``.npy`` file or an HDF5 file (``.h5``/``.hdf5``) holding
+        such an array.
     modules : sequence of int
         The detector's modules, ascending.
     dataset : str, optional
