@@ -214,8 +214,8 @@ class AzimuthalBinning(DetObjectFunc):
         Correct for the pixel solid angle (``cos^3 2theta``).
     user_mask : str, array or None
         Extra pixel mask, True = good, on top of the detector's mask: a ``.npy`` or
-        ``.h5`` file or an array, shape ``(M, 128, 512)`` (the detector's modules) or
-        ``(16, 128, 512)``.
+        ``.h5`` file or an array, shape ``(M, rows, columns)`` (the detector's modules) or
+        ``(modules, rows, columns)`` (the whole detector: ``(16, 128, 512)`` for the DSSC).
     normalise : str
         ``"mean"``: output ``mean`` = sum(I) / sum(c) (NaN in an empty bin);
         ``"sum"``: output ``sum`` = count x mean, the corrected intensity summed over
@@ -259,11 +259,11 @@ class AzimuthalBinning(DetObjectFunc):
         if isinstance(user_mask, (str, os.PathLike)):
             if not os.path.isfile(user_mask):
                 raise ConfigError("user_mask", f"file {os.fspath(user_mask)!r} does not exist; give a .npy or "
-                                  ".h5 file of bool (16 or M, 128, 512), True = good")
+                                  ".h5 file of bool (modules or M, rows, columns), True = good")
         elif user_mask is not None:
             user_mask = np.asarray(user_mask)
-            if user_mask.ndim not in (2, 3):  # its shape is checked against the detector's at set-up
-                raise ConfigError("user_mask", f"array of shape {user_mask.shape}; need bool (modules, rows, "
+            if user_mask.ndim not in (2, 3):  # its shape is checked against the detector's in setFromDet
+                raise ConfigError("user_mask", f"array of shape {user_mask.shape}; need bool (modules or M, rows, "
                                   "columns), True = good")
         self.user_mask = user_mask
         if normalise not in NORMALISATIONS:
@@ -280,8 +280,8 @@ class AzimuthalBinning(DetObjectFunc):
         x, y, z = (np.asarray(a, dtype=np.float64) for a in (det.x, det.y, det.z))
         shape = x.shape
         if y.shape != shape or z.shape != shape or np.shape(det.mask) != shape or shape[0] != len(self._modules):
-            raise DataError(f"detector arrays x, y, z, mask must all be (M={len(self._modules)}, rows, columns) "
-                            f"alike; got {x.shape}, {y.shape}, {z.shape}, {np.shape(det.mask)}")
+            raise DataError(f"detector arrays x, y, z, mask must all be (M={len(self._modules)}, rows, columns); "
+                            f"got {x.shape}, {y.shape}, {z.shape}, {np.shape(det.mask)}")
         self._shape = shape
         self._units = getattr(det, "units", "ADU")
         two_theta, phi = qmap.scattering_angles(x, y, z, self.center, self.distance)
@@ -291,10 +291,8 @@ class AzimuthalBinning(DetObjectFunc):
             correction *= qmap.solid_angle_factor(two_theta)
         if self.polarization_fraction is not None:
             correction *= qmap.polarization_factor(two_theta, phi, self.polarization_fraction)
-        detector_type = getattr(det, "type", DSSC)
-        good = np.asarray(det.mask, dtype=bool) & load_user_mask(self.user_mask, self._modules,
-                                                                 module_shape=tuple(detector_type.module_shape),
-                                                                 n_modules=detector_type.n_modules)
+        good = np.asarray(det.mask, dtype=bool) & load_user_mask(
+            self.user_mask, self._modules, module_shape=shape[1:], n_modules=getattr(det, "type", DSSC).n_modules)
         good &= np.isfinite(q) & (correction > 0)
         self.q_edges = qmap.bin_edges("q_bins", self.q_bins, self.q_range, values=q[good])
         self.phi_edges = self._phi_edges

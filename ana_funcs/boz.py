@@ -24,6 +24,7 @@ from smalldata.boz.kernels import frame_roi_sums
 from smalldata.boz.nonlinearity import NonLinearity
 from smalldata.boz.rois import check_rois, crop, roi_shape, union_box
 from smalldata.constants import DSSC_ADC_MAX, DSSC_N_MODULES
+from smalldata.detectors.dssc import DSSC
 from smalldata.errors import CalibrationError, ConfigError
 from smalldata.plugin.detfunc import DetObjectFunc
 from smalldata.plugin.frames import Frames
@@ -92,6 +93,11 @@ class BOZ(DetObjectFunc):
         self.corr = corr
 
     def setFromDet(self, det) -> None:
+        det_type = getattr(det, "type", DSSC)
+        if det_type.kind != "dssc":  # zone-plate beams on a DSSC module, its 9-bit non-linearity table
+            raise ConfigError("functions", f"the BOZ function works on the DSSC only; detector "
+                                           f"{getattr(det, 'name', '?')} is a {det_type.kind} ({det_type.name}): "
+                                           "remove boz from its functions")
         super().setFromDet(det)
         if getattr(det, "common_mode", "none") != "none":
             raise ConfigError("common_mode", "the BOZ function needs the raw values back from the calibrated "

@@ -24,7 +24,7 @@ from typing import Tuple
 import numpy as np
 from scipy import ndimage
 
-from smalldata.constants import DSSC_ASIC_SHAPE
+from smalldata.detectors.dssc import DSSC
 
 from .droplet_kernel import droplet_fields, find_in_stack
 
@@ -89,7 +89,7 @@ def asic_split(det, frames) -> dict:
     """``split_asics`` and ``asic_shape`` for :func:`find_droplets` on a detector's frames: the
     detector type's ASIC tiles, none for a type without (a camera) or for derived frames (an ROI)."""
     detector_type = getattr(det, "type", None)
-    asics = DSSC_ASIC_SHAPE if detector_type is None else detector_type.asic_shape
+    asics = DSSC.asic_shape if detector_type is None else detector_type.asic_shape
     if asics is None or frames.modules is None:
         return {"split_asics": False}
     return {"split_asics": True, "asic_shape": tuple(asics)}
@@ -97,7 +97,7 @@ def asic_split(det, frames) -> dict:
 
 def find_droplets(data: np.ndarray, valid: np.ndarray, seed_threshold, grow_threshold,
                   min_sum: float = 0.0, split_asics: bool = True,
-                  asic_shape: Tuple[int, int] = DSSC_ASIC_SHAPE, method: str = "compiled",
+                  asic_shape: Tuple[int, int] = DSSC.asic_shape, method: str = "compiled",
                   with_pixels: bool = True) -> DropletSet:
     """Find the droplets of a batch of frames.
 

@@ -11,7 +11,7 @@ and number of MPI ranks). :func:`make_frames` and :func:`make_detector` build th
     from smalldata.testing import check_function, make_detector, make_frames
 
     def test_bright_fraction():
-        frames = make_frames(np.random.default_rng(0).poisson(0.5, (8, 1, 128, 512)), modules=(3,))
+        frames = make_frames(np.random.default_rng(0).poisson(0.5, (8, 1) + DSSC.module_shape), modules=(3,))
         out = check_function(BrightFraction(module=3), frames, det=make_detector(modules=(3,)))
         assert out["bright_fraction"].shape == (8,)
 """
@@ -22,6 +22,8 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 
+from smalldata.detectors.dssc import DSSC
+from smalldata.detectors.types import DetectorType
 from smalldata.plugin.contract import check_function as check_setup
 from smalldata.plugin.detfunc import DetObjectFunc
 from smalldata.plugin.frames import Frames, read_only
@@ -55,16 +57,20 @@ def make_frames(data, valid=None, units: str = "photon", modules: Optional[Seque
 
 
 def make_detector(modules: Sequence[int] = (0,), units: str = "photon", gain: Optional[float] = None,
-                  noise: float = 0.1, shape=(128, 512)) -> SimpleNamespace:
+                  noise: float = 0.1, shape: Optional[Sequence[int]] = None,
+                  detector_type: DetectorType = DSSC) -> SimpleNamespace:
     """A stand-in for the detector object ``setFromDet(det)`` receives.
 
-    It has ``modules``, ``units``, ``gain``, ``mask`` (all good), ``noise_in_units``
-    and ``cell_ids``; functions needing geometry or dark constants need a real
+    It has ``type`` (``detector_type``: the DSSC by default, or e.g. a camera's
+    :func:`~smalldata.detectors.camera.camera_type`), ``modules``, ``units``, ``gain``, ``mask``
+    (all good), ``noise_in_units`` and ``cell_ids``; each module has the type's module shape,
+    or ``shape`` (a crop) if given. Functions needing geometry or dark constants need a real
     :class:`~smalldata.calib.detobject.DetObject`.
     """
     m = len(modules)
-    return SimpleNamespace(modules=tuple(modules), units=units, gain=gain, mask=np.ones((m,) + tuple(shape), bool),
-                           noise_in_units=np.full((m,) + tuple(shape), noise, np.float32),
+    shape = tuple(detector_type.module_shape if shape is None else shape)
+    return SimpleNamespace(type=detector_type, modules=tuple(modules), units=units, gain=gain,
+                           mask=np.ones((m,) + shape, bool), noise_in_units=np.full((m,) + shape, noise, np.float32),
                            cell_ids=np.arange(1, dtype=np.uint16))
 
 

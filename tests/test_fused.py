@@ -220,7 +220,7 @@ def test_raw_mean_equals_formula():
     inv_gain = np.float32(1 / 15)
     good = np.ones((1, 16, 32), bool)
     good[0, 2, 3] = False
-    acc = RawMean(n_cells, (16, 32))
+    acc = RawMean(n_cells, (16, 32), 511)
     for part in (slice(0, 13), slice(13, 40)):  # two batches
         acc.add(raw[part], cells[part], keep[part], ped)
     valid = (raw < 511) & keep[:, None, None]

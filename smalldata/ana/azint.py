@@ -21,7 +21,6 @@ from smalldata.ana.circles import (RING_MAX_RELATIVE_WIDTH, RING_TOLERANCE_M, Ci
 from smalldata.ana.centre import refine_centre
 from smalldata.ana.images import DetImage, as_detimage
 from smalldata.ana.plotting import click_points
-from smalldata.constants import DSSC_N_MODULES
 from smalldata.errors import SmallDataError
 
 log = logging.getLogger(__name__)
@@ -36,7 +35,7 @@ def _on_image(img: DetImage):
         ok = np.isin(module, img.modules)
         out = np.zeros(np.shape(x), dtype=bool)
         if ok.any():
-            position = np.full(DSSC_N_MODULES, -1)
+            position = np.full(img.geometry.n_modules, -1)
             position[list(img.modules)] = np.arange(len(img.modules))
             index = position[module[ok]]
             r = np.clip(np.rint(row[ok]).astype(int), 0, img.data.shape[1] - 1)
@@ -177,7 +176,7 @@ class AzIntMixin:
         row, col = geometry.metres_to_pixel(cx, cy)
         fit = CircleFit((float(cx), float(cy)), float(radius), (float(row), float(col)), int(used.sum()), width,
                         coverage)
-        px, py = geometry.positions(range(DSSC_N_MODULES))
+        px, py = geometry.positions(range(geometry.n_modules))
         farthest = float(np.nanmax(np.hypot(px - cx, py - cy)))
         fit.warnings = fit_warnings(fit, farthest, available, threshold is None, gap)
         for message in fit.warnings:

@@ -24,7 +24,6 @@ from typing import Optional, Union
 import h5py
 import numpy as np
 
-from smalldata.constants import DSSC_N_MODULES
 from smalldata.errors import SmallDataError
 
 #: config keys holding paths relative to the config's folder: (section path, key)
@@ -175,7 +174,8 @@ class ConfigWriteMixin:
 
     @staticmethod
     def _combined_mask(det_cfg, folder: Path, mask: np.ndarray) -> np.ndarray:
-        """The session's (16, 128, 512) mask AND the config's own user mask, if it has one."""
+        """The session's mask of the whole detector (modules, rows, columns) AND the config's own user mask,
+        if it has one."""
         from smalldata.calib.masks import load_user_mask
 
         existing: Optional[str] = det_cfg.get("user_mask")
@@ -183,4 +183,6 @@ class ConfigWriteMixin:
             return np.asarray(mask, dtype=bool)
         resolved = Path(os.path.expandvars(os.path.expanduser(existing)))
         resolved = resolved if resolved.is_absolute() else folder / resolved
-        return np.asarray(mask, dtype=bool) & load_user_mask(resolved, range(DSSC_N_MODULES))
+        mask = np.asarray(mask, dtype=bool)
+        return mask & load_user_mask(resolved, range(mask.shape[0]), module_shape=mask.shape[1:],
+                                     n_modules=mask.shape[0])

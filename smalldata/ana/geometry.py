@@ -4,9 +4,10 @@ Three coordinate systems, each convertible into the others:
 
 * **assembled-image pixels** ``(row, col)``: indices into the 2-D image of
   :meth:`ImageGeometry.assemble` (extra-geom's snapped grid); rows follow y, columns x;
-* **module pixels** ``(module, row, col)``: detector module 0..15 and the pixel's row
-  (0..127) and column (0..511) in the module's data array; fractional values are allowed,
-  an integer value is the pixel's centre;
+* **module pixels** ``(module, row, col)``: detector module and the pixel's row and column
+  in the module's data array (the DSSC: modules 0..15, rows 0..127, columns 0..511; the
+  geometry's own :attr:`ImageGeometry.n_modules` and :attr:`ImageGeometry.module_shape`);
+  fractional values are allowed, an integer value is the pixel's centre;
 * **metres** ``(x, y)``: the detector plane in extra-geom's frame (the frame of the
   producer's azimuthal ``center`` and of the simulator's ``beam_center``).
 """
@@ -17,11 +18,9 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
-from smalldata.constants import DSSC_DEFAULT_QUAD_POSITIONS, DSSC_MODULE_SHAPE, DSSC_N_MODULES
+from smalldata.constants import DSSC_DEFAULT_QUAD_POSITIONS
 from smalldata.errors import SmallDataError
 from smalldata.geometry.positions import load_dssc_geometry
-
-MODULE_PIXELS = DSSC_MODULE_SHAPE[0] * DSSC_MODULE_SHAPE[1]
 
 
 class ImageGeometry:
@@ -40,10 +39,15 @@ class ImageGeometry:
         self.geometry_file = None if geometry_file is None else os.fspath(geometry_file)
         self.quadrant_positions = np.asarray(quadrant_positions, dtype=float)
         self.geom = load_dssc_geometry(self.geometry_file, self.quadrant_positions)
-        index = np.arange(DSSC_N_MODULES * MODULE_PIXELS, dtype=np.float64)
-        index = index.reshape((DSSC_N_MODULES,) + DSSC_MODULE_SHAPE)
+        #: modules of the detector and pixels (rows, columns) of a module, as the geometry lays them out
+        self.n_modules = int(self.geom.expected_data_shape[0])
+        self.module_shape: Tuple[int, int] = tuple(int(v) for v in self.geom.expected_data_shape[1:])
+        #: pixels of one module
+        self.module_pixels = self.module_shape[0] * self.module_shape[1]
+        index = np.arange(self.n_modules * self.module_pixels, dtype=np.float64)
+        index = index.reshape((self.n_modules,) + self.module_shape)
         assembled, centre = self.geom.position_modules(index)
-        #: flat module-pixel index (module * 65536 + row * 512 + col) of each assembled pixel, -1 for none
+        #: flat module-pixel index (module * module_pixels + row * columns + col) of each assembled pixel, -1 for none
         self.index_map = np.where(np.isfinite(assembled), assembled, -1).astype(np.int64)
         #: assembled-image (row, col) of the pixel that holds the origin (x, y) = (0, 0)
         self.centre = np.asarray(centre, dtype=float)
@@ -67,27 +71,27 @@ class ImageGeometry:
 
     # ------------------------------------------------------------------ images
     def full(self, data: np.ndarray, modules: Sequence[int]) -> np.ndarray:
-        """(16, 128, 512) float32 with ``data`` (M, 128, 512) at ``modules``, NaN elsewhere."""
+        """(modules, rows, columns) float32 with ``data`` (M, rows, columns) at ``modules``, NaN elsewhere."""
         data = np.asarray(data)
         modules = list(modules)
-        if data.ndim != 3 or data.shape[1:] != DSSC_MODULE_SHAPE or data.shape[0] != len(modules):
+        if data.ndim != 3 or data.shape[1:] != self.module_shape or data.shape[0] != len(modules):
             raise SmallDataError(f"image of shape {data.shape} does not match modules {modules}; "
-                                 f"need ({len(modules)}, {DSSC_MODULE_SHAPE[0]}, {DSSC_MODULE_SHAPE[1]})")
-        full = np.full((DSSC_N_MODULES,) + DSSC_MODULE_SHAPE, np.nan, dtype=np.float32)
+                                 f"need ({len(modules)}, {self.module_shape[0]}, {self.module_shape[1]})")
+        full = np.full((self.n_modules,) + self.module_shape, np.nan, dtype=np.float32)
         full[modules] = data
         return full
 
     def assemble(self, data: np.ndarray, modules: Sequence[int]) -> np.ndarray:
-        """The 2-D image of module images ``data`` (M, 128, 512) placed at their ``modules``."""
+        """The 2-D image of module images ``data`` (M, rows, columns) placed at their ``modules``."""
         out, _ = self.geom.position_modules(self.full(data, modules))
         return out
 
     def module_array(self, assembled_mask: np.ndarray, modules: Sequence[int], fill: bool = False) -> np.ndarray:
-        """Module-pixel (M, 128, 512) bool of an assembled-image bool array (``fill`` off the image)."""
-        out = np.full(DSSC_N_MODULES * MODULE_PIXELS, fill, dtype=bool)
+        """Module-pixel (M, rows, columns) bool of an assembled-image bool array (``fill`` off the image)."""
+        out = np.full(self.n_modules * self.module_pixels, fill, dtype=bool)
         on = self.index_map >= 0
         out[self.index_map[on]] = np.asarray(assembled_mask, dtype=bool)[on]
-        return out.reshape((DSSC_N_MODULES,) + DSSC_MODULE_SHAPE)[list(modules)]
+        return out.reshape((self.n_modules,) + self.module_shape)[list(modules)]
 
     # ------------------------------------------------------------------ conversions
     def pixel_to_metres(self, row, col) -> Tuple[np.ndarray, np.ndarray]:
@@ -103,7 +107,7 @@ class ImageGeometry:
         return row, col
 
     def positions(self, modules: Sequence[int]) -> Tuple[np.ndarray, np.ndarray]:
-        """Pixel centres x, y (each (M, 128, 512), metres) of ``modules``, as the producer uses them."""
+        """Pixel centres x, y (each (M, rows, columns), metres) of ``modules``, as the producer uses them."""
         if self._positions is None:
             self._positions = self.geom.get_pixel_positions()
         pos = self._positions[list(modules)]
@@ -122,8 +126,8 @@ class ImageGeometry:
         """
         module, row, col = np.broadcast_arrays(np.asarray(module, dtype=int), np.asarray(row, dtype=float),
                                                np.asarray(col, dtype=float))
-        r0 = np.clip(np.rint(row), 0, DSSC_MODULE_SHAPE[0] - 1).astype(int)
-        c0 = np.clip(np.rint(col), 0, DSSC_MODULE_SHAPE[1] - 1).astype(int)
+        r0 = np.clip(np.rint(row), 0, self.module_shape[0] - 1).astype(int)
+        c0 = np.clip(np.rint(col), 0, self.module_shape[1] - 1).astype(int)
         if self._positions is None:
             self._positions = self.geom.get_pixel_positions()
         base = self._positions[module, r0, c0]
@@ -164,8 +168,8 @@ class ImageGeometry:
         h, w = self.shape
         on = (row >= 0) & (row < h) & (col >= 0) & (col < w)
         flat = np.where(on, self.index_map[np.clip(row, 0, h - 1), np.clip(col, 0, w - 1)], -1)
-        module, rest = np.divmod(flat, MODULE_PIXELS)
-        r, c = np.divmod(rest, DSSC_MODULE_SHAPE[1])
+        module, rest = np.divmod(flat, self.module_pixels)
+        r, c = np.divmod(rest, self.module_shape[1])
         none = flat < 0
         return np.where(none, -1, module), np.where(none, -1, r), np.where(none, -1, c)
 
@@ -174,13 +178,14 @@ class ImageGeometry:
         module, row, col = np.broadcast_arrays(np.asarray(module, dtype=int), np.asarray(row, dtype=float),
                                                np.asarray(col, dtype=float))
         if self._drawn_at is None:
-            drawn = np.full((DSSC_N_MODULES * MODULE_PIXELS, 2), -1, dtype=np.int64)
+            drawn = np.full((self.n_modules * self.module_pixels, 2), -1, dtype=np.int64)
             rows, cols = np.nonzero(self.index_map >= 0)
             drawn[self.index_map[rows, cols]] = np.stack([rows, cols], axis=-1)
             self._drawn_at = drawn
-        r0 = np.clip(np.rint(row), 0, DSSC_MODULE_SHAPE[0] - 1).astype(int)
-        c0 = np.clip(np.rint(col), 0, DSSC_MODULE_SHAPE[1] - 1).astype(int)
-        at = self._drawn_at[(module * DSSC_MODULE_SHAPE[0] + r0) * DSSC_MODULE_SHAPE[1] + c0]
+        rows, cols = self.module_shape
+        r0 = np.clip(np.rint(row), 0, rows - 1).astype(int)
+        c0 = np.clip(np.rint(col), 0, cols - 1).astype(int)
+        at = self._drawn_at[(module * rows + r0) * cols + c0]
         x, y = self.module_to_metres(module, row, col)
         x0, y0 = self.module_to_metres(module, r0, c0)
         return at[..., 0] + (y - y0) / self.pixel_shape[1], at[..., 1] + (x - x0) / self.pixel_shape[0]

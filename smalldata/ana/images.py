@@ -1,6 +1,6 @@
 """Detector images of the session: AvImage from the raw data, assembly with the geometry, plotAvImage.
 
-An image is a :class:`DetImage`: the module images (M, 128, 512) together with the modules they
+An image is a :class:`DetImage`: the module images (M, rows, columns) together with the modules they
 are and the geometry they are drawn with, so every feature that takes an image places and
 converts its pixels the same way, whatever was computed before.
 """
@@ -11,9 +11,8 @@ from typing import Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 
-from smalldata.ana.geometry import MODULE_PIXELS, ImageGeometry
+from smalldata.ana.geometry import ImageGeometry
 from smalldata.ana.plotting import IMAGE_PERCENTILES, robust_limits
-from smalldata.constants import DSSC_MODULE_SHAPE, DSSC_N_MODULES
 from smalldata.errors import SmallDataError
 
 log = logging.getLogger(__name__)
@@ -29,8 +28,8 @@ class DetImage:
 
     Parameters
     ----------
-    data : ndarray, (M, 128, 512)
-        Pixel values (NaN: no good value).
+    data : ndarray, (M, rows, columns)
+        Pixel values (NaN: no good value); a module has the geometry's module shape.
     modules : sequence of int
         Detector module of each of the M images.
     geometry : ImageGeometry
@@ -49,7 +48,7 @@ class DetImage:
                  units: str = "", n_frames: int = 0, statistic: str = "mean"):
         data = np.asarray(data, dtype=np.float32)
         modules = tuple(int(m) for m in modules)
-        if data.ndim != 3 or data.shape[1:] != DSSC_MODULE_SHAPE or data.shape[0] != len(modules):
+        if data.ndim != 3 or data.shape[1:] != geometry.module_shape or data.shape[0] != len(modules):
             raise SmallDataError(f"image of shape {data.shape} does not match modules {list(modules)}")
         self.data = data
         self.modules = modules
@@ -70,11 +69,11 @@ class DetImage:
 
     @property
     def shape(self) -> Tuple[int, ...]:
-        """Shape of the module images, (M, 128, 512)."""
+        """Shape of the module images, (M, rows, columns)."""
         return self.data.shape
 
     def module(self, module: int) -> np.ndarray:
-        """The (128, 512) image of detector module ``module``."""
+        """The (rows, columns) image of detector module ``module``."""
         if module not in self.modules:
             raise SmallDataError(f"module {module} is not in this image (modules {list(self.modules)}); "
                                  f"make one with AvImage(modules=[..., {module}])")
@@ -95,13 +94,14 @@ class DetImage:
 
 def as_detimage(image, geometry: ImageGeometry, det: str = "dssc",
                 modules: Optional[Sequence[int]] = None) -> DetImage:
-    """``image`` as a :class:`DetImage`: itself, or an array with its ``modules`` (16 images need none)."""
+    """``image`` as a :class:`DetImage`: itself, or an array with its ``modules`` (an image of every module
+    of the geometry needs none)."""
     if isinstance(image, DetImage):
         return image
     data = np.asarray(image)
     if modules is None:
-        if data.ndim == 3 and data.shape[0] == DSSC_N_MODULES:
-            modules = range(DSSC_N_MODULES)
+        if data.ndim == 3 and data.shape[0] == geometry.n_modules:
+            modules = range(geometry.n_modules)
         else:
             raise SmallDataError(f"an array of {data.shape[0] if data.ndim == 3 else '?'} module images does not say "
                                  "which modules they are; pass modules=[...] or use the DetImage of AvImage")
@@ -144,6 +144,7 @@ class ImagesMixin:
         selected events are read.
         """
         from smalldata.config.producer import ProducerConfig
+        from smalldata.detectors.registry import detector_type
         from smalldata.io.runaccess import RunAccess
         from smalldata.pipeline.detectors import DetectorSetup, build_detobject, needs_noise
         from smalldata.pulses.patterns import FramePattern
@@ -152,7 +153,8 @@ class ImagesMixin:
         config = ProducerConfig.from_file(self.config_path)
         if det not in config.detectors:
             raise SmallDataError(f"no detector {det!r} in {self.config_path}; detectors: {list(config.detectors)}")
-        access = RunAccess.open(self.proposal, self.run, config.settings["data_root"])
+        access = RunAccess.open(self.proposal, self.run, config.settings["data_root"],
+                                detector_type=detector_type(config.detectors[det], f"detectors.{det}"))
         modules = tuple(sorted(modules)) if modules is not None else access.available_modules()
         detobj = build_detobject(config, det, self.proposal, modules, access,
                                  noise=needs_noise(config.detectors[det]))
@@ -179,7 +181,7 @@ class ImagesMixin:
         Reads the raw frames of at most ``max_trains`` trains that hold selected events, for
         ``modules`` (default: every module of the run), calibrated as the producer does (intra-
         train darks subtracted when the config's ``pattern.subtract_dark`` says so). Returns a
-        :class:`DetImage` (M, 128, 512) in the detector's units, NaN where a pixel was never good;
+        :class:`DetImage` (M, rows, columns) in the detector's units, NaN where a pixel was never good;
         it carries its modules and the session's current geometry of ``det``.
         """
         if statistic not in ("mean", "max"):
@@ -216,7 +218,7 @@ class ImagesMixin:
         """The 2-D image of module images placed with their geometry.
 
         ``image`` is a :class:`DetImage` (drawn with its own modules and geometry), or an array
-        of 16 module images, or of M images with ``modules=[...]`` (drawn with the geometry of ``det``).
+        of every module's image, or of M images with ``modules=[...]`` (drawn with the geometry of ``det``).
         """
         return as_detimage(image, self.geometry(det), det, modules).assembled()
 
@@ -266,7 +268,7 @@ class ImagesMixin:
         aspect = float(geometry.pixel_shape[1] / geometry.pixel_shape[0])
         shown = ax.imshow(assembled, origin="lower", vmin=lo, vmax=hi, interpolation="nearest", aspect=aspect)
         fig.colorbar(shown, ax=ax, label=img.units or None, shrink=0.8, pad=0.14)
-        on_module = np.isin(np.where(geometry.index_map >= 0, geometry.index_map // MODULE_PIXELS, -1),
+        on_module = np.isin(np.where(geometry.index_map >= 0, geometry.index_map // geometry.module_pixels, -1),
                             img.modules)
         no_value = on_module & ~np.isfinite(assembled)
         overlay = np.zeros(assembled.shape + (4,), dtype=np.float32)
@@ -276,7 +278,8 @@ class ImagesMixin:
                             Patch(facecolor="white", edgecolor="0.5", label="gap")],
                    loc="lower left", ncol=2, fontsize=7, frameon=False)
         for module in img.modules:
-            row, col = geometry.module_to_pixel(module, (DSSC_MODULE_SHAPE[0] - 1) / 2, (DSSC_MODULE_SHAPE[1] - 1) / 2)
+            row, col = geometry.module_to_pixel(module, (geometry.module_shape[0] - 1) / 2,
+                                                (geometry.module_shape[1] - 1) / 2)
             ax.text(float(col), float(row), str(module), ha="center", va="center", fontsize=9, color="k",
                     bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "alpha": 0.6, "lw": 0})
         rows, cols = np.nonzero(on_module)

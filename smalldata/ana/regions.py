@@ -14,7 +14,6 @@ import numpy as np
 
 from smalldata.ana.images import DetImage, as_detimage
 from smalldata.ana.plotting import click_points
-from smalldata.constants import DSSC_MODULE_SHAPE, DSSC_N_MODULES
 from smalldata.errors import ConfigError, SmallDataError
 
 
@@ -43,7 +42,7 @@ class Region:
     stats: Dict[str, float] = field(default_factory=dict)
 
     def select(self, data: np.ndarray, modules: Sequence[int]) -> np.ndarray:
-        """The ROI's pixels of module images ``data`` (..., M, 128, 512)."""
+        """The ROI's pixels of module images ``data`` (..., M, rows, columns)."""
         y0, y1, x0, x1 = self.roi
         return np.asarray(data)[..., list(modules).index(self.module), y0:y1, x0:x1]
 
@@ -58,16 +57,19 @@ class PixelMask:
         Detector.
     modules : tuple of int
         Modules of ``mask``.
-    mask : ndarray, (M, 128, 512) bool
+    mask : ndarray, (M, rows, columns) bool
+    n_modules : int
+        Modules of the whole detector (its geometry's).
     """
 
     det: str
     modules: tuple
     mask: np.ndarray
+    n_modules: int
 
     def full(self) -> np.ndarray:
-        """(16, 128, 512) bool; modules not in the image are all good."""
-        out = np.ones((DSSC_N_MODULES,) + DSSC_MODULE_SHAPE, dtype=bool)
+        """(n_modules, rows, columns) bool; modules not in the image are all good."""
+        out = np.ones((self.n_modules,) + self.mask.shape[1:], dtype=bool)
         out[list(self.modules)] = self.mask
         return out
 
@@ -139,16 +141,18 @@ class RegionsMixin:
         """Sum, mean, max, centre of mass and good pixels of ``roi = [y0, y1, x0, x1]`` of ``module``.
 
         ``image`` is a :class:`DetImage` (its own modules) or an array with ``modules=[...]``
-        (16 images need none). A module the image does not hold is an error.
+        (an image of every module of the session's geometry needs none). A module the image does not
+        hold is an error.
         """
         if isinstance(image, DetImage):
             crop_module = image.module(module)
         else:
             data = np.asarray(image)
-            if modules is None and data.shape[0] != DSSC_N_MODULES:
+            n_modules = self.geometry().n_modules if modules is None else len(modules)
+            if modules is None and data.shape[0] != n_modules:
                 raise SmallDataError(f"an array of {data.shape[0]} module images does not say which modules they "
                                      "are; pass modules=[...] or use the DetImage of AvImage")
-            modules = list(range(DSSC_N_MODULES)) if modules is None else list(modules)
+            modules = list(range(n_modules)) if modules is None else list(modules)
             if module not in modules:
                 raise SmallDataError(f"module {module} is not in this image (modules {modules})")
             crop_module = data[modules.index(module)]
@@ -213,10 +217,11 @@ class RegionsMixin:
                 raise SmallDataError(f"MakeMask: module {module} is not in the image (modules {list(img.modules)})")
             good[img.modules.index(module), y0:y1, x0:x1] = False
         masks = self._tuned.setdefault("masks", {})
-        full = masks[det].copy() if combine and det in masks else np.ones((DSSC_N_MODULES,) + DSSC_MODULE_SHAPE, bool)
+        whole = (img.geometry.n_modules,) + img.geometry.module_shape
+        full = masks[det].copy() if combine and det in masks else np.ones(whole, bool)
         full[list(img.modules)] &= good
         masks[det] = full
-        result = PixelMask(det, img.modules, full[list(img.modules)])
+        result = PixelMask(det, img.modules, full[list(img.modules)], img.geometry.n_modules)
         shown = DetImage(np.where(result.mask, data, np.nan), img.modules, img.geometry, det, img.units)
         ax = self._image_axes(shown, title=f"MakeMask: {result.n_masked} pixels masked")
         self.plots.finish(ax.figure, "MakeMask")
@@ -224,7 +229,7 @@ class RegionsMixin:
 
     @staticmethod
     def _inside_polygon(img: DetImage, polygon) -> np.ndarray:
-        """(M, 128, 512) bool: module pixels drawn inside ``polygon`` (assembled (row, col) corners)."""
+        """(M, rows, columns) bool: module pixels drawn inside ``polygon`` (assembled (row, col) corners)."""
         from matplotlib.path import Path as PolygonPath
 
         poly = np.asarray(polygon, dtype=float)

@@ -30,13 +30,13 @@ def classify_bad_pixels(pedestal: np.ndarray, noise: np.ndarray, thresholds: Dar
 
     Parameters
     ----------
-    pedestal, noise : ndarray, (C, 128, 512)
+    pedestal, noise : ndarray, (C, rows, columns)
         Per-cell pedestal and noise of the module's pixels, ADU.
     thresholds : DarkThresholds
 
     Returns
     -------
-    ndarray, (128, 512) uint8
+    ndarray, (rows, columns) uint8
         Bits: 1 dead, 2 hot, 4 noisy, 8 pedestal out of range; 0 = good in every cell.
     """
     n_cells = pedestal.shape[0]

@@ -1,6 +1,6 @@
-"""Common-mode correction of DSSC frames: the median of each ASIC row segment's good, unlit pixels.
+"""Common-mode correction: the median of each ASIC row segment's good, unlit pixels.
 
-A DSSC ASIC row is 64 pixels; their baseline moves together from frame to frame. After the
+An ASIC row segment (64 pixels on the DSSC) shares a baseline that moves from frame to frame. After the
 pedestal subtraction, the median of a segment's good pixels below the lit threshold is that
 shift, and is subtracted from the whole segment. A segment with too few such pixels is left
 as it is.
@@ -11,23 +11,27 @@ from typing import Optional
 
 import numpy as np
 
-from smalldata.constants import DSSC_ASIC_SHAPE, DSSC_MODULE_SHAPE
+from smalldata.detectors.dssc import DSSC
 from smalldata.errors import CalibrationError, ConfigError
 
 COMMON_MODES = ("none", "asic_row_median")
 #: Default lit threshold of the common-mode median, in units of each pixel's noise.
 COMMON_MODE_NOISE_FACTOR = 5.0
-_N_SEGMENTS = DSSC_MODULE_SHAPE[1] // DSSC_ASIC_SHAPE[1]  # ASIC row segments per pixel row
 
 
-def check_common_mode(common_mode: str, max_adu: Optional[float], min_pixels: int) -> None:
-    """:class:`ConfigError` naming the setting when a common-mode parameter is out of range."""
+def check_common_mode(common_mode: str, max_adu: Optional[float], min_pixels: int,
+                      segment: int = DSSC.asic_shape[1]) -> None:
+    """:class:`ConfigError` naming the setting when a common-mode parameter is out of range.
+
+    ``segment``: pixels of an ASIC row (the detector type's ASIC width; the DSSC's by default,
+    the only detector with common mode so far).
+    """
     if common_mode not in COMMON_MODES:
         raise ConfigError("common_mode", f"{common_mode!r} is not one of {', '.join(COMMON_MODES)}")
     if max_adu is not None and not max_adu > 0:
         raise ConfigError("common_mode_max", f"must be > 0 ADU, got {max_adu}")
-    if not 1 <= min_pixels <= DSSC_ASIC_SHAPE[1]:
-        raise ConfigError("common_mode_min_pixels", f"must be 1..{DSSC_ASIC_SHAPE[1]}, got {min_pixels}")
+    if not 1 <= min_pixels <= segment:
+        raise ConfigError("common_mode_min_pixels", f"must be 1..{segment}, got {min_pixels}")
 
 
 class AsicRowMedian:
@@ -35,25 +39,33 @@ class AsicRowMedian:
 
     Parameters
     ----------
-    threshold : ndarray, (M, 128, 512) float32
+    threshold : ndarray, (M, rows, columns) float32
         Lit threshold per pixel, ADU after the pedestal: pixels above it are left out of the median.
-    good : ndarray, (M, 128, 512) bool
+    good : ndarray, (M, rows, columns) bool
         The detector's static mask (True = good).
     min_pixels : int
         Fewest good, unlit pixels in a segment for a correction.
+    segment : int
+        Pixels of an ASIC row segment (the detector type's ASIC width; the DSSC's by default);
+        it must divide the module's columns.
     """
 
-    def __init__(self, threshold: np.ndarray, good: np.ndarray, min_pixels: int):
-        shape = threshold.shape[:1] + (DSSC_MODULE_SHAPE[0], _N_SEGMENTS, -1)
+    def __init__(self, threshold: np.ndarray, good: np.ndarray, min_pixels: int,
+                 segment: int = DSSC.asic_shape[1]):
+        rows, columns = threshold.shape[1:]
+        if columns % segment:
+            raise CalibrationError(f"ASIC row segments of {segment} pixels do not tile a module of {columns} columns")
+        self.n_segments = columns // segment  # ASIC row segments per pixel row
+        shape = threshold.shape[:1] + (rows, self.n_segments, segment)
         self.threshold = np.asarray(threshold, dtype=np.float32).reshape(shape)
         self.good = np.asarray(good, dtype=bool).reshape(shape)
         self.min_pixels = int(min_pixels)
 
     @classmethod
     def for_detector(cls, name: str, mask: np.ndarray, noise: Optional[np.ndarray], max_adu: Optional[float],
-                     min_pixels: int) -> "AsicRowMedian":
+                     min_pixels: int, segment: int = DSSC.asic_shape[1]) -> "AsicRowMedian":
         """The threshold ``max_adu`` for every pixel, else :data:`COMMON_MODE_NOISE_FACTOR` times each
-        pixel's noise (``noise`` (M, C, 128, 512), ADU; its mean over cells)."""
+        pixel's noise (``noise`` (M, C, rows, columns), ADU; its mean over cells)."""
         if max_adu is not None:
             threshold = np.full(mask.shape, max_adu, dtype=np.float32)
         elif noise is not None:
@@ -61,15 +73,15 @@ class AsicRowMedian:
         else:
             raise CalibrationError(f"common-mode correction of {name} needs the dark noise (the lit threshold is "
                                    "5 x the noise): load the constants with their noise, or set common_mode_max")
-        return cls(threshold, mask, min_pixels)
+        return cls(threshold, mask, min_pixels, segment)
 
     def subtract(self, out: np.ndarray, unsaturated: np.ndarray) -> None:
         """Subtract, in place, the median of each ASIC row segment's good, unlit pixels.
 
-        ``out`` (N, M, 128, 512) float32 frames after the pedestal; ``unsaturated`` of the same shape.
+        ``out`` (N, M, rows, columns) float32 frames after the pedestal; ``unsaturated`` of the same shape.
         """
-        n, n_mod = out.shape[:2]
-        seg = out.reshape(n, n_mod, DSSC_MODULE_SHAPE[0], _N_SEGMENTS, -1)
+        n, n_mod, rows = out.shape[:3]
+        seg = out.reshape(n, n_mod, rows, self.n_segments, -1)
         use = seg <= self.threshold
         use &= self.good
         use &= unsaturated.reshape(seg.shape)

@@ -35,7 +35,8 @@ from smalldata.calib.darkfile import (  # noqa: F401
     write_dark_file,
 )
 from smalldata.config.dark import DarkThresholds
-from smalldata.constants import DSSC_MODULE_SHAPE, dssc_source
+from smalldata.detectors.dssc import DSSC
+from smalldata.detectors.types import DetectorType
 from smalldata.errors import DataError
 from smalldata.io.runaccess import RunAccess
 from smalldata.parallel import mpi, shutdown
@@ -63,9 +64,9 @@ class ModuleDark:
     ----------
     index, module : int
         Position along axis M and module number.
-    pedestal, noise : ndarray, (C, 128, 512) float32 or None
+    pedestal, noise : ndarray, (C, rows, columns) float32 or None
         None on ranks that do not receive the sums.
-    status_mask : ndarray, (128, 512) uint8 or None
+    status_mask : ndarray, (rows, columns) uint8 or None
     n_frames : ndarray, (C,) int64
         Frames per cell (on every rank).
     """
@@ -89,20 +90,24 @@ class DarkPlan:
     train_ids: np.ndarray
 
 
-def plan_dark(run, modules: Optional[Sequence[int]] = None, comm=None, run_number: int = 0) -> DarkPlan:
+def plan_dark(run, modules: Optional[Sequence[int]] = None, comm=None, run_number: int = 0,
+              detector_type: DetectorType = DSSC) -> DarkPlan:
     """Open the dark run, check the modules and agree on the memory cells over all ranks.
 
     The cell axis of the constants is the union of the cells of all modules; a cell
-    that a module lacks then shows up as too few frames for that module.
+    that a module lacks then shows up as too few frames for that module. ``detector_type``:
+    the per-pulse detector whose modules are read (a :class:`RunAccess` given as ``run``
+    keeps its own).
     """
     comm = mpi.get_comm(comm)
-    access = RunAccess.from_run(run)
+    access = RunAccess.from_run(run, detector_type=detector_type)
+    name = access.detector_type.name
     label = _run_label(access, run_number)
     present = access.available_modules()
     modules = tuple(sorted(present)) if modules is None else tuple(sorted({int(m) for m in modules}))
     missing = [m for m in modules if m not in present]
     if not modules or missing:
-        raise DataError(f"{label}: no data for DSSC module(s) {missing or 'any'} "
+        raise DataError(f"{label}: no data for {name} module(s) {missing or 'any'} "
                         f"(modules in the run: {list(present)}); choose modules from those")
     all_trains = access.train_ids
     start, stop = mpi.block_range(len(all_trains), comm)
@@ -117,7 +122,7 @@ def plan_dark(run, modules: Optional[Sequence[int]] = None, comm=None, run_numbe
 
     cells = np.array(sorted(set().union(*comm.allgather(mpi.agree(local_cells, comm)))), dtype=np.uint16)
     if len(cells) == 0:
-        raise DataError(f"{label}: no DSSC frames in module(s) {list(modules)}")
+        raise DataError(f"{label}: no {name} frames in module(s) {list(modules)}")
     return DarkPlan(access, label, modules, cells, my_trains)
 
 
@@ -153,7 +158,7 @@ def characterise_dark(run, modules: Optional[Sequence[int]] = None,
                       thresholds: DarkThresholds = DarkThresholds(), comm=None,
                       proposal: int = 0, run_number: int = 0, detector: str = "dssc",
                       chunk_frames: int = 1024, all_ranks: bool = False,
-                      progress: bool = True) -> Optional[DarkConstants]:
+                      progress: bool = True, detector_type: DetectorType = DSSC) -> Optional[DarkConstants]:
     """Pedestal, noise and bad pixels of a dark run, in memory.
 
     Parameters
@@ -161,7 +166,7 @@ def characterise_dark(run, modules: Optional[Sequence[int]] = None,
     run : RunAccess, extra_data.DataCollection or path
         The dark run (or its directory; see :meth:`RunAccess.from_run`).
     modules : sequence of int, optional
-        DSSC modules to characterise; default all modules in the run.
+        Modules to characterise; default all modules in the run.
     thresholds : DarkThresholds
         Frame count and bad-pixel limits.
     comm : MPI communicator, optional
@@ -169,11 +174,13 @@ def characterise_dark(run, modules: Optional[Sequence[int]] = None,
     proposal, run_number, detector
         Recorded in the constants and used in messages.
     chunk_frames : int
-        Frames read at once per module (128 kB each).
+        Frames read at once per module (128 kB each for the DSSC).
     all_ranks : bool
         Return the constants on every rank; by default only rank 0 gets them.
     progress : bool
         Log a line per module (on rank 0).
+    detector_type : DetectorType
+        The per-pulse detector (sources, module shape): the DSSC by default.
 
     Returns
     -------
@@ -186,7 +193,7 @@ def characterise_dark(run, modules: Optional[Sequence[int]] = None,
         A requested module is missing, or a cell has fewer than ``thresholds.min_frames`` frames.
     """
     comm = mpi.get_comm(comm)
-    plan = plan_dark(run, modules, comm, run_number)
+    plan = plan_dark(run, modules, comm, run_number, detector_type)
     root = None if all_ranks else 0
     parts = list(iter_module_darks(plan, thresholds, comm, chunk_frames, root, progress))
     if parts[0].pedestal is None:
@@ -202,7 +209,7 @@ def characterise_dark_to_file(run, path: os.PathLike, modules: Optional[Sequence
                               thresholds: DarkThresholds = DarkThresholds(), comm=None,
                               proposal: int = 0, run_number: int = 0, detector: str = "dssc",
                               chunk_frames: int = 1024, overwrite: bool = False,
-                              progress: bool = True) -> DarkConstants:
+                              progress: bool = True, detector_type: DetectorType = DSSC) -> DarkConstants:
     """Characterise a dark run and write its constants file, holding one module at a time.
 
     Same parameters as :func:`characterise_dark`; rank 0 writes ``path`` atomically.
@@ -215,13 +222,14 @@ def characterise_dark_to_file(run, path: os.PathLike, modules: Optional[Sequence
     """
     comm = mpi.get_comm(comm)
     writing = comm.Get_rank() == 0
-    plan = plan_dark(run, modules, comm, run_number)
+    plan = plan_dark(run, modules, comm, run_number, detector_type)
+    module_shape = tuple(plan.access.detector_type.module_shape)
     created = utc_now()
     opened = []  # the writer as soon as it exists: agreeing on it can raise (a stop signal) after it was made
 
     def open_writer():
         opened.append(DarkFileWriter(path, plan.modules, plan.cell_ids, proposal, run_number, detector,
-                                     thresholds, overwrite, created))
+                                     thresholds, overwrite, created, module_shape=module_shape))
         return opened[0]
 
     status, counts = [], []
@@ -240,7 +248,7 @@ def characterise_dark_to_file(run, path: os.PathLike, modules: Optional[Sequence
             opened[0].abort()
     status_mask = np.stack(status) if writing else None
     status_mask = comm.bcast(status_mask, root=0)
-    empty = np.zeros((len(plan.modules), 0) + DSSC_MODULE_SHAPE, np.float32)
+    empty = np.zeros((len(plan.modules), 0) + module_shape, np.float32)
     return DarkConstants(pedestal=empty, noise=empty, status_mask=status_mask,
                          modules=np.array(plan.modules, dtype=np.int64), cell_ids=plan.cell_ids,
                          n_frames=np.stack(counts), proposal=int(proposal), run=int(run_number), detector=detector,
@@ -252,11 +260,13 @@ def _accumulate_module(access: RunAccess, module: int, train_ids: np.ndarray, ce
     """Sums of one module over ``train_ids``, read ``chunk_frames`` frames at a time."""
     from extra_data import by_id
 
-    acc = CellAccumulator(cells)
+    det_type = access.detector_type
+    module_shape = tuple(det_type.module_shape)
+    acc = CellAccumulator(cells, module_shape)
     if len(train_ids) == 0:
         return acc
-    source = dssc_source(module)
-    kd_data = access.data[source, "image.data"].select_trains(by_id[train_ids])
+    source = det_type.source(module)
+    kd_data = access.data[source, det_type.image_key].select_trains(by_id[train_ids])
     kd_cell = access.data[source, "image.cellId"].select_trains(by_id[train_ids])
     kd_tid = access.data[source, "image.trainId"].select_trains(by_id[train_ids])
     tids = np.asarray(kd_data.train_id_coordinates(), dtype=np.uint64)
@@ -272,19 +282,19 @@ def _accumulate_module(access: RunAccess, module: int, train_ids: np.ndarray, ce
             stored = kd_tid.select_trains(sel).ndarray().reshape(-1)
             expected = np.asarray(kd_tid.select_trains(sel).train_id_coordinates(), dtype=np.uint64)
         except (OSError, ValueError) as exc:
-            raise DataError(f"cannot read DSSC module {module}, trains {int(chunk[0])}..{int(chunk[-1])}: "
+            raise DataError(f"cannot read {det_type.name} module {module}, trains {int(chunk[0])}..{int(chunk[-1])}: "
                             f"{exc}; the file may be truncated") from None
         if raw.shape[0] != n:
-            raise DataError(f"DSSC module {module}: {raw.shape[0]} frames read for trains "
+            raise DataError(f"{det_type.name} module {module}: {raw.shape[0]} frames read for trains "
                             f"{int(chunk[0])}..{int(chunk[-1])}, index says {n}")
         good = stored == expected  # frames the INDEX gives to another train than they hold: not used
         if not good.all():
             dropped += int(np.count_nonzero(~good))
             raw, cell, n = raw[good], cell.reshape(-1)[good], int(np.count_nonzero(good))
-        acc.add(raw.reshape((n,) + DSSC_MODULE_SHAPE), cell.reshape(-1))
+        acc.add(raw.reshape((n,) + module_shape), cell.reshape(-1))
     if dropped:
-        log.warning("DSSC module %d: %d dark frame(s) not used: their image.trainId differs from the INDEX",
-                    module, dropped)
+        log.warning("%s module %d: %d dark frame(s) not used: their image.trainId differs from the INDEX",
+                    det_type.name, module, dropped)
     return acc
 
 

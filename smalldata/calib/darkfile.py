@@ -1,7 +1,7 @@
 """Dark constants: the in-memory container and the HDF5 file ``dark_p<proposal>_r<run>_<det>.h5``.
 
-Layout (see ``docs/dark.md``): datasets ``pedestal`` and ``noise`` (M, C, 128, 512)
-float32 ADU, ``status_mask`` (M, 128, 512) uint8, ``modules`` (M,), ``cell_ids`` (C,)
+Layout (see ``docs/dark.md``): datasets ``pedestal`` and ``noise`` (M, C, rows, columns)
+float32 ADU, ``status_mask`` (M, rows, columns) uint8, ``modules`` (M,), ``cell_ids`` (C,)
 uint16, ``n_frames`` (M, C) int64; attributes ``proposal``, ``run``, ``detector``, the
 thresholds, ``version`` and ``created``. Files are written under a temporary name in the
 same folder and renamed when complete, so a reader never sees a partial file.
@@ -13,14 +13,14 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from numba import njit
 
 from smalldata import __version__
 from smalldata.config.dark import DarkThresholds
-from smalldata.constants import DSSC_MODULE_SHAPE
+from smalldata.detectors.dssc import DSSC
 from smalldata.errors import CalibrationError, DataError
 from smalldata.output.files import SPACE_MARGIN, check_free_space, clean_stale_temporaries, temp_owner
 
@@ -45,10 +45,10 @@ class DarkConstants:
 
     Attributes
     ----------
-    pedestal, noise : ndarray, (M, C, 128, 512) float32
+    pedestal, noise : ndarray, (M, C, rows, columns) float32
         Mean and standard deviation of the raw values, ADU (``noise`` None when read without it).
-        Read from a file, ``pedestal`` is a view of a cell-major (C, M, 128, 512) array.
-    status_mask : ndarray, (M, 128, 512) uint8
+        Read from a file, ``pedestal`` is a view of a cell-major (C, M, rows, columns) array.
+    status_mask : ndarray, (M, rows, columns) uint8
         Bad-pixel reason bits, 0 = good (:mod:`smalldata.calib.masks`).
     modules : ndarray, (M,) int64
     cell_ids : ndarray, (C,) uint16
@@ -114,11 +114,14 @@ class DarkFileWriter:
         Stored as attributes.
     overwrite : bool
         Replace an existing file; otherwise an existing file is a :class:`DataError`.
+    module_shape : (int, int)
+        Pixels (rows, columns) of a module: the detector type's (the DSSC's by default).
     """
 
     def __init__(self, path: os.PathLike, modules: Sequence[int], cell_ids: Sequence[int], proposal: int = 0,
                  run: int = 0, detector: str = "dssc", thresholds: DarkThresholds = DarkThresholds(),
-                 overwrite: bool = False, created: Optional[str] = None, version: str = __version__):
+                 overwrite: bool = False, created: Optional[str] = None, version: str = __version__,
+                 module_shape: Tuple[int, int] = DSSC.module_shape):
         import h5py
 
         self.path = Path(path)
@@ -136,16 +139,18 @@ class DarkFileWriter:
         self.tmp = self.path.with_name(f".{self.path.name}.{temp_owner()}.partial")
         n_mod, n_cells = len(modules), len(cell_ids)
         #: bytes of one module's constants; the whole file is about n_mod times that
-        self.module_bytes = n_cells * int(np.prod(DSSC_MODULE_SHAPE)) * 8 + int(np.prod(DSSC_MODULE_SHAPE))
+        module_shape = tuple(int(v) for v in module_shape)
+        n_pix = int(np.prod(module_shape))
+        self.module_bytes = n_cells * n_pix * 8 + n_pix
         # HDF5 cannot recover from a write that fails on a full disk: check before writing anything
         check_free_space(self.path.parent, n_mod * self.module_bytes + SPACE_MARGIN)
         self._file = h5py.File(self.tmp, "w")
         f = self._file
-        per_cell = (n_mod, n_cells) + DSSC_MODULE_SHAPE
+        per_cell = (n_mod, n_cells) + module_shape
         # contiguous: a module's constants are one run of bytes, read at the speed of a copy
         f.create_dataset("pedestal", per_cell, np.float32).attrs["units"] = "ADU"
         f.create_dataset("noise", per_cell, np.float32).attrs["units"] = "ADU"
-        f.create_dataset("status_mask", (n_mod,) + DSSC_MODULE_SHAPE, np.uint8).attrs["bits"] = STATUS_BITS_DOC
+        f.create_dataset("status_mask", (n_mod,) + module_shape, np.uint8).attrs["bits"] = STATUS_BITS_DOC
         f.create_dataset("modules", data=np.asarray(modules, dtype=np.int64))
         f.create_dataset("cell_ids", data=np.asarray(cell_ids, dtype=np.uint16))
         f.create_dataset("n_frames", (n_mod, n_cells), np.int64).attrs["units"] = "frames"
@@ -159,7 +164,7 @@ class DarkFileWriter:
 
     def write_module(self, index: int, pedestal: np.ndarray, noise: np.ndarray, status_mask: np.ndarray,
                      n_frames: np.ndarray) -> None:
-        """Store the constants of the module at position ``index`` ((C, 128, 512) arrays, (C,) counts)."""
+        """Store the constants of the module at position ``index`` ((C, rows, columns) arrays, (C,) counts)."""
         check_free_space(self.path.parent, self.module_bytes + SPACE_MARGIN)  # another writer may have filled it
         f = self._file
         f["pedestal"][index] = np.asarray(pedestal, dtype=np.float32)
@@ -197,7 +202,7 @@ def write_dark_file(constants: DarkConstants, path: os.PathLike, overwrite: bool
     """Write ``constants`` to ``path`` atomically; :class:`DataError` if it exists and not ``overwrite``."""
     with DarkFileWriter(path, constants.modules, constants.cell_ids, constants.proposal, constants.run,
                         constants.detector, constants.thresholds, overwrite, constants.created or None,
-                        constants.version) as writer:
+                        constants.version, module_shape=constants.status_mask.shape[1:]) as writer:
         for i in range(len(constants.modules)):
             writer.write_module(i, constants.pedestal[i], constants.noise[i], constants.status_mask[i],
                                 constants.n_frames[i])
@@ -211,7 +216,7 @@ def read_dark_file(path: os.PathLike, modules: Optional[Sequence[int]] = None, n
     ``noise=False`` leaves the noise out (``DarkConstants.noise`` is None): half the bytes, for
     what needs only the pedestal (the mean image). Non-finite noise is then not looked for;
     ``smd_dark`` writes none where the pedestal is finite (every cell has 2 frames or more).
-    ``allocate(shape)`` gives the C-contiguous float32 array of ``shape`` (C, M, 128, 512) to read
+    ``allocate(shape)`` gives the C-contiguous float32 array of ``shape`` (C, M, rows, columns) to read
     the pedestal into, e.g. one whose content is no longer used (a new one costs its page
     faults); by default a new one.
     """
@@ -266,10 +271,15 @@ def read_dark_file(path: os.PathLike, modules: Optional[Sequence[int]] = None, n
 
 
 def _check_layout(f, path: Path) -> None:
-    """:class:`CalibrationError` when the datasets of a dark file do not fit each other."""
+    """:class:`CalibrationError` when the datasets of a dark file do not fit each other.
+
+    The module shape is the file's own (its ``status_mask``): the detector object checks it
+    against its detector type.
+    """
     n_mod, n_cells = len(f["modules"]), len(f["cell_ids"])
-    expected = {"pedestal": (n_mod, n_cells) + DSSC_MODULE_SHAPE, "noise": (n_mod, n_cells) + DSSC_MODULE_SHAPE,
-                "status_mask": (n_mod,) + DSSC_MODULE_SHAPE, "n_frames": (n_mod, n_cells)}
+    module_shape = tuple(f["status_mask"].shape[1:]) if f["status_mask"].ndim == 3 else tuple(DSSC.module_shape)
+    expected = {"pedestal": (n_mod, n_cells) + module_shape, "noise": (n_mod, n_cells) + module_shape,
+                "status_mask": (n_mod,) + module_shape, "n_frames": (n_mod, n_cells)}
     for name, shape in expected.items():
         if f[name].shape != shape:
             raise CalibrationError(f"dark constants {path} are inconsistent: {name} has shape {f[name].shape}, "
@@ -278,12 +288,12 @@ def _check_layout(f, path: Path) -> None:
 
 
 def _read_per_cell(dataset, modules: np.ndarray, non_finite: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """Read the (C, 128, 512) constants of the file's modules at ``modules`` into ``out`` (M, C, 128, 512)
+    """Read the (C, rows, columns) constants of the file's modules at ``modules`` into ``out`` (M, C, rows, columns)
     a few cells at a time; returns ``out``.
 
     ``out`` may be a view of a cell-major array (the layout calibration takes a frame's cell
     from). Each block's non-finite values are looked for while it is still in the CPU cache
-    (``non_finite`` (M, 128, 512) is set where any cell is not finite).
+    (``non_finite`` (M, rows, columns) is set where any cell is not finite).
     """
     n_cells = dataset.shape[1]
     staging = None
@@ -303,7 +313,7 @@ def _read_per_cell(dataset, modules: np.ndarray, non_finite: np.ndarray, out: np
 
 
 def _cell_major(shape: tuple, allocate: Optional[Callable[[tuple], np.ndarray]]) -> np.ndarray:
-    """An (M, C, 128, 512) view of a cell-major array for constants of ``shape`` (from ``allocate``)."""
+    """An (M, C, rows, columns) view of a cell-major array for constants of ``shape`` (from ``allocate``)."""
     cell_major = (shape[1], shape[0]) + shape[2:]
     out = np.empty(cell_major, dtype=np.float32) if allocate is None else allocate(cell_major)
     if out.shape != cell_major or out.dtype != np.float32 or not out.flags.c_contiguous:

@@ -114,7 +114,7 @@ def dark_medians(det) -> Tuple[np.ndarray, np.ndarray]:
 
 
 def _read_cells(path: os.PathLike, name: str, modules, cells: np.ndarray) -> np.ndarray:
-    """(M, len(cells), 128, 512) of dataset ``name`` of a dark file, for ``modules`` and cell indices ``cells``."""
+    """(M, len(cells), rows, columns) of dataset ``name`` of a dark file, for ``modules`` and cell indices ``cells``."""
     import h5py
 
     with h5py.File(path, "r") as f:

@@ -1,4 +1,4 @@
-"""Pixel masks of the DSSC: bad-pixel reason bits, ASIC edges, users' mask files.
+"""Pixel masks of a detector: bad-pixel reason bits, ASIC edges, users' mask files.
 
 Boolean masks are True for a good pixel. Bad-pixel *reasons* are bit fields in a
 ``uint8`` status array (0 = good), so that one pixel can have several reasons.
@@ -11,7 +11,8 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from smalldata.constants import DSSC_ASIC_SHAPE, DSSC_MODULE_SHAPE, DSSC_N_MODULES
+from smalldata.detectors.dssc import DSSC
+from smalldata.detectors.types import DetectorType
 from smalldata.errors import ConfigError
 
 # Bad-pixel reason bits of ``status_mask`` (0 = good).
@@ -39,25 +40,30 @@ def status_to_mask(status_mask: np.ndarray) -> np.ndarray:
     return np.asarray(status_mask) == 0
 
 
-def asic_edge_mask(n_modules: int, width: int = 1) -> np.ndarray:
-    """(M, 128, 512) bool mask that is False on the outer ``width`` pixels of every 64 x 64 ASIC.
+def asic_edge_mask(n_modules: int, width: int = 1, detector_type: DetectorType = DSSC) -> np.ndarray:
+    """(M, rows, columns) bool mask that is False on the outer ``width`` pixels of every ASIC.
 
-    Pixels at ASIC borders collect charge differently (wider or shared pixels), so
-    they are usually left out of quantitative analysis.
+    The ASIC tiles and the module shape are the detector type's (the DSSC's 64 x 64 ASICs of
+    128 x 512 modules by default). Pixels at ASIC borders collect charge differently (wider
+    or shared pixels), so they are usually left out of quantitative analysis.
     """
-    if width < 0 or 2 * width >= min(DSSC_ASIC_SHAPE):
+    asic = detector_type.asic_shape
+    if asic is None:
+        raise ConfigError("mask_asic_edges", f"a {detector_type.name} has no ASIC tiles; set mask_asic_edges: false")
+    module_shape = tuple(detector_type.module_shape)
+    if width < 0 or 2 * width >= min(asic):
         raise ConfigError("mask_asic_edges",
-                          f"edge width {width} must be between 0 and {min(DSSC_ASIC_SHAPE) // 2 - 1}")
-    rows = np.arange(DSSC_MODULE_SHAPE[0]) % DSSC_ASIC_SHAPE[0]
-    cols = np.arange(DSSC_MODULE_SHAPE[1]) % DSSC_ASIC_SHAPE[1]
-    good_rows = (rows >= width) & (rows < DSSC_ASIC_SHAPE[0] - width)
-    good_cols = (cols >= width) & (cols < DSSC_ASIC_SHAPE[1] - width)
+                          f"edge width {width} must be between 0 and {min(asic) // 2 - 1}")
+    rows = np.arange(module_shape[0]) % asic[0]
+    cols = np.arange(module_shape[1]) % asic[1]
+    good_rows = (rows >= width) & (rows < asic[0] - width)
+    good_cols = (cols >= width) & (cols < asic[1] - width)
     module = good_rows[:, None] & good_cols[None, :]
-    return np.broadcast_to(module, (n_modules,) + DSSC_MODULE_SHAPE).copy()
+    return np.broadcast_to(module, (n_modules,) + module_shape).copy()
 
 
 def _mask_from_array(arr: np.ndarray, modules: Sequence[int], origin: str,
-                     module_shape: Tuple[int, int] = DSSC_MODULE_SHAPE, n_modules: int = DSSC_N_MODULES) -> np.ndarray:
+                     module_shape: Tuple[int, int], n_modules: int) -> np.ndarray:
     """Check a user mask array and select ``modules`` from it."""
     arr = np.asarray(arr)
     if arr.dtype != bool:
@@ -80,15 +86,16 @@ def _mask_from_array(arr: np.ndarray, modules: Sequence[int], origin: str,
 
 
 def load_user_mask(mask: Union[None, np.ndarray, os.PathLike, str], modules: Sequence[int],
-                   dataset: Optional[str] = None, module_shape: Tuple[int, int] = DSSC_MODULE_SHAPE,
-                   n_modules: int = DSSC_N_MODULES) -> np.ndarray:
-    """A user's mask for ``modules`` as (M, 128, 512) bool, True = good.
+                   dataset: Optional[str] = None, module_shape: Tuple[int, int] = DSSC.module_shape,
+                   n_modules: int = DSSC.n_modules) -> np.ndarray:
+    """A user's mask for ``modules`` as (M, rows, columns) bool, True = good.
 
     Parameters
     ----------
     mask : None, ndarray or path
-        ``None`` (everything good), an array of shape (M, 128, 512) or (16, 128, 512),
-        or a ``.npy`` file or an HDF5 file (``.h5``/``.hdf5``) holding such an array.
+        ``None`` (everything good), an array of shape (M, rows, columns) or (modules of the
+        detector, rows, columns), or a ``.npy`` file or an HDF5 file (``.h5``/``.hdf5``) holding
+        such an array.
     modules : sequence of int
         The detector's modules, ascending.
     dataset : str, optional
@@ -106,8 +113,8 @@ def load_user_mask(mask: Union[None, np.ndarray, os.PathLike, str], modules: Seq
     if path.is_dir():
         raise ConfigError("user_mask", f"mask path {path} is a directory; give the .npy or .h5 file inside it")
     if not path.is_file():
-        raise ConfigError("user_mask", f"mask file {path} does not exist; give a .npy or .h5 file "
-                                       "with a (16, 128, 512) boolean array, True = good")
+        raise ConfigError("user_mask", f"mask file {path} does not exist; give a .npy or .h5 file with a "
+                                       f"{(n_modules,) + tuple(module_shape)} boolean array, True = good")
     suffix = path.suffix.lower()
     if suffix == ".npy":
         try:

@@ -7,7 +7,7 @@ batch goes through them. Each raw pixel is read once per frame and
 calibrated once::
 
     value = (float32(raw) - pedestal[cell]) * inverse_gain      (float32, as numpy does it)
-    valid = module present and raw < ADC_MAX and the pixel is good  (NaN inverse gain = bad pixel)
+    valid = module present and raw < saturation and the pixel is good  (NaN inverse gain = bad pixel)
 
 then handed, in the same pass, to every consumer the plan asked for (arrays of size 0
 switch a consumer off; every argument has one fixed type, so there is one compilation,
@@ -32,7 +32,6 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from smalldata.constants import DSSC_ADC_MAX as ADC_MAX
 from smalldata.fused.rowsums import cube_row, flush_cube, flush_sums, sum_row
 
 #: Module rows per block: every frame of the batch goes through a block before the next one, so
@@ -50,7 +49,7 @@ def fused_pass(raw, present, cell, ped, invg, mod_box,
                az_static_cnt, az_static_bad, az_module_w, az_sum, az_cnt, az_wbad,
                roi_def, roi_thr, roi_row, roi_col, roi_rown, roi_coln, roi_max, roi_crop_off, crop_vals, crop_valid,
                rs_keep, rs_sum, rs_cnt, rs_max, rs_above, rs_thr,
-               cb_group, cb_sum, cb_cnt, cb_sq, fixed, sq_bits, n_bad):
+               cb_group, cb_sum, cb_cnt, cb_sq, fixed, sq_bits, n_bad, saturation):
     """Calibrate a batch and feed every consumer in one pass (see the module docstring).
 
     Parameters
@@ -107,6 +106,8 @@ def fused_pass(raw, present, cell, ped, invg, mod_box,
         ``scale_bits`` of the cube (squares are rounded back to it).
     n_bad : (1,) int64
         Incremented for each valid cube value that is not finite or beyond the limit.
+    saturation : int64
+        The detector type's saturation: a raw value at or above it is not valid.
     """
     n_frames, n_mod, height, width = raw.shape
     n_az = az_n_bins.shape[0]
@@ -172,7 +173,7 @@ def fused_pass(raw, present, cell, ped, invg, mod_box,
                         y = yb + r
                         peak = max(peak, _calibrate_row(raw[f, m, y, x0:x1], ped[c, m, y, x0:x1], invg[m, y, x0:x1],
                                                          here, lane_vals[r * w:(r + 1) * w], lane_ok[r * w:(r + 1) * w],
-                                                         w))
+                                                         w, saturation))
                     for r in range(n_rows):
                         y = yb + r
                         o = r * w
@@ -191,7 +192,7 @@ def fused_pass(raw, present, cell, ped, invg, mod_box,
                             n_bad[0] += cube_row(row_vals, row_ok, w, cblk_sum[grp, o:o + w],
                                                   cblk_cnt[grp, o:o + w], cblk_sq[grp, o:o + w] if do_sq else no_sq,
                                                   cb_scale, cb_limit, sq_bits)
-                    if here and peak >= ADC_MAX:  # rare: binned pixels not valid in this frame only
+                    if here and peak >= saturation:  # rare: binned pixels not valid in this frame only
                         for k in range(n_az):
                             _unbin_saturated(lane_ok, invg[m], az_bins[k, m], az_weight[k, m], az_n_bins[k], yb,
                                              n_rows, x0, w, az_cnt[f, k], az_wbad[f, k])
@@ -223,11 +224,11 @@ def fused_pass(raw, present, cell, ped, invg, mod_box,
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _calibrate_row(raw_row, ped_row, gain_row, here, vals, ok, w):
+def _calibrate_row(raw_row, ped_row, gain_row, here, vals, ok, w, saturation):
     """``(raw - pedestal) * inverse gain`` and validity of one row; 0 where not valid.
 
     Returns the largest raw value of the statically good pixels: a saturated one
-    (``>= ADC_MAX``) sends the block to the rare path. A maximum, not a count: LLVM
+    (``>= saturation``) sends the block to the rare path. A maximum, not a count: LLVM
     vectorises it, where a count of booleans costs as much as the calibration itself.
     """
     peak = np.uint16(0)
@@ -236,7 +237,7 @@ def _calibrate_row(raw_row, ped_row, gain_row, here, vals, ok, w):
         g = gain_row[j]
         v = (np.float32(r) - ped_row[j]) * g
         static_good = g == g
-        good = (r < ADC_MAX) & static_good & here
+        good = (r < saturation) & static_good & here
         vals[j] = v if good else np.float32(0.0)
         ok[j] = good
         peak = max(peak, r if static_good else np.uint16(0))

@@ -354,7 +354,8 @@ class FusedPlan:
                    roi_def, self.roi_thr, arrays["roi_row"], arrays["roi_col"], arrays["roi_rown"],
                    arrays["roi_coln"], arrays["roi_max"], crop_off, arrays["crop_vals"], arrays["crop_valid"],
                    rs["keep"], rs["sum"], rs["cnt"], rs["max"], rs["above"], np.float32(rs["thr"]),
-                   cb["group"], cb["sum"], cb["cnt"], cb["sq"], fixed, cb["bits"], cb["n_bad"])
+                   cb["group"], cb["sum"], cb["cnt"], cb["sq"], fixed, cb["bits"], cb["n_bad"],
+                   np.int64(det.type.saturation))
         batch = FusedBatch(self, arrays)
         origin = (0, 0) if self.frame_box is None else (self.frame_box[0], self.frame_box[2])
         written = self.frame_box is not None and functions

@@ -15,7 +15,9 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from smalldata.constants import DSSC_MODULE_SHAPE, DSSC_N_MODULES, INSTRUMENT, dssc_source
+from smalldata.constants import INSTRUMENT
+from smalldata.detectors.dssc import DSSC
+from smalldata.detectors.types import DetectorType
 from smalldata.errors import DataError
 from smalldata.io.cellcheck import CellCheck
 from smalldata.io.buffers import BufferPool
@@ -63,11 +65,18 @@ class RunAccess:
         The opened run.
     path : Path, optional
         Where it was opened from (for messages).
+    detector_type : DetectorType
+        The per-pulse detector whose frames :meth:`read_raw` reads: its module sources, image
+        key, module shape and raw dtype (the DSSC by default).
     """
 
-    def __init__(self, data, path: Optional[Path] = None):
+    def __init__(self, data, path: Optional[Path] = None, detector_type: DetectorType = DSSC):
+        if not detector_type.per_pulse:
+            raise DataError(f"{detector_type.name} is a per-train camera: RunAccess reads the modules of a per-pulse "
+                            "detector (the DSSC); a camera's images are read per train")
         self.data = data
         self.path = path
+        self.detector_type = detector_type
         data_ids = np.asarray(data.train_ids, dtype=np.uint64)
         self._counts_cache: Dict[int, np.ndarray] = {}
         self._frame_indexes: Dict[int, ModuleFrameIndex] = {}
@@ -92,13 +101,14 @@ class RunAccess:
 
     # ------------------------------------------------------------------ opening
     @classmethod
-    def open(cls, proposal: int, run: int, data_root: Optional[os.PathLike] = None) -> "RunAccess":
-        """Open run ``run`` of ``proposal`` under ``data_root``."""
-        return cls.from_directory(find_run_directory(proposal, run, data_root))
+    def open(cls, proposal: int, run: int, data_root: Optional[os.PathLike] = None,
+             detector_type: DetectorType = DSSC) -> "RunAccess":
+        """Open run ``run`` of ``proposal`` under ``data_root`` (``detector_type``: see :class:`RunAccess`)."""
+        return cls.from_directory(find_run_directory(proposal, run, data_root), detector_type)
 
     @classmethod
-    def from_directory(cls, path: os.PathLike) -> "RunAccess":
-        """Open the run in directory ``path``."""
+    def from_directory(cls, path: os.PathLike, detector_type: DetectorType = DSSC) -> "RunAccess":
+        """Open the run in directory ``path`` (``detector_type``: see :class:`RunAccess`)."""
         from extra_data import RunDirectory
 
         path = Path(path)
@@ -115,13 +125,13 @@ class RunAccess:
         if unreadable:  # extra-data skips files it cannot open (truncated, damaged): their trains are missing
             log.warning("run %s: cannot read %s (truncated or damaged?); their trains are missing for those "
                         "sources and counted as losses", path, ", ".join(unreadable))
-        access = cls(data, path)
+        access = cls(data, path, detector_type)
         access.unreadable_files = unreadable
         return access
 
     @classmethod
     def from_run(cls, run, data_root: Optional[os.PathLike] = None,
-                 proposal: Optional[int] = None) -> "RunAccess":
+                 proposal: Optional[int] = None, detector_type: DetectorType = DSSC) -> "RunAccess":
         """Access to ``run``, given as a run number, a run directory, a DataCollection or a RunAccess.
 
         Parameters
@@ -133,41 +143,44 @@ class RunAccess:
             Root of the raw data tree (for a run number).
         proposal : int, optional
             Proposal number (needed for a run number).
+        detector_type : DetectorType
+            The per-pulse detector (see :class:`RunAccess`); a RunAccess keeps its own.
         """
         if isinstance(run, RunAccess):
             return run
         if isinstance(run, (int, np.integer)):
             if proposal is None:
                 raise DataError(f"run {run}: a proposal number is needed to find the run; pass -p")
-            return cls.open(int(proposal), int(run), data_root)
+            return cls.open(int(proposal), int(run), data_root, detector_type)
         if isinstance(run, (str, os.PathLike)):
-            return cls.from_directory(run)
-        return cls(run)
+            return cls.from_directory(run, detector_type)
+        return cls(run, detector_type=detector_type)
 
     # ------------------------------------------------------------------ detector bookkeeping
     def available_modules(self) -> tuple:
-        """DSSC modules that have data in this run."""
+        """Modules of the detector type that have data in this run."""
         sources = self.data.instrument_sources
-        return tuple(m for m in range(DSSC_N_MODULES) if dssc_source(m) in sources)
+        det_type = self.detector_type
+        return tuple(m for m in range(det_type.n_modules) if det_type.source(m) in sources)
 
     def check_modules(self, modules: Sequence[int]) -> None:
         """Raise :class:`DataError` if none of ``modules`` is in the run; warn for the missing ones."""
         available = set(self.available_modules())
         missing = [m for m in modules if m not in available]
         if len(missing) == len(modules):
-            raise DataError(f"run {self.path}: no file for DSSC module(s) {list(modules)} "
+            raise DataError(f"run {self.path}: no file for {self.detector_type.name} module(s) {list(modules)} "
                             f"(available: {sorted(available)}); check the detector's modules in the config")
         if missing:
-            log.warning("run %s: no files for DSSC module(s) %s; their pixels are marked invalid",
-                        self.path, missing)
+            log.warning("run %s: no files for %s module(s) %s; their pixels are marked invalid",
+                        self.path, self.detector_type.name, missing)
 
     def module_frame_counts(self, module: int) -> np.ndarray:
         """Frames per train of one module, aligned with :attr:`train_ids` (0 where missing)."""
         if module not in self._counts_cache:
-            src = dssc_source(module)
+            src = self.detector_type.source(module)
             counts = np.zeros(len(self.train_ids), dtype=np.int64)
             if src in self.data.instrument_sources:
-                counts[self._data_pos] = self.data[src, "image.data"].data_counts(labelled=False)
+                counts[self._data_pos] = self.data[src, self.detector_type.image_key].data_counts(labelled=False)
                 counts[self._shifted_positions(module)] = 0  # their rows are another train's: none of them
             self._counts_cache[module] = counts
         return self._counts_cache[module]
@@ -222,15 +235,16 @@ class RunAccess:
                 if total == n:  # straight into the batch: the module's column of every row
                     index.read("data", tpos, data, column=j, window=window)
                 else:
-                    buf = np.empty((total, 1) + DSSC_MODULE_SHAPE, dtype=np.uint16)
+                    buf = np.empty((total, 1) + tuple(self.detector_type.module_shape), dtype=data.dtype)
                     index.read("data", tpos, buf, window=window)
                     data[rows, j] = buf[:, 0]
                 tids, pids, cids = (index.read_block_cached(key, tpos, dtype, self.block_trains, window)
                                     for key, dtype in (("trainId", np.uint64), ("pulseId", np.uint64),
                                                        ("cellId", np.uint16)))
             except (OSError, ValueError, TypeError) as exc:
-                raise DataError(f"cannot read DSSC module {module} for trains {int(train_ids[0])}.."
-                                f"{int(train_ids[-1])} of {self.path}: {exc}; the file may be truncated") from None
+                raise DataError(f"cannot read {self.detector_type.name} module {module} for trains "
+                                f"{int(train_ids[0])}..{int(train_ids[-1])} of {self.path}: {exc}; the file may be "
+                                "truncated") from None
             good = tids == frame_train[rows]
             if not good.all():  # rows the INDEX gives to another train than they hold: not used
                 self._reject_rows(module, frame_train[rows][~good], tids[~good])
@@ -256,12 +270,13 @@ class RunAccess:
                         module_pulse_ids=module_pids, module_cell_ids=None if same_cells else module_cids)
 
     def _batch_buffer(self, n: int, n_modules: int, zeroed: bool) -> np.ndarray:
-        """An (n, n_modules, 128, 512) uint16 array for a batch's frames, from :attr:`buffers`.
+        """An (n, n_modules, rows, columns) array of the raw dtype for a batch's frames, from :attr:`buffers`.
 
         A batch's array serves a later read once the caller gave the batch back
         (:meth:`release`); a batch the caller keeps is never written over.
         """
-        data = self.buffers.take((n, n_modules) + DSSC_MODULE_SHAPE, np.uint16)
+        det_type = self.detector_type
+        data = self.buffers.take((n, n_modules) + tuple(det_type.module_shape), np.dtype(det_type.raw_dtype))
         if zeroed:
             data.fill(0)
         return data
@@ -279,7 +294,8 @@ class RunAccess:
         clash = present & (module_pids != pulse_ids[:, None])
         if clash.any():
             i, j = (int(v) for v in np.argwhere(clash)[0])
-            raise DataError(f"run {self.path}: DSSC module {modules[j]} has pulse id {int(module_pids[i, j])} in "
+            raise DataError(f"run {self.path}: {self.detector_type.name} module {modules[j]} has pulse id "
+                            f"{int(module_pids[i, j])} in "
                             f"frame {int(frame_index[i])} of train {int(frame_train[i])} where module "
                             f"{modules[int(first[i])]} has {int(pulse_ids[i])}; the modules disagree on the pulse "
                             f"of a frame: leave module {modules[j]} out of detectors.<name>.modules")
@@ -287,7 +303,7 @@ class RunAccess:
     def _shifted_positions(self, module: int) -> np.ndarray:
         """Positions in :attr:`train_ids` of the trains whose rows of ``module`` extra-data takes from the
         train before (:class:`ZeroTrainEntries`), each recorded as a fault of the module."""
-        shifted = self.zero_entries.shifted(dssc_source(module))
+        shifted = self.zero_entries.shifted(self.detector_type.source(module))
         tids = np.fromiter(shifted, dtype=np.uint64, count=len(shifted))
         pos, found = find_sorted(self.train_ids, tids)
         for tid in tids[found].tolist():
@@ -307,17 +323,17 @@ class RunAccess:
                                                 modules[k], int(module_cids[i, k])))
             self.faults.add(trains, f"module {modules[j]}", reasons)
             data[rows, j] = 0
-            log.debug("run %s: DSSC module %d: cell sequence slipped in %d train(s) from %d on", self.path,
-                      modules[j], len(trains), int(trains[0]))
+            log.debug("run %s: %s module %d: cell sequence slipped in %d train(s) from %d on", self.path,
+                      self.detector_type.name, modules[j], len(trains), int(trains[0]))
         present &= ~slipped
 
     def _reject_rows(self, module: int, expected: np.ndarray, stored: np.ndarray) -> None:
         """Record frames whose ``image.trainId`` is not the train the INDEX gives them."""
         trains, first = np.unique(expected, return_index=True)
         self.faults.add(trains, f"module {module}", describe_mismatch(stored[first], trains, "image.trainId"))
-        log.debug("run %s: DSSC module %d has frames whose image.trainId differs from the INDEX in %d "
-                    "train(s) from %d on; those frames are invalid for module %d", self.path, module,
-                    len(trains), int(trains[0]), module)
+        log.debug("run %s: %s module %d has frames whose image.trainId differs from the INDEX in %d "
+                  "train(s) from %d on; those frames are invalid for module %d", self.path, self.detector_type.name,
+                  module, len(trains), int(trains[0]), module)
 
     def prefetch(self, modules: Sequence[int], train_ids: np.ndarray) -> None:
         """Start reading the frames of ``train_ids`` into the page cache (returns at once).
@@ -338,11 +354,12 @@ class RunAccess:
     def _frame_index(self, module: int) -> ModuleFrameIndex:
         """Where the module's frames are, per train (resolved once through extra-data)."""
         if module not in self._frame_indexes:
-            source = dssc_source(module)
-            for key in ("image.data", "image.trainId", "image.pulseId", "image.cellId"):
+            source = self.detector_type.source(module)
+            image_key = self.detector_type.image_key
+            for key in (image_key, "image.trainId", "image.pulseId", "image.cellId"):
                 check_key_rows(self.data[source, key], self.path,
                                f"leave module {module} out of detectors.<name>.modules or replace the file")
-            index = ModuleFrameIndex(self.data[source, "image.data"], self.train_ids)
+            index = ModuleFrameIndex(self.data[source, image_key], self.train_ids)
             index.count[self._shifted_positions(module)] = 0  # as in module_frame_counts: never read
             self._frame_indexes[module] = index
         return self._frame_indexes[module]
@@ -351,7 +368,7 @@ class RunAccess:
         """Memory cells of all frames of ``module`` (optionally only of ``train_ids``)."""
         from extra_data import by_id
 
-        src = dssc_source(module)
+        src = self.detector_type.source(module)
         if src not in self.data.instrument_sources:
             return np.zeros(0, dtype=np.uint16)
         self._frame_index(module)  # its INDEX checked against the rows first: one line, not extra-data's error

@@ -15,7 +15,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from smalldata.constants import DSSC_MODULE_SHAPE
+from smalldata.detectors.dssc import DSSC
+from smalldata.detectors.types import DetectorType
 from smalldata.errors import DataError
 from smalldata.io.faults import FaultLog
 from smalldata.io.frameindex import frames_in_window
@@ -69,10 +70,14 @@ class LiveAccess:
         The bridge endpoint (in messages, as a run's path is).
     setup_trains : sequence of LiveTrain
         The first trains: they fix the modules and the keys the run has.
+    detector_type : DetectorType
+        The streamed per-pulse detector (module shape, raw dtype): the DSSC, whose layouts
+        :mod:`smalldata.live.layouts` decodes.
     """
 
-    def __init__(self, endpoint: str, setup_trains: Sequence[LiveTrain]):
+    def __init__(self, endpoint: str, setup_trains: Sequence[LiveTrain], detector_type: DetectorType = DSSC):
         self.path = endpoint
+        self.detector_type = detector_type
         self.data = StreamSources()
         self.faults = FaultLog()
         self.unreadable_files: list = []
@@ -201,7 +206,8 @@ class LiveAccess:
         first_frame = 0 if window is None else window[0]
         frame_train = np.repeat(train_ids, per_train)
         frame_index = np.arange(n, dtype=np.int64) - np.repeat(starts, per_train) + first_frame
-        data = np.zeros((n, len(modules)) + DSSC_MODULE_SHAPE, dtype=np.uint16)
+        data = np.zeros((n, len(modules)) + tuple(self.detector_type.module_shape),
+                        dtype=np.dtype(self.detector_type.raw_dtype))
         present = np.zeros((n, len(modules)), dtype=bool)
         module_pids = np.zeros((n, len(modules)), dtype=np.uint64)
         module_cids = np.zeros((n, len(modules)), dtype=np.uint16)

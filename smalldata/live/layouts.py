@@ -30,7 +30,7 @@ from typing import Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
-from smalldata.constants import DSSC_MODULE_SHAPE, DSSC_N_MODULES
+from smalldata.detectors.dssc import DSSC
 from smalldata.errors import DataError
 
 #: Detector part of the DSSC source names.
@@ -43,6 +43,9 @@ _MODULE_SOURCE = re.compile(r"^SCS_DET_DSSC1M-1/DET/(\d+)CH0:xtdf$")
 #: Source-name parts of the facility's online-corrected detector output (calibration pipeline).
 CORRECTED_MARKERS = ("/CORR", "CORRECTED", "APPEND_CORR")
 LAYOUTS = ("auto", "modules", "stacked", "online")
+#: These layouts are the DSSC's: its module shape and number of modules.
+MODULE_SHAPE = tuple(DSSC.module_shape)
+N_MODULES = DSSC.n_modules
 
 
 @dataclass
@@ -142,11 +145,11 @@ def decode_train(data: Mapping, meta: Mapping, layout: str,
         match = _MODULE_SOURCE.match(source)
         if layout == "modules" and match:
             # a module that missed the train may still send its header and trailer, without frames
-            frames = np.asarray(values.get("image.data", np.zeros((0,) + DSSC_MODULE_SHAPE, np.uint16)))
+            frames = np.asarray(values.get("image.data", np.zeros((0,) + MODULE_SHAPE, DSSC.raw_dtype)))
             n = frames.shape[0]
             if n:
                 module = int(match.group(1))
-                train.modules[module] = ModuleFrames(frames.reshape((n,) + DSSC_MODULE_SHAPE),
+                train.modules[module] = ModuleFrames(frames.reshape((n,) + MODULE_SHAPE),
                                                      _ids(values, "image.pulseId", n, np.uint64),
                                                      _ids(values, "image.cellId", n, np.uint16))
             continue
@@ -155,13 +158,14 @@ def decode_train(data: Mapping, meta: Mapping, layout: str,
         if stacked:
             stack = np.asarray(values["image.data"])
             if layout == "online":  # (modules, x, y, cells) -> (cells, modules, y, x)
-                if stack.ndim != 4 or stack.shape[:3] != (DSSC_N_MODULES,) + DSSC_MODULE_SHAPE[::-1]:
-                    raise DataError(f"{source}: image.data of shape {stack.shape}, expected (16, 512, 128, "
-                                    "frames); use --layout modules or stacked for other streams")
+                if stack.ndim != 4 or stack.shape[:3] != (N_MODULES,) + MODULE_SHAPE[::-1]:
+                    raise DataError(f"{source}: image.data of shape {stack.shape}, expected ({N_MODULES}, "
+                                    f"{MODULE_SHAPE[1]}, {MODULE_SHAPE[0]}, frames); use --layout modules or "
+                                    "stacked for other streams")
                 stack = np.transpose(stack, (3, 0, 2, 1))
             n = stack.shape[0]
-            stack = stack.reshape((n, DSSC_N_MODULES) + DSSC_MODULE_SHAPE)
-            if stack.dtype != np.uint16:
+            stack = stack.reshape((n, N_MODULES) + MODULE_SHAPE)
+            if stack.dtype != np.dtype(DSSC.raw_dtype):
                 raise DataError(f"{source}: image.data is {stack.dtype}, not raw uint16 frames; the producer "
                                 "calibrates raw frames itself: stream the raw DSSC data")
             if n:
@@ -175,7 +179,7 @@ def decode_train(data: Mapping, meta: Mapping, layout: str,
                     pulse_ids = _ids(values, "image.pulseId", n, np.uint64)
                     cell_ids = _ids(values, "image.cellId", n, np.uint16)
                     known[n] = (pulse_ids, cell_ids)
-                lit = stack.reshape(n, DSSC_N_MODULES, -1).any(axis=2).any(axis=0)
+                lit = stack.reshape(n, N_MODULES, -1).any(axis=2).any(axis=0)
                 for module in np.flatnonzero(lit):
                     train.modules[int(module)] = ModuleFrames(np.ascontiguousarray(stack[:, module]), pulse_ids,
                                                               cell_ids)

@@ -22,7 +22,7 @@ from typing import List, Optional
 import numpy as np
 
 from smalldata.config.producer import ProducerConfig
-from smalldata.constants import DSSC_MODULE_SHAPE, dssc_source
+from smalldata.detectors.dssc import DSSC
 from smalldata.errors import ConfigError, SmallDataError
 from smalldata.live.access import LiveAccess
 from smalldata.live.batch import frames_of, light_copy, merge_rows, process_trains
@@ -124,7 +124,7 @@ def configured_sources(config: ProducerConfig, modules) -> List[str]:
     for section in ("pulses", "digitizer"):
         if config.settings[section]:
             sources.add(config.settings[section]["source"])
-    return sorted(sources) + [dssc_source(m) for m in modules]
+    return sorted(sources) + [DSSC.source(m) for m in modules]
 
 
 def run_live(config: ProducerConfig, endpoint: str, output: Path, sock: str = "REQ", overwrite: bool = False,
@@ -260,7 +260,7 @@ def _run(config, source, output, max_trains, timeout, first_timeout, run, propos
     expected = configured_sources(config, modules_all)
     frames = max(int(frames_of([setup_train], modules_all)[0]), 1)
     batch = batch_size or config.settings["batch_size"] or max(1, int(config.settings["batch_megabytes"] * 2**20 //
-                                                        (len(modules_all) * 2 * np.prod(DSSC_MODULE_SHAPE))))
+                                                        (len(modules_all) * DSSC.frame_bytes // DSSC.n_modules)))
     per_round = max(1, batch // frames)
     # the set-up train is part of the data: rank 0's first round
     ledger = StreamLedger(max_trains)
@@ -360,5 +360,5 @@ def _run(config, source, output, max_trains, timeout, first_timeout, run, propos
 
 def _carries(train, source: str) -> bool:
     """Whether ``train`` has ``source``: for a DSSC module, frames of it."""
-    modules = [m for m in train.modules if dssc_source(m) == source]
+    modules = [m for m in train.modules if DSSC.source(m) == source]
     return bool(modules) or (source in train.sources and "DSSC1M" not in source)

@@ -15,7 +15,6 @@ from typing import List, Sequence
 import numpy as np
 
 from smalldata.calib.darkref import dark_medians
-from smalldata.constants import DSSC_ADC_MAX
 from smalldata.errors import CalibrationError, ConfigError
 from smalldata.io.runaccess import RunAccess
 from smalldata.output.names import check_output_names
@@ -133,12 +132,12 @@ def _check_dark_fits(setup, access: RunAccess, run_ids: np.ndarray, present: Lis
     raw = access.read_raw(setup.modules, run_ids[with_frames[:1]], window=(0, DARK_CHECK_FRAMES))
     det = setup.det
     cells = det.cell_index(raw.cell_ids if raw.module_cell_ids is None else raw.module_cell_ids[:, 0])
-    pedestal = det.pedestal  # (M, C, 128, 512) ADU
+    pedestal = det.pedestal  # (M, C, rows, columns) ADU
     noise_median = dark_medians(det)[1]
     mask = np.asarray(det.mask)
     for j in present:
         data = raw.data[:, j]
-        good = mask[j] & raw.present[:, j, None, None] & (data < DSSC_ADC_MAX)
+        good = mask[j] & raw.present[:, j, None, None] & (data < det.type.saturation)
         if not good.any():
             continue
         offset = (data.astype(np.float32) - pedestal[j][cells])[good]

@@ -1,7 +1,7 @@
 """Dark constants held once per node: one rank reads them, every rank of the node maps them.
 
-The pedestal and noise of a DSSC dark are ``(16, cells, 128, 512)`` float32 each: 3.4 GB
-apiece with 800 memory cells. Read by every rank, 64 ranks on a node would hold 430 GB
+The pedestal and noise of a dark are ``(modules, cells, rows, columns)`` float32 each: for
+the DSSC 3.4 GB apiece with 800 memory cells. Read by every rank, 64 ranks on a node would hold 430 GB
 and read as much from the file system at set-up. With MPI-3 shared memory
 (:mod:`smalldata.parallel.sharedmem`) the first rank of each node reads the file and writes
 the two arrays into a window that the node's other ranks map read-only; the rest of a
@@ -40,7 +40,7 @@ def load_shared_darks(requests: Mapping[str, Tuple[str, Sequence[int], bool]], c
     Returns
     -------
     dict
-        Detector name to :class:`DarkConstants`; ``pedestal`` is a (M, C, 128, 512) view of a
+        Detector name to :class:`DarkConstants`; ``pedestal`` is a (M, C, rows, columns) view of a
         cell-major shared array (what :class:`~smalldata.calib.detobject.DetObject` keeps,
         so it takes it without a copy), ``noise`` shared as is (or None). Without MPI (or with
         one rank) the constants are read as usual.

@@ -26,8 +26,10 @@ class RawBatch:
         Position of the frame within its train (0-based).
     modules : tuple of int
         Detector module numbers along axis 1 of ``data``.
-    data : ndarray, (N, M, 128, 512) uint16
-        Raw ADC values; zero where the module has no data for that frame.
+    data : ndarray, (N, M, rows, columns)
+        Raw ADC values in the detector type's raw dtype and module shape ((N, M, 128, 512)
+        uint16 for the DSSC, (N, 1, ny, nx) for a camera); zero where the module has no data
+        for that frame.
     present : ndarray, (N, M) bool
         False where a module file missed the frame's train, or where the frame's ids
         read from the module disagree with the train it was indexed for.
@@ -78,7 +80,7 @@ class Frames:
     train_ids, pulse_ids : ndarray, (N,) uint64
     cell_ids : ndarray, (N,) uint16
     modules : tuple of int or None
-        For full detector frames ``(N, M, 128, 512)``: the module number of each
+        For full detector frames ``(N, M, rows, columns)``: the module number of each
         entry along axis 1. None for derived frames (e.g. an ROI's pixels).
     origin : tuple of int
         Module pixel (row, column) of ``data[..., 0, 0]``: (0, 0) for whole modules; the

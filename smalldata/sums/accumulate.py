@@ -31,7 +31,7 @@ class DetectorAccumulators:
     point_specs : mapping
         ``(group, name) -> spec`` of the point data (to fit the scan binning).
     image_shape : tuple
-        ``(M, 128, 512)``.
+        ``(M, rows, columns)``.
     units : str
         Data units of the detector.
     pattern : FramePattern
@@ -118,7 +118,7 @@ class DetectorAccumulators:
                 self.binning.write_axes(group)
             if self.cube_cfg["assembled"] and geometry is not None:
                 mean = self.cube.mean()
-                full = np.full(mean.shape[:2] + (16,) + mean.shape[3:], np.nan, dtype=np.float32)
+                full = np.full(mean.shape[:2] + (geometry.n_modules,) + mean.shape[3:], np.nan, dtype=np.float32)
                 full[:, :, list(modules)] = mean
                 assembled, centre = geometry.position_modules(full)
                 # at the sums' fixed-point resolution, at which every frame was summed: the random digits

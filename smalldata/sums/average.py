@@ -21,7 +21,6 @@ from typing import Callable, Sequence
 import numpy as np
 
 from smalldata.calib.darkfile import read_dark_file
-from smalldata.constants import DSSC_MODULE_SHAPE
 from smalldata.errors import SmallDataError
 from smalldata.fused.plan import FusedPlan
 from smalldata.parallel.mpi import split_batches
@@ -29,10 +28,8 @@ from smalldata.sums.runsums import RunSums
 
 log = logging.getLogger(__name__)
 
-#: Raw data of one module read and summed at a time: 64 MiB (512 frames).
+#: Raw data of one module read and summed at a time: 64 MiB (512 DSSC frames).
 BATCH_BYTES = 64 * 2 ** 20
-#: Raw bytes of one module's frame (uint16).
-MODULE_FRAME_BYTES = 2 * DSSC_MODULE_SHAPE[0] * DSSC_MODULE_SHAPE[1]
 STATISTICS = ("mean", "max")
 
 
@@ -81,7 +78,7 @@ def average_image(access, make_detector: Callable, modules: Sequence[int], train
     Parameters
     ----------
     access : RunAccess
-        The open run.
+        The open run, for the detector's type (:attr:`RunAccess.detector_type`).
     make_detector : callable
         ``make_detector(modules) -> DetObject`` for a tuple of modules (called per module); a
         :class:`ModuleDetectors` gets each module's detector back once its image is done.
@@ -97,14 +94,16 @@ def average_image(access, make_detector: Callable, modules: Sequence[int], train
 
     Returns
     -------
-    ndarray, (M, 128, 512) float32
-        In the detector's units; NaN where a pixel was never valid in a used frame.
+    ndarray, (M, rows, columns) float32
+        In the detector's units (module shape of the detector's type); NaN where a pixel was
+        never valid in a used frame.
     """
     if statistic not in STATISTICS:
         raise SmallDataError(f"statistic must be one of {', '.join(STATISTICS)}, got {statistic!r}")
     wanted = np.unique(np.asarray(wanted_keys, dtype=np.uint64))
-    max_frames = max(1, batch_bytes // MODULE_FRAME_BYTES)
-    image = np.empty((len(modules),) + DSSC_MODULE_SHAPE, dtype=np.float32)
+    det_type = access.detector_type  # the module shape and raw bytes per frame
+    max_frames = max(1, batch_bytes // module_frame_bytes(det_type))
+    image = np.empty((len(modules),) + tuple(det_type.module_shape), dtype=np.float32)
     for j, module in enumerate(modules):
         det = make_detector((module,))
         if statistic == "mean" and det.common_mode == "none":
@@ -119,11 +118,16 @@ def average_image(access, make_detector: Callable, modules: Sequence[int], train
     return image
 
 
+def module_frame_bytes(detector_type) -> int:
+    """Raw bytes of one module's frame of a :class:`~smalldata.detectors.types.DetectorType`."""
+    return detector_type.frame_bytes // detector_type.n_modules
+
+
 def _module_raw_mean(access, det, train_ids: np.ndarray, wanted: np.ndarray, max_frames: int) -> np.ndarray:
     """Mean image of the wanted frames of the one module of ``det`` from raw sums (:mod:`smalldata.fused.rawmean`)."""
     from smalldata.fused.rawmean import RawMean
 
-    acc = RawMean(len(det.cell_ids), DSSC_MODULE_SHAPE)
+    acc = RawMean(len(det.cell_ids), det.type.module_shape, det.type.saturation)
     for raw, keep in _module_batches(access, det, train_ids, wanted, max_frames):
         acc.add(raw.data[:, 0], det.cell_index(raw.cell_ids), keep, det.pedestal_cell_major)
         access.release(raw)  # its memory serves the next batch
@@ -183,13 +187,15 @@ def session_average(session, det: str, selection, max_trains: int, statistic: st
     from smalldata.config.producer import ProducerConfig
     from smalldata.io.runaccess import RunAccess
     from smalldata.calib.configured import build_detobject, dark_path, needs_noise
+    from smalldata.detectors.registry import detector_type
 
     config = ProducerConfig.from_file(session.config_path)
     if det not in config.detectors:
         raise SmallDataError(f"no detector {det!r} in {session.config_path}; detectors: {list(config.detectors)}")
     if (config.settings["pattern"] or {}).get("subtract_dark", "none") != "none":
         return None
-    access = RunAccess.open(session.proposal, session.run, config.settings["data_root"])
+    access = RunAccess.open(session.proposal, session.run, config.settings["data_root"],
+                            detector_type=detector_type(config.detectors[det], f"detectors.{det}"))
     modules = tuple(sorted(modules)) if modules is not None else access.available_modules()
     tids, pids, sel, trains = selected_trains(session, selection, max_trains)
     units = []
