@@ -31,9 +31,8 @@ DSSC_NAMES = {"DSSC_N_MODULES", "DSSC_MODULE_SHAPE", "DSSC_ADC_MAX", "DSSC_ASIC_
 #: command) and extra-geom's DSSC geometry
 ALLOWED = ("smalldata/constants.py", "smalldata/detectors/dssc.py", "smalldata/simulate/", "smalldata/boz/",
            "ana_funcs/boz.py", "producers/smd_boz.py", "smalldata/geometry/positions.py")
-#: modules of the producer's config layer, changed with the wiring of the camera detectors: the dark
-#: thresholds' ADC range there still is the DSSC's
-ELSEWHERE = ("smalldata/config/dark.py",)
+#: places excepted from the scan (none: the DSSC dark's thresholds read the DSSC type's ADC range)
+ELSEWHERE = ()
 
 SHAPE = (64, 96)
 CAMERA = camera_type(get_preset("newton").with_shape(SHAPE))  # one module, saturation 65535

@@ -136,7 +136,8 @@ class DetObject(DetObjectDescription):
         self.user_mask = user_mask
         self.masks: Dict[str, np.ndarray] = {
             "status": status_to_mask(self.status_mask),
-            "edges": asic_edge_mask(n_mod) if self.mask_asic_edges else np.ones((n_mod,) + module_shape, bool),
+            "edges": (asic_edge_mask(n_mod, detector_type=detector_type) if self.mask_asic_edges
+                      else np.ones((n_mod,) + module_shape, bool)),
             "user": load_user_mask(user_mask, self.modules, module_shape=module_shape,
                                    n_modules=detector_type.n_modules),
         }
@@ -144,12 +145,13 @@ class DetObject(DetObjectDescription):
             self.masks["gain"] = np.isfinite(self.gain) & (self.gain > 0)
         self.mask = np.logical_and.reduce(list(self.masks.values()))
 
-        check_common_mode(common_mode, common_mode_max_adu, common_mode_min_pixels)
+        segment = detector_type.asic_shape[1] if detector_type.asic_shape else module_shape[1]
+        check_common_mode(common_mode, common_mode_max_adu, common_mode_min_pixels, segment)
         self.common_mode = common_mode
         self.common_mode_max_adu = None if common_mode_max_adu is None else float(common_mode_max_adu)
         self.common_mode_min_pixels = int(common_mode_min_pixels)
         self._common_mode = None if common_mode == "none" else AsicRowMedian.for_detector(
-            name, self.mask, self._noise, self.common_mode_max_adu, self.common_mode_min_pixels)
+            name, self.mask, self._noise, self.common_mode_max_adu, self.common_mode_min_pixels, segment)
         if isinstance(self.gain, np.ndarray):
             self._inv_gain = np.where(self.masks["gain"], 1.0 / np.where(self.masks["gain"], self.gain, 1.0), 0.0)
             self._inv_gain = self._inv_gain.astype(np.float32)

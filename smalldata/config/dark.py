@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Dict, Mapping, Optional
 
 from smalldata.config.schema import Field, apply_schema, non_negative, positive
-from smalldata.constants import DSSC_ADC_MAX
+from smalldata.detectors.dssc import DSSC
 from smalldata.errors import ConfigError
 
 
@@ -19,7 +19,8 @@ def _at_least_two(value) -> Optional[str]:
 
 
 def _adc_range(value) -> Optional[str]:
-    return None if 0 <= value <= DSSC_ADC_MAX else f"must be within the ADC range 0..{DSSC_ADC_MAX}, got {value}"
+    return None if 0 <= value <= DSSC.saturation else f"must be within the DSSC's ADC range 0..{DSSC.saturation}, " \
+                                                      f"got {value}"
 
 
 #: The ``detectors.<name>.dark`` config keys (also the attributes of :class:`DarkThresholds`).
