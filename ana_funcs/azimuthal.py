@@ -262,7 +262,7 @@ class AzimuthalBinning(DetObjectFunc):
                                   ".h5 file of bool (modules or M, rows, columns), True = good")
         elif user_mask is not None:
             user_mask = np.asarray(user_mask)
-            if user_mask.ndim not in (2, 3):  # its shape is checked against the detector's in setFromDet
+            if user_mask.ndim != 3:  # its module shape is checked against the detector's in setFromDet
                 raise ConfigError("user_mask", f"array of shape {user_mask.shape}; need bool (modules or M, rows, "
                                   "columns), True = good")
         self.user_mask = user_mask
