@@ -1,6 +1,7 @@
 """Per-train cameras as a detector type, from a camera preset and the config's overrides."""
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Mapping, Optional
 
 from smalldata.cameras.presets import CameraPreset, get_preset
@@ -19,8 +20,6 @@ def preset_of(det_config: Mapping[str, Any], where: str = "detectors") -> Camera
     if det_config.get("train_id_offset") is not None:
         changes["train_id_offset"] = int(det_config["train_id_offset"])
     if changes:
-        from dataclasses import replace
-
         preset = replace(preset, **changes)
     return preset
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class DetectorType:
@@ -63,8 +65,6 @@ class DetectorType:
     @property
     def frame_bytes(self) -> int:
         """Raw bytes of one frame of the whole detector."""
-        import numpy as np
-
         return self.n_modules * self.module_shape[0] * self.module_shape[1] * np.dtype(self.raw_dtype).itemsize
 
     @property
