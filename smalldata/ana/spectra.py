@@ -15,6 +15,7 @@ from typing import Optional, Sequence, Tuple, Union
 import h5py
 import numpy as np
 
+from smalldata.ana.trainrows import reduce_to_trains
 from smalldata.errors import DataError
 from smalldata.spectro.xas import XAS, xas
 
@@ -89,17 +90,7 @@ def _variable_per_train(f: h5py.File, by: str, trains: np.ndarray) -> np.ndarray
     else:
         raise DataError(f"{f.filename}: {by} has {data.shape[0]} rows and no trainId of that length next to it or at "
                         "the top level; give a per-train or per-event dataset")
-    ids = np.asarray(ids, np.int64)
-    values = np.asarray(data[()], np.float64)
-    ok = np.isfinite(values)
-    uniq, inv = np.unique(ids[ok], return_inverse=True)
-    sums = np.bincount(inv, weights=values[ok], minlength=len(uniq))
-    counts = np.bincount(inv, minlength=len(uniq))
-    pos = np.searchsorted(uniq, trains)
-    found = (pos < len(uniq)) & (uniq[np.minimum(pos, len(uniq) - 1)] == trains) if len(uniq) else np.zeros(len(trains), bool)
-    out = np.full(len(trains), np.nan)
-    out[found] = sums[pos[found]] / counts[pos[found]]
-    return out
+    return reduce_to_trains(np.asarray(data[()], np.float64), np.asarray(ids, np.int64), trains, how="mean")
 
 
 def hrixs_spectrum(output: os.PathLike, detector: str, key: str, by: Optional[str] = None,
