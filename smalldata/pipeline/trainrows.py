@@ -146,7 +146,9 @@ class TrainRows:
         return images
 
     def _batch(self, train_ids: np.ndarray, write) -> int:
-        points, point_units = self.points.read_trains(train_ids)
+        # point data per train: the top-level rows of a camera-only run (a camera's sums need none,
+        # its cube reads its scan variable once, from the merged rows)
+        points, point_units = self.points.read_trains(train_ids) if self.events else ({}, {})
         if self.events:
             n = len(train_ids)
             outputs = {"trainId": train_ids, "pulseId": np.zeros(n, np.uint64), "cellId": np.zeros(n, np.uint16),
@@ -159,8 +161,7 @@ class TrainRows:
                 continue
             ids = train_ids[have]
             raw = stream.trains.read(ids)
-            own_points = {key: values[have] for key, values in points.items()}
-            out, units, vetoed = stream.setup.process(raw, _per_train_info(len(ids)), own_points)
+            out, units, vetoed = stream.setup.process(raw, _per_train_info(len(ids)), {})
             for (camera, key), values in self.kept.items():
                 if camera == stream.name:
                     values.update(zip(ids.tolist(), np.asarray(out[f"{camera}/{key}"], np.float64).tolist()))
