@@ -185,13 +185,12 @@ def _run(config, run, proposal, output, overwrite, max_trains, batch_size, comma
             work_ids, work_frames = train_ids[keep], frames[keep]
             blocks = split_blocks(work_frames, n_ranks)
             start, stop = blocks[rank]
-            # the cameras' trains follow the frames' blocks: rank r takes those from its first train on
+            # the cameras' trains follow the frames' blocks: rank r takes those from its first train up to
+            # the next rank's first train (the last rank: to the end; a rank without frames: none)
             bounds = [0] + [int(work_ids[b0]) if b0 < len(work_ids) else np.iinfo(np.uint64).max
                             for b0, _ in blocks[1:]] + [np.iinfo(np.uint64).max]
             my_camera_ids = camera_ids[(camera_ids >= np.uint64(bounds[rank]))
                                        & (camera_ids < np.uint64(bounds[rank + 1]))]
-            if rank == n_ranks - 1:
-                my_camera_ids = camera_ids[camera_ids >= np.uint64(bounds[rank])]
         else:  # only per-train detectors: one row per train with an image
             skipped = [(int(t), "no image of any camera") for t in train_ids[~np.isin(train_ids, camera_ids)]]
             work_ids, work_frames = camera_ids, np.ones(len(camera_ids), np.int64)
