@@ -77,6 +77,14 @@ def _dimension_only(group: h5py.Group, name: str, length: int) -> h5py.Dataset:
     return group[name]
 
 
+def label_further_axes(root: h5py.Group, ds: h5py.Dataset) -> None:
+    """Each axis of ``ds`` after the first that has no label yet gets the dimension without values
+    ``<root>/dim<axis>_<length>`` (netCDF readers need every axis labelled once one is)."""
+    for axis, length in enumerate(ds.shape[1:], start=1):
+        if not len(ds.dims[axis]):
+            ds.dims[axis].attach_scale(_dimension_only(root, f"dim{axis}_{length}", length))
+
+
 def label_frame_coordinates(out: h5py.File) -> None:
     """Give every group of per-event datasets its own ``trainId`` scale and ``pulseId`` coordinate."""
     if "trainId" not in out or "pulseId" not in out:
@@ -101,9 +109,7 @@ def label_frame_coordinates(out: h5py.File) -> None:
             if root_scale in [s for s in ds.dims[0].values()]:
                 ds.dims[0].detach_scale(root_scale)
             ds.dims[0].attach_scale(scale)
-            for axis, length in enumerate(ds.shape[1:], start=1):  # every axis labelled once one is
-                if not len(ds.dims[axis]):
-                    ds.dims[axis].attach_scale(_dimension_only(out, f"dim{axis}_{length}", length))
+            label_further_axes(out, ds)
             ds.attrs["coordinates"] = "pulseId"
     label_train_rows(out)
     _label_ragged_values(out)
@@ -125,9 +131,7 @@ def label_train_rows(out: h5py.File) -> None:
         for ds in datasets:
             if not len(ds.dims[0]):
                 ds.dims[0].attach_scale(scale)
-            for axis, length in enumerate(ds.shape[1:], start=1):
-                if not len(ds.dims[axis]):
-                    ds.dims[axis].attach_scale(_dimension_only(out, f"dim{axis}_{length}", length))
+            label_further_axes(out, ds)
 
 
 def _label_ragged_values(out: h5py.File) -> None:

@@ -18,8 +18,8 @@ import h5py
 import numpy as np
 
 from smalldata.errors import SmallDataError
-from smalldata.output.conventions import NETCDF_DIMENSION_ONLY, RAGGED_ATTR
-from smalldata.output.coords import OWN_ROWS_ATTR, has_own_rows, label_coordinates
+from smalldata.output.conventions import RAGGED_ATTR
+from smalldata.output.coords import OWN_ROWS_ATTR, has_own_rows, label_coordinates, label_further_axes
 from smalldata.output.files import SPACE_MARGIN, check_free_space, clean_stale_temporaries, current_umask, temp_owner
 from smalldata.plugin.ragged import is_ragged
 
@@ -209,12 +209,7 @@ def attach_event_scale(out: h5py.Group) -> None:
         if path == "trainId" or not ds.ndim or ds.shape[0] != scale.shape[0] or RAGGED_ATTR in ds.attrs:
             continue
         ds.dims[0].attach_scale(scale)
-        for axis, length in enumerate(ds.shape[1:], start=1):
-            name = f"dim{axis}_{length}"
-            if name not in out:
-                out.create_dataset(name, shape=(length,), dtype="f4").make_scale(
-                    f"{NETCDF_DIMENSION_ONLY}{length:10d}")
-            ds.dims[axis].attach_scale(out[name])
+        label_further_axes(out, ds)
 
 
 def write_mapping(group: h5py.Group, mapping: Mapping[str, Any]) -> None:
