@@ -15,14 +15,32 @@ from smalldata.errors import DataError
 from .presets import CameraPreset
 
 
-def _check_source(run, preset: CameraPreset, what: str) -> None:
-    if preset.source not in run.instrument_sources:
+def check_camera_source(run, source: str, key: str, camera: str, what: str,
+                        fix: str = "choose the camera that recorded this run") -> None:
+    """A one-line :class:`DataError` when ``run`` lacks the camera's image source or key.
+
+    Parameters
+    ----------
+    run : extra_data.DataCollection
+    source, key : str
+        The camera's INSTRUMENT source and image key.
+    camera : str
+        The camera's name (a preset), said in the message.
+    what : str
+        How the run (or the config entry) is named in the message.
+    fix : str
+        What the user should do, said last.
+    """
+    if source not in run.instrument_sources:
         cams = sorted(s for s in run.instrument_sources if "CAM" in s or "FCCD" in s)
         hint = f"; camera sources in the run: {', '.join(cams)}" if cams else "; the run has no camera source"
-        raise DataError(f"{what}: camera source {preset.source} ({preset.name}) is not in the run{hint}; "
-                        "choose the camera that recorded this run")
-    if preset.key not in run[preset.source].keys():
-        raise DataError(f"{what}: source {preset.source} has no key {preset.key}; check the camera preset")
+        raise DataError(f"{what}: camera source {source} ({camera}) is not in the run{hint}; {fix}")
+    if key not in run[source].keys():
+        raise DataError(f"{what}: source {source} has no key {key}; check the camera")
+
+
+def _check_source(run, preset: CameraPreset, what: str) -> None:
+    check_camera_source(run, preset.source, preset.key, preset.name, what)
 
 
 def read_frames(run, preset: CameraPreset, train_ids: Optional[Sequence[int]] = None,

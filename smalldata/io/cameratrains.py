@@ -12,6 +12,7 @@ import logging
 
 import numpy as np
 
+from smalldata.cameras.reading import check_camera_source
 from smalldata.detectors.types import DetectorType
 from smalldata.errors import DataError
 from smalldata.plugin.frames import RawBatch
@@ -37,13 +38,8 @@ class CameraTrains:
     def __init__(self, data, detector_type: DetectorType, name: str, where: str):
         self.data, self.type, self.name, self.where = data, detector_type, name, where
         source, key = detector_type.source(), detector_type.image_key
-        if source not in data.instrument_sources:
-            cams = sorted(s for s in data.instrument_sources if "CAM" in s or "FCCD" in s)
-            hint = f" (camera sources in the run: {', '.join(cams)})" if cams else " (the run has no camera source)"
-            raise DataError(f"detectors.{name}: run {where} has no source {source} of the {detector_type.name} "
-                            f"camera{hint}; set detectors.{name}.camera or .source to the camera that recorded it")
-        if key not in data[source].keys():
-            raise DataError(f"detectors.{name}: source {source} of run {where} has no key {key}; check the camera")
+        check_camera_source(data, source, key, detector_type.name, f"detectors.{name} (run {where})",
+                            f"set detectors.{name}.camera or .source to the camera that recorded it")
         self._key = data[source, key]
         recorded = np.asarray(data.train_ids, dtype=np.int64)
         counts = np.asarray(self._key.data_counts(labelled=False))
