@@ -12,7 +12,7 @@ import logging
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import h5py
 import numpy as np
@@ -51,7 +51,7 @@ class CameraDarkThresholds:
 
 
 def characterise_camera_run(run, preset: CameraPreset, thresholds: CameraDarkThresholds = CameraDarkThresholds(),
-                            what: str = "dark run") -> CameraDark:
+                            what: str = "dark run", train_ids: Optional[Sequence[int]] = None) -> CameraDark:
     """The dark constants of a camera from the images of its dark run (nothing is written).
 
     Parameters
@@ -62,6 +62,8 @@ def characterise_camera_run(run, preset: CameraPreset, thresholds: CameraDarkThr
     thresholds : CameraDarkThresholds
     what : str
         How the run is named in error messages.
+    train_ids : sequence of int, optional
+        Recorded train ids of the images to use (default all).
 
     Raises
     ------
@@ -69,7 +71,7 @@ def characterise_camera_run(run, preset: CameraPreset, thresholds: CameraDarkThr
         One line: the camera's source or settings missing from the run, or fewer than 2 images.
     """
     settings = read_settings(run, preset, what)
-    _, frames = read_frames(run, preset, what=what)
+    _, frames = read_frames(run, preset, train_ids, what=what)
     if len(frames) < 2:
         raise DataError(f"{what}: {len(frames)} image(s) of {preset.source}; a camera dark needs at least 2, "
                         "record a longer dark run")

@@ -23,7 +23,8 @@ from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
 import numpy as np
 
 from smalldata.calib.darkfile import dark_file_path
-from smalldata.cameras.dark import CameraDark, characterise_dark, check_dark
+from smalldata.cameras.dark import CameraDark, check_dark
+from smalldata.cameras.darkrun import CameraDarkThresholds, characterise_camera_run
 from smalldata.cameras.presets import CameraPreset
 from smalldata.cameras.reading import read_frames, read_settings
 from smalldata.config.producer import ProducerConfig
@@ -204,13 +205,12 @@ def load_dark(setup: CameraSetup) -> Tuple[CameraDark, str]:
     what = f"dark run {setup.dark_run}"
     per_frame = 8 * int(np.prod(setup.preset.shape))
     limit = max(2, DARK_BUDGET_BYTES // per_frame)
-    blocks = list(iter_frames(run, setup.preset, what, max_trains=limit))
-    frames = np.concatenate([f for _, f in blocks])
-    if len(recorded_train_ids(run, setup.preset, what)) > limit:
+    ids = recorded_train_ids(run, setup.preset, what)
+    if len(ids) > limit:
         log.warning("%s: characterised from its first %d frames only (memory); smd_dark uses them all", what, limit)
-    dark = characterise_dark(frames, setup.preset.name, read_settings(run, setup.preset, what), **setup.dark_thresholds)
+    dark = characterise_camera_run(run, setup.preset, CameraDarkThresholds(**setup.dark_thresholds), what, ids[:limit])
     log.info("no camera dark file %s: %s characterised here (%d frames; smd_dark writes the file)", path, what,
-             len(frames))
+             dark.n_frames)
     return dark, what
 
 
