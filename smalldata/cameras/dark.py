@@ -18,6 +18,8 @@ from smalldata.errors import CalibrationError
 
 #: Bad-pixel reason bits (0 = good), as for the DSSC.
 DEAD, HOT, NOISY = 1, 2, 4
+#: Default bad-pixel thresholds: robust widths of a hot mean and of a noisy noise, the noise (ADU) of a dead pixel
+HOT_SIGMA, NOISY_SIGMA, DEAD_NOISE = 8.0, 8.0, 1e-3
 
 
 @dataclass
@@ -79,7 +81,8 @@ def _robust_width(values: np.ndarray) -> float:
 
 
 def characterise_dark(frames: np.ndarray, camera: str = "", settings: Optional[Mapping[str, float]] = None,
-                      hot_sigma: float = 8.0, noisy_sigma: float = 8.0, dead_noise: float = 1e-3) -> CameraDark:
+                      hot_sigma: float = HOT_SIGMA, noisy_sigma: float = NOISY_SIGMA,
+                      dead_noise: float = DEAD_NOISE) -> CameraDark:
     """Mean, noise and bad pixels of a camera's dark frames.
 
     Parameters

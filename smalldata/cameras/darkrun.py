@@ -21,7 +21,7 @@ from smalldata import __version__
 from smalldata.errors import DataError
 from smalldata.output.files import clean_stale_temporaries, temp_owner
 
-from .dark import DEAD, HOT, NOISY, CameraDark, characterise_dark
+from .dark import DEAD, DEAD_NOISE, HOT, HOT_SIGMA, NOISY, NOISY_SIGMA, CameraDark, characterise_dark
 from .presets import CameraPreset
 from .reading import read_frames, read_settings
 
@@ -45,9 +45,9 @@ class CameraDarkThresholds:
         Noise (ADU) below which a pixel is dead.
     """
 
-    hot_sigma: float = 8.0
-    noisy_sigma: float = 8.0
-    dead_noise: float = 1e-3
+    hot_sigma: float = HOT_SIGMA
+    noisy_sigma: float = NOISY_SIGMA
+    dead_noise: float = DEAD_NOISE
 
 
 def characterise_camera_run(run, preset: CameraPreset, thresholds: CameraDarkThresholds = CameraDarkThresholds(),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional
 
+from smalldata.cameras.dark import DEAD_NOISE, HOT_SIGMA, NOISY_SIGMA
 from smalldata.config.dark import DARK_SCHEMA
 from smalldata.config.schema import REQUIRED, Field, non_negative, one_of, positive, schema_markdown
 from smalldata.config.delay import DELAY_SCHEMA
@@ -199,11 +200,11 @@ def _image_shape(value) -> Optional[str]:
 
 
 CAMERA_DARK_SCHEMA: Dict[str, Field] = {
-    "hot_sigma": Field(float, 8.0, "a pixel whose dark mean is further than this many robust widths from the "
+    "hot_sigma": Field(float, HOT_SIGMA, "a pixel whose dark mean is further than this many robust widths from the "
                                    "median is hot", check=positive),
-    "noisy_sigma": Field(float, 8.0, "a pixel whose noise is this many robust widths above the median is noisy",
+    "noisy_sigma": Field(float, NOISY_SIGMA, "a pixel whose noise is this many robust widths above the median is noisy",
                          check=positive),
-    "dead_noise": Field(float, 1e-3, "a pixel with less noise is dead", "ADU", check=positive),
+    "dead_noise": Field(float, DEAD_NOISE, "a pixel with less noise is dead", "ADU", check=positive),
 }
 
 CAMERA_CUBE_SCHEMA: Dict[str, Field] = {
