@@ -356,7 +356,7 @@ class DetObject(DetObjectDescription):
             data = data[(slice(None), slice(None)) + box]
         ped_cm, mask, inv_gain = self._constants_in(tuple(region) if region is not None else None, box)
         if len(ped_cm) == 1:  # one pedestal (a camera): subtracted in one pass, no copy of it per frame
-            self.cell_index(raw.cell_ids)
+            self.cell_index(raw.cell_ids)  # refuses frames of a cell the dark lacks, as below
             out = np.subtract(data, ped_cm[0], dtype=np.float32)
         else:
             if raw.module_cell_ids is None:
